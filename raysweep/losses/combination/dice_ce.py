@@ -1,0 +1,47 @@
+"""Dice + cross-entropy, the baseline most medical methods use (outside the survey's 25)."""
+
+from __future__ import annotations
+
+from .._functional import IGNORE_INDEX, dice_score, masked_mean, prepare, soft_counts
+from ..base import SegLoss, check_bool, check_range
+from ..registry import Float, register
+
+
+@register(
+    "dice_ce",
+    category="combination",
+    title="Dice + cross-entropy",
+    reference="Isensee et al., nnU-Net, Nature Methods 2021 (MONAI DiceCELoss)",
+    space={"lambda_ce": Float(0.1, 10.0, log=True)},
+    in_survey=False,
+)
+class DiceCELoss(SegLoss):
+    """``lambda_dice * L_Dice + lambda_ce * CE`` with :class:`~raysweep.losses.region.dice.DiceLoss` semantics.
+
+    With the defaults it equals MONAI's ``DiceCELoss(softmax=True, to_onehot_y=True, batch=True)``.
+
+    Args:
+        lambda_dice, lambda_ce: weights of the two terms (1 and 1, as MONAI and nnU-Net).
+        smooth, per_image, include_background: Dice options, see :class:`~raysweep.losses.base.RegionLoss`.
+        ignore_index: label excluded from both terms.
+
+    Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
+    """
+
+    def __init__(self, lambda_dice: float = 1.0, lambda_ce: float = 1.0, smooth: float = 1e-5,
+                 per_image: bool = False, include_background: bool = True, ignore_index: int | None = IGNORE_INDEX):
+        super().__init__(ignore_index)
+        self.lambda_dice = check_range("lambda_dice", lambda_dice, 0.0)
+        self.lambda_ce = check_range("lambda_ce", lambda_ce, 0.0)
+        self.smooth = check_range("smooth", smooth, 0.0)
+        self.per_image = check_bool("per_image", per_image)
+        self.include_background = check_bool("include_background", include_background)
+
+    def compute(self, logits, target, **extra):
+        prep = prepare(logits, target, self.ignore_index)
+        tp, fp, fn = soft_counts(prep, self.per_image)
+        dice = 1.0 - dice_score(tp, fp, fn, self.smooth)
+        if not self.include_background:
+            dice = dice[..., 1:]
+        ce = masked_mean(-(prep.log_probs * prep.onehot).sum(1), prep.valid.squeeze(1))
+        return self.lambda_dice * dice.mean() + self.lambda_ce * ce

@@ -1,0 +1,3 @@
+"""Pixel-level losses: each pixel contributes independently."""
+
+from . import ce, focal, topk  # noqa: F401

@@ -1,0 +1,44 @@
+"""TopK loss: cross-entropy of the hardest pixels (survey 2.1.2)."""
+
+from __future__ import annotations
+
+import math
+
+from .._functional import IGNORE_INDEX, pixel_nll, valid_mask, zero_loss
+from ..base import SegLoss, check_range
+from ..registry import Float, register
+
+
+@register(
+    "topk",
+    category="pixel",
+    title="TopK loss",
+    reference="Wu, Shen & van den Hengel, 'Bridging category-level and instance-level semantic image segmentation', "
+    "arXiv 2016; k=10% as in nnU-Net",
+    space={"k": Float(2.0, 50.0, log=True)},
+)
+class TopKLoss(SegLoss):
+    """Mean cross-entropy of the ``k`` percent valid pixels with the highest cross-entropy in the batch.
+
+    Args:
+        k: percentage of valid pixels kept, in (0, 100]; at least one pixel is kept. ``k=100`` is plain CE.
+        ignore_index: label excluded; ignored pixels are never selected and do not count in the k% base
+            (nnU-Net counts them in the base).
+
+    Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
+    """
+
+    def __init__(self, k: float = 10.0, ignore_index: int | None = IGNORE_INDEX):
+        super().__init__(ignore_index)
+        self.k = check_range("k", k, 0.0, 100.0, low_open=True)
+
+    def compute(self, logits, target, **extra):
+        valid, labels = valid_mask(target, self.ignore_index)
+        nll, _ = pixel_nll(logits, labels)
+        n_valid = int(valid.sum())
+        if n_valid == 0:
+            return zero_loss(logits)
+        n_keep = max(1, math.ceil(n_valid * self.k / 100.0))
+        # Ignored pixels get -1 (< any CE), so they are never among the top values.
+        values = nll.masked_fill(~valid, -1.0).flatten()
+        return values.topk(n_keep, sorted=False).values.mean()

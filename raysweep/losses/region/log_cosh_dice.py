@@ -1,0 +1,34 @@
+"""Log-Cosh Dice loss (survey 2.2.2)."""
+
+from __future__ import annotations
+
+import math
+
+import torch.nn.functional as F
+
+from .._functional import IGNORE_INDEX
+from ..registry import register
+from ._space import REGION_SPACE
+from .dice import DiceLoss
+
+
+def log_cosh(x):
+    """``log(cosh(x))`` computed as ``x + softplus(-2x) - log 2``, which never overflows."""
+    return x + F.softplus(-2.0 * x) - math.log(2.0)
+
+
+@register(
+    "log_cosh_dice",
+    category="region",
+    title="Log-Cosh Dice loss",
+    reference="Jadon, 'A survey of loss functions for semantic segmentation', CIBCB 2020",
+    space=REGION_SPACE,
+)
+class LogCoshDiceLoss(DiceLoss):
+    """``log(cosh(L_Dice))`` where ``L_Dice`` is :class:`~raysweep.losses.region.dice.DiceLoss` (same arguments).
+
+    Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
+    """
+
+    def compute(self, logits, target, **extra):
+        return log_cosh(super().compute(logits, target))

@@ -1,0 +1,111 @@
+"""Region Mutual Information loss (survey 2.2.9)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .._functional import IGNORE_INDEX, masked_mean, prepare
+from ..base import SegLoss, check_range
+from ..registry import Categorical, Float, register
+
+#: Added to the diagonals of the covariances (the original uses 5e-4), so the log-determinant is always defined.
+_JITTER = 5e-4
+#: Added to the probabilities, as in the original, so that all-zero neighbourhoods keep a defined covariance.
+_CLIP_MIN = 1e-6
+
+
+def _log_det_pd(a: torch.Tensor) -> torch.Tensor:
+    """``log det`` of symmetric positive-definite matrices ``(..., d, d)`` through Cholesky; never raises.
+
+    If Cholesky fails on a matrix (round-off can make a near-singular matrix indefinite), more jitter is added to
+    that matrix until it succeeds.
+    """
+    a = 0.5 * (a + a.transpose(-1, -2))
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    jitter = 0.0
+    for _ in range(8):
+        chol, info = torch.linalg.cholesky_ex(a + jitter * eye)
+        if not bool((info > 0).any()):
+            return 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        jitter = _JITTER if jitter == 0.0 else jitter * 10.0
+    # Last resort: eigenvalues floored at the jitter (only reached on pathological input).
+    return torch.linalg.eigvalsh(a).clamp_min(_JITTER).log().sum(-1)
+
+
+def rmi_lower_bound(onehot: torch.Tensor, probs: torch.Tensor, radius: int) -> torch.Tensor:
+    """Per-class RMI loss term ``0.5 log det(Sigma_{Y|P}) / d`` for maps ``(B, C, H, W)`` -> ``(B, C)`` float64.
+
+    Each pixel and its ``radius x radius`` neighbourhood form a ``d = radius^2``-dimensional point. With the
+    covariances of label points ``Y`` and prediction points ``P``, ``Sigma_{Y|P} = Sigma_Y - Sigma_YP Sigma_P^-1
+    Sigma_YP^T`` is the posterior covariance of ``Y`` given ``P``; minimising its log-determinant maximises a lower
+    bound of the mutual information ``I(Y; P)`` (Zhao et al., eq. 13). Covariances are normalised by the number of
+    points, so the value does not depend on the image size.
+    """
+    b, c = probs.shape[:2]
+    d = radius * radius
+    y = F.unfold(onehot, radius).view(b, c, d, -1).double()
+    p = F.unfold(probs, radius).view(b, c, d, -1).double()
+    n = y.shape[-1]
+    y = y - y.mean(-1, keepdim=True)
+    p = p - p.mean(-1, keepdim=True)
+    eye = torch.eye(d, dtype=torch.float64, device=probs.device)
+    cov_y = y @ y.transpose(-1, -2) / n
+    cov_p = p @ p.transpose(-1, -2) / n + _JITTER * eye
+    cov_yp = y @ p.transpose(-1, -2) / n
+    chol_p = torch.linalg.cholesky_ex(0.5 * (cov_p + cov_p.transpose(-1, -2)))[0]
+    # Sigma_YP Sigma_P^-1 Sigma_YP^T through a Cholesky solve rather than an explicit inverse.
+    explained = cov_yp @ torch.cholesky_solve(cov_yp.transpose(-1, -2), chol_p)
+    posterior = cov_y - explained + _JITTER * eye
+    return 0.5 * _log_det_pd(posterior) / d
+
+
+@register(
+    "rmi",
+    category="region",
+    title="Region Mutual Information loss",
+    reference="Zhao, Wang, Chen & Cai, 'Region mutual information loss for semantic segmentation', NeurIPS 2019",
+    space={
+        "weight_ce": Float(0.1, 0.9),
+        "radius": Categorical((2, 3)),
+        "pool_size": Categorical((1, 2, 3, 4)),
+    },
+)
+class RMILoss(SegLoss):
+    """``weight_ce * CE + (1 - weight_ce) * mean_c RMI_c``: cross-entropy plus the region mutual information term.
+
+    The original pairs RMI with a per-class sigmoid BCE; raysweep's losses are softmax-based, so RMI is computed on
+    softmax probabilities and paired with the softmax cross-entropy. The RMI term is a lower bound and is usually
+    negative; only its decrease matters.
+
+    Args:
+        weight_ce: weight of the cross-entropy term, in [0, 1] (the original's lambda, 0.5).
+        radius: neighbourhood side (3 means 3x3, 9-dimensional points).
+        pool_size: max-pooling kernel and stride applied to labels and probabilities before the RMI term
+            (the original's downsampling, 3); 1 disables it. It keeps the cost small at high resolution.
+        ignore_index: ignored pixels are excluded from the CE and zeroed in both maps of the RMI term.
+
+    Computed in float64 on any device; the log-determinant never fails (Cholesky with adaptive jitter).
+    Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
+    """
+
+    def __init__(self, weight_ce: float = 0.5, radius: int = 3, pool_size: int = 3,
+                 ignore_index: int | None = IGNORE_INDEX):
+        super().__init__(ignore_index)
+        self.weight_ce = check_range("weight_ce", weight_ce, 0.0, 1.0)
+        if not isinstance(radius, int) or isinstance(radius, bool) or radius < 1:
+            raise ValueError(f"radius must be a positive int, got {radius!r}")
+        if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1:
+            raise ValueError(f"pool_size must be a positive int, got {pool_size!r}")
+        self.radius, self.pool_size = radius, pool_size
+
+    def compute(self, logits, target, **extra):
+        prep = prepare(logits, target, self.ignore_index)
+        ce = masked_mean(-(prep.log_probs * prep.onehot).sum(1), prep.valid.squeeze(1))
+        onehot, probs = prep.onehot, prep.probs + _CLIP_MIN * prep.valid
+        if self.pool_size > 1 and min(logits.shape[-2:]) >= self.pool_size * self.radius:
+            onehot = F.max_pool2d(onehot, self.pool_size, self.pool_size)
+            probs = F.max_pool2d(probs, self.pool_size, self.pool_size)
+        radius = min(self.radius, *probs.shape[-2:])
+        rmi = rmi_lower_bound(onehot, probs, radius).mean(0).mean().float()
+        return self.weight_ce * ce + (1.0 - self.weight_ce) * rmi

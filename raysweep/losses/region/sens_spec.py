@@ -1,0 +1,46 @@
+"""Sensitivity-specificity loss (survey 2.2.8)."""
+
+from __future__ import annotations
+
+from .._functional import IGNORE_INDEX, drop_background, prepare, sum_dims
+from ..base import RegionLoss, check_range
+from ..registry import Float, register
+from ._space import REGION_SPACE
+
+
+@register(
+    "sens_spec",
+    category="region",
+    title="Sensitivity-specificity loss",
+    reference="Brosch et al., 'Deep convolutional encoder networks for multiple sclerosis lesion segmentation', "
+    "MICCAI 2015",
+    space={"r": Float(0.01, 0.99, log=True), **REGION_SPACE},
+)
+class SensitivitySpecificityLoss(RegionLoss):
+    """``mean_c [ r * sens_err_c + (1 - r) * spec_err_c ]`` with squared errors ``(t - p)^2``.
+
+    ``sens_err_c = sum t (t - p)^2 / (sum t + s)`` (error on the class's pixels) and
+    ``spec_err_c = sum (1 - t)(t - p)^2 / (sum (1 - t) + s)`` (error on the other pixels).
+
+    Args:
+        r: weight of the sensitivity term, in [0, 1]. Brosch et al. use a small r (0.05) because the specificity
+            term is a mean over the huge background and would otherwise be negligible; SegLossOdyssey uses 0.1.
+        smooth, per_image, include_background, ignore_index: see :class:`~raysweep.losses.base.RegionLoss`.
+
+    Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
+    """
+
+    def __init__(self, r: float = 0.05, smooth: float = 1e-5, per_image: bool = False,
+                 include_background: bool = True, ignore_index: int | None = IGNORE_INDEX):
+        super().__init__(smooth, per_image, include_background, ignore_index)
+        self.r = check_range("r", r, 0.0, 1.0)
+
+    def compute(self, logits, target, **extra):
+        prep = prepare(logits, target, self.ignore_index)
+        dims = sum_dims(self.per_image)
+        sq_err = (prep.onehot - prep.probs).square()  # zero on ignored pixels: both are masked
+        neg = prep.valid - prep.onehot  # (1 - t) on valid pixels
+        sens = (sq_err * prep.onehot).sum(dims) / (prep.onehot.sum(dims) + self.smooth)
+        spec = (sq_err * neg).sum(dims) / (neg.sum(dims) + self.smooth)
+        per_class = self.r * sens + (1.0 - self.r) * spec
+        return self.reduce(drop_background(per_class, self.include_background))
