@@ -1,0 +1,37 @@
+# raysweep: every target sets itself up. `make run` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.raysweep-installed
+PYTEST_ARGS ?=
+
+.PHONY: install run test bench readme clean
+
+# (Re)install when pyproject.toml changes. `pip install -e .[test]` brings torch, Ray, Optuna, smp and the test-only
+# oracles (MONAI, kornia, medpy).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job.
+run: $(STAMP)
+	$(BIN)/raysweep demo
+
+## The test suite (what .ci/run calls).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## Benchmarks: loss forward+backward time and peak memory against peers.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/losses.py
+
+## Regenerate the README's loss catalogue from the registry.
+readme: $(STAMP)
+	$(BIN)/raysweep losses --update-readme README.md
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
