@@ -10,6 +10,7 @@ Conventions (all losses):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,13 +20,36 @@ import torch.nn.functional as F
 IGNORE_INDEX = 255
 
 
-def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None) -> bool:
-    """Raise ``ValueError`` naming the problem and the fix when ``(logits, target)`` break the conventions.
+@dataclass(frozen=True)
+class Target:
+    """A validated target, computed once per call by :class:`~raysweep.losses.base.SegLoss` and shared by its terms.
 
-    Returns whether at least one pixel is valid (not ``ignore_index``).
+    Attributes:
+        index: ``(B, H, W)`` int64, the target as given (ignored pixels keep ``ignore_index``).
+        labels: ``(B, H, W)`` int64 with ignored pixels mapped to class 0, safe for gather/scatter/one-hot.
+        valid: ``(B, H, W)`` bool, True where the pixel counts.
+        ignore_index: the ignored label, or None.
+        num_classes: ``C``.
+    """
 
-    Shape and dtype checks are free; the value checks (target range, non-finite logits) cost one reduction and one
-    host synchronisation, which is small next to any loss.
+    index: torch.Tensor
+    labels: torch.Tensor
+    valid: torch.Tensor
+    ignore_index: int | None
+    num_classes: int
+
+    @property
+    def torch_ignore_index(self) -> int:
+        """The value to pass as ``ignore_index`` to ``torch.nn.functional.cross_entropy``."""
+        return -100 if self.ignore_index is None else self.ignore_index
+
+
+def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None) -> Target | None:
+    """Validate ``(logits, target)`` and return the :class:`Target`, or None when every pixel is ignored.
+
+    Raises ``ValueError`` naming the problem and the fix when the inputs break the conventions. Shape and dtype checks
+    are free; the value checks (target range, non-finite logits) share one host synchronisation and cost three
+    reductions (a min/max of the labels, an any, and a sum of the logits, whose non-finiteness reveals NaN or inf).
     """
     if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise ValueError("loss inputs must be torch tensors: logits (B, C, H, W) float and target (B, H, W) int64")
@@ -49,76 +73,47 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int |
         )
     if target.device != logits.device:
         raise ValueError(f"logits on {logits.device} but target on {target.device}; move both to one device")
-    out_of_range = (target < 0) | (target >= c)
-    if ignore_index is not None:
-        out_of_range &= target != ignore_index
-    has_valid = (target != ignore_index).any() if ignore_index is not None else torch.tensor(target.numel() > 0)
-    bad = torch.stack([out_of_range.any(), ~torch.isfinite(logits).all(), has_valid.to(target.device)]).tolist()
-    if bad[0]:
-        values = torch.unique(target[out_of_range])[:10].tolist()
+    if target.numel() == 0:
+        raise ValueError(f"empty batch: target has shape {tuple(target.shape)}")
+    if ignore_index is None:
+        valid = torch.ones_like(target, dtype=torch.bool)
+        labels = target
+    else:
+        valid = target != ignore_index
+        labels = target.masked_fill(~valid, 0)
+    lo, hi = labels.aminmax()
+    lo, hi, any_valid, total = torch.stack(
+        [lo.double(), hi.double(), valid.any().double(), logits.detach().sum().double()]
+    ).tolist()
+    if lo < 0 or hi >= c:
+        bad = labels[(labels < 0) | (labels >= c)]
+        values = torch.unique(bad)[:10].tolist()
         raise ValueError(
             f"target has labels {values} outside [0, {c - 1}] for {c} classes"
             + (f" and ignore_index={ignore_index}" if ignore_index is not None else "")
             + "; remap them or set ignore_index"
         )
-    if bad[1]:
+    if not math.isfinite(total) and not bool(torch.isfinite(logits).all()):
         raise ValueError("logits contain NaN or inf; the model diverged (lower the learning rate or check the input)")
-    return bool(bad[2])
+    if not any_valid:
+        return None
+    return Target(target, labels, valid, ignore_index, c)
 
 
-@dataclass
-class Prepared:
-    """Masked float32 tensors shared by the losses.
-
-    Attributes:
-        log_probs: ``(B, C, H, W)`` log-softmax of the logits (not masked).
-        probs: ``(B, C, H, W)`` softmax probabilities, zero on ignored pixels.
-        onehot: ``(B, C, H, W)`` one-hot target, zero on ignored pixels.
-        valid: ``(B, 1, H, W)`` 1.0 on pixels that count, 0.0 on ignored ones.
-        labels: ``(B, H, W)`` target with ignored pixels mapped to 0 (safe for gather/scatter).
-        n_valid: number of valid pixels (0-dim float tensor).
-    """
-
-    log_probs: torch.Tensor
-    probs: torch.Tensor
-    onehot: torch.Tensor
-    valid: torch.Tensor
-    labels: torch.Tensor
-    n_valid: torch.Tensor
+def onehot(t: Target) -> torch.Tensor:
+    """``(B, C, H, W)`` float32 one-hot of the labels, zero on ignored pixels (no extra masking pass)."""
+    b, h, w = t.labels.shape
+    out = torch.zeros(b, t.num_classes, h, w, device=t.labels.device)
+    return out.scatter_(1, t.labels.unsqueeze(1), t.valid.unsqueeze(1).float())
 
 
-def prepare(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None) -> Prepared:
-    """Softmax, one-hot and masks for ``logits (B, C, H, W)`` and ``target (B, H, W)``, all float32."""
-    logits = logits.float()
-    log_probs = F.log_softmax(logits, dim=1)
-    if ignore_index is None:
-        valid_b = torch.ones_like(target, dtype=torch.bool)
-        labels = target
-    else:
-        valid_b = target != ignore_index
-        labels = target.masked_fill(~valid_b, 0)
-    valid = valid_b.unsqueeze(1).float()
-    probs = log_probs.exp() * valid
-    onehot = torch.zeros_like(log_probs).scatter_(1, labels.unsqueeze(1), 1.0) * valid
-    return Prepared(log_probs, probs, onehot, valid, labels, valid.sum())
-
-
-def valid_mask(target: torch.Tensor, ignore_index: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(valid (B, H, W) bool, labels (B, H, W) int64 with ignored pixels mapped to 0)``."""
-    if ignore_index is None:
-        return torch.ones_like(target, dtype=torch.bool), target
-    valid = target != ignore_index
-    return valid, target.masked_fill(~valid, 0)
-
-
-def pixel_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel ``-log p_true`` and ``log p_true``, both ``(B, H, W)`` float32."""
-    log_p = F.log_softmax(logits.float(), dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
-    return -log_p, log_p
+def pixel_nll(logits: torch.Tensor, t: Target) -> torch.Tensor:
+    """Per-pixel cross-entropy ``-log p_true``, ``(B, H, W)`` float32, 0 on ignored pixels."""
+    return F.cross_entropy(logits.float(), t.index, ignore_index=t.torch_ignore_index, reduction="none")
 
 
 def masked_mean(values: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of ``values`` over valid pixels (optionally weighted); 0 with zero gradient when none is valid."""
+    """Mean of ``values (B, H, W)`` over valid pixels, optionally weighted; 0 with zero gradient when none is valid."""
     w = valid.to(values.dtype) if weights is None else weights * valid
     return (values * w).sum() / w.sum().clamp_min(1e-12)
 
@@ -128,16 +123,28 @@ def sum_dims(per_image: bool) -> tuple[int, ...]:
     return (2, 3) if per_image else (0, 2, 3)
 
 
-def soft_counts(prep: Prepared, per_image: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Soft true positives, false positives and false negatives per class.
+def soft_counts(probs: torch.Tensor, t: Target, per_image: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Soft true positives, false positives and false negatives per class, without building a one-hot.
 
-    Returns three tensors of shape ``(C,)`` (batch-level) or ``(B, C)`` (``per_image``); ignored pixels excluded.
+    Args:
+        probs: ``(B, C, H, W)`` softmax probabilities (not masked).
+        t: the validated target.
+        per_image: per-image counts ``(B, C)`` instead of batch-level ``(C,)``.
+
+    ``TP_c = sum_{n: t_n = c} p_n^c`` is a gather of the true-class probabilities followed by an ``index_add`` per
+    (image, class); ``sum_n p_n^c`` over valid pixels is one batched matrix product; ``sum_n t_n^c`` is a bincount.
+    This touches the ``(B, C, H, W)`` tensor twice instead of the five times of the one-hot formulation.
     """
-    dims = sum_dims(per_image)
-    tp = (prep.probs * prep.onehot).sum(dims)
-    fp = prep.probs.sum(dims) - tp
-    fn = prep.onehot.sum(dims) - tp
-    return tp, fp, fn
+    b, c = probs.shape[:2]
+    validf = t.valid.float()
+    p_true = probs.gather(1, t.labels.unsqueeze(1)).squeeze(1) * validf
+    slot = (torch.arange(b, device=probs.device).view(b, 1, 1) * c + t.labels).flatten()
+    tp = torch.zeros(b * c, device=probs.device, dtype=probs.dtype).index_add_(0, slot, p_true.flatten()).view(b, c)
+    sum_p = torch.bmm(probs.flatten(2), validf.flatten(1).unsqueeze(2)).squeeze(2)
+    n_true = torch.bincount(slot[t.valid.flatten()], minlength=b * c).view(b, c).to(probs.dtype)
+    if not per_image:
+        tp, sum_p, n_true = tp.sum(0), sum_p.sum(0), n_true.sum(0)
+    return tp, sum_p - tp, n_true - tp
 
 
 def drop_background(x: torch.Tensor, include_background: bool) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._functional import IGNORE_INDEX, check_inputs, zero_loss
+from ._functional import IGNORE_INDEX, Target, check_inputs, zero_loss
 from .registry import EXTRA_INPUTS
 
 
@@ -39,13 +39,16 @@ class SegLoss(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} got unknown extra input(s) {sorted(unknown)}; known: {sorted(EXTRA_INPUTS)}"
             )
-        if not check_inputs(logits, target, self.ignore_index):
+        t = check_inputs(logits, target, self.ignore_index)
+        if t is None:
             # Every pixel ignored: nothing to learn from, so 0 with zero gradient (never 0/0 = NaN).
             return zero_loss(logits)
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            return self.compute(logits.float(), target, **extra)
+            return self.compute(logits.float(), t, **extra)
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor, **extra: Any) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, t: Target, **extra: Any) -> torch.Tensor:
+        """The loss of float32 ``logits (B, C, H, W)`` against the validated target ``t``; at least one pixel is
+        valid. Subclasses implement this."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -114,13 +117,13 @@ class RegionLoss(SegLoss):
         self.per_image = check_bool("per_image", per_image)
         self.include_background = check_bool("include_background", include_background)
 
-    def counts(self, logits: torch.Tensor, target: torch.Tensor):
+    def counts(self, logits: torch.Tensor, t: Target):
         """``(tp, fp, fn)``, each ``(C',)`` or ``(B, C')`` where ``C'`` drops background unless included."""
-        from ._functional import drop_background, prepare, soft_counts
+        from ._functional import drop_background, soft_counts
 
         if not self.include_background and logits.shape[1] < 2:
             raise ValueError("include_background=False needs at least two classes")
-        tp, fp, fn = soft_counts(prepare(logits, target, self.ignore_index), self.per_image)
+        tp, fp, fn = soft_counts(logits.softmax(1), t, self.per_image)
         return tuple(drop_background(x, self.include_background) for x in (tp, fp, fn))
 
     @staticmethod

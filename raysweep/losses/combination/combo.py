@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._functional import IGNORE_INDEX, dice_score, prepare, soft_counts
+from .._functional import IGNORE_INDEX, dice_score, onehot, soft_counts
 from ..base import SegLoss, check_bool, check_range
 from ..registry import Float, register
 
@@ -46,12 +46,13 @@ class ComboLoss(SegLoss):
         self.smooth = check_range("smooth", smooth, 0.0)
         self.per_image = check_bool("per_image", per_image)
 
-    def compute(self, logits, target, **extra):
-        prep = prepare(logits, target, self.ignore_index)
-        p = prep.log_probs.exp().clamp(_EPS, 1.0 - _EPS)
-        t = prep.onehot
-        bce = -(self.beta * t * p.log() + (1.0 - self.beta) * (prep.valid - t) * torch.log1p(-p))
-        bce = bce.sum() / (prep.n_valid * logits.shape[1]).clamp_min(1.0)
-        tp, fp, fn = soft_counts(prep, self.per_image)
+    def compute(self, logits, t, **extra):
+        probs = logits.softmax(1)
+        p = probs.clamp(_EPS, 1.0 - _EPS)
+        pos = onehot(t)
+        neg = t.valid.unsqueeze(1).float() - pos
+        bce = -(self.beta * pos * p.log() + (1.0 - self.beta) * neg * torch.log1p(-p))
+        bce = bce.sum() / (t.valid.sum() * t.num_classes)
+        tp, fp, fn = soft_counts(probs, t, self.per_image)
         dice = dice_score(tp, fp, fn, self.smooth).mean()
         return self.alpha * bce + (1.0 - self.alpha) * (1.0 - dice)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .._functional import IGNORE_INDEX, dice_score, masked_mean, prepare, soft_counts
+import torch.nn.functional as F
+
+from .._functional import IGNORE_INDEX, dice_score, soft_counts
 from ..base import SegLoss, check_bool, check_range
 from ..registry import Float, register
 
@@ -37,11 +39,10 @@ class DiceCELoss(SegLoss):
         self.per_image = check_bool("per_image", per_image)
         self.include_background = check_bool("include_background", include_background)
 
-    def compute(self, logits, target, **extra):
-        prep = prepare(logits, target, self.ignore_index)
-        tp, fp, fn = soft_counts(prep, self.per_image)
+    def compute(self, logits, t, **extra):
+        tp, fp, fn = soft_counts(logits.softmax(1), t, self.per_image)
         dice = 1.0 - dice_score(tp, fp, fn, self.smooth)
         if not self.include_background:
             dice = dice[..., 1:]
-        ce = masked_mean(-(prep.log_probs * prep.onehot).sum(1), prep.valid.squeeze(1))
+        ce = F.cross_entropy(logits, t.index, ignore_index=t.torch_ignore_index)
         return self.lambda_dice * dice.mean() + self.lambda_ce * ce

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._functional import IGNORE_INDEX, class_frequencies, dice_score, masked_mean, prepare, soft_counts
+from .._functional import IGNORE_INDEX, class_frequencies, dice_score, masked_mean, pixel_nll, soft_counts
 from ..base import SegLoss, as_class_vector, check_range
 from ..registry import Float, register
 
@@ -46,19 +46,17 @@ class ExpLogLoss(SegLoss):
         self.register_buffer("class_frequencies", as_class_vector("class_frequencies", class_frequencies),
                              persistent=False)
 
-    def compute(self, logits, target, **extra):
-        c = logits.shape[1]
-        prep = prepare(logits, target, self.ignore_index)
-        tp, fp, fn = soft_counts(prep, per_image=False)
+    def compute(self, logits, t, **extra):
+        c = t.num_classes
+        tp, fp, fn = soft_counts(logits.softmax(1), t, per_image=False)
         # The floors keep x^gamma differentiable (gamma < 1) at a perfect score.
         neg_log_dice = -dice_score(tp, fp, fn, self.smooth).clamp(1e-6, 1.0).log()
         dice_part = neg_log_dice.clamp_min(1e-6).pow(self.gamma_dice).mean()
-        valid = prep.valid.squeeze(1)
         if self.class_frequencies is not None:
             freq = as_class_vector("class_frequencies", self.class_frequencies, c).to(logits.device)
         else:
-            freq = class_frequencies(prep.labels, valid.bool(), c)
+            freq = class_frequencies(t.labels, t.valid, c)
         w = (freq.sum() / freq.clamp_min(1.0)).sqrt()
-        nll = -prep.log_probs.gather(1, prep.labels.unsqueeze(1)).squeeze(1)
-        ce_part = masked_mean(w[prep.labels] * nll.clamp_min(1e-6).pow(self.gamma_ce), valid)
+        nll = pixel_nll(logits, t)
+        ce_part = masked_mean(w[t.labels] * nll.clamp_min(1e-6).pow(self.gamma_ce), t.valid)
         return self.weight_dice * dice_part + (1.0 - self.weight_dice) * ce_part

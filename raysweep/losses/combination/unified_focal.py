@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._functional import IGNORE_INDEX, masked_mean, prepare, soft_counts, tversky_index
+from .._functional import IGNORE_INDEX, masked_mean, pixel_nll, soft_counts, tversky_index
 from ..base import SegLoss, check_bool, check_range
 from ..registry import Float, register
 
@@ -53,22 +53,20 @@ class UnifiedFocalLoss(SegLoss):
         self.smooth = check_range("smooth", smooth, 0.0)
         self.per_image = check_bool("per_image", per_image)
 
-    def compute(self, logits, target, **extra):
-        c = logits.shape[1]
+    def compute(self, logits, t, **extra):
+        c = t.num_classes
         if self.background_index is not None and self.background_index >= c:
             raise ValueError(f"background_index={self.background_index} but the logits have {c} classes")
-        prep = prepare(logits, target, self.ignore_index)
         rare = torch.ones(c, dtype=torch.bool, device=logits.device)
         if self.background_index is not None:
             rare[self.background_index] = False
 
-        log_pt = prep.log_probs.gather(1, prep.labels.unsqueeze(1)).squeeze(1)
-        rare_px = rare[prep.labels]
-        suppress = (-torch.expm1(log_pt)).clamp_min(1e-12).pow(self.gamma)
-        focal_px = torch.where(rare_px, self.delta * -log_pt, (1.0 - self.delta) * suppress * -log_pt)
-        focal = masked_mean(focal_px, prep.valid.squeeze(1))
+        nll = pixel_nll(logits, t)
+        suppress = (-torch.expm1(-nll)).clamp_min(1e-12).pow(self.gamma)
+        focal_px = torch.where(rare[t.labels], self.delta * nll, (1.0 - self.delta) * suppress * nll)
+        focal = masked_mean(focal_px, t.valid)
 
-        tp, fp, fn = soft_counts(prep, self.per_image)
+        tp, fp, fn = soft_counts(logits.softmax(1), t, self.per_image)
         mti = tversky_index(tp, fp, fn, alpha=1.0 - self.delta, beta=self.delta, smooth=self.smooth)
         base = (1.0 - mti).clamp_min(1e-7)
         ftl = torch.where(rare, base.pow(1.0 - self.gamma), base).mean()

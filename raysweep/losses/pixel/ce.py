@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .._functional import IGNORE_INDEX, class_frequencies, masked_mean, pixel_nll, valid_mask
+import torch.nn.functional as F
+
+from .._functional import IGNORE_INDEX, class_frequencies, masked_mean, pixel_nll
 from ..base import SegLoss, as_class_vector, check_choice
 from ..registry import Categorical, register
 
@@ -26,10 +28,9 @@ class CrossEntropyLoss(SegLoss):
     def __init__(self, ignore_index: int | None = IGNORE_INDEX):
         super().__init__(ignore_index)
 
-    def compute(self, logits, target, **extra):
-        valid, labels = valid_mask(target, self.ignore_index)
-        nll, _ = pixel_nll(logits, labels)
-        return masked_mean(nll, valid)
+    def compute(self, logits, t, **extra):
+        # The base class guarantees a valid pixel, so torch's fused kernel never divides by zero.
+        return F.cross_entropy(logits, t.index, ignore_index=t.torch_ignore_index)
 
 
 #: How class weights are derived from class pixel frequencies ``f_c``.
@@ -99,8 +100,6 @@ class WeightedCrossEntropyLoss(SegLoss):
             freq = class_frequencies(labels, valid, num_classes)
         return frequency_weights(freq, self.weighting)
 
-    def compute(self, logits, target, **extra):
-        valid, labels = valid_mask(target, self.ignore_index)
-        nll, _ = pixel_nll(logits, labels)
-        w = self.weights(labels, valid, logits.shape[1])[labels]
-        return masked_mean(nll, valid, w)
+    def compute(self, logits, t, **extra):
+        w = self.weights(t.labels, t.valid, t.num_classes)
+        return masked_mean(pixel_nll(logits, t), t.valid, w[t.labels])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._functional import IGNORE_INDEX, masked_mean, pixel_nll, valid_mask
+from .._functional import IGNORE_INDEX, masked_mean, pixel_nll
 from ..base import SegLoss, as_class_vector, check_range
 from ..registry import Float, register
 
@@ -33,13 +33,12 @@ class FocalLoss(SegLoss):
         self.gamma = check_range("gamma", gamma, 0.0)
         self.register_buffer("alpha", as_class_vector("alpha", alpha), persistent=False)
 
-    def compute(self, logits, target, **extra):
-        valid, labels = valid_mask(target, self.ignore_index)
-        nll, log_p = pixel_nll(logits, labels)
+    def compute(self, logits, t, **extra):
+        nll = pixel_nll(logits, t)
         # 1 - p_t via expm1 keeps precision when p_t is close to 1; the floor keeps the gradient of x^gamma finite
         # for gamma < 1 at a perfectly classified pixel.
-        modulator = (-torch.expm1(log_p)).clamp_min(1e-12).pow(self.gamma) if self.gamma > 0 else 1.0
+        modulator = (-torch.expm1(-nll)).clamp_min(1e-12).pow(self.gamma) if self.gamma > 0 else 1.0
         loss = modulator * nll
         if self.alpha is not None:
-            loss = loss * as_class_vector("alpha", self.alpha, logits.shape[1]).to(logits.device)[labels]
-        return masked_mean(loss, valid)
+            loss = loss * as_class_vector("alpha", self.alpha, t.num_classes).to(logits.device)[t.labels]
+        return masked_mean(loss, t.valid)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .._functional import IGNORE_INDEX, pixel_nll, valid_mask, zero_loss
+from .._functional import IGNORE_INDEX, pixel_nll
 from ..base import SegLoss, check_range
 from ..registry import Float, register
 
@@ -32,13 +32,8 @@ class TopKLoss(SegLoss):
         super().__init__(ignore_index)
         self.k = check_range("k", k, 0.0, 100.0, low_open=True)
 
-    def compute(self, logits, target, **extra):
-        valid, labels = valid_mask(target, self.ignore_index)
-        nll, _ = pixel_nll(logits, labels)
-        n_valid = int(valid.sum())
-        if n_valid == 0:
-            return zero_loss(logits)
-        n_keep = max(1, math.ceil(n_valid * self.k / 100.0))
+    def compute(self, logits, t, **extra):
+        n_keep = max(1, math.ceil(int(t.valid.sum()) * self.k / 100.0))
         # Ignored pixels get -1 (< any CE), so they are never among the top values.
-        values = nll.masked_fill(~valid, -1.0).flatten()
+        values = pixel_nll(logits, t).masked_fill(~t.valid, -1.0).flatten()
         return values.topk(n_keep, sorted=False).values.mean()

@@ -29,10 +29,10 @@ class DiceLoss(RegionLoss):
                  ignore_index: int | None = IGNORE_INDEX):
         super().__init__(smooth, per_image, include_background, ignore_index)
 
-    def per_class(self, logits, target):
+    def per_class(self, logits, t):
         """Per-class soft Dice loss ``(C',)`` or ``(B, C')``."""
-        tp, fp, fn = self.counts(logits, target)
+        tp, fp, fn = self.counts(logits, t)
         return 1.0 - dice_score(tp, fp, fn, self.smooth)
 
-    def compute(self, logits, target, **extra):
-        return self.reduce(self.per_class(logits, target))
+    def compute(self, logits, t, **extra):
+        return self.reduce(self.per_class(logits, t))

@@ -37,7 +37,7 @@ class FocalTverskyLoss(TverskyLoss):
         super().__init__(alpha, beta, smooth, per_image, include_background, ignore_index)
         self.gamma = check_range("gamma", gamma, 0.0, low_open=True)
 
-    def compute(self, logits, target, **extra):
+    def compute(self, logits, t, **extra):
         # The floor keeps the gradient of x^(1/gamma) finite when a class is perfectly segmented (x = 0).
-        base = (1.0 - self.index(logits, target)).clamp_min(1e-7)
+        base = (1.0 - self.index(logits, t)).clamp_min(1e-7)
         return self.reduce(base.pow(1.0 / self.gamma))

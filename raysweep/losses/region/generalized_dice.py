@@ -35,8 +35,8 @@ class GeneralizedDiceLoss(RegionLoss):
         super().__init__(smooth, per_image, include_background, ignore_index)
         self.weighting = check_choice("weighting", weighting, ("square", "simple", "uniform"))
 
-    def compute(self, logits, target, **extra):
-        tp, fp, fn = self.counts(logits, target)
+    def compute(self, logits, t, **extra):
+        tp, fp, fn = self.counts(logits, t)
         n_true = tp + fn
         if self.weighting == "uniform":
             w = torch.ones_like(n_true)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._functional import IGNORE_INDEX, valid_mask
+from .._functional import IGNORE_INDEX
 from ..base import SegLoss, check_bool, check_choice, check_range
 from ..registry import Categorical, register
 
@@ -60,10 +60,10 @@ class GeneralizedWassersteinDiceLoss(SegLoss):
             raise ValueError(f"cost_matrix is {tuple(self.cost_matrix.shape)} but the logits have {num_classes} classes")
         return self.cost_matrix.to(device)
 
-    def compute(self, logits, target, **extra):
+    def compute(self, logits, t, **extra):
         b, c = logits.shape[:2]
         probs = logits.softmax(1)
-        valid, labels = valid_mask(target, self.ignore_index)
+        valid, labels = t.valid, t.labels
         m = self.costs(c, logits.device)
         # W_n = sum_c M[g_n, c] p_n^c: (M @ p) gives the cost for every possible true class; pick the true one.
         wass = torch.einsum("gc,bchw->bghw", m, probs).gather(1, labels.unsqueeze(1)).squeeze(1)

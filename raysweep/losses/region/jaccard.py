@@ -26,6 +26,6 @@ class JaccardLoss(RegionLoss):
                  ignore_index: int | None = IGNORE_INDEX):
         super().__init__(smooth, per_image, include_background, ignore_index)
 
-    def compute(self, logits, target, **extra):
-        tp, fp, fn = self.counts(logits, target)
+    def compute(self, logits, t, **extra):
+        tp, fp, fn = self.counts(logits, t)
         return self.reduce(1.0 - (tp + self.smooth) / (tp + fp + fn + self.smooth))

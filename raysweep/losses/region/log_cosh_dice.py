@@ -30,5 +30,5 @@ class LogCoshDiceLoss(DiceLoss):
     Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
     """
 
-    def compute(self, logits, target, **extra):
-        return log_cosh(super().compute(logits, target))
+    def compute(self, logits, t, **extra):
+        return log_cosh(super().compute(logits, t))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._functional import IGNORE_INDEX, valid_mask, zero_loss
+from .._functional import IGNORE_INDEX
 from ..base import SegLoss, check_bool, check_choice
 from ..registry import Categorical, register
 
@@ -60,11 +60,9 @@ class LovaszSoftmaxLoss(SegLoss):
         self.per_image = check_bool("per_image", per_image)
         self.classes = check_choice("classes", classes, ("present", "all"))
 
-    def compute(self, logits, target, **extra):
+    def compute(self, logits, t, **extra):
         probs = logits.softmax(1)
-        valid, labels = valid_mask(target, self.ignore_index)
-        if not bool(valid.any()):
-            return zero_loss(logits)
+        valid, labels = t.valid, t.labels
 
         def flat(p, lab, v):
             return lovasz_softmax_flat(p.permute(1, 2, 0)[v], lab[v], self.classes)

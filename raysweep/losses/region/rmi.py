@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._functional import IGNORE_INDEX, masked_mean, prepare
+from .._functional import IGNORE_INDEX, onehot, pixel_nll, masked_mean
 from ..base import SegLoss, check_range
 from ..registry import Categorical, Float, register
 
@@ -99,13 +99,13 @@ class RMILoss(SegLoss):
             raise ValueError(f"pool_size must be a positive int, got {pool_size!r}")
         self.radius, self.pool_size = radius, pool_size
 
-    def compute(self, logits, target, **extra):
-        prep = prepare(logits, target, self.ignore_index)
-        ce = masked_mean(-(prep.log_probs * prep.onehot).sum(1), prep.valid.squeeze(1))
-        onehot, probs = prep.onehot, prep.probs + _CLIP_MIN * prep.valid
+    def compute(self, logits, t, **extra):
+        ce = masked_mean(pixel_nll(logits, t), t.valid)
+        valid = t.valid.unsqueeze(1).float()
+        labels, probs = onehot(t), (logits.softmax(1) + _CLIP_MIN) * valid
         if self.pool_size > 1 and min(logits.shape[-2:]) >= self.pool_size * self.radius:
-            onehot = F.max_pool2d(onehot, self.pool_size, self.pool_size)
+            labels = F.max_pool2d(labels, self.pool_size, self.pool_size)
             probs = F.max_pool2d(probs, self.pool_size, self.pool_size)
         radius = min(self.radius, *probs.shape[-2:])
-        rmi = rmi_lower_bound(onehot, probs, radius).mean(0).mean().float()
+        rmi = rmi_lower_bound(labels, probs, radius).mean(0).mean().float()
         return self.weight_ce * ce + (1.0 - self.weight_ce) * rmi

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._functional import IGNORE_INDEX, drop_background, prepare, sum_dims
+from .._functional import IGNORE_INDEX, drop_background, onehot, sum_dims
 from ..base import RegionLoss, check_range
 from ..registry import Float, register
 from ._space import REGION_SPACE
@@ -35,12 +35,13 @@ class SensitivitySpecificityLoss(RegionLoss):
         super().__init__(smooth, per_image, include_background, ignore_index)
         self.r = check_range("r", r, 0.0, 1.0)
 
-    def compute(self, logits, target, **extra):
-        prep = prepare(logits, target, self.ignore_index)
+    def compute(self, logits, t, **extra):
         dims = sum_dims(self.per_image)
-        sq_err = (prep.onehot - prep.probs).square()  # zero on ignored pixels: both are masked
-        neg = prep.valid - prep.onehot  # (1 - t) on valid pixels
-        sens = (sq_err * prep.onehot).sum(dims) / (prep.onehot.sum(dims) + self.smooth)
+        valid = t.valid.unsqueeze(1).float()
+        pos = onehot(t)
+        sq_err = (pos - logits.softmax(1) * valid).square()  # zero on ignored pixels: both are masked
+        neg = valid - pos  # (1 - t) on valid pixels
+        sens = (sq_err * pos).sum(dims) / (pos.sum(dims) + self.smooth)
         spec = (sq_err * neg).sum(dims) / (neg.sum(dims) + self.smooth)
         per_class = self.r * sens + (1.0 - self.r) * spec
         return self.reduce(drop_background(per_class, self.include_background))

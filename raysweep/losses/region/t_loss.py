@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .._functional import IGNORE_INDEX, prepare
+from .._functional import IGNORE_INDEX, onehot
 from ..base import SegLoss, check_range
 from ..registry import Float, register
 
@@ -50,10 +50,10 @@ class TLoss(SegLoss):
         """The current degrees of freedom."""
         return float(self.log_nu.detach().exp()) + self.epsilon
 
-    def compute(self, logits, target, **extra):
-        prep = prepare(logits, target, self.ignore_index)
-        sq = (prep.probs - prep.onehot).square().sum((1, 2, 3)).double()  # (B,)
-        d = (prep.valid.sum((1, 2, 3)) * logits.shape[1]).double()
+    def compute(self, logits, t, **extra):
+        valid = t.valid.unsqueeze(1).float()
+        sq = ((logits.softmax(1) * valid - onehot(t)).square().sum((1, 2, 3))).double()  # (B,), 0 where ignored
+        d = (t.valid.sum((1, 2)) * t.num_classes).double()
         nu = self.log_nu.double().exp() + self.epsilon
         nll = (
             -torch.lgamma((nu + d) / 2)

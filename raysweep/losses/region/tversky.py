@@ -36,10 +36,10 @@ class TverskyLoss(RegionLoss):
         if self.alpha + self.beta == 0:
             raise ValueError("alpha and beta cannot both be 0 (the index would be 1 for any prediction)")
 
-    def index(self, logits, target):
+    def index(self, logits, t):
         """Per-class Tversky index ``(C',)`` or ``(B, C')``."""
-        tp, fp, fn = self.counts(logits, target)
+        tp, fp, fn = self.counts(logits, t)
         return tversky_index(tp, fp, fn, self.alpha, self.beta, self.smooth)
 
-    def compute(self, logits, target, **extra):
-        return self.reduce(1.0 - self.index(logits, target))
+    def compute(self, logits, t, **extra):
+        return self.reduce(1.0 - self.index(logits, t))
