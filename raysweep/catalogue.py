@@ -42,8 +42,9 @@ def as_json(category: str | None = None) -> str:
 def as_markdown() -> str:
     """The README table: name, family, reference, hyperparameters (tuned ones with their search range), extras."""
     lines = [
-        f"{sum(s.in_survey for s in LOSSES.values())} survey losses and "
-        f"{sum(not s.in_survey for s in LOSSES.values())} baselines are implemented. "
+        f"{sum(s.in_survey for s in LOSSES.values())} registry names cover the survey's losses (it counts weighted "
+        f"CE under CE; here `wce` has its own entry), plus {sum(not s.in_survey for s in LOSSES.values())} "
+        "baselines. "
         "Hyperparameters with a range are tuned by the sweep (`log` = log-uniform); the others are fixed options.",
         "",
         "| name | family | loss | reference | hyperparameters: default [search range] | extra inputs |",

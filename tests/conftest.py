@@ -1,9 +1,59 @@
 """Shared fixtures. Tests run on CPU with small tensors; torch uses two threads (the CI machine has two cores)."""
 
+import numpy as np
 import pytest
 import torch
 
 torch.set_num_threads(2)
+
+
+def blob_masks(n=24, size=48, num_classes=4, seed=0):
+    """Label maps with a few overlapping discs per image: realistic boundaries for the boundary-family tests."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.ogrid[:size, :size]
+    masks = []
+    for _ in range(n):
+        m = np.zeros((size, size), np.int64)
+        for k in range(1, num_classes):
+            cy, cx = rng.integers(size // 8, size - size // 8, 2)
+            r = rng.integers(size // 10, size // 4)
+            m[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = k
+        masks.append(m)
+    return masks
+
+
+@pytest.fixture(scope="session", autouse=True)
+def inversenet_cache(tmp_path_factory):
+    """A private cache with a small InverseNet as 'default', so `build_loss("inverseform")` works in every test."""
+    import os
+
+    from raysweep.losses.boundary.inverseform import edge_tiles_from_masks, save_inversenet, train_inversenet
+
+    cache = tmp_path_factory.mktemp("raysweep-cache")
+    old = os.environ.get("RAYSWEEP_CACHE")
+    os.environ["RAYSWEEP_CACHE"] = str(cache)
+    net, summary = train_inversenet(edge_tiles_from_masks(blob_masks(), 4, 32), steps=200, progress=False)
+    save_inversenet(net, "default", summary)
+    yield cache, summary
+    if old is None:
+        os.environ.pop("RAYSWEEP_CACHE", None)
+    else:
+        os.environ["RAYSWEEP_CACHE"] = old
+
+
+def extras_for(name, logits, seed=0):
+    """The extra inputs a loss needs that cannot be derived from the target (model outputs)."""
+    from raysweep.losses import LOSSES
+
+    spec = LOSSES[name]
+    g = torch.Generator().manual_seed(seed)
+    b, _, h, w = logits.shape
+    out = {}
+    if "aux_logits" in spec.needs:
+        out["aux_logits"] = torch.randn(b, spec.defaults["num_bins"], h, w, generator=g)
+    if "features" in spec.needs:
+        out["features"] = torch.randn(b, 8, max(h // 2, 1), max(w // 2, 1), generator=g)
+    return out
 
 
 def make_batch(b=2, c=4, h=12, w=12, seed=0, ignore_frac=0.1, ignore_index=255, scale=2.0):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import make_batch
+from conftest import extras_for, make_batch
 from raysweep.losses import LOSSES, build_loss
 
 NAMES = sorted(LOSSES)
@@ -16,7 +16,7 @@ NAMES = sorted(LOSSES)
 def run(name, logits, target, **kw):
     logits = logits.clone().requires_grad_(True)
     loss = build_loss(name, **kw)
-    value = loss(logits, target)
+    value = loss(logits, target, **extras_for(name, logits))
     value.backward()
     return value.detach(), logits.grad
 
@@ -110,16 +110,30 @@ def test_tiny_model_learns_a_fixed_batch(name):
     # A target that is a function of the image, so it is learnable.
     target = image[:, :3].argmax(1)
     target[:, :2] = 255
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 3, 1))
     loss_fn = build_loss(name)
-    opt = torch.optim.Adam([*model.parameters(), *loss_fn.parameters()], lr=1e-2)
+    aux = getattr(loss_fn, "aux_channels", 0)
+    body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
+    head = nn.Conv2d(16, 3 + aux, 1)
+    params = [*body.parameters(), *head.parameters(), *loss_fn.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-2)
+
+    def forward():
+        features = body(image)
+        out = head(features)
+        extra = {"aux_logits": out[:, 3:]} if aux else {}
+        if "features" in LOSSES[name].needs:
+            extra["features"] = features
+        return out[:, :3], extra
+
     values = []
-    for _ in range(40):
+    for epoch in range(40):
+        loss_fn.set_epoch(epoch // 10)
         opt.zero_grad()
-        value = loss_fn(model(image), target)
+        logits, extra = forward()
+        value = loss_fn(logits, target, **extra)
         value.backward()
         opt.step()
         values.append(float(value.detach()))
     assert min(values[-5:]) < values[0] - 0.02 * abs(values[0]) - 1e-3
-    acc = (model(image).argmax(1) == target)[target != 255].float().mean()
+    acc = (forward()[0].argmax(1) == target)[target != 255].float().mean()
     assert acc > 0.6

@@ -17,7 +17,8 @@ Conventions shared by every loss (details in :mod:`raysweep.losses._functional`)
     * losses with learnable parameters (``t_loss``) must have ``loss.parameters()`` in the optimiser.
 """
 
-from . import combination as _combination  # noqa: F401  (imports register the losses)
+from . import boundary as _boundary  # noqa: F401  (imports register the losses)
+from . import combination as _combination  # noqa: F401
 from . import pixel as _pixel  # noqa: F401
 from . import region as _region  # noqa: F401
 from ._functional import IGNORE_INDEX

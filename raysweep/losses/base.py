@@ -46,6 +46,9 @@ class SegLoss(nn.Module):
         with torch.autocast(device_type=logits.device.type, enabled=False):
             return self.compute(logits.float(), t, **extra)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer at the start of each epoch; losses with a schedule (``boundary``) override it."""
+
     def compute(self, logits: torch.Tensor, t: Target, **extra: Any) -> torch.Tensor:
         """The loss of float32 ``logits (B, C, H, W)`` against the validated target ``t``; at least one pixel is
         valid. Subclasses implement this."""

@@ -1,3 +1,3 @@
 """Pixel-level losses: each pixel contributes independently."""
 
-from . import ce, focal, topk  # noqa: F401
+from . import ce, dmce, focal, topk  # noqa: F401

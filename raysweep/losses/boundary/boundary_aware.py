@@ -1,0 +1,82 @@
+"""Boundary-aware loss of Hayder et al. (survey 2.3.3)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .._functional import IGNORE_INDEX, masked_mean
+from ..base import SegLoss, check_range
+from ..maps import inside_distance, resolve_dist_map
+from ..registry import Float, Int, register
+
+
+def distance_bins(dist_map: torch.Tensor, labels: torch.Tensor, truncation: float, num_bins: int) -> torch.Tensor:
+    """Hayder's target encoding: the truncated, quantised distance of each pixel to its region's boundary.
+
+    ``D = min(ceil(d), R)`` with ``d`` the distance to the nearest pixel of another class (1 on the inner boundary),
+    split into ``K`` uniform bins over ``[1, R]``: returns int64 ``(B, H, W)`` in ``[0, K)``. A pixel whose class
+    fills the image (no boundary) is in the last bin.
+    """
+    d = inside_distance(dist_map, labels)
+    d = torch.where(d > 0, d.ceil(), torch.full_like(d, truncation)).clamp(1.0, truncation)
+    return ((d - 1.0) / max(truncation - 1.0, 1e-6) * num_bins).long().clamp(0, num_bins - 1)
+
+
+@register(
+    "boundary_aware",
+    category="boundary",
+    title="Boundary-aware loss",
+    reference="Hayder, He & Salzmann, 'Boundary-aware instance segmentation', CVPR 2017",
+    space={"truncation": Float(3.0, 30.0, log=True), "num_bins": Int(3, 8), "weight": Float(0.1, 10.0, log=True)},
+    needs={"aux_logits", "dist_map"},
+)
+class BoundaryAwareLoss(SegLoss):
+    """``CE(logits) + weight * mean_k BCE(aux_k, [bin == k])``: segmentation plus a truncated distance-map head.
+
+    Hayder et al. represent each region by its truncated distance transform, quantised into ``K`` bins and predicted
+    as ``K`` binary maps; the segmentation is rebuilt from it. Here the model keeps its ordinary segmentation head
+    (trained with CE) and gets an auxiliary head with :attr:`aux_channels` = ``num_bins`` outputs at full resolution
+    (``raysweep.models.build_model(..., aux_channels=loss.aux_channels)``), trained on the binary bin maps of
+    :func:`distance_bins`. The distance supervision sharpens the features near boundaries.
+
+    Args:
+        truncation: ``R``, the distance (pixels) beyond which all pixels share the last bin.
+        num_bins: ``K``; also the number of channels of the auxiliary head.
+        weight: weight of the distance-bin term.
+        ignore_index: label excluded from both terms.
+
+    Extra inputs: ``aux_logits`` (B, K, H, W), required; ``dist_map`` (B, C, H, W), computed when absent.
+    Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
+    """
+
+    def __init__(self, truncation: float = 10.0, num_bins: int = 5, weight: float = 1.0,
+                 ignore_index: int | None = IGNORE_INDEX):
+        super().__init__(ignore_index)
+        self.truncation = check_range("truncation", truncation, 1.0, low_open=True)
+        if not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 2:
+            raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}")
+        self.num_bins = num_bins
+        self.weight = check_range("weight", weight, 0.0)
+
+    @property
+    def aux_channels(self) -> int:
+        """Channels of the auxiliary head the model must provide (``aux_logits``)."""
+        return self.num_bins
+
+    def compute(self, logits, t, aux_logits=None, dist_map=None, **extra):
+        b, _, h, w = logits.shape
+        if aux_logits is None:
+            raise ValueError(
+                "boundary_aware needs aux_logits (B, num_bins, H, W) from an auxiliary head: build the model with "
+                f"raysweep.models.build_model(..., aux_channels=loss.aux_channels) (= {self.num_bins})"
+            )
+        if tuple(aux_logits.shape) != (b, self.num_bins, h, w):
+            raise ValueError(f"aux_logits has shape {tuple(aux_logits.shape)}, expected {(b, self.num_bins, h, w)}")
+        ce = F.cross_entropy(logits, t.index, ignore_index=t.torch_ignore_index)
+        with torch.no_grad():
+            sd = resolve_dist_map(dist_map, t.index, t.num_classes, t.ignore_index)
+            bins = F.one_hot(distance_bins(sd, t.labels, self.truncation, self.num_bins), self.num_bins)
+        bce = F.binary_cross_entropy_with_logits(aux_logits.float(), bins.permute(0, 3, 1, 2).float(),
+                                                 reduction="none").mean(1)
+        return ce + self.weight * masked_mean(bce, t.valid)
