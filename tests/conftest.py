@@ -32,7 +32,7 @@ def inversenet_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("raysweep-cache")
     old = os.environ.get("RAYSWEEP_CACHE")
     os.environ["RAYSWEEP_CACHE"] = str(cache)
-    net, summary = train_inversenet(edge_tiles_from_masks(blob_masks(), 4, 32), steps=200, progress=False)
+    net, summary = train_inversenet(edge_tiles_from_masks(blob_masks(), 4, 32), steps=300, progress=False)
     save_inversenet(net, "default", summary)
     yield cache, summary
     if old is None:

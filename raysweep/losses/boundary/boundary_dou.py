@@ -11,11 +11,14 @@ from ..registry import Float, register
 
 
 def inner_boundary(onehot_target: torch.Tensor, width: int = 1) -> torch.Tensor:
-    """The outermost ``width`` pixels of each class region, ``(B, C, H, W)`` float, by cross-kernel erosion."""
+    """The outermost ``width`` pixels of each class region, ``(B, C, H, W)`` float, by cross-kernel erosion.
+
+    As in the authors' code (a zero-padded convolution), the image border counts as outside.
+    """
     eroded = onehot_target
     for _ in range(width):
         # A pixel survives erosion when it and its four neighbours are all inside (a minimum over the cross).
-        padded = F.pad(eroded, (1, 1, 1, 1), value=1.0)
+        padded = F.pad(eroded, (1, 1, 1, 1), value=0.0)
         eroded = torch.stack([padded[..., 1:-1, 1:-1], padded[..., :-2, 1:-1], padded[..., 2:, 1:-1],
                               padded[..., 1:-1, :-2], padded[..., 1:-1, 2:]]).amin(0)
     return onehot_target - eroded

@@ -75,12 +75,15 @@ class InverseNet(nn.Module):
 
 
 class OfficialInverseNet(nn.Module):
-    """The authors' architecture (224x224x2 -> 1000 -> 32 -> 4 MLP), to load their released checkpoint."""
+    """The authors' architecture (224x224x2 -> 1000 -> 32 -> 4 MLP), to load their released checkpoint.
 
-    def __init__(self):
+    ``tile`` is read from the checkpoint's first layer (224 for the released one).
+    """
+
+    def __init__(self, tile: int = 224):
         super().__init__()
-        self.tile = 224
-        self.fc = nn.Sequential(nn.Linear(224 * 224 * 2, 1000), nn.ReLU(True), nn.Linear(1000, 32), nn.ReLU(True),
+        self.tile = tile
+        self.fc = nn.Sequential(nn.Linear(tile * tile * 2, 1000), nn.ReLU(True), nn.Linear(1000, 32), nn.ReLU(True),
                                 nn.Linear(32, 4))
 
     def forward(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -110,10 +113,10 @@ def load_inversenet(path_or_name: str | os.PathLike) -> nn.Module:
     else:
         # The official checkpoint: a plain state dict, keys possibly prefixed with 'module.' or 'model.'.
         sd = {k.split(".", 1)[1] if k.startswith(("module.", "model.")) else k: v for k, v in state.items()}
-        net = OfficialInverseNet()
         try:
+            net = OfficialInverseNet(tile=math.isqrt(sd["fc.0.weight"].shape[1] // 2))
             net.load_state_dict(sd)
-        except RuntimeError as exc:
+        except (KeyError, RuntimeError, AttributeError) as exc:
             raise ValueError(f"{path} is neither a raysweep InverseNet nor the official checkpoint: {exc}") from None
     net.eval()
     for p in net.parameters():
