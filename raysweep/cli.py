@@ -28,6 +28,78 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_inverseform(args) -> int:
+    import time
+
+    from .data import DATASETS, build_dataset
+    from .losses.boundary import inverseform as inv
+
+    info = DATASETS.get(args.dataset)
+    if info is None:
+        raise ValueError(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
+    options = {"root": args.root} if args.root else {}
+    ds = build_dataset(args.dataset, split="train", **options)
+    n = min(len(ds), args.masks)
+    stride = max(1, len(ds) // n)
+    print(f"InverseNet for {args.dataset}: boundary maps of {n} training masks, tile {args.tile}, {args.steps} steps")
+    masks = [ds[i]["mask"].numpy() for i in range(0, stride * n, stride)]
+    edges = inv.edge_tiles_from_masks(masks, info.num_classes, args.tile)
+    t0 = time.perf_counter()
+    net, summary = inv.train_inversenet(edges, steps=args.steps, seed=args.seed)
+    summary.update(dataset=args.dataset, masks=n, seconds=round(time.perf_counter() - t0, 1))
+    path = inv.save_inversenet(net, args.name, summary)
+    print(f"held-out error {summary['heldout_mse']:.5f} vs {summary['identity_mse']:.5f} for the identity "
+          f"({summary['explained']:.0%} of the transforms explained) in {summary['seconds']} s")
+    print(f"saved {path}; use it with build_loss('inverseform', inversenet={args.name!r})")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from .train import train_trial
+
+    config: dict = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            config = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(config, dict):
+            raise ValueError(f"{path}: the config must be a mapping of keys to values, got {type(config).__name__}")
+    overrides: dict = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE (e.g. train.steps=100), got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)  # YAML scalars: 1e-3, true, null, [1, 2], {a: 1}
+    if args.loss:
+        overrides["loss.name"] = args.loss
+    result = train_trial({**config, **overrides})
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+        return 0 if result["status"] == "completed" else 1
+    primary = result["primary_metric"]
+    print(f"status: {result['status']}  step: {result['step']}  {primary}: {result[primary]:.4f}")
+    if result["status"] != "completed":
+        detail = {k: v for k, v in result.items() if k.endswith("_step") or k == "error"}
+        print("  " + ", ".join(f"{k}: {v}" for k, v in detail.items()))
+        return 1
+    print("  " + "  ".join(f"{k}: {result[k]:.4f}" for k in ("dice", "iou", "hd95", "miou")))
+    print(f"  loss: {result.get('loss', float('nan')):.4f}  steps/s: {result['steps_per_s']:.2f}  "
+          f"peak memory: {result['peak_memory_mb']:.0f} MB")
+    print(f"  {'class':<16}{'dice':>8}{'iou':>8}{'hd95':>9}")
+    for c in [k.split("/", 1)[1] for k in result if k.startswith("dice/")]:
+        print(f"  {c:<16}{result[f'dice/{c}']:>8.4f}{result[f'iou/{c}']:>8.4f}{result[f'hd95/{c}']:>9.2f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .losses import CATEGORIES
 
@@ -59,6 +131,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=4, help="batch size (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of data and initialisation (default 0)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "inverseform",
+        help="train the InverseNet that the inverseform loss needs, on a dataset's boundary maps",
+        description="Train (self-supervised) and cache the InverseNet of the InverseForm loss: random affine "
+        "transforms of the dataset's ground-truth boundary maps, regressed back. The authors' checkpoint cannot be "
+        "downloaded here; pass inversenet=PATH to the loss to use it where you have it.",
+    )
+    p.add_argument("--dataset", default="synthetic", help="dataset whose masks to learn from (default synthetic)")
+    p.add_argument("--root", help="dataset folder (for synapse and cityscapes)")
+    p.add_argument("--name", default="default", help="cache name; the loss's inversenet= argument (default 'default')")
+    p.add_argument("--tile", type=int, default=64, help="tile side in pixels (default 64)")
+    p.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
+    p.add_argument("--masks", type=int, default=256, help="training masks to sample (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_inverseform)
+
+    p = sub.add_parser(
+        "train",
+        help="train one configuration without Ray (progress bar, final metrics); for debugging a loss",
+        description="Train and evaluate one trial config with raysweep.train.train_trial, outside Ray Tune. The "
+        "config schema (every key has a default) is in the raysweep.train module docstring.",
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML trial config (default: the built-in CPU-sized defaults)")
+    p.add_argument("--loss", metavar="NAME", help="the loss to train with (sets loss.name)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, dotted, value in YAML (repeatable), e.g. --set train.steps=200 "
+                   "--set loss.params.alpha=0.3 --set output_dir=runs/x")
+    p.add_argument("--json", action="store_true", help="print the full final report as JSON")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 
