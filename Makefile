@@ -25,9 +25,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-## Benchmarks: loss forward+backward time and peak memory against peers.
+## Benchmarks (see README, "Benchmarks"); BENCH_ARGS=--quick for a short run. Tables also land in benchmarks/results/.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python benchmarks/losses.py
+	$(BIN)/python benchmarks/losses.py $(BENCH_ARGS) --out benchmarks/results/losses.md
+	$(BIN)/python benchmarks/maps.py $(BENCH_ARGS) --out benchmarks/results/maps.md
+	$(BIN)/python benchmarks/loss_step.py $(BENCH_ARGS) --out benchmarks/results/loss_step.md
 
 ## Regenerate the README's loss catalogue from the registry.
 readme: $(STAMP)

@@ -8,7 +8,9 @@ minimum is the reading least disturbed by other work on the machine).
 Peak memory is the extra memory a forward+backward needs on top of its inputs: on CUDA from the caching allocator's
 statistics; on CPU from the process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` before
 each measurement), with glibc's mmap threshold lowered so that freed buffers leave the resident set at once.
-Ratios are ours / peer: below 1 means raysweep is faster (or lighter).
+Ratios are ours / peer: below 1 means raysweep is faster (or lighter). Losses that use distance maps get them
+precomputed (as in training, where the DataLoader workers compute them); ``benchmarks/maps.py`` times the maps and
+``benchmarks/loss_step.py`` the whole training step with maps precomputed and on the fly.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from raysweep.losses import LOSSES, build_loss  # noqa: E402
+from raysweep.losses.maps import batch_signed_distance  # noqa: E402
 
 SIZES = {"8x9x224x224": (8, 9, 224, 224), "2x19x512x1024": (2, 19, 512, 1024)}
 
@@ -74,6 +77,9 @@ def peers(name: str):
             out.append(("monai", monai_idx(table[name]())))
         if name in no_ignore:
             out.append(("monai (no ignore_index)", monai_no_ignore(no_ignore[name]())))
+        if name == "hausdorff":
+            hd = ml.HausdorffDTLoss(softmax=True, to_onehot_y=True)
+            out.append(("monai (no ignore_index)", lambda x, t: hd(x, t.masked_fill(t == 255, 0).unsqueeze(1))))
         if name == "gwdl":
             gw = None
 
@@ -114,13 +120,27 @@ def _status_bytes(key: str) -> int:
         return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) * 1024
 
 
-def measure(fn, logits, target, repeats: int) -> tuple[float, float]:
-    """``(best ms, peak extra MiB)`` of ``fn(logits, target).backward()``."""
+def extras(name: str, logits: torch.Tensor, target: torch.Tensor, dist_map: torch.Tensor) -> dict:
+    """What a training loop passes to loss ``name`` besides (logits, target): precomputed maps and head outputs."""
+    needs = LOSSES[name].needs
+    b, _, h, w = logits.shape
+    out = {}
+    if "dist_map" in needs:
+        out["dist_map"] = dist_map
+    if "aux_logits" in needs:
+        out["aux_logits"] = torch.randn(b, LOSSES[name].defaults["num_bins"], h, w, device=logits.device)
+    if "features" in needs:
+        out["features"] = torch.randn(b, 16, h, w, device=logits.device)
+    return out
+
+
+def measure(fn, logits, target, repeats: int, **extra) -> tuple[float, float]:
+    """``(best ms, peak extra MiB)`` of ``fn(logits, target, **extra).backward()``."""
     device = logits.device
 
     def step():
         x = logits.detach().requires_grad_(True)
-        fn(x, target).backward()
+        fn(x, target, **extra).backward()
         return x.grad
 
     step()  # warm-up (lazy initialisation, caches)
@@ -178,9 +198,12 @@ def main(argv=None) -> int:
         target = torch.randint(0, c, (b, h, w), generator=g)
         target[torch.rand(b, h, w, generator=g) < 0.05] = 255
         target = target.to(device)
+        dist_map = None
+        if any("dist_map" in LOSSES[n].needs for n in names):
+            dist_map = batch_signed_distance(target, c)  # precomputed, as the DataLoader workers provide it
         for name in names:
             ours = build_loss(name).to(device)
-            ms, mib = measure(ours, logits, target, args.repeats)
+            ms, mib = measure(ours, logits, target, args.repeats, **extras(name, logits, target, dist_map))
             peer_rows = []
             for label, fn in peers(name):
                 pms, pmib = measure(fn, logits, target, args.repeats)
