@@ -316,3 +316,16 @@ def test_inverseform_missing_net_and_official_checkpoint(tmp_path):
     torch.save({"weight": torch.zeros(3)}, bad)
     with pytest.raises(ValueError, match="neither a raysweep InverseNet nor the official"):
         load_inversenet(bad)
+
+
+def test_target_maps_hook_feeds_the_loss():
+    from raysweep.losses import LOSSES
+
+    for name, spec in LOSSES.items():
+        fn = build_loss(name).target_maps(4)
+        assert (fn is not None) == ("dist_map" in spec.needs), name
+    fn = pickle.loads(pickle.dumps(build_loss("boundary").target_maps(4, spacing=(1.0, 1.0))))
+    logits, target = blob_batch(seed=18)
+    maps = torch.stack([torch.from_numpy(fn(m)["dist_map"]) for m in target.numpy()])
+    loss = build_loss("boundary")
+    assert torch.allclose(loss(logits, target, dist_map=maps), loss(logits, target))

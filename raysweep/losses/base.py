@@ -46,6 +46,20 @@ class SegLoss(nn.Module):
         with torch.autocast(device_type=logits.device.type, enabled=False):
             return self.compute(logits.float(), t, **extra)
 
+    def target_maps(self, num_classes: int, spacing=None):
+        """The per-sample maps this loss uses, as a picklable ``mask (H, W) -> {name: array}`` callable for the
+        datasets' ``target_maps`` hook (computed in DataLoader workers, after augmentation), or None if it needs none.
+
+        Pass the batch's maps back to the loss as keyword inputs: ``loss(logits, mask, **maps)``.
+        """
+        from .maps import DistanceMaps
+        from .registry import LOSSES
+
+        spec = LOSSES.get(self.spec_name)
+        if spec is not None and "dist_map" in spec.needs:
+            return DistanceMaps(num_classes, spacing, self.ignore_index)
+        return None
+
     def set_epoch(self, epoch: int) -> None:
         """Called by the trainer at the start of each epoch; losses with a schedule (``boundary``) override it."""
 
