@@ -100,6 +100,37 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from .config import load_config
+
+    overrides = {}
+    if args.dataset:
+        overrides["datasets"] = args.dataset
+    if args.arch:
+        overrides["architectures"] = args.arch
+    if args.loss:
+        overrides["losses"] = args.loss
+    cfg = load_config(args.config, overrides)
+    if args.dataset or args.arch:  # keep the config's sections for the selected names
+        src = load_config(args.config)
+        cfg.datasets = {k: src.datasets.get(k, v) for k, v in cfg.datasets.items()}
+        cfg.architectures = {k: src.architectures.get(k, v) for k, v in cfg.architectures.items()}
+    from .sweep import SweepRunner
+
+    out = args.out or f"results/{cfg.name}"
+    print(f"raysweep run: {len(cfg.groups())} groups ({len(cfg.datasets)} datasets x {len(cfg.architectures)} "
+          f"architectures x {len(cfg.losses)} losses) -> {out}", flush=True)
+    state = SweepRunner(cfg, out, address=args.address, fresh=args.fresh, storage=args.storage).run()
+    print(f"sweep finished in {state['wall_s'] / 60:.1f} min; results in {out}/results", flush=True)
+    try:
+        from .report import build_report
+    except ImportError:
+        return 0
+    html = build_report(f"{out}/results", f"{out}/report.html")
+    print(f"report: {html}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .losses import CATEGORIES
 
@@ -118,6 +149,26 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--update-readme", metavar="FILE", help="rewrite the catalogue between the markers in FILE")
     p.add_argument("--category", choices=CATEGORIES, help="only this family")
     p.set_defaults(func=_cmd_losses)
+
+    p = sub.add_parser(
+        "run",
+        help="run a sweep (default: every survey loss, CNN and Transformer, on synthetic data) and write the report",
+        description="Tune every (dataset, architecture, loss) group with Optuna on Ray Tune, retrain each group's "
+        "best configuration with several seeds, write every trial to Parquet and the HTML report. Running it again "
+        "on the same --out resumes; --fresh starts over.",
+    )
+    p.add_argument("--config", help="sweep config YAML (default: configs/default.yaml)")
+    p.add_argument("--out", help="output folder (default: results/<config name>)")
+    p.add_argument("--address", help="Ray cluster: 'auto' (a running cluster), 'local' (start one here, the "
+                   "default) or ray://host:port")
+    p.add_argument("--fresh", action="store_true", help="discard what --out holds and start a new sweep")
+    p.add_argument("--storage", help="where Ray Tune keeps experiments and checkpoints; on a multi-node cluster a "
+                   "shared location (s3://bucket/path, gs://..., or an NFS path mounted on every node). Default: "
+                   "<out>/ray")
+    p.add_argument("--dataset", action="append", metavar="NAME", help="only these datasets (repeatable)")
+    p.add_argument("--arch", action="append", metavar="NAME", help="only these architectures (repeatable)")
+    p.add_argument("--loss", action="append", metavar="NAME", help="only these losses (repeatable)")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
         "demo",

@@ -1,0 +1,590 @@
+"""The sweep: one Ray Tune experiment per stage over every (dataset, architecture, loss) group.
+
+Stage ``tune``: one ``Tuner`` whose searcher (:class:`GroupSearcher`) hands out trials round-robin across one Optuna
+study per group, with an equal quota each, the survey's defaults first; ASHA stops weak trials early. The loss is never
+a tunable categorical (TPE would starve the losses that start slowly) and no two Tuners run at once (Ray does not
+support it), so the cluster stays busy with no barrier between groups.
+
+Stage ``confirm``: the best configuration of each group (among trials that ran their full budget) is retrained with
+``confirmation.seeds`` new seeds; the ranking uses only these runs.
+
+Every trial lands in Parquet through :class:`ResultsCallback` on the driver (idempotent by trial id). Running the same
+command on the same output folder resumes: a stage whose experiment exists is restored (``Tuner.restore``), a finished
+stage is skipped. See ``raysweep run --help``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .config import Group, SweepConfig
+from .search import GroupSpace, trial_config
+
+METRIC = "score"
+STAGES = ("tune", "confirm")
+
+
+# ---------------------------------------------------------------------------------------------------- the trainable
+
+
+def sweep_trainable(config: dict) -> None:
+    """The function trainable: unpacks a sweep trial config and runs :func:`raysweep.train.train_trial`."""
+    from .train import train_trial
+
+    config = config.get("trial", config)  # the confirmation stage wraps configs in a grid_search entry
+    train_trial(config["train"])
+
+
+# ---------------------------------------------------------------------------------------------------- the searcher
+
+
+def _searcher_base():
+    from ray.tune.search import Searcher
+
+    return Searcher
+
+
+class GroupSearcher(_searcher_base()):
+    """Multiplexes one Optuna study per group behind a single Tune searcher, with an equal quota per group.
+
+    Suggestions go round-robin over the groups that still have quota; results and completions are routed to the study
+    that proposed the trial. A group whose loss has nothing to tune gets a single trial (its defaults). Returns
+    ``Searcher.FINISHED`` once every quota is issued. Pickled whole by Tune (module-level classes only).
+    """
+
+    def __init__(self, cfg: SweepConfig, metric: str = METRIC, mode: str = "max"):
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        super().__init__(metric=metric, mode=mode)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.cfg = cfg
+        self.groups = cfg.groups()
+        self.quota: dict[str, int] = {}
+        self.subs: dict[str, Any] = {}
+        self.spaces: dict[str, GroupSpace] = {}
+        seed = cfg.tuning["seed"]
+        for i, g in enumerate(self.groups):
+            space = GroupSpace(g.loss, cfg.pairing)
+            self.spaces[g.key] = space
+            if space.is_empty():
+                self.quota[g.key] = 1
+                continue
+            self.quota[g.key] = cfg.tuning["trials_per_group"]
+            self.subs[g.key] = OptunaSearch(
+                space=space, metric=metric, mode=mode, points_to_evaluate=[space.defaults()],
+                sampler=optuna.samplers.TPESampler(seed=seed * 10007 + i),
+                study_name=f"{cfg.name}-{g.key}",  # unique: groups never merge into one study
+            )
+        self.issued = {g.key: 0 for g in self.groups}
+        self.owner: dict[str, Group] = {}
+        self.cursor = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.quota.values())
+
+    def suggest(self, trial_id: str):
+        from ray.tune.utils import flatten_dict
+
+        n = len(self.groups)
+        for k in range(n):
+            g = self.groups[(self.cursor + k) % n]
+            if self.issued[g.key] >= self.quota[g.key]:
+                continue
+            self.cursor = (self.cursor + k + 1) % n
+            sub = self.subs.get(g.key)
+            if sub is None:
+                point = {}
+            else:
+                point = sub.suggest(trial_id)
+                if not isinstance(point, dict):  # the study has nothing to propose now
+                    continue
+                point = flatten_dict(point, delimiter="/")
+            self.issued[g.key] += 1
+            self.owner[trial_id] = g
+            return trial_config(self.cfg, g, point, seed=self.cfg.tuning["seed"], stage="tune")
+        return self.FINISHED if all(self.issued[k] >= q for k, q in self.quota.items()) else None
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        sub = self._sub(trial_id)
+        if sub is not None and METRIC in result:
+            sub.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        sub = self._sub(trial_id)
+        if sub is not None:
+            if result is not None and not _finite(result.get(METRIC)):
+                error = True  # Optuna cannot store NaN; an OOM trial says nothing about its config
+            sub.on_trial_complete(trial_id, result=result, error=error)
+
+    def _sub(self, trial_id: str):
+        g = self.owner.get(trial_id)
+        return None if g is None else self.subs.get(g.key)
+
+    def save(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+def _iso(t: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+# ---------------------------------------------------------------------------------------------------- results
+
+
+def _callback_base():
+    from ray.tune import Callback
+
+    return Callback
+
+
+class ResultsCallback(_callback_base()):
+    """Writes every trial to Parquet on the driver as it ends (``raysweep.results``), and shows progress.
+
+    Rows are keyed by trial id and written atomically, so a restored experiment rewrites rather than duplicates them.
+    The per-report curve rows of running trials are kept in the callback's state, which Tune saves with the
+    experiment.
+    """
+
+    def __init__(self, results_dir: Path, overlays_dir: Path, sweep_id: str, stage: str, planned: int,
+                 quota: int = 1, progress: bool = True):
+        self.results_dir = Path(results_dir)
+        self.overlays_dir = Path(overlays_dir)
+        self.sweep_id, self.stage = sweep_id, stage
+        self.curves: dict[str, list[dict]] = {}
+        self.written: set[str] = set()
+        self.progress = _Progress(stage, planned, progress)
+        self.quota = quota
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.curves.setdefault(trial.trial_id, []).append(_curve_row(result))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._write(trial, trials, error=None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        message = None
+        try:
+            message = Path(trial.error_file).read_text()[-2000:] if getattr(trial, "error_file", None) else None
+        except OSError:
+            pass
+        self._write(trial, trials, error=message or "trial raised an error")
+
+    def _write(self, trial, trials, error: str | None) -> None:
+        from . import results
+
+        config = trial.config.get("trial", trial.config)
+        tags = config.get("sweep", {})
+        result = dict(trial.last_result or {})
+        rows = trial_rows(self.sweep_id, trial.trial_id, config, result, self.curves.pop(trial.trial_id, []),
+                          error=error)
+        results.write_trial_rows(self.results_dir, trial.trial_id, *rows)
+        self.written.add(trial.trial_id)
+        running = sum(1 for t in trials if t.status == "RUNNING")
+        key = f"{tags.get('dataset')}/{tags.get('arch')}/{tags.get('loss')}"
+        self.progress.finished(key, result.get(METRIC), rows[0][0]["status"], running, self.quota)
+
+    def get_state(self) -> dict | None:
+        return {"curves": self.curves, "written": sorted(self.written)}
+
+    def set_state(self, state: dict) -> None:
+        self.curves = state.get("curves", {})
+        self.written = set(state.get("written", []))
+
+
+_CURVE_KEYS = ("training_iteration", "step", "epoch", "loss", "lr")
+
+
+def _curve_row(result: dict) -> dict:
+    primary = result.get("primary_metric", "dice")
+    extra = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+             and k not in _CURVE_KEYS and "/" not in k}
+    return {"training_iteration": result.get("training_iteration"), "step": result.get("step"),
+            "epoch": result.get("epoch"), "metric": result.get(primary), "loss_value": result.get("loss"),
+            "lr": result.get("lr"), "extra": json.dumps(extra)}
+
+
+def trial_rows(sweep_id: str, trial_id: str, config: dict, result: dict, curves: list[dict],
+               error: str | None = None) -> tuple[list[dict], list[dict], list[dict]]:
+    """``(trials, curves, cases)`` rows of one finished trial, in the schema of :mod:`raysweep.results`."""
+    from .losses import LOSSES
+    from .train import resolve_config
+
+    tags = config.get("sweep", {})
+    train_cfg = resolve_config(config["train"])
+    budget = train_cfg["train"]["steps"]
+    primary = result.get("primary_metric", "dice")
+    status = result.get("status", "error" if error else "completed")
+    steps_done = int(result.get("step") or 0)
+    if error:
+        status = "error"
+    elif status == "running":  # the scheduler stopped it before its budget
+        status = "stopped" if steps_done < budget else "completed"
+    ids = {"sweep_id": sweep_id, "trial_id": trial_id, "stage": tags.get("stage"), "dataset": tags.get("dataset"),
+           "arch": tags.get("arch"), "loss": tags.get("loss"), "seed": tags.get("seed")}
+    curve_vals = [c["metric"] for c in curves if _finite(c.get("metric"))]
+    per_class = {k: v for k, v in result.items() if "/" in k and k.split("/")[0] in ("dice", "iou", "hd95", "miou")
+                 and (v is None or isinstance(v, (int, float)))}
+    spec = LOSSES.get(tags.get("loss"))
+    point = tags.get("point", {})
+    from .search import GroupSpace
+
+    is_default = bool(tags.get("loss")) and point == GroupSpace(tags["loss"], _pairing_of(config)).defaults()
+    trial = {
+        **ids,
+        "family": spec.category if spec else None,
+        "in_survey": bool(spec.in_survey) if spec else None,
+        "params": json.dumps(point, sort_keys=True),
+        "is_default": is_default,
+        "status": status,
+        "error": error or (f"diverged at step {result.get('diverged_step')}" if status == "diverged" else None),
+        "budget_steps": budget,
+        "steps_done": steps_done,
+        "primary_metric": primary,
+        "final_metric": _num(result.get(primary)),
+        "best_metric": max(curve_vals) if curve_vals else _num(result.get(primary)),
+        "dice": _num(result.get("dice")),
+        "iou": _num(result.get("iou")),
+        "hd95": _num(result.get("hd95")),
+        "per_class": json.dumps(per_class),
+        **{f"{phase}_ms": _num(result.get(f"time/{phase}_ms"))
+           for phase in ("step", "data", "forward", "loss", "backward", "optimizer")},
+        "steps_per_s": _num(result.get("steps_per_s")),
+        "peak_memory_mb": _num(result.get("peak_memory_mb")),
+        "node": result.get("hostname") or result.get("node_ip"),
+        "wall_s": _num(result.get("time_total_s")),
+        "versions": json.dumps(environment()["versions"]),
+    }
+    curve_rows = [{**{k: ids[k] for k in ("sweep_id", "trial_id", "stage", "dataset", "arch", "loss", "seed")}, **c}
+                  for c in curves]
+    case_rows = []
+    if tags.get("stage") == "confirm" and result.get("cases"):
+        for row in json.loads(result["cases"]):
+            case_rows.append({**{k: ids[k] for k in ("sweep_id", "trial_id", "stage", "dataset", "arch", "loss",
+                                                     "seed")}, **row})
+    return [trial], curve_rows, case_rows
+
+
+def _pairing_of(config: dict) -> str:
+    companions = config.get("train", {}).get("companions") or []
+    return companions[0]["name"] if companions else "none"
+
+
+def _num(x):
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+# ---------------------------------------------------------------------------------------------------- resources
+
+
+def trial_resources(cfg: SweepConfig, cluster: dict[str, float]) -> tuple[dict[str, float], int]:
+    """Per-trial resources and the concurrency they allow on ``cluster`` (``ray.cluster_resources()``).
+
+    A GPU is requested only when the cluster has one (a GPU request on a CPU cluster would wait forever); fractional
+    GPUs let several trials share one.
+    """
+    cpus = float(cfg.resources["cpus_per_trial"])
+    total_cpu = float(cluster.get("CPU", 1))
+    total_gpu = float(cluster.get("GPU", 0))
+    if cpus > total_cpu:
+        raise ValueError(f"resources.cpus_per_trial={cpus:g} but the cluster has {total_cpu:g} CPUs; lower it")
+    gpus = float(cfg.resources["gpus_per_trial"]) if total_gpu > 0 else 0.0
+    res = {"cpu": cpus, "gpu": gpus}
+    slots = int(total_cpu // cpus)
+    if gpus > 0:
+        slots = min(slots, int(total_gpu // gpus + 1e-9))
+    if cfg.resources["max_concurrent"]:
+        slots = min(slots, int(cfg.resources["max_concurrent"]))
+    return res, max(1, slots)
+
+
+# ---------------------------------------------------------------------------------------------------- the driver
+
+
+class SweepRunner:
+    """Runs (or resumes) a sweep into ``out_dir``: ``ray/`` (Tune experiments), ``results/`` (Parquet, sweep.json),
+    ``overlays/`` and the HTML report."""
+
+    def __init__(self, cfg: SweepConfig, out_dir: str | Path, address: str | None = None, fresh: bool = False,
+                 progress: bool = True, storage: str | None = None):
+        self.cfg = cfg
+        self.out = Path(out_dir).expanduser().resolve()
+        # Tune's experiment folders: shared storage (s3://, gs://, NFS) on a multi-node cluster; Parquet results are
+        # written by the driver and stay under out_dir.
+        self.storage = storage or str(self.out / "ray")
+        self.address = address
+        self.fresh = fresh
+        self.progress = progress
+        self.results_dir = self.out / "results"
+        self.state_path = self.out / "state.json"
+
+    # state: which stages are done and the best points found, so a rerun skips finished work
+    def _state(self) -> dict:
+        if self.state_path.exists():
+            return json.loads(self.state_path.read_text())
+        return {}
+
+    def _save_state(self, state: dict) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_path)
+
+    def run(self) -> dict:
+        import ray
+
+        if self.fresh and self.out.exists():
+            import shutil
+
+            for sub in ("ray", "results", "overlays", "state.json"):
+                p = self.out / sub
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = self._state()
+        if state and state.get("config") != self.cfg.to_dict():
+            raise ValueError(f"{self.out} holds a sweep with a different config; pass --fresh to start over or "
+                             "choose another --out")
+        state.setdefault("config", self.cfg.to_dict())
+        state.setdefault("sweep_id", uuid.uuid4().hex[:12])
+        state.setdefault("started", time.time())
+        self._save_state(state)
+
+        os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+        os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+        # raysweep prints its own progress line per trial; Tune's tables and snapshot warnings would drown it.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+        if not ray.is_initialized():
+            if self.address in (None, "local"):
+                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                         dashboard_host="127.0.0.1")
+            else:
+                ray.init(address=self.address, log_to_driver=False)
+        cluster = ray.cluster_resources()
+        resources, slots = trial_resources(self.cfg, cluster)
+        self._write_meta(state, cluster, slots)
+        t0 = time.time()
+        if not state.get("tune_done"):
+            best = self._tune(state, resources, slots)
+            state.update(tune_done=True, best=best)
+            self._save_state(state)
+        if self.cfg.confirmation["seeds"] > 0 and not state.get("confirm_done"):
+            self._confirm(state, resources, slots)
+            state["confirm_done"] = True
+        state["ended"] = time.time()
+        state["wall_s"] = state.get("wall_s", 0.0) + (time.time() - t0)
+        self._save_state(state)
+        from . import results
+
+        results.update_sweep_meta(self.results_dir, ended_at=_iso(state["ended"]), wall_s=state["wall_s"])
+        return state
+
+    def _write_meta(self, state: dict, cluster: dict, slots: int) -> None:
+        from . import results
+
+        env = environment()
+        searcher_total = sum(1 if GroupSpace(g.loss, self.cfg.pairing).is_empty()
+                             else self.cfg.tuning["trials_per_group"] for g in self.cfg.groups())
+        results.write_sweep_meta(self.results_dir, {
+            "sweep_id": state["sweep_id"],
+            "config": self.cfg.to_dict(),
+            "config_text": self.cfg.text or "",
+            "started_at": _iso(state["started"]),
+            "ended_at": None,
+            "wall_s": state.get("wall_s", 0.0),
+            "git_commit": env["git_commit"],
+            "versions": {**env["versions"], "python": env["python"]},
+            "hardware": {"platform": env["platform"], "cpus": cluster.get("CPU"), "gpus": cluster.get("GPU", 0),
+                         "nodes": len([k for k in cluster if k.startswith("node:") and "internal" not in k]),
+                         "concurrent_trials": slots},
+            "planned": {"tune": searcher_total, "confirm": len(self.cfg.groups()) * self.cfg.confirmation["seeds"]},
+            "groups": [{"dataset": g.dataset, "arch": g.arch, "loss": g.loss} for g in self.cfg.groups()],
+        })
+
+    # ------------------------------------------------------------------ stages
+
+    def _tuner(self, stage: str, trainable, **kwargs):
+        from ray import tune
+
+        path = f"{self.storage.rstrip('/')}/{self.cfg.name}-{stage}"
+        if tune.Tuner.can_restore(path):
+            return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                      **({"param_space": kwargs["param_space"]} if "param_space" in kwargs else {}))
+        return tune.Tuner(trainable, **kwargs)
+
+    def _run_config(self, stage: str, state: dict, planned: int):
+        from ray import tune
+
+        callback = ResultsCallback(self.results_dir, self.out / "overlays", sweep_id=state["sweep_id"], stage=stage,
+                                   planned=planned, progress=self.progress,
+                                   quota=self.cfg.tuning["trials_per_group"] if stage == "tune"
+                                   else self.cfg.confirmation["seeds"])
+        return tune.RunConfig(
+            name=f"{self.cfg.name}-{stage}",
+            storage_path=self.storage,
+            callbacks=[callback],
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        )
+
+    def _with_threads(self, resources):
+        from ray import tune
+
+        return tune.with_resources(sweep_trainable, resources)
+
+    def _tune(self, state: dict, resources: dict, slots: int) -> dict:
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+
+        searcher = GroupSearcher(self._threaded_cfg(resources))
+        evals = _evaluations(self.cfg.trial)
+        scheduler = None
+        if self.cfg.tuning["scheduler"] == "asha" and evals > 1:
+            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=evals,
+                                      grace_period=min(self.cfg.tuning["grace_period"], evals),
+                                      reduction_factor=self.cfg.tuning["reduction_factor"])
+        tuner = self._tuner(
+            "tune", self._with_threads(resources),
+            tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
+                                        num_samples=-1, max_concurrent_trials=slots, reuse_actors=True,
+                                        trial_dirname_creator=_dirname),
+            run_config=self._run_config("tune", state, searcher.total),
+        )
+        grid = tuner.fit()
+        return best_points(grid, self.cfg)
+
+    def _confirm(self, state: dict, resources: dict, slots: int) -> None:
+        from ray import tune
+
+        cfg = self._threaded_cfg(resources)
+        configs = []
+        for g in cfg.groups():
+            point = state["best"].get(g.key, GroupSpace(g.loss, cfg.pairing).defaults())
+            for k in range(cfg.confirmation["seeds"]):
+                configs.append(trial_config(cfg, g, point, seed=cfg.tuning["seed"] + 1 + k, stage="confirm"))
+        tuner = self._tuner(
+            "confirm", self._with_threads(resources),
+            param_space={"trial": tune.grid_search(configs)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=slots, reuse_actors=True,
+                                        trial_dirname_creator=_dirname),
+            run_config=self._run_config("confirm", state, len(configs)),
+        )
+        tuner.fit()
+
+    def _threaded_cfg(self, resources: dict) -> SweepConfig:
+        """The config with each trial's torch threads and device pinned to its resources."""
+        import copy
+
+        cfg = copy.copy(self.cfg)
+        trial = copy.deepcopy(cfg.trial)
+        train = trial.setdefault("train", {})
+        train.setdefault("threads", max(1, int(resources["cpu"])))
+        if resources["gpu"] == 0:
+            train["device"] = "cpu"  # never touch a GPU the trial did not ask for
+        train.setdefault("progress", False)
+        cfg.trial = trial
+        return cfg
+
+
+class _Progress:
+    """One line per finished trial on the driver: stage, done/planned, groups complete, running, best, ETA."""
+
+    def __init__(self, stage: str, planned: int, enabled: bool):
+        self.stage, self.planned, self.enabled = stage, planned, enabled
+        self.t0 = time.time()
+        self.done = 0
+        self.best: tuple[float, str] | None = None
+        self.per_group: dict[str, int] = {}
+
+    def finished(self, key: str, score: float | None, status: str, running: int, group_quota: int) -> None:
+        self.done += 1
+        self.per_group[key] = self.per_group.get(key, 0) + 1
+        if _finite(score) and (self.best is None or score > self.best[0]):
+            self.best = (score, key)
+        if not self.enabled:
+            return
+        elapsed = time.time() - self.t0
+        eta = elapsed / self.done * max(self.planned - self.done, 0)
+        groups = sum(1 for n in self.per_group.values() if n >= group_quota)
+        best = f"{self.best[0]:.3f} ({self.best[1]})" if self.best else "-"
+        print(f"[{self.stage}] {self.done}/{self.planned} trials, {groups} groups done, {running} running | "
+              f"last: {key} {status} {score if _finite(score) else float('nan'):.3f} | best {best} | "
+              f"{elapsed / 60:.1f} min elapsed, ~{eta / 60:.1f} min left", flush=True)
+
+
+def _dirname(trial) -> str:
+    sweep = trial.config.get("trial", trial.config).get("sweep", {})
+    return f"{sweep.get('loss', 'trial')}-{sweep.get('arch', '')}-{trial.trial_id}"
+
+
+def _evaluations(trial_cfg: dict) -> int:
+    """Reports per trial (ASHA's max_t), from the trial config's steps and evaluation interval."""
+    from .train import resolve_config
+
+    full = resolve_config(trial_cfg)
+    steps, every = full["train"]["steps"], full["eval"]["every"]
+    return 1 if not every else math.ceil(steps / every)
+
+
+def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
+    """Best sampled point per group: among trials that ran their full budget, the highest final score."""
+    from .train import resolve_config
+
+    steps = resolve_config(cfg.trial)["train"]["steps"]
+    best: dict[str, tuple[int, float, dict]] = {}
+    for result in grid:
+        config = result.config or {}
+        tags = config.get("sweep")
+        metrics = result.metrics or {}
+        score = metrics.get(METRIC)
+        if not tags or not _finite(score):
+            continue
+        key = Group(tags["dataset"], tags["arch"], tags["loss"]).key
+        rank = (int(metrics.get("step", 0) >= steps), float(score))
+        if key not in best or rank > best[key][:2]:
+            best[key] = (*rank, tags["point"])
+    return {k: v[2] for k, v in best.items()}
+
+
+def environment() -> dict[str, Any]:
+    """Versions, hardware and git commit, for sweep.json and the report's metadata."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("raysweep", "torch", "ray", "optuna", "segmentation-models-pytorch", "pyarrow", "numpy"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"versions": versions, "python": sys.version.split()[0], "platform": platform.platform(),
+            "cpus": os.cpu_count(), "git_commit": commit}
