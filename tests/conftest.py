@@ -22,9 +22,10 @@ def blob_masks(n=24, size=48, num_classes=4, seed=0):
     return masks
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def inversenet_cache(tmp_path_factory):
-    """A private cache with a small InverseNet as 'default', so `build_loss("inverseform")` works in every test."""
+    """A private cache with a small InverseNet as 'default', so `build_loss("inverseform")` works in the tests that
+    use this fixture (the loss test modules, through ``pytestmark``)."""
     import os
 
     from raysweep.losses.boundary.inverseform import edge_tiles_from_masks, save_inversenet, train_inversenet

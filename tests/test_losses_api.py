@@ -10,6 +10,9 @@ from conftest import extras_for, make_batch
 from raysweep import catalogue, cli
 from raysweep.losses import CATEGORIES, EXTRA_INPUTS, LOSSES, Categorical, Float, Int, LossSpec, build_loss
 
+# Every loss test may build "inverseform", which needs an InverseNet in the cache.
+pytestmark = pytest.mark.usefixtures("inversenet_cache")
+
 SURVEY = {
     "pixel": {"ce", "wce", "topk", "focal", "dmce"},
     "region": {"dice", "log_cosh_dice", "gwdl", "jaccard", "lovasz", "tversky", "focal_tversky", "sens_spec", "rmi",

@@ -26,6 +26,9 @@ from raysweep.losses.maps import (
     signed_distance_map,
 )
 
+# Every loss test may build "inverseform", which needs an InverseNet in the cache.
+pytestmark = pytest.mark.usefixtures("inversenet_cache")
+
 monai_losses = pytest.importorskip("monai.losses")
 
 

@@ -10,6 +10,9 @@ from torch import nn
 from conftest import extras_for, make_batch
 from raysweep.losses import LOSSES, build_loss
 
+# Every loss test may build "inverseform", which needs an InverseNet in the cache.
+pytestmark = pytest.mark.usefixtures("inversenet_cache")
+
 NAMES = sorted(LOSSES)
 
 

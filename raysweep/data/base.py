@@ -1,0 +1,231 @@
+"""What every dataset shares: the descriptor (:class:`DatasetInfo`), the item contract, volumes and input checks.
+
+Item contract (``ds[i]``)::
+
+    {"image": float32 tensor (C, H, W),
+     "mask":  int64 tensor (H, W), class ids 0..num_classes-1, ignore = 255,
+     "case":  str,                       # "<volume>_slice<zzz>" for slices of a volume, the image id otherwise
+     **maps}                             # float32 tensors from ``target_maps(mask)``, if one is given
+
+Augmentations are applied jointly to image and mask first; ``target_maps`` then runs on the augmented mask, in the
+DataLoader worker, so maps such as distance maps always match the mask the loss sees.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+IGNORE_INDEX = 255
+
+#: ``target_maps(mask)``: mask is the augmented int64 (H, W) mask (ignore 255); each returned array becomes a float32
+#: tensor under its key in the item (for example ``{"dist": (C, H, W)}`` for the boundary losses).
+TargetMaps = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+
+#: An albumentations-style transform: ``transform(image=HWC array, mask=HW uint8) -> {"image": ..., "mask": ...}``.
+Transform = Callable[..., dict[str, Any]]
+
+_RESERVED_KEYS = frozenset({"image", "mask", "case"})
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a dataset; the trainer, the metrics and the report read them from ``DATASETS[name]``.
+
+    Attributes:
+        name: registry key.
+        num_classes: number of output channels, background included where the dataset has one.
+        class_names: ``num_classes`` names in class-id order.
+        eval_classes: class ids averaged in summary metrics (Synapse: the 8 organs, background excluded;
+            Cityscapes: all 19 train ids).
+        primary_metric: ``"dice"`` (mean DSC over ``eval_classes``, per volume) or ``"miou"`` (dataset-level
+            confusion-matrix mIoU). Higher is better for both.
+        per_volume: evaluation is per 3-D volume (``ds.volumes()``) rather than per 2-D image.
+        empty_convention: how :mod:`raysweep.metrics` scores a class that is empty in prediction or ground truth
+            (``"transunet"`` or ``"strict"``; see :func:`raysweep.metrics.case_scores`).
+        in_channels: image channels C of ``item["image"]``.
+        image_size: default (H, W) the network sees (Cityscapes: before the training crop).
+        splits: accepted ``split`` values; ``eval_split`` is the one results are reported on.
+        needs_root: the dataset is read from files under ``root``.
+        ignore_index: mask value excluded from losses and metrics.
+    """
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    eval_classes: tuple[int, ...]
+    primary_metric: str
+    per_volume: bool
+    empty_convention: str
+    in_channels: int
+    image_size: tuple[int, int]
+    splits: tuple[str, ...]
+    eval_split: str
+    needs_root: bool
+    ignore_index: int = IGNORE_INDEX
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
+        if self.primary_metric not in ("dice", "miou"):
+            raise ValueError(f"{self.name}: primary_metric must be 'dice' or 'miou', got {self.primary_metric!r}")
+
+
+class Volume(NamedTuple):
+    """One 3-D case for per-volume evaluation, at native resolution.
+
+    Attributes:
+        case: volume id, e.g. ``"case0008"``.
+        image: float32 (D, H, W) raw intensities (not resized; use ``ds.volume_input(vol)`` for network input).
+        label: int64 (D, H, W) class ids.
+        spacing: voxel spacing (z, y, x) in mm, or None when the files carry none (metrics are then in voxels,
+            which is what TransUNet's evaluation reports).
+    """
+
+    case: str
+    image: np.ndarray
+    label: np.ndarray
+    spacing: tuple[float, float, float] | None
+
+
+class SegmentationDataset(Dataset):
+    """Base class: subclasses implement ``__len__`` and ``_load``; this class applies the transform and the maps.
+
+    Args:
+        split: one of ``info.splits``.
+        transform: albumentations-style callable applied jointly to image (H, W, C) and mask (H, W) uint8, or None
+            for no transform at all (arrays go straight to tensors at native size).
+        target_maps: optional ``mask (H, W) int64 -> {key: array}``, run on the augmented mask; outputs are added to
+            the item as float32 tensors.
+    """
+
+    info: DatasetInfo
+    #: the deterministic (evaluation) transform, used by :meth:`volume_input`; set by subclasses.
+    eval_transform: Transform | None = None
+
+    def __init__(self, split: str, transform: Transform | None, target_maps: TargetMaps | None) -> None:
+        if split not in self.info.splits:
+            raise ValueError(
+                f"{self.info.name}: unknown split {split!r}; choose one of {', '.join(map(repr, self.info.splits))}"
+            )
+        self.split = split
+        self.transform = transform
+        self.target_maps = target_maps
+        self._seeded_pid: int | None = None
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """Return image (H, W, C) float32 or uint8, mask (H, W) uint8 with ignore 255, and the case id."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"{self.info.name} {self.split}: index {index} out of range for {len(self)} items")
+        self._seed_worker()
+        image, mask, case = self._load(int(index) % len(self))
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        if image.ndim == 2:  # cv2 drops a trailing singleton channel on some paths
+            image = image[:, :, None]
+        item: dict[str, Any] = {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)),
+            "mask": torch.from_numpy(np.asarray(mask, dtype=np.int64)),
+            "case": case,
+        }
+        if self.target_maps is not None:
+            mask_view = item["mask"].numpy()
+            mask_view.flags.writeable = False  # a map function must not edit the mask it is given
+            maps = self.target_maps(mask_view)
+            for key, value in maps.items():
+                if key in _RESERVED_KEYS:
+                    raise ValueError(f"target_maps returned reserved key {key!r}; use another name")
+                item[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+        return item
+
+    def _seed_worker(self) -> None:
+        # albumentations' Compose keeps its own RNG, which forked DataLoader workers would all inherit in the same
+        # state (identical augmentations in every worker). Reseed it once per worker from torch's per-worker seed,
+        # which derives from the loader's generator, so runs stay reproducible from the torch seed.
+        pid = os.getpid()
+        if pid == self._seeded_pid:
+            return
+        self._seeded_pid = pid
+        worker = get_worker_info()
+        if worker is not None and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(worker.seed % 2**32)
+
+    def volumes(self) -> Iterator[Volume]:
+        """Yield the split's 3-D volumes (per-volume datasets only); see :class:`Volume`."""
+        raise TypeError(f"{self.info.name} is evaluated per image, not per volume; it has no volumes()")
+
+    def volume_input(self, volume: Volume) -> torch.Tensor:
+        """Network input for a volume: each slice through ``eval_transform``, float32 tensor (D, C, h, w).
+
+        Per-volume evaluation (TransUNet's ``test_single_volume``)::
+
+            x = ds.volume_input(vol)                                  # (D, C, h, w)
+            logits = model(x)                                         # (D, K, h, w), in chunks if large
+            logits = F.interpolate(logits, size=vol.label.shape[-2:], mode="bilinear")
+            evaluator.add(vol.case, logits.argmax(1).numpy(), vol.label, spacing=vol.spacing)
+
+        (TransUNet resizes the argmax with nearest neighbour instead; both give the prediction at native size.)
+        """
+        slices = []
+        for s in volume.image:
+            img = np.ascontiguousarray(s[:, :, None], dtype=np.float32)
+            if self.eval_transform is not None:
+                img = self.eval_transform(image=img)["image"]
+            slices.append(img if img.ndim == 3 else img[:, :, None])
+        return torch.from_numpy(np.ascontiguousarray(np.stack(slices).transpose(0, 3, 1, 2), dtype=np.float32))
+
+
+def check_labels(label: np.ndarray, num_classes: int, source: str | Path, allow_ignore: bool = False) -> np.ndarray:
+    """Validate an integer-valued label array and return it as uint8 (same shape).
+
+    Raises ValueError naming ``source`` and the offending values when values are not integers in
+    ``0..num_classes-1`` (or 255 when ``allow_ignore``).
+    """
+    arr = np.asarray(label)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+            bad = np.unique(arr[~np.isfinite(arr) | (arr != np.round(arr))])[:10]
+            raise ValueError(f"{source}: label contains non-integer values {bad.tolist()}; labels must be class ids")
+    elif arr.dtype.kind not in "iub":
+        raise ValueError(f"{source}: label has dtype {arr.dtype}; expected integer class ids")
+    lo, hi = (arr.min(), arr.max()) if arr.size else (0, 0)
+    if lo < 0 or hi >= num_classes:
+        values = np.unique(arr)
+        bad = values[(values < 0) | (values >= num_classes)]
+        if allow_ignore:
+            bad = bad[bad != IGNORE_INDEX]
+        if bad.size:
+            shown = [int(v) if float(v).is_integer() else float(v) for v in bad[:10]]
+            raise ValueError(
+                f"{source}: label values {shown} are outside the class range 0..{num_classes - 1}"
+                f"{' (and 255 = ignore)' if allow_ignore else ''}; is this the right dataset or label file?"
+            )
+    return arr.astype(np.uint8)
+
+
+def require_dir(path: Path, what: str, layout: str) -> Path:
+    """Return ``path`` if it is a directory, else raise FileNotFoundError naming it and the expected layout."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} not found: {path} does not exist or is not a directory.\n"
+                                f"Expected layout:\n{layout}")
+    return path
+
+
+def first_items(items: Sequence[Any], n: int = 5) -> str:
+    """Short listing for error messages: the first ``n`` items and how many more."""
+    shown = ", ".join(str(x) for x in items[:n])
+    return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")

@@ -1,0 +1,299 @@
+"""``synapse``: multi-organ abdominal CT in the TransUNet release format.
+
+Layout under ``root`` (as released with TransUNet, Chen et al. 2021)::
+
+    train_npz/case0005_slice000.npz     keys "image" (H, W) float in [0, 1], "label" (H, W) class ids 0..8
+    test_vol_h5/case0001.npy.h5         datasets "image" (D, H, W) float in [0, 1], "label" (D, H, W) class ids
+    lists_Synapse/train.txt             optional: slice names, one per line (e.g. "case0005_slice000")
+    lists_Synapse/test_vol.txt          optional: volume names, one per line (e.g. "case0001")
+
+The lists may also sit in ``root/lists/lists_Synapse`` (the TransUNet repository's place) or be given as
+``list_dir``. Without lists the standard split is used: 18 training cases (``TRAIN_CASES``) and 12 test cases
+(``TEST_CASES``); files of other cases in a folder are skipped with a warning.
+
+Training items are the 2-D slices, resized to ``image_size`` (224 x 224 by default, as TransUNet); the ``test``
+split's items are the slices of the test volumes (same resize), and ``volumes()`` yields whole volumes at native
+resolution for the per-volume 3-D DSC / HD95 of the TransUNet protocol. Labels are checked on read: values outside
+0..8 raise ValueError naming the file and the values.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+import zipfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .base import (
+    DatasetInfo,
+    SegmentationDataset,
+    TargetMaps,
+    Transform,
+    Volume,
+    check_labels,
+    first_items,
+    require_dir,
+)
+from .transforms import synapse_transform
+
+CLASS_NAMES = ("background", "aorta", "gallbladder", "left_kidney", "right_kidney", "liver", "pancreas", "spleen",
+               "stomach")
+TRAIN_CASES = (5, 6, 7, 9, 10, 21, 23, 24, 26, 27, 28, 30, 31, 33, 34, 37, 39, 40)
+TEST_CASES = (1, 2, 3, 4, 8, 22, 25, 29, 32, 35, 36, 38)
+
+INFO = DatasetInfo(
+    name="synapse",
+    num_classes=len(CLASS_NAMES),
+    class_names=CLASS_NAMES,
+    eval_classes=tuple(range(1, len(CLASS_NAMES))),
+    primary_metric="dice",
+    per_volume=True,
+    empty_convention="transunet",
+    in_channels=1,
+    image_size=(224, 224),
+    splits=("train", "test"),
+    eval_split="test",
+    needs_root=True,
+)
+
+LAYOUT = """  <root>/train_npz/caseXXXX_sliceYYY.npz      (keys: image, label)
+  <root>/test_vol_h5/caseXXXX.npy.h5          (datasets: image, label; shape (D, H, W))
+  <root>/lists_Synapse/train.txt, test_vol.txt (optional; else the standard 18/12 case split)
+(the TransUNet release of Synapse; see raysweep/data/synapse.py)"""
+
+_SLICE_RE = re.compile(r"^(case\d{4})_slice(\d+)$")
+_VOLUME_RE = re.compile(r"^(case\d{4})$")
+
+
+def _case_name(number: int) -> str:
+    return f"case{number:04d}"
+
+
+def _read_error(path: Path, err: Exception) -> ValueError:
+    return ValueError(f"{path}: cannot read the file ({type(err).__name__}: {err}); it is corrupt or truncated -- "
+                      f"re-download or re-extract it")
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a training slice: image float32 (H, W), label uint8 (H, W); errors name the file."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            files = sorted(data.files)
+            arrays = (data["image"], data["label"]) if {"image", "label"} <= set(files) else None
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        raise _read_error(path, err) from err
+    if arrays is None:
+        raise ValueError(f"{path}: missing key(s) {sorted({'image', 'label'} - set(files))} (found {files}); a "
+                         f"Synapse slice .npz holds 'image' and 'label'")
+    return _check_pair(path, *arrays, ndim=2)
+
+
+def _check_pair(path: Path | str, image: np.ndarray, label: np.ndarray, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    if image.ndim != ndim or image.shape != label.shape:
+        raise ValueError(f"{path}: expected image and label of the same {ndim}-D shape, got image {image.shape} and "
+                         f"label {label.shape}")
+    if image.dtype.kind not in "fiu":
+        raise ValueError(f"{path}: image has dtype {image.dtype}; expected float intensities in [0, 1]")
+    return image.astype(np.float32, copy=False), check_labels(label, INFO.num_classes, path)
+
+
+class SynapseDataset(SegmentationDataset):
+    """Synapse slices (train or test split) from the TransUNet release.
+
+    Args:
+        root: dataset root (see the module docstring for the layout).
+        split: ``"train"`` or ``"test"``.
+        image_size: (H, W) the slices are resized to (cubic image, nearest mask); default (224, 224).
+        list_dir: folder with ``train.txt`` / ``test_vol.txt``; default: searched under ``root``; the standard case
+            split when none is found.
+        transform: ``"default"`` (:func:`~raysweep.data.transforms.synapse_transform`), None, or a callable.
+        augment: augment in the default transform (default: ``split == "train"``).
+        seed: seed of the augmentation in the main process (DataLoader workers reseed from torch).
+        target_maps: see :class:`~raysweep.data.base.SegmentationDataset`.
+
+    Items: ``image`` float32 (1, H, W) in [0, 1], ``mask`` int64 (H, W), ``case`` ``"caseXXXX_sliceYYY"``.
+    """
+
+    info = INFO
+
+    def __init__(self, root: str | Path, split: str = "train", image_size: int | tuple[int, int] = (224, 224),
+                 list_dir: str | Path | None = None, transform: Transform | str | None = "default",
+                 augment: bool | None = None, seed: int | None = None,
+                 target_maps: TargetMaps | None = None) -> None:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        augment = split == "train" if augment is None else augment
+        self.eval_transform = synapse_transform(size, augment=False)
+        if transform == "default":
+            transform = synapse_transform(size, augment=augment)
+            transform.set_random_seed(seed)
+        super().__init__(split, transform, target_maps)
+        self.root = require_dir(Path(root).expanduser(), "Synapse root", LAYOUT)
+        self.image_size = size
+        names = self._read_list(list_dir)
+        if split == "train":
+            folder = require_dir(self.root / "train_npz", "Synapse training folder", LAYOUT)
+            self.slices = self._train_slices(folder, names)
+            self._volume_files: dict[str, Path] = {}
+        else:
+            folder = require_dir(self.root / "test_vol_h5", "Synapse test folder", LAYOUT)
+            self._volume_files = self._test_volumes(folder, names)
+            self.slices = [(case, z) for case, path in self._volume_files.items() for z in range(self._depth(path))]
+
+    # -- indexing ---------------------------------------------------------------------------------------------------
+
+    def _read_list(self, list_dir: str | Path | None) -> list[str] | None:
+        list_name = "train.txt" if self.split == "train" else "test_vol.txt"
+        if list_dir is not None:
+            path = Path(list_dir).expanduser() / list_name
+            if not path.is_file():
+                raise FileNotFoundError(f"Synapse split list not found: {path}; list_dir must hold {list_name}")
+        else:
+            found = [d / list_name for d in (self.root / "lists_Synapse", self.root / "lists" / "lists_Synapse")
+                     if (d / list_name).is_file()]
+            if not found:
+                return None
+            path = found[0]
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        pattern = _SLICE_RE if self.split == "train" else _VOLUME_RE
+        bad = [n for n in names if not pattern.match(n)]
+        if bad:
+            example = "case0005_slice000" if self.split == "train" else "case0001"
+            raise ValueError(f"{path}: unexpected entries {first_items(bad)}; each line names a "
+                             f"{'slice' if self.split == 'train' else 'volume'} like {example!r}")
+        if not names:
+            raise ValueError(f"{path} is empty; list one {'slice' if self.split == 'train' else 'volume'} per line")
+        return names
+
+    def _train_slices(self, folder: Path, names: list[str] | None) -> list[tuple[str, int, Path]]:
+        if names is not None:
+            paths = [folder / f"{n}.npz" for n in names]
+            missing = [p.name for p in paths if not p.is_file()]
+            if missing:
+                raise FileNotFoundError(f"{len(missing)} slice(s) named in the train list are missing from {folder}: "
+                                        f"{first_items(missing)}; re-extract the data or fix the list")
+        else:
+            paths = sorted(p for p in folder.glob("*.npz") if _SLICE_RE.match(p.stem))
+            if not paths:
+                raise FileNotFoundError(f"no caseXXXX_sliceYYY.npz files in {folder}.\nExpected layout:\n{LAYOUT}")
+            keep = {_case_name(c) for c in TRAIN_CASES}
+            skipped = sorted({_SLICE_RE.match(p.stem)[1] for p in paths} - keep)
+            if skipped:
+                warnings.warn(f"{folder}: skipping cases {first_items(skipped)}, which are not in the standard "
+                              f"training split (add lists_Synapse/train.txt to use them)", stacklevel=3)
+            paths = [p for p in paths if _SLICE_RE.match(p.stem)[1] in keep]
+            if not paths:
+                raise FileNotFoundError(f"{folder} holds no slices of the standard training cases "
+                                        f"({', '.join(map(_case_name, TRAIN_CASES))})")
+        out = []
+        for p in paths:
+            m = _SLICE_RE.match(p.stem)
+            out.append((m[1], int(m[2]), p))
+        return out
+
+    def _test_volumes(self, folder: Path, names: list[str] | None) -> dict[str, Path]:
+        if names is not None:
+            files = {n: folder / f"{n}.npy.h5" for n in names}
+            missing = [p.name for p in files.values() if not p.is_file()]
+            if missing:
+                raise FileNotFoundError(f"{len(missing)} volume(s) named in the test list are missing from {folder}: "
+                                        f"{first_items(missing)}; re-extract the data or fix the list")
+            return files
+        files = {p.name[: -len(".npy.h5")]: p for p in sorted(folder.glob("*.npy.h5"))}
+        files = {k: v for k, v in files.items() if _VOLUME_RE.match(k)}
+        if not files:
+            raise FileNotFoundError(f"no caseXXXX.npy.h5 files in {folder}.\nExpected layout:\n{LAYOUT}")
+        keep = {_case_name(c) for c in TEST_CASES}
+        skipped = sorted(set(files) - keep)
+        if skipped:
+            warnings.warn(f"{folder}: skipping cases {first_items(skipped)}, which are not in the standard test "
+                          f"split (add lists_Synapse/test_vol.txt to use them)", stacklevel=3)
+        files = {k: v for k, v in files.items() if k in keep}
+        if not files:
+            raise FileNotFoundError(f"{folder} holds none of the standard test cases "
+                                    f"({', '.join(map(_case_name, TEST_CASES))})")
+        return files
+
+    @staticmethod
+    def _open(path: Path):
+        import h5py
+
+        try:
+            return h5py.File(path, "r")
+        except OSError as err:
+            raise _read_error(path, err) from err
+
+    def _datasets(self, f, path: Path):
+        missing = {"image", "label"} - set(f.keys())
+        if missing:
+            raise ValueError(f"{path}: missing dataset(s) {sorted(missing)} (found {sorted(f.keys())}); a Synapse "
+                             f"test volume holds 'image' and 'label' of shape (D, H, W)")
+        image, label = f["image"], f["label"]
+        if image.ndim != 3 or image.shape != label.shape:
+            raise ValueError(f"{path}: expected image and label of the same (D, H, W) shape, got image {image.shape} "
+                             f"and label {label.shape}")
+        return image, label
+
+    def _depth(self, path: Path) -> int:
+        with self._open(path) as f:
+            return self._datasets(f, path)[0].shape[0]
+
+    # -- access -----------------------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    @property
+    def cases(self) -> list[str]:
+        """Case ids in this split, sorted."""
+        if self.split == "test":
+            return sorted(self._volume_files)
+        return sorted({s[0] for s in self.slices})
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        if self.split == "train":
+            case, z, path = self.slices[index]
+            image, label = _read_npz(path)
+        else:
+            case, z = self.slices[index]
+            path = self._volume_files[case]
+            try:
+                with self._open(path) as f:
+                    image_ds, label_ds = self._datasets(f, path)
+                    image, label = image_ds[z], label_ds[z]
+            except (OSError, KeyError, RuntimeError) as err:  # truncated data blocks surface on read
+                raise _read_error(path, err) from err
+            image, label = _check_pair(f"{path} (slice {z})", image, label, ndim=2)
+        return image[:, :, None], label, f"{case}_slice{z:03d}"
+
+    def volumes(self) -> Iterator[Volume]:
+        """Yield the split's volumes at native resolution, sorted by case.
+
+        ``test``: read from ``test_vol_h5`` (spacing from a ``spacing`` attribute or dataset if the file has one,
+        else None, i.e. metrics in voxels as TransUNet reports them). ``train``: the case's slices stacked in slice
+        order (spacing None).
+        """
+        if self.split == "test":
+            for case, path in sorted(self._volume_files.items()):
+                try:
+                    with self._open(path) as f:
+                        image_ds, label_ds = self._datasets(f, path)
+                        image, label = image_ds[()], label_ds[()]
+                        spacing = f.attrs.get("spacing", f["spacing"][()] if "spacing" in f else None)
+                except (OSError, KeyError, RuntimeError) as err:
+                    raise _read_error(path, err) from err
+                image, label = _check_pair(path, image, label, ndim=3)
+                spacing = None if spacing is None else tuple(float(s) for s in np.asarray(spacing).ravel())
+                yield Volume(case, image, label.astype(np.int64), spacing)
+        else:
+            by_case: dict[str, list[tuple[int, Path]]] = {}
+            for case, z, path in self.slices:
+                by_case.setdefault(case, []).append((z, path))
+            for case in sorted(by_case):
+                pairs = [_read_npz(path) for _, path in sorted(by_case[case])]
+                image = np.stack([p[0] for p in pairs])
+                label = np.stack([p[1] for p in pairs]).astype(np.int64)
+                yield Volume(case, image, label, None)

@@ -1,0 +1,173 @@
+"""Cityscapes: PNG trees written in the published layout and read back through build_dataset."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from raysweep.data import DATASETS, build_dataset
+from raysweep.data.cityscapes import LUT, map_label_ids
+from raysweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+# cityscapesScripts helpers/labels.py, transcribed as (name, id, trainId) -- an independent copy of the official table
+OFFICIAL_LABELS = [
+    ("unlabeled", 0, 255), ("ego vehicle", 1, 255), ("rectification border", 2, 255), ("out of roi", 3, 255),
+    ("static", 4, 255), ("dynamic", 5, 255), ("ground", 6, 255), ("road", 7, 0), ("sidewalk", 8, 1),
+    ("parking", 9, 255), ("rail track", 10, 255), ("building", 11, 2), ("wall", 12, 3), ("fence", 13, 4),
+    ("guard rail", 14, 255), ("bridge", 15, 255), ("tunnel", 16, 255), ("pole", 17, 5), ("polegroup", 18, 255),
+    ("traffic light", 19, 6), ("traffic sign", 20, 7), ("vegetation", 21, 8), ("terrain", 22, 9), ("sky", 23, 10),
+    ("person", 24, 11), ("rider", 25, 12), ("car", 26, 13), ("truck", 27, 14), ("bus", 28, 15),
+    ("caravan", 29, 255), ("trailer", 30, 255), ("train", 31, 16), ("motorcycle", 32, 17), ("bicycle", 33, 18),
+]
+
+H, W = 32, 64
+
+
+def label_ids_for(index: int) -> np.ndarray:
+    """Every label id 0..33 appears, in vertical stripes shifted by ``index``."""
+    cols = (np.arange(W) // 2 + index) % 34
+    return np.broadcast_to(cols, (H, W)).astype(np.uint8).copy()
+
+
+def image_for(label_ids: np.ndarray) -> np.ndarray:
+    """RGB image whose red channel encodes the label id, so image/mask alignment can be checked after transforms."""
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[..., 0] = label_ids * 7
+    rgb[..., 1] = 100
+    return rgb
+
+
+def write_pair(root, split, city, seq, frame, label_ids=None, image=None):
+    stem = f"{city}_{seq:06d}_{frame:06d}"
+    label_ids = label_ids_for(seq + frame) if label_ids is None else label_ids
+    image = image_for(label_ids) if image is None else image
+    (root / "leftImg8bit" / split / city).mkdir(parents=True, exist_ok=True)
+    (root / "gtFine" / split / city).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
+    Image.fromarray(label_ids).save(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
+    return stem
+
+
+@pytest.fixture
+def cs_root(tmp_path):
+    root = tmp_path / "cityscapes"
+    for city, seq in (("aachen", 0), ("bochum", 1)):
+        for frame in (19, 20):
+            write_pair(root, "train", city, seq, frame)
+    write_pair(root, "val", "frankfurt", 0, 294)
+    write_pair(root, "val", "lindau", 0, 19)
+    return root
+
+
+def test_lut_equals_official_table_and_class_order():
+    ids = np.array([row[1] for row in OFFICIAL_LABELS], np.uint8)
+    np.testing.assert_array_equal(LUT[ids], [row[2] for row in OFFICIAL_LABELS])
+    assert (LUT[34:] == 255).all()
+    by_train = {row[2]: row[0] for row in OFFICIAL_LABELS if row[2] != 255}
+    names = DATASETS["cityscapes"].class_names
+    assert [names[t] for t in range(19)] == [by_train[t].replace(" ", "_") for t in range(19)]
+    assert DATASETS["cityscapes"].primary_metric == "miou" and not DATASETS["cityscapes"].per_volume
+
+
+def test_map_label_ids_is_vectorised_lookup():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 34, (50, 70)).astype(np.uint8)
+    table = {row[1]: row[2] for row in OFFICIAL_LABELS}
+    expected = np.array([[table[v] for v in row] for row in ids], np.uint8)
+    np.testing.assert_array_equal(map_label_ids(ids), expected)
+
+
+def test_eval_items_map_labels_and_keep_alignment(cs_root):
+    ds = build_dataset("cityscapes", root=cs_root, split="val", image_size=(H, W))
+    assert len(ds) == 2 and ds.cases == ["frankfurt_000000_000294", "lindau_000000_000019"]
+    assert ds.eval_size == (H, W)
+    item = ds[0]
+    assert item["case"] == "frankfurt_000000_000294"
+    assert item["image"].shape == (3, H, W) and item["image"].dtype == torch.float32
+    assert item["mask"].shape == (H, W) and item["mask"].dtype == torch.int64
+    expected = LUT[label_ids_for(294)]
+    np.testing.assert_array_equal(item["mask"].numpy(), expected)
+    # ImageNet normalisation of the red channel, which encodes the label id
+    red = item["image"][0].numpy() * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+    np.testing.assert_allclose(red * 255, label_ids_for(294) * 7, atol=0.5)
+
+
+def test_resize_for_evaluation_is_nearest_on_labels(cs_root):
+    ds = build_dataset("cityscapes", root=cs_root, split="val", image_size=(16, 32))
+    mask = ds[1]["mask"].numpy()
+    assert mask.shape == (16, 32)
+    np.testing.assert_array_equal(mask, LUT[label_ids_for(19)][::2, ::2])
+
+
+def test_train_items_are_random_crops_with_joint_augmentation(cs_root):
+    ds = build_dataset("cityscapes", root=cs_root, split="train", image_size=(H, W), crop_size=24, seed=0)
+    assert len(ds) == 4
+    seen = set()
+    for _ in range(6):
+        item = ds[0]
+        image, mask = item["image"].numpy(), item["mask"].numpy()
+        assert image.shape == (3, 24, 24) and mask.shape == (24, 24)
+        seen.add(mask.tobytes())
+        # the image's red channel still encodes the labels under the mask: same column pattern for both
+        red = image[0]
+        for tid in np.unique(mask):
+            if tid != 255:
+                cols = np.where((mask == tid).any(0))[0]
+                assert np.ptp(red[:, cols][mask[:, cols] == tid]) < 0.05, "image and mask were transformed apart"
+    assert len(seen) > 1, "training crops never changed"
+
+
+def test_crop_larger_than_image_pads_mask_with_ignore(cs_root):
+    ds = build_dataset("cityscapes", root=cs_root, split="train", image_size=(16, 16), crop_size=(24, 24), seed=1)
+    mask = ds[0]["mask"].numpy()
+    assert mask.shape == (24, 24)
+    assert (mask == 255).sum() >= 24 * 24 - 16 * 16  # the padding is ignored, never a class
+
+
+def test_cities_filter_and_test_split(cs_root):
+    ds = build_dataset("cityscapes", root=cs_root, split="train", cities=["bochum"], image_size=(H, W))
+    assert ds.cases == ["bochum_000001_000019", "bochum_000001_000020"]
+    with pytest.raises(ValueError, match="no cities.*'paris'"):
+        build_dataset("cityscapes", root=cs_root, split="train", cities=["paris"])
+    with pytest.raises(ValueError, match="no public labels"):
+        build_dataset("cityscapes", root=cs_root, split="test")
+
+
+def test_missing_root_and_layout(tmp_path, cs_root):
+    with pytest.raises(FileNotFoundError, match=r"nope[\s\S]*leftImg8bit/<split>/<city>"):
+        build_dataset("cityscapes", root=tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match=r"gtFine/val"):
+        (tmp_path / "only_images" / "leftImg8bit" / "val").mkdir(parents=True)
+        build_dataset("cityscapes", root=tmp_path / "only_images", split="val")
+    (tmp_path / "only_images" / "gtFine" / "val").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no \\*_leftImg8bit.png"):
+        build_dataset("cityscapes", root=tmp_path / "only_images", split="val")
+    (cs_root / "gtFine" / "val" / "lindau" / "lindau_000000_000019_gtFine_labelIds.png").unlink()
+    with pytest.raises(FileNotFoundError, match="lindau_000000_000019_gtFine_labelIds.png"):
+        build_dataset("cityscapes", root=cs_root, split="val")
+
+
+def test_truncated_png_names_the_file(cs_root):
+    path = cs_root / "leftImg8bit" / "val" / "frankfurt" / "frankfurt_000000_000294_leftImg8bit.png"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    ds = build_dataset("cityscapes", root=cs_root, split="val", image_size=(H, W))
+    ds[1]
+    with pytest.raises(ValueError, match=r"frankfurt_000000_000294_leftImg8bit\.png: cannot decode.*truncated"):
+        ds[0]
+
+
+def test_bad_label_files_name_file_and_values(cs_root):
+    ids = label_ids_for(0)
+    ids[0, 0], ids[1, 1] = 34, 200
+    stem = write_pair(cs_root, "val", "frankfurt", 0, 294, label_ids=ids)
+    ds = build_dataset("cityscapes", root=cs_root, split="val", image_size=(H, W))
+    with pytest.raises(ValueError, match=rf"{stem}_gtFine_labelIds\.png: label ids \[34, 200\] are outside 0\.\.33"):
+        ds[0]
+    color = np.zeros((H, W, 3), np.uint8)
+    Image.fromarray(color).save(cs_root / "gtFine" / "val" / "frankfurt" / f"{stem}_gtFine_labelIds.png")
+    with pytest.raises(ValueError, match=r"_gtFine_labelIds\.png: label PNG has mode 'RGB'.*_color\.png"):
+        ds[0]
+    write_pair(cs_root, "val", "frankfurt", 0, 294, image=np.zeros((H + 2, W, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"label size \(32, 64\) differs from its image"):
+        ds[0]

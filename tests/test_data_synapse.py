@@ -1,0 +1,260 @@
+"""Synapse (TransUNet release): fixtures written in the published format and read back through build_dataset."""
+
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from raysweep.data import DATASETS, Volume, build_dataset
+from raysweep.data.synapse import TEST_CASES, TRAIN_CASES
+
+H = W = 32
+
+
+def slice_arrays(case: int, z: int):
+    """Deterministic slice content; the label is stored as float32, as in the release."""
+    rng = np.random.default_rng(case * 1000 + z)
+    image = rng.uniform(0, 1, (H, W)).astype(np.float32)
+    label = np.zeros((H, W), np.float32)
+    label[4:12, 4:12] = 1 + (case + z) % 8
+    label[20:24, 18:30] = 5
+    return image, label
+
+
+def write_npz(path, image, label):
+    np.savez(path, image=image, label=label)
+
+
+def write_h5(path, image, label, spacing=None):
+    with h5py.File(path, "w") as f:
+        f.create_dataset("image", data=image)
+        f.create_dataset("label", data=label)
+        if spacing is not None:
+            f.attrs["spacing"] = np.asarray(spacing)
+
+
+@pytest.fixture
+def synapse_root(tmp_path):
+    """Two standard training cases (3 slices each), one test case in train_npz (to be skipped), and two test
+    volumes (depth 4 and 3) plus one non-standard volume."""
+    root = tmp_path / "Synapse"
+    (root / "train_npz").mkdir(parents=True)
+    (root / "test_vol_h5").mkdir()
+    for case in (5, 6, 1):
+        for z in range(3):
+            write_npz(root / "train_npz" / f"case{case:04d}_slice{z:03d}.npz", *slice_arrays(case, z))
+    for case, depth in ((1, 4), (2, 3), (99, 2)):
+        pairs = [slice_arrays(case, z) for z in range(depth)]
+        write_h5(root / "test_vol_h5" / f"case{case:04d}.npy.h5", np.stack([p[0] for p in pairs]),
+                 np.stack([p[1] for p in pairs]))
+    return root
+
+
+def test_info_matches_the_transunet_protocol():
+    info = DATASETS["synapse"]
+    assert info.num_classes == 9 and info.in_channels == 1
+    assert info.class_names[1:] == ("aorta", "gallbladder", "left_kidney", "right_kidney", "liver", "pancreas",
+                                    "spleen", "stomach")
+    assert info.primary_metric == "dice" and info.per_volume and info.empty_convention == "transunet"
+    assert info.image_size == (224, 224) and info.eval_classes == tuple(range(1, 9))
+    assert len(TRAIN_CASES) == 18 and len(TEST_CASES) == 12 and not set(TRAIN_CASES) & set(TEST_CASES)
+
+
+def test_train_split_reads_npz_exactly_and_skips_test_cases(synapse_root):
+    with pytest.warns(UserWarning, match="case0001"):
+        ds = build_dataset("synapse", root=synapse_root, split="train", image_size=H, augment=False)
+    assert len(ds) == 6 and ds.cases == ["case0005", "case0006"]
+    item = ds[4]
+    assert item["case"] == "case0006_slice001"
+    assert item["image"].shape == (1, H, W)
+    assert item["mask"].dtype == torch.int64 and item["image"].dtype == torch.float32
+    image, label = slice_arrays(6, 1)
+    np.testing.assert_allclose(item["image"][0].numpy(), image, atol=1e-6)  # same size: resize is the identity
+    np.testing.assert_array_equal(item["mask"].numpy(), label.astype(np.int64))
+
+
+def test_train_resize_to_image_size_keeps_label_values(synapse_root):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = build_dataset("synapse", root=synapse_root, split="train", image_size=(56, 48), augment=False)
+    item = ds[0]
+    assert item["image"].shape == (1, 56, 48) and item["mask"].shape == (56, 48)
+    assert set(np.unique(item["mask"].numpy())) <= set(np.unique(slice_arrays(5, 0)[1]).astype(int))
+
+
+def test_default_224_and_augmentation_run(synapse_root):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = build_dataset("synapse", root=synapse_root, split="train", seed=0)
+    shapes = {tuple(ds[i]["mask"].shape) for i in range(len(ds))}
+    assert shapes == {(224, 224)}
+    masks = [ds[0]["mask"].numpy() for _ in range(8)]
+    assert any(not np.array_equal(masks[0], m) for m in masks[1:]), "training augmentation never changed the slice"
+
+
+def test_test_split_slices_and_volumes(synapse_root):
+    with pytest.warns(UserWarning, match="case0099"):
+        ds = build_dataset("synapse", root=synapse_root, split="test", image_size=H)
+    assert ds.cases == ["case0001", "case0002"] and len(ds) == 4 + 3
+    assert ds[5]["case"] == "case0002_slice001"
+    np.testing.assert_array_equal(ds[5]["mask"].numpy(), slice_arrays(2, 1)[1])
+    vols = list(ds.volumes())
+    assert [v.case for v in vols] == ["case0001", "case0002"]
+    v = vols[0]
+    assert isinstance(v, Volume) and v.image.shape == (4, H, W) and v.label.dtype == np.int64
+    assert v.spacing is None
+    np.testing.assert_array_equal(v.label[2], slice_arrays(1, 2)[1])
+    x = ds.volume_input(v)
+    assert tuple(x.shape) == (4, 1, H, W) and x.dtype == torch.float32
+
+
+def test_volume_input_resizes_to_network_size(synapse_root):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = build_dataset("synapse", root=synapse_root, split="test", image_size=64)
+    v = next(ds.volumes())
+    assert tuple(ds.volume_input(v).shape) == (4, 1, 64, 64)
+    assert v.label.shape == (4, H, W)  # labels stay at native size for evaluation
+
+
+def test_spacing_attribute_is_reported(synapse_root):
+    image, label = slice_arrays(3, 0)
+    write_h5(synapse_root / "test_vol_h5" / "case0003.npy.h5", image[None], label[None], spacing=(3.0, 0.7, 0.7))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = build_dataset("synapse", root=synapse_root, split="test")
+    spacing = {v.case: v.spacing for v in ds.volumes()}
+    assert spacing["case0003"] == (3.0, 0.7, 0.7) and spacing["case0001"] is None
+
+
+def test_train_volumes_stack_slices_in_order(synapse_root):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = build_dataset("synapse", root=synapse_root, split="train")
+    vols = {v.case: v for v in ds.volumes()}
+    assert set(vols) == {"case0005", "case0006"}
+    np.testing.assert_array_equal(vols["case0006"].label[2], slice_arrays(6, 2)[1])
+
+
+@pytest.mark.parametrize("where", ["lists_Synapse", "lists/lists_Synapse", "custom"])
+def test_split_lists_select_slices_and_volumes(synapse_root, where):
+    list_dir = synapse_root / where
+    list_dir.mkdir(parents=True)
+    (list_dir / "train.txt").write_text("case0005_slice002\ncase0001_slice000\n\n")  # lists may include any case
+    (list_dir / "test_vol.txt").write_text("case0099\r\ncase0002\n")
+    kwargs = {"list_dir": list_dir} if where == "custom" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no skipping warnings when lists are given
+        train = build_dataset("synapse", root=synapse_root, split="train", augment=False, image_size=H, **kwargs)
+        test = build_dataset("synapse", root=synapse_root, split="test", image_size=H, **kwargs)
+    assert [train[i]["case"] for i in range(len(train))] == ["case0005_slice002", "case0001_slice000"]
+    assert test.cases == ["case0002", "case0099"] and len(test) == 3 + 2
+
+
+def test_list_naming_a_missing_file(synapse_root):
+    (synapse_root / "lists_Synapse").mkdir()
+    (synapse_root / "lists_Synapse" / "train.txt").write_text("case0005_slice000\ncase0005_slice777\n")
+    with pytest.raises(FileNotFoundError, match="case0005_slice777.npz"):
+        build_dataset("synapse", root=synapse_root, split="train")
+    (synapse_root / "lists_Synapse" / "train.txt").write_text("case0005_slice000\nslice 12 of case 5\n")
+    with pytest.raises(ValueError, match="slice 12 of case 5"):
+        build_dataset("synapse", root=synapse_root, split="train")
+    with pytest.raises(FileNotFoundError, match="test_vol.txt"):
+        build_dataset("synapse", root=synapse_root, split="test", list_dir=synapse_root / "nowhere")
+
+
+def test_missing_root_and_wrong_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"does-not-exist[\s\S]*train_npz/caseXXXX_sliceYYY.npz"):
+        build_dataset("synapse", root=tmp_path / "does-not-exist")
+    (tmp_path / "flat").mkdir()
+    write_npz(tmp_path / "flat" / "case0005_slice000.npz", *slice_arrays(5, 0))  # slices not in train_npz/
+    with pytest.raises(FileNotFoundError, match="train_npz"):
+        build_dataset("synapse", root=tmp_path / "flat", split="train")
+    with pytest.raises(FileNotFoundError, match="test_vol_h5"):
+        build_dataset("synapse", root=tmp_path / "flat", split="test")
+    (tmp_path / "flat" / "train_npz").mkdir()
+    with pytest.raises(FileNotFoundError, match="no caseXXXX_sliceYYY.npz"):
+        build_dataset("synapse", root=tmp_path / "flat", split="train")
+    with pytest.raises(ValueError, match="root=PATH"):
+        build_dataset("synapse", split="train")
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        build_dataset("synapse", root=tmp_path / "flat", split="val")
+    with pytest.raises(ValueError, match="unknown option.*img_size"):
+        build_dataset("synapse", root=tmp_path / "flat", img_size=224)
+
+
+def test_only_nonstandard_cases_is_an_error(tmp_path):
+    (tmp_path / "train_npz").mkdir()
+    write_npz(tmp_path / "train_npz" / "case0001_slice000.npz", *slice_arrays(1, 0))
+    with pytest.warns(UserWarning), pytest.raises(FileNotFoundError, match="standard training cases"):
+        build_dataset("synapse", root=tmp_path, split="train")
+
+
+def test_truncated_npz_names_the_file(synapse_root):
+    path = synapse_root / "train_npz" / "case0005_slice001.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = build_dataset("synapse", root=synapse_root, split="train")
+    ds[0]  # other slices still load
+    with pytest.raises(ValueError, match=r"case0005_slice001\.npz.*corrupt or truncated"):
+        ds[1]
+
+
+def test_npz_with_wrong_keys_names_file_and_keys(synapse_root):
+    np.savez(synapse_root / "train_npz" / "case0005_slice000.npz", img=np.zeros((H, W)), label=np.zeros((H, W)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = build_dataset("synapse", root=synapse_root, split="train")
+    with pytest.raises(ValueError, match=r"case0005_slice000\.npz: missing key\(s\) \['image'\].*'img'"):
+        ds[0]
+
+
+def test_labels_out_of_range_name_values_and_file(synapse_root):
+    image, label = slice_arrays(5, 2)
+    label[0, 0], label[0, 1] = 9, 13
+    write_npz(synapse_root / "train_npz" / "case0005_slice002.npz", image, label)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = build_dataset("synapse", root=synapse_root, split="train")
+    with pytest.raises(ValueError, match=r"case0005_slice002\.npz: label values \[9, 13\] are outside .*0\.\.8"):
+        ds[2]
+    label[0, 0], label[0, 1] = 1.5, 1
+    write_npz(synapse_root / "train_npz" / "case0005_slice002.npz", image, label)
+    with pytest.raises(ValueError, match=r"case0005_slice002\.npz: label contains non-integer values \[1\.5\]"):
+        ds[2]
+
+
+def test_h5_errors_name_the_file(synapse_root):
+    path = synapse_root / "test_vol_h5" / "case0002.npy.h5"
+    data = path.read_bytes()
+    path.write_bytes(data[:1000])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"case0002\.npy\.h5.*corrupt or truncated"):
+            build_dataset("synapse", root=synapse_root, split="test")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("img", data=np.zeros((2, H, W)))
+        f.create_dataset("label", data=np.zeros((2, H, W)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"case0002\.npy\.h5: missing dataset\(s\) \['image'\]"):
+            build_dataset("synapse", root=synapse_root, split="test")
+    write_h5(path, np.zeros((2, H, W), np.float32), np.zeros((2, H, W - 1), np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"case0002\.npy\.h5: expected image and label of the same"):
+            build_dataset("synapse", root=synapse_root, split="test")
+    label = np.zeros((2, H, W), np.float32)
+    label[1, 3, 3] = 12
+    write_h5(path, np.zeros((2, H, W), np.float32), label)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = build_dataset("synapse", root=synapse_root, split="test")
+        with pytest.raises(ValueError, match=r"case0002\.npy\.h5 \(slice 1\): label values \[12\]"):
+            ds[4 + 1]
+        with pytest.raises(ValueError, match=r"case0002\.npy\.h5: label values \[12\]"):
+            list(ds.volumes())
