@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/losses.py $(BENCH_ARGS) --out benchmarks/results/losses.md
 	$(BIN)/python benchmarks/maps.py $(BENCH_ARGS) --out benchmarks/results/maps.md
 	$(BIN)/python benchmarks/loss_step.py $(BENCH_ARGS) --out benchmarks/results/loss_step.md
+	$(BIN)/python benchmarks/data.py $(BENCH_ARGS)
 
 ## Regenerate the README's loss catalogue from the registry.
 readme: $(STAMP)
