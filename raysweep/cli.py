@@ -8,6 +8,10 @@ import sys
 
 def _cmd_losses(args) -> int:
     from . import catalogue
+    from .losses import CATEGORIES
+
+    if args.category and args.category not in CATEGORIES:
+        raise ValueError(f"--category must be one of {', '.join(CATEGORIES)}, got {args.category!r}")
 
     if args.update_readme:
         changed = catalogue.update_readme(args.update_readme)
@@ -131,9 +135,16 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .losses import CATEGORIES
+def _cmd_report(args) -> int:
+    from .report import build_report
 
+    html = build_report(args.results_dir, args.output)
+    print(f"report: {html}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # No heavy imports here: `raysweep report` must work where torch is not installed.
     parser = argparse.ArgumentParser(
         prog="raysweep",
         description="Segmentation losses, measured: the 25 losses of Azad et al. (arXiv 2312.05391), "
@@ -147,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="machine-readable: one object per loss")
     fmt.add_argument("--markdown", action="store_true", help="the README table")
     fmt.add_argument("--update-readme", metavar="FILE", help="rewrite the catalogue between the markers in FILE")
-    p.add_argument("--category", choices=CATEGORIES, help="only this family")
+    p.add_argument("--category", metavar="FAMILY", help="only this family: pixel, region, boundary or combination")
     p.set_defaults(func=_cmd_losses)
 
     p = sub.add_parser(
@@ -169,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", action="append", metavar="NAME", help="only these architectures (repeatable)")
     p.add_argument("--loss", action="append", metavar="NAME", help="only these losses (repeatable)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "report",
+        help="write the HTML ranking report of a sweep's results (also of a partial or running sweep)",
+        description="Build the self-contained HTML ranking report from a sweep's Parquet results: rankings with "
+        "confidence intervals and significance tests per dataset and architecture, families, object sizes, "
+        "hyperparameter sensitivity, learning curves, run metadata. Works offline, without Ray or a GPU.",
+    )
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="the sweep's --out folder or its results/ folder")
+    p.add_argument("-o", "--output", metavar="FILE.html", help="where to write (default: <out>/report.html)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(
         "demo",

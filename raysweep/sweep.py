@@ -225,8 +225,8 @@ def _curve_row(result: dict) -> dict:
     extra = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
              and k not in _CURVE_KEYS and "/" not in k}
     return {"training_iteration": result.get("training_iteration"), "step": result.get("step"),
-            "epoch": result.get("epoch"), "metric": result.get(primary), "loss_value": result.get("loss"),
-            "lr": result.get("lr"), "extra": json.dumps(extra)}
+            "epoch": result.get("epoch"), "time_s": result.get("time_total_s"), "metric": _num(result.get(primary)),
+            "loss_value": _num(result.get("loss")), "lr": _num(result.get("lr")), "extra": json.dumps(extra)}
 
 
 def trial_rows(sweep_id: str, trial_id: str, config: dict, result: dict, curves: list[dict],
@@ -257,6 +257,7 @@ def trial_rows(sweep_id: str, trial_id: str, config: dict, result: dict, curves:
     is_default = bool(tags.get("loss")) and point == GroupSpace(tags["loss"], _pairing_of(config)).defaults()
     trial = {
         **ids,
+        "loss_title": spec.title if spec else None,
         "family": spec.category if spec else None,
         "in_survey": bool(spec.in_survey) if spec else None,
         "params": json.dumps(point, sort_keys=True),
@@ -270,6 +271,7 @@ def trial_rows(sweep_id: str, trial_id: str, config: dict, result: dict, curves:
         "best_metric": max(curve_vals) if curve_vals else _num(result.get(primary)),
         "dice": _num(result.get("dice")),
         "iou": _num(result.get("iou")),
+        "miou": _num(result.get("miou")),
         "hd95": _num(result.get("hd95")),
         "per_class": json.dumps(per_class),
         **{f"{phase}_ms": _num(result.get(f"time/{phase}_ms"))
@@ -278,6 +280,8 @@ def trial_rows(sweep_id: str, trial_id: str, config: dict, result: dict, curves:
         "peak_memory_mb": _num(result.get("peak_memory_mb")),
         "node": result.get("hostname") or result.get("node_ip"),
         "wall_s": _num(result.get("time_total_s")),
+        "ended_at": time.time(),
+        "started_at": time.time() - (_num(result.get("time_total_s")) or 0.0),
         "versions": json.dumps(environment()["versions"]),
     }
     curve_rows = [{**{k: ids[k] for k in ("sweep_id", "trial_id", "stage", "dataset", "arch", "loss", "seed")}, **c}

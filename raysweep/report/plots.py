@@ -1,0 +1,208 @@
+"""The report's figures: matplotlib, rendered headless to PNG data URIs (``data:image/png;base64,...``).
+
+PNG rather than SVG: a figure with hundreds of points stays a few tens of kB, and an ``<img>`` cannot run script
+whatever text (loss names, class names) a figure holds. Figures are built on :class:`matplotlib.figure.Figure`
+directly (no pyplot state, no GUI backend). Every function returns a data URI, or None when there is nothing to
+draw. Colours: one per loss family, the same in every figure.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .stats import CellStats
+
+FAMILY_COLORS = {"pixel": "#1f77b4", "region": "#ff7f0e", "boundary": "#2ca02c", "combination": "#9467bd"}
+OTHER = "#bbbbbb"
+DPI = 90
+
+
+def _uri(fig: Figure, tight: bool = True) -> str:
+    """PNG data URI of ``fig``. ``tight`` crops to the drawn content (a second draw; off for the many small
+    figures of the sensitivity section, which set their margins themselves)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight" if tight else None, metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _color(family: str) -> str:
+    return FAMILY_COLORS.get(family, OTHER)
+
+
+def _legend_families(ax, families: Sequence[str]) -> None:
+    from matplotlib.patches import Patch
+
+    seen = [f for f in FAMILY_COLORS if f in set(families)]
+    ax.legend(handles=[Patch(color=FAMILY_COLORS[f], label=f) for f in seen], fontsize=8, loc="lower right",
+              frameon=False)
+
+
+def ranking_dots(cell: CellStats) -> str | None:
+    """Mean primary metric with its 95% interval over seeds, one row per loss (best on top), family colours.
+
+    Losses in the top group (not separable from the best) are drawn as filled markers, the others hollow.
+    """
+    t = cell.table
+    if t.empty:
+        return None
+    k = len(t)
+    fig = Figure(figsize=(6.4, 0.9 + 0.28 * k))
+    ax = fig.add_subplot()
+    y = np.arange(k)[::-1]
+    for yi, (_, r) in zip(y, t.iterrows()):
+        c = _color(r["family"])
+        if math.isfinite(r["ci_lo"]):
+            ax.plot([r["ci_lo"], r["ci_hi"]], [yi, yi], color=c, lw=2)
+        top = bool(r.get("top", r["rank"] == 1))
+        ax.plot(r["mean"], yi, "o", color=c, mfc=c if top else "white", ms=6)
+    ax.set_yticks(y, [str(x) for x in t["title"]], fontsize=8)
+    ax.set_xlabel(f"{cell.primary} (mean over seeds, 95% CI); filled: top group")
+    ax.grid(axis="x", alpha=0.3)
+    _legend_families(ax, list(t["family"]))
+    return _uri(fig)
+
+
+def cd_diagram(cell: CellStats) -> str | None:
+    """Critical-difference diagram (scikit-posthocs): mean per-case ranks, bars join losses that the
+    Wilcoxon-Holm test does not separate."""
+    if cell.mean_ranks is None or cell.wilcoxon_holm is None or len(cell.mean_ranks) < 2:
+        return None
+    import scikit_posthocs as sp
+
+    titles = cell.table["title"].to_dict()
+    ranks = cell.mean_ranks.rename(index=titles)
+    sig = cell.wilcoxon_holm.rename(index=titles, columns=titles)
+    if ranks.index.duplicated().any():  # two losses with one display title: fall back to registry names
+        ranks, sig = cell.mean_ranks, cell.wilcoxon_holm
+    k = len(ranks)
+    fig = Figure(figsize=(7.5, 1.2 + 0.16 * k))
+    ax = fig.add_subplot()
+    sp.critical_difference_diagram(ranks, sig, ax=ax, label_props={"fontsize": 8})
+    ax.set_title("mean rank over cases (1 = best); bars: not separable (Wilcoxon-Holm)", fontsize=8)
+    return _uri(fig)
+
+
+def learning_curves(curves: pd.DataFrame, cell: CellStats, trial_ids: set[str]) -> str | None:
+    """Primary metric against steps of the ranked confirmation runs, mean over seeds: the best three and the worst
+    loss in colour, the others grey."""
+    c = curves[curves["trial_id"].isin(trial_ids) & curves["metric"].notna()]
+    if c.empty or cell.table.empty:
+        return None
+    order = list(cell.table.index)
+    highlight = order[:3] + ([order[-1]] if len(order) > 3 else [])
+    fig = Figure(figsize=(6.4, 3.4))
+    ax = fig.add_subplot()
+    for loss, g in c.groupby("loss"):
+        m = g.groupby("step")["metric"].mean()
+        if loss in highlight:
+            r = cell.table.loc[loss]
+            ax.plot(m.index, m.to_numpy(), lw=2, label=f"#{int(r['rank'])} {r['title']}")
+        else:
+            ax.plot(m.index, m.to_numpy(), lw=0.8, color=OTHER)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(cell.primary)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return _uri(fig)
+
+
+def budget_curves(trials: pd.DataFrame, cell: CellStats) -> str | None:
+    """Best-so-far tuning score against the number of tuning trials, one line per loss (family colours)."""
+    t = trials[(trials["stage"] == "tune") & (trials["dataset"] == cell.dataset) & (trials["arch"] == cell.arch)]
+    if t.empty:
+        return None
+    fig = Figure(figsize=(6.4, 3.0))
+    ax = fig.add_subplot()
+    for loss, g in t.groupby("loss"):
+        g = g.sort_values(["started_at", "trial_id"], na_position="last")
+        best = g["final_metric"].fillna(-np.inf).cummax().replace(-np.inf, np.nan).to_numpy()
+        ax.step(np.arange(1, len(best) + 1), best, where="post", color=_color(g["family"].iloc[0]), lw=1, alpha=0.8)
+    ax.set_xlabel("tuning trials of the loss")
+    ax.set_ylabel(f"best {cell.primary} so far")
+    ax.grid(alpha=0.3)
+    _legend_families(ax, list(t["family"]))
+    return _uri(fig)
+
+
+def sensitivity(tune: pd.DataFrame, primary: str, importance: dict[str, float] | None) -> str | None:
+    """One panel per tuned parameter: final metric of each tuning trial against the parameter's value.
+
+    Filled dots: completed trials; hollow: early-stopped (ASHA, fewer steps); the default configuration in red.
+    Parameters spanning over two decades get a log axis. Panels are ordered by importance where known.
+    """
+    cols = [c for c in tune.columns if c.startswith("param:") and tune[c].nunique(dropna=True) > 1]
+    scored = tune[tune["final_metric"].notna()]
+    if not cols or scored.empty:
+        return None
+    if importance:
+        cols.sort(key=lambda c: -importance.get(c[len("param:"):], 0.0))
+    cols = cols[:6]
+    width = 2.3 * len(cols) + 0.4
+    fig = Figure(figsize=(width, 2.4))
+    fig.subplots_adjust(left=0.6 / width, right=1 - 0.15 / width, bottom=0.3, top=0.95, wspace=0.12)
+    axes = fig.subplots(1, len(cols), sharey=True, squeeze=False)[0]
+    for ax, col in zip(axes, cols):
+        name = col[len("param:"):]
+        for status, mfc in (("completed", "C0"), ("stopped", "white"), ("diverged", "black")):
+            g = scored[scored["status"] == status]
+            x = pd.to_numeric(g[col], errors="coerce")
+            ax.plot(x, g["final_metric"], "o", ms=4, color="C0", mfc=mfc, alpha=0.8, ls="none")
+        d = scored[scored["is_default"].astype(bool)]
+        ax.plot(pd.to_numeric(d[col], errors="coerce"), d["final_metric"], "o", ms=6, color="C3", mfc="none")
+        v = pd.to_numeric(scored[col], errors="coerce").dropna()
+        if len(v) and v.min() > 0 and v.max() / v.min() > 100:
+            ax.set_xscale("log")
+        label = name if len(name) < 28 else "..." + name[-25:]
+        if importance and name in importance:
+            label += f"\n(importance {importance[name]:.2f})"
+        ax.set_xlabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(primary, fontsize=8)
+    return _uri(fig, tight=False)
+
+
+def size_scatter(view: dict) -> str | None:
+    """Each loss as a point: mean class metric on small classes (x) against large classes (y)."""
+    t = view["table"]
+    if t.empty or t["large"].isna().all():
+        return None
+    fig = Figure(figsize=(4.8, 4.0))
+    ax = fig.add_subplot()
+    for _, r in t.iterrows():
+        ax.plot(r["small"], r["large"], "o", color=_color(r["family"]))
+        ax.annotate(str(r["title"]), (r["small"], r["large"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("small classes: " + ", ".join(map(str, view["small"]))[:60], fontsize=8)
+    ax.set_ylabel("large classes: " + ", ".join(map(str, view["large"]))[:60], fontsize=8)
+    ax.grid(alpha=0.3)
+    _legend_families(ax, list(t["family"]))
+    return _uri(fig)
+
+
+def family_ranks(per_cell: Sequence[CellStats]) -> str | None:
+    """Relative rank (rank / losses in the cell; lower is better) of every ranked loss per family, all cells."""
+    data: dict[str, list[float]] = {f: [] for f in FAMILY_COLORS}
+    for c in per_cell:
+        for _, r in c.table.iterrows():
+            data.setdefault(r["family"], []).append(r["rank"] / len(c.table))
+    fams = [f for f, v in data.items() if v]
+    if not fams:
+        return None
+    fig = Figure(figsize=(5.6, 2.8))
+    ax = fig.add_subplot()
+    ax.boxplot([data[f] for f in fams], tick_labels=fams, showfliers=False)
+    rng = np.random.default_rng(0)
+    for i, f in enumerate(fams, start=1):
+        x = i + rng.uniform(-0.12, 0.12, len(data[f]))
+        ax.plot(x, data[f], "o", ms=4, color=_color(f), alpha=0.8)
+    ax.set_ylabel("relative rank (lower is better)")
+    ax.invert_yaxis()
+    ax.grid(axis="y", alpha=0.3)
+    return _uri(fig)

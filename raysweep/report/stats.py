@@ -1,0 +1,456 @@
+"""The report's statistics: per-cell rankings of the losses from the confirmation runs, and how sure they are.
+
+A *cell* is one (dataset, arch) pair; a *group* one (dataset, arch, loss). Conventions:
+
+* Only ``confirm`` trials are ranked (the tuning stage's scores carry the winner's curse and ASHA truncation). A loss's
+  *ranked runs* are its confirm trials with ``is_default`` false, or all of them when it has no others (its best
+  configuration was the default). ``completed`` and ``diverged`` runs count (diverged scores 0, the worst value);
+  ``oom``, ``error`` and ``stopped`` runs are failures and are listed, not ranked.
+* Higher is better for the primary metric (``dice`` or ``miou``); rank 1 is the best. HD95 is lower-is-better.
+* Paired statistics use per-case scores (``cases`` table): for each (loss, seed, case) the mean over classes of the
+  class metric (Dice for ``dice`` datasets, IoU for ``miou`` ones), then the mean over seeds: one score per (case,
+  loss), a blocks x treatments matrix. Only cases scored for every loss enter (complete blocks).
+* Tests: Friedman (scipy) over the matrix; all-pairs Wilcoxon signed-rank with Holm's correction and Nemenyi
+  (scikit-posthocs); bootstrap over cases (numpy) for 95% intervals of each loss's rank. The *top group* is the best
+  loss and every loss the Wilcoxon-Holm test cannot separate from it at ``alpha``; the top is *separable* when that
+  group is the best loss alone.
+
+Everything here takes pandas frames as :func:`raysweep.results.read_results` returns them; no Ray, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sstats
+
+ALPHA = 0.05
+BOOTSTRAP = 2000
+RANKED_STATUSES = ("completed", "diverged")
+FAILED_STATUSES = ("diverged", "oom", "error")
+FAMILIES = ("pixel", "region", "boundary", "combination")
+#: below this many complete cases, the report warns that the tests have little power.
+MIN_CASES = 10
+
+
+def class_metric(primary: str) -> str:
+    """The per-class, per-case metric that stands for ``primary``: ``dice`` -> dice, ``miou`` -> iou."""
+    return "iou" if primary == "miou" else "dice"
+
+
+def parse_json(text: Any) -> dict[str, Any]:
+    """A JSON column's value as a dict (``{}`` for null or non-object)."""
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def display_names(trials: pd.DataFrame) -> dict[str, str]:
+    """loss -> display title (``loss_title`` where set, else the registry name)."""
+    out: dict[str, str] = {}
+    for loss, title in zip(trials["loss"], trials["loss_title"]):
+        if loss not in out or (isinstance(title, str) and title):
+            out[loss] = title if isinstance(title, str) and title else loss
+    return out
+
+
+def ranked_runs(trials: pd.DataFrame) -> pd.DataFrame:
+    """The confirm trials that rank their loss (see the module docstring), with a ``ranked`` column."""
+    conf = trials[(trials["stage"] == "confirm") & trials["status"].isin(RANKED_STATUSES)]
+    keys = ["dataset", "arch", "loss"]
+    has_tuned = conf.groupby(keys)["is_default"].transform(lambda s: (~s.astype(bool)).any())
+    return conf[~conf["is_default"].astype(bool) | ~has_tuned.astype(bool)]
+
+
+def cells(trials: pd.DataFrame) -> list[tuple[str, str]]:
+    """(dataset, arch) pairs present in ``trials``, sorted."""
+    return sorted({(d, a) for d, a in zip(trials["dataset"], trials["arch"])})
+
+
+def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval over seeds; the interval is NaN for fewer than two values."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    m = float(v.mean())
+    if len(v) < 2 or np.allclose(v, m):
+        return (m, m, m) if len(v) >= 2 else (m, math.nan, math.nan)
+    lo, hi = sstats.t.interval(level, len(v) - 1, loc=m, scale=sstats.sem(v))
+    return m, float(lo), float(hi)
+
+
+def case_matrix(cases: pd.DataFrame, runs: pd.DataFrame, primary: str) -> pd.DataFrame:
+    """Per-case scores of the ranked runs: DataFrame (cases x losses), complete cases only.
+
+    ``cases``: the ``cases`` table (any rows; those of ``runs``' trial ids are used). Values: the mean over classes
+    of :func:`class_metric` per (trial, case), then the mean over the loss's seeds.
+    """
+    m = class_metric(primary)
+    c = cases[cases["trial_id"].isin(set(runs["trial_id"]))]
+    if c.empty:
+        return pd.DataFrame()
+    per_trial = c.groupby(["loss", "trial_id", "case"])[m].mean()  # NaN classes are skipped (not scored)
+    per_case = per_trial.groupby(["loss", "case"]).mean().unstack("loss")
+    return per_case.dropna(axis=0, how="any").sort_index()
+
+
+def bootstrap_ranks(matrix: pd.DataFrame, n: int = BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
+    """95% bootstrap intervals of each loss's rank (1 = best) when cases are resampled with replacement.
+
+    Each replicate ranks the losses by their mean score over the resampled cases (aggregate-then-rank). Returns a
+    DataFrame indexed by loss with ``rank_lo``, ``rank_median``, ``rank_hi`` and ``p_first`` (share of replicates
+    in which the loss ranks first).
+    """
+    x = matrix.to_numpy(float)
+    n_cases, k = x.shape
+    rng = np.random.default_rng(seed)
+    # Resampling as multinomial case weights: (n, cases) @ (cases, losses) is the replicate means, no (n, cases, k)
+    # array.
+    weights = rng.multinomial(n_cases, np.full(n_cases, 1.0 / n_cases), size=n).astype(float) / n_cases
+    means = weights @ x
+    ranks = sstats.rankdata(-means, axis=1, method="min")
+    return pd.DataFrame({
+        "rank_lo": np.percentile(ranks, 2.5, axis=0),
+        "rank_median": np.median(ranks, axis=0),
+        "rank_hi": np.percentile(ranks, 97.5, axis=0),
+        "p_first": (ranks == 1).mean(axis=0),
+    }, index=matrix.columns)
+
+
+@dataclass
+class CellStats:
+    """Statistics of one (dataset, arch) cell. ``table`` has one row per loss, best first."""
+
+    dataset: str
+    arch: str
+    primary: str
+    table: pd.DataFrame
+    n_cases: int = 0
+    n_seeds: int = 0
+    friedman: dict[str, float] | None = None
+    wilcoxon_holm: pd.DataFrame | None = None
+    nemenyi: pd.DataFrame | None = None
+    mean_ranks: pd.Series | None = None
+    top_group: list[str] = field(default_factory=list)
+    nemenyi_top_group: list[str] = field(default_factory=list)
+    separable: bool | None = None
+    verdict: str = ""
+    caveats: list[str] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+    matrix: pd.DataFrame | None = None
+
+    @property
+    def winner(self) -> str | None:
+        return None if self.table.empty else str(self.table.index[0])
+
+    @property
+    def spread(self) -> float:
+        """Best minus worst mean primary metric of the ranked losses."""
+        m = self.table["mean"].dropna()
+        return float(m.max() - m.min()) if len(m) else math.nan
+
+
+def _group_top(p: pd.DataFrame, best: str, alpha: float) -> list[str]:
+    return [best] + [other for other in p.columns if other != best and not p.loc[best, other] < alpha]
+
+
+def _tuning_gain(trials: pd.DataFrame, loss: str, ranked_mean: float) -> tuple[float, str]:
+    """Tuned minus default primary metric, and where the default's score comes from."""
+    g = trials[trials["loss"] == loss]
+    conf_default = g[(g["stage"] == "confirm") & g["is_default"].astype(bool) & g["status"].isin(RANKED_STATUSES)]
+    conf_tuned = g[(g["stage"] == "confirm") & ~g["is_default"].astype(bool) & g["status"].isin(RANKED_STATUSES)]
+    if not conf_tuned.empty and not conf_default.empty:
+        return float(conf_tuned["final_metric"].mean() - conf_default["final_metric"].mean()), "confirm"
+    if conf_tuned.empty and not conf_default.empty:
+        return 0.0, "default is best"
+    tune_default = g[(g["stage"] == "tune") & g["is_default"].astype(bool)]
+    full = tune_default[tune_default["status"].isin(RANKED_STATUSES)]
+    if not full.empty and math.isfinite(ranked_mean):
+        return float(ranked_mean - full["final_metric"].mean()), "tune default"
+    if not tune_default.empty:
+        return math.nan, "default " + "/".join(sorted(set(tune_default["status"])))
+    return math.nan, "no default run"
+
+
+def _params_text(text: Any) -> str:
+    params = parse_json(text)
+    parts = []
+    for k, v in sorted(params.items()):
+        parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    return ", ".join(parts) or "(none)"
+
+
+def cell_stats(trials: pd.DataFrame, cases: pd.DataFrame, dataset: str, arch: str, alpha: float = ALPHA,
+               n_boot: int = BOOTSTRAP) -> CellStats:
+    """Ranking table and tests of one cell (see the module docstring for every convention).
+
+    ``table`` columns: loss, title, family, in_survey, n_seeds, mean, ci_lo, ci_hi, rank (by mean; 1 = best),
+    hd95, per-class ``class:<name>`` means, gain, gain_source, params, step_ms, peak_memory_mb, and, where per-case
+    scores exist, mean_rank (rank-then-aggregate), rank_lo, rank_hi, p_first, p_vs_best (Wilcoxon-Holm), top (in
+    the top group).
+    """
+    t = trials[(trials["dataset"] == dataset) & (trials["arch"] == arch)]
+    runs = ranked_runs(t)
+    primary = str(t["primary_metric"].mode().iloc[0]) if len(t) else "dice"
+    names = display_names(trials)
+    cm = class_metric(primary)
+    rows = []
+    class_names: list[str] = []
+    for loss, g in runs.groupby("loss"):
+        m, lo, hi = mean_ci(g["final_metric"].to_numpy(float))
+        per_class: dict[str, list[float]] = {}
+        for text in g["per_class"]:
+            for key, v in parse_json(text).items():
+                metric, _, cls = key.partition("/")
+                if metric == (("miou" if primary == "miou" else cm)) and isinstance(v, (int, float)):
+                    per_class.setdefault(cls, []).append(float(v))
+        for cls in per_class:
+            if cls not in class_names:
+                class_names.append(cls)
+        gain, source = _tuning_gain(t, loss, m)
+        first = g.sort_values("seed").iloc[0]
+        rows.append({
+            "loss": loss, "title": names.get(loss, loss), "family": first["family"],
+            "in_survey": bool(first["in_survey"]), "n_seeds": int(g["seed"].nunique()),
+            "n_diverged": int((g["status"] == "diverged").sum()),
+            "mean": m, "ci_lo": lo, "ci_hi": hi,
+            "hd95": float(g["hd95"].mean()) if g["hd95"].notna().any() else math.nan,
+            **{f"class:{c}": float(np.nanmean(v)) for c, v in per_class.items()},
+            "gain": gain, "gain_source": source, "params": _params_text(first["params"]),
+            "step_ms": float(g["step_ms"].median()) if g["step_ms"].notna().any() else math.nan,
+            "peak_memory_mb": float(g["peak_memory_mb"].max()) if g["peak_memory_mb"].notna().any() else math.nan,
+        })
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return CellStats(dataset, arch, primary, table, caveats=["No completed confirmation runs yet: nothing to "
+                                                                  "rank in this cell."])
+    table = table.set_index(table["loss"].rename(None)).sort_values(["mean", "loss"], ascending=[False, True])
+    table["rank"] = sstats.rankdata(-table["mean"].fillna(-np.inf), method="min").astype(int)
+    out = CellStats(dataset, arch, primary, table, n_seeds=int(table["n_seeds"].max()), class_names=class_names)
+    _paired_tests(out, cases, runs, alpha, n_boot)
+    return out
+
+
+def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha: float, n_boot: int) -> None:
+    table = out.table
+    k = len(table)
+    if k < 2:
+        out.verdict = "Only one loss has confirmation runs: nothing to compare."
+        return
+    matrix = case_matrix(cases, runs, out.primary)
+    missing = [loss for loss in table.index if loss not in matrix.columns]
+    if matrix.empty or missing:
+        out.verdict = "Not tested: per-case scores are missing" + (f" for {', '.join(missing)}" if missing and
+                                                                    not matrix.empty else "") + "."
+        out.caveats.append("The ranking orders mean scores over seeds only; without paired per-case scores for "
+                           "every loss there is no significance test.")
+        return
+    matrix = matrix[list(table.index)]
+    out.matrix = matrix
+    n = len(matrix)
+    out.n_cases = n
+    best = str(table.index[0])
+    case_ranks = matrix.rank(axis=1, ascending=False, method="average")
+    out.mean_ranks = case_ranks.mean()
+    table["mean_rank"] = out.mean_ranks
+    boot = bootstrap_ranks(matrix, n=n_boot)
+    table[["rank_lo", "rank_hi", "p_first"]] = boot[["rank_lo", "rank_hi", "p_first"]]
+    if n < 2:
+        out.verdict = "Not tested: a single evaluation case."
+        out.caveats.append("One case cannot support any test; the ranking is descriptive.")
+        return
+    import scikit_posthocs as sp  # imported here: it pulls in matplotlib and statsmodels
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ties and small samples: the p-values say what they can
+        if k >= 3:
+            stat, p = sstats.friedmanchisquare(*matrix.to_numpy(float).T)
+            # Iman-Davenport's F correction of the Friedman statistic (less conservative; Demsar 2006, eq. 2).
+            f_id = (n - 1) * stat / (n * (k - 1) - stat) if n * (k - 1) != stat else math.inf
+            p_id = float(sstats.f.sf(f_id, k - 1, (k - 1) * (n - 1))) if math.isfinite(f_id) else 0.0
+            out.friedman = {"statistic": float(stat), "pvalue": float(p), "iman_davenport_f": float(f_id),
+                            "iman_davenport_p": p_id}
+            out.nemenyi = sp.posthoc_nemenyi_friedman(matrix)
+            out.nemenyi_top_group = _group_top(out.nemenyi, best, alpha)
+        long = matrix.melt(var_name="loss", value_name="score")
+        p = sp.posthoc_wilcoxon(long, val_col="score", group_col="loss", p_adjust="holm", zero_method="zsplit")
+    p = p.loc[list(table.index), list(table.index)].fillna(1.0)
+    out.wilcoxon_holm = p
+    out.top_group = _group_top(p, best, alpha)
+    table["p_vs_best"] = p[best]
+    table.loc[best, "p_vs_best"] = math.nan
+    table["top"] = table.index.isin(out.top_group)
+    out.separable = len(out.top_group) == 1
+    best_title = table.loc[best, "title"]
+    if out.separable:
+        out.verdict = (f"{best_title} is best, separable from every other loss (Wilcoxon signed-rank on {n} paired "
+                       f"cases, Holm-corrected, alpha {alpha}).")
+    else:
+        others = [table.loc[x, "title"] for x in out.top_group[1:]]
+        shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
+        out.verdict = (f"{best_title} has the best mean, but it is not separable from {shown} (Wilcoxon-Holm, "
+                       f"alpha {alpha}, {n} paired cases): a tie at the top.")
+    if n < MIN_CASES:
+        out.caveats.append(
+            f"Only {n} paired cases: the tests have little power here, so 'not separable' means 'not shown to "
+            f"differ', not 'equal'." + (" With fewer than 6 cases no two-sided Wilcoxon test can reach p < 0.05."
+                                        if n < 6 else ""))
+    if out.n_seeds < 3:
+        out.caveats.append(f"{out.n_seeds} seed(s) per loss: the intervals over seeds are wide or undefined.")
+    if k >= 10:
+        out.caveats.append(f"{k} losses give {k * (k - 1) // 2} pairwise comparisons; Holm's correction keeps the "
+                           "family-wise error at alpha, so only large differences are declared.")
+
+
+def overall_ranking(per_cell: list[CellStats]) -> pd.DataFrame:
+    """Mean rank of each loss over the cells where it was ranked (descriptive: few cells, no test).
+
+    Returns a DataFrame indexed by loss: title, family, one ``rank:<dataset>/<arch>`` column per cell, mean_rank,
+    n_cells, wins (cells where it is first), top_groups (cells where it is in the top group); best first.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for c in per_cell:
+        for loss, r in c.table.iterrows():
+            row = rows.setdefault(loss, {"loss": loss, "title": r["title"], "family": r["family"], "wins": 0,
+                                         "top_groups": 0})
+            row[f"rank:{c.dataset}/{c.arch}"] = int(r["rank"])
+            row["wins"] += int(r["rank"] == 1)
+            row["top_groups"] += int(loss in c.top_group)
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows.values())
+    df = df.set_index(df["loss"].rename(None))
+    rank_cols = [c for c in df.columns if c.startswith("rank:")]
+    df["mean_rank"] = df[rank_cols].mean(axis=1)
+    df["n_cells"] = df[rank_cols].notna().sum(axis=1)
+    return df.sort_values(["mean_rank", "loss"])
+
+
+def family_view(per_cell: list[CellStats]) -> pd.DataFrame:
+    """Per family: losses ranked, best rank and median rank per cell, mean rank over all (loss, cell) pairs."""
+    rows = []
+    for fam in FAMILIES:
+        row: dict[str, Any] = {"family": fam}
+        all_ranks = []
+        for c in per_cell:
+            r = c.table.loc[c.table["family"] == fam, "rank"] if not c.table.empty else pd.Series(dtype=float)
+            key = f"{c.dataset}/{c.arch}"
+            row[f"best:{key}"] = int(r.min()) if len(r) else None
+            row[f"median:{key}"] = float(r.median()) if len(r) else None
+            row[f"n:{key}"] = len(r)
+            all_ranks += [float(x) / max(len(c.table), 1) for x in r]  # relative rank in (0, 1]
+        row["n_losses"] = max((row[k] for k in row if k.startswith("n:")), default=0)
+        row["mean_relative_rank"] = float(np.mean(all_ranks)) if all_ranks else math.nan
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    return df.set_index(df["family"].rename(None))
+
+
+def class_sizes(cases: pd.DataFrame, dataset: str) -> pd.Series:
+    """Median ``gt_fraction`` per class name over the dataset's cases (object size), smallest first; empty if
+    unknown."""
+    c = cases[(cases["dataset"] == dataset) & cases["gt_fraction"].notna()]
+    if c.empty:
+        return pd.Series(dtype=float)
+    # Each case's ground truth is the same in every trial: one value per (case, class).
+    per_case = c.groupby(["class_name", "case"])["gt_fraction"].first()
+    return per_case.groupby("class_name").median().sort_values()
+
+
+def size_view(cell: CellStats, cases: pd.DataFrame, trials: pd.DataFrame) -> dict[str, Any] | None:
+    """Per-class results grouped by object size for one cell; None without per-case sizes.
+
+    Classes whose median ground-truth share is below the median over classes are *small*, the rest *large*.
+    Returns ``{"sizes": Series class -> median share, "small": [...], "large": [...], "table": DataFrame}`` with
+    one row per loss: the class metric per class (ordered by size), ``small`` and ``large`` means, their ranks.
+    """
+    sizes = class_sizes(cases, cell.dataset)
+    if len(sizes) < 2 or cell.table.empty:
+        return None
+    t = trials[(trials["dataset"] == cell.dataset) & (trials["arch"] == cell.arch)]
+    runs = ranked_runs(t)
+    m = class_metric(cell.primary)
+    c = cases[cases["trial_id"].isin(set(runs["trial_id"]))]
+    if c.empty:
+        return None
+    per_class = c.groupby(["loss", "class_name"])[m].mean().unstack("class_name")
+    classes = [x for x in sizes.index if x in per_class.columns]
+    cut = float(np.median(sizes[classes]))
+    small = [x for x in classes if sizes[x] < cut] or classes[:1]
+    large = [x for x in classes if x not in small]
+    table = per_class[classes].copy()
+    table["small"] = table[small].mean(axis=1)
+    table["large"] = table[large].mean(axis=1) if large else math.nan
+    table["rank_small"] = sstats.rankdata(-table["small"].fillna(-np.inf), method="min")
+    table["rank_large"] = sstats.rankdata(-table["large"].fillna(-np.inf), method="min")
+    table["title"] = [cell.table["title"].get(x, x) for x in table.index]
+    table["family"] = [cell.table["family"].get(x, "") for x in table.index]
+    return {"sizes": sizes[classes], "small": small, "large": large,
+            "table": table.sort_values(["rank_small", "rank_large"])}
+
+
+def tuning_trials(trials: pd.DataFrame, dataset: str, arch: str, loss: str) -> pd.DataFrame:
+    """The group's tune trials with their params expanded into ``param:<name>`` columns, in start order."""
+    g = trials[(trials["stage"] == "tune") & (trials["dataset"] == dataset) & (trials["arch"] == arch)
+               & (trials["loss"] == loss)]
+    if g.empty:
+        return g
+    g = g.sort_values(["started_at", "trial_id"], na_position="last")
+    params = pd.DataFrame([parse_json(p) for p in g["params"]], index=g.index)
+    return pd.concat([g, params.add_prefix("param:")], axis=1)
+
+
+def param_importance(tune: pd.DataFrame) -> dict[str, float] | None:
+    """Optuna's PED-ANOVA importance of each tuned parameter for the final metric of the group's tuning trials.
+
+    The study is rebuilt from the rows (completed and early-stopped trials with a score); distributions come from
+    the observed values (float log-uniform when positive and spanning over two decades). None when Optuna is not
+    installed, fewer than two parameters vary, or fewer than 8 trials have a score. Normalised to sum to 1.
+    """
+    try:
+        import optuna
+    except ImportError:
+        return None
+    cols = [c for c in tune.columns if c.startswith("param:") and tune[c].nunique(dropna=True) > 1]
+    rows = tune[tune["final_metric"].notna() & tune["status"].isin(("completed", "stopped"))]
+    rows = rows.dropna(subset=cols)
+    if len(cols) < 2 or len(rows) < 8:
+        return None
+    dists = {}
+    for c in cols:
+        v = rows[c]
+        name = c[len("param:"):]
+        if pd.api.types.is_bool_dtype(v) or v.dtype == object:
+            dists[name] = optuna.distributions.CategoricalDistribution(sorted(set(v), key=str))
+        elif pd.api.types.is_integer_dtype(v):
+            dists[name] = optuna.distributions.IntDistribution(int(v.min()), int(v.max()))
+        else:
+            lo, hi = float(v.min()), float(v.max())
+            dists[name] = optuna.distributions.FloatDistribution(lo, hi, log=lo > 0 and hi / lo > 100)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ExperimentalWarning
+        study = optuna.create_study(direction="maximize")
+        for _, r in rows.iterrows():
+            params = {c[len("param:"):]: (r[c].item() if hasattr(r[c], "item") else r[c]) for c in cols}
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
+                                                      value=float(r["final_metric"])))
+        try:
+            # PED-ANOVA compares the top `target_quantile` of trials with all: keep about 5 trials in the top set
+            # for the small studies of a CPU sweep (Optuna's default 0.1 suits hundreds of trials).
+            q = min(0.5, max(0.1, 5 / len(rows)))
+            return optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(target_quantile=q))
+        except (ValueError, RuntimeError):
+            return None

@@ -1,0 +1,265 @@
+"""The HTML report, built from a Parquet fixture with planted answers (tests/report_fixture.py)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raysweep import cli, results
+from raysweep.report import build_report, stats
+
+from report_fixture import CLEAR, TIE, make_fixture
+
+EVIL = '<script>alert("x")</script>'
+CHROMIUM = "/usr/bin/chromium"
+
+
+class Tables(HTMLParser):
+    """Every <table> of a page: its section id, header labels, rows of cell texts and row classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.section, self._cell, self._row = [], None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.section = a.get("id")
+        elif tag == "table":
+            self.tables.append({"section": self.section, "head": [], "rows": [], "classes": []})
+        elif tag == "tr" and self.tables:
+            self._row = []
+            self.tables[-1]["classes"].append(a.get("class") or "")
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            t = self.tables[-1]
+            if not t["head"]:
+                t["head"] = self._row
+                t["classes"].pop()
+            else:
+                t["rows"].append(dict(zip(t["head"], self._row)))
+            self._row = None
+
+
+def tables_of(html, section):
+    p = Tables()
+    p.feed(html)
+    return [t for t in p.tables if t["section"] == section]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """The fixture sweep (with a <script> planted in a loss title and a config value) and its report via the CLI."""
+    out = tmp_path_factory.mktemp("sweep")
+    answers = make_fixture(out / "results", title_override=EVIL, config_extra={"note": EVIL})
+    html_path = out / "report.html"
+    assert cli.main(["report", str(out)]) == 0  # the --out folder is accepted; default output <out>/report.html
+    return {"out": out, "html": html_path.read_text(), "path": html_path, "answers": answers}
+
+
+@pytest.fixture(scope="module")
+def frames(report):
+    return results.read_results(report["out"] / "results")
+
+
+def section_id(html, cell):
+    m = re.search(r'<section id="(cell-\d+)">\s*<h2>' + re.escape(f"{cell[0]} / {cell[1]}"), html)
+    assert m, cell
+    return m.group(1)
+
+
+# -- known answers -----------------------------------------------------------------------------------------------
+
+def test_summary_names_the_winner_and_the_tie(report):
+    (summary,) = tables_of(report["html"], "summary")
+    rows = {r["Dataset / arch"]: r for r in summary["rows"]}
+    clear, tie = rows["synthetic / cnn"], rows["synthetic / transformer"]
+    assert clear["Winner"] == "Boundary (boundary)" and clear["Family"] == "boundary"
+    assert clear["Top separable?"] == "yes"
+    assert tie["Winner"] in ("Dice (dice)", "Dice + CE (dice_ce)")
+    assert tie["Top separable?"] == "no (tie)"
+    assert float(clear["Spread"]) > 0.15
+    assert "Boundary is best, separable from every other loss" in report["html"]
+    assert "a tie at the top" in report["html"]
+
+
+def test_ranking_tables(report):
+    html = report["html"]
+    (clear, *_) = tables_of(html, section_id(html, CLEAR))
+    assert [r["Loss"] for r in clear["rows"]][0] == "Boundary (boundary)"
+    assert clear["classes"] == ["top"] + [""] * 4  # only the winner in the top group
+    assert [r["Rank"] for r in clear["rows"]] == ["1", "2", "3", "4", "5"]
+    for column in ("dice", "95% CI", "HD95", "Mean rank", "Rank 95% CI", "p vs best", "small_organ", "Tuning gain",
+                   "Best hyperparameters", "ms/step", "Peak MB"):
+        assert column in clear["head"], column
+    best = clear["rows"][0]
+    assert best["Rank 95% CI"] == "1–1" and best["P(first)"] == "1.00" and best["p vs best"] == "best"
+    assert all(r["p vs best"] == "< 0.001" for r in clear["rows"][1:])
+    # dice confirmed its defaults too: ranked on its 3 tuned seeds, and the gain comes from the confirmed defaults.
+    dice = next(r for r in clear["rows"] if r["Loss"] == "Dice (dice)")
+    assert dice["Seeds"] == "3" and dice["Tuning gain"] == "+0.0200"
+    (tie, *_) = tables_of(html, section_id(html, TIE))
+    top = {r["Loss"] for r, c in zip(tie["rows"], tie["classes"]) if c == "top"}
+    assert top == {"Dice (dice)", "Dice + CE (dice_ce)"}
+    assert len(tie["rows"]) == 4  # ce has no confirmation runs in this cell
+
+
+def test_stats_verdicts(frames):
+    t, c = frames["trials"], frames["cases"]
+    clear = stats.cell_stats(t, c, *CLEAR, n_boot=200)
+    assert clear.winner == "boundary" and clear.separable is True and clear.top_group == ["boundary"]
+    assert clear.friedman["pvalue"] < 1e-6 and clear.n_cases == 20 and clear.n_seeds == 3
+    assert clear.spread > 0.15
+    tie = stats.cell_stats(t, c, *TIE, n_boot=200)
+    assert tie.separable is False and set(tie.top_group) == {"dice", "dice_ce"}
+    runner_up = ({"dice", "dice_ce"} - {tie.winner}).pop()
+    assert tie.table.loc[runner_up, "p_vs_best"] > 0.5
+    # Bootstrap rank intervals: the tied pair shares ranks 1-2, the rest are fixed.
+    assert set(tie.table.loc[["dice", "dice_ce"], "rank_lo"]) == {1} and set(tie.table.loc[["dice", "dice_ce"],
+                                                                                           "rank_hi"]) == {2}
+    assert tie.table.loc["focal", "rank_lo"] == tie.table.loc["focal", "rank_hi"] == 4
+    overall = stats.overall_ranking([clear, tie])
+    assert overall.loc["ce", "n_cells"] == 1 and overall.loc["boundary", "wins"] == 1
+
+
+def test_small_sample_caveat(tmp_path):
+    rng = np.random.default_rng(0)
+    for loss, shift in (("a", 0.2), ("b", 0.0), ("c", -0.1)):
+        row = dict(sweep_id="s", trial_id=f"t-{loss}", stage="confirm", dataset="d", arch="m", loss=loss,
+                   family="region", in_survey=True, params="{}", is_default=False, seed=0, status="completed",
+                   budget_steps=1, steps_done=1, primary_metric="dice", final_metric=0.5 + shift)
+        cases = [dict(case=f"c{i}", class_id=1, class_name="x", dice=0.5 + shift + rng.normal(0, 0.01))
+                 for i in range(4)]
+        results.write_trial_rows(tmp_path, f"t-{loss}", row, [], cases)
+    f = results.read_results(tmp_path)
+    s = stats.cell_stats(f["trials"], f["cases"], "d", "m", n_boot=100)
+    assert s.winner == "a" and s.separable is False  # 4 cases: no two-sided Wilcoxon test can reach 0.05
+    text = " ".join(s.caveats)
+    assert "Only 4 paired cases" in text and "fewer than 6 cases" in text and "1 seed(s)" in text
+
+
+def test_size_view_and_families(report):
+    html = report["html"]
+    assert "Best on small structures: <strong>Focal</strong>; on large ones: <strong>Boundary</strong>" in html
+    (_, fam, *_) = tables_of(html, "overall")
+    assert {r["Family"] for r in fam["rows"]} == {"pixel", "region", "boundary", "combination"}
+    assert next(r for r in fam["rows"] if r["Family"] == "boundary")["best synthetic/cnn"] == "1"
+
+
+def test_sensitivity_and_importance(report, frames):
+    tune = stats.tuning_trials(frames["trials"], *TIE, "focal")
+    imp = stats.param_importance(tune)
+    assert max(imp, key=imp.get) == "gamma"
+    assert "Focal: 10 tuning trials, 2 parameters; most important: gamma" in report["html"]
+
+
+def test_partial_sweep_says_what_is_missing(report):
+    html = report["html"]
+    assert "Sweep partial (running or interrupted)." in html
+    assert "confirm: 30 of 33 trials (3 missing)" in html
+    assert "Not ranked yet (no confirmation runs): synthetic/transformer/ce." in html
+
+
+def test_run_metadata_and_failures(report):
+    html = report["html"]
+    failed = [t for t in tables_of(html, "run") if "Reason" in t["head"]][0]
+    assert {r["Trial"]: r["Status"] for r in failed["rows"]} == {
+        k: v for k, v in report["answers"]["failed"].items() if v != "stopped"}
+    assert "RuntimeError: <boom> & friends" in {r["Reason"] for r in failed["rows"]}  # parser unescapes
+    assert "RuntimeError: &lt;boom&gt; &amp; friends" in html
+    assert "1 tuning trials stopped early by ASHA" in html
+    assert "0123abc" in html and "datasets: [synthetic]" in html
+
+
+def test_every_string_is_escaped_and_nothing_is_fetched(report):
+    html = report["html"]
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html  # loss title and config value
+    assert html.count("<script") == 1  # our own sortable-tables script only
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # no CDN, nothing remote
+    assert "<link rel=\"stylesheet\"" not in html
+
+
+def test_overlays_of_best_and_worst(report):
+    html = report["html"]
+    assert 'alt="Boundary on case000"' in html and "on case001" in html
+    assert html.count('class="overlay"') == 4  # 2 cases x (best, worst)
+
+
+def test_rebuild_from_tune_only_and_empty_results(tmp_path, report):
+    src = report["out"] / "results"
+    f = results.read_results(src)
+    tune = f["trials"][f["trials"]["stage"] == "tune"].head(12)
+    for r in tune.to_dict("records"):
+        r = {k: (None if isinstance(v, float) and np.isnan(v) or v is pd.NaT else v) for k, v in r.items()}
+        results.write_trial_rows(tmp_path / "results", r["trial_id"], r)
+    path = build_report(tmp_path / "results")
+    assert path == tmp_path / "report.html"
+    html = path.read_text()
+    assert "no confirmation runs yet" in html and "partial (no sweep.json)" in html
+    empty = tmp_path / "empty"
+    results.write_sweep_meta(empty, {"sweep_id": "just-started", "planned": {"tune": 5, "confirm": 2}})
+    html = build_report(empty, tmp_path / "e.html").read_text()
+    assert "tune: 0 of 5 trials (5 missing)" in html and "No confirmation runs yet: nothing to rank." in html
+
+
+# -- the real browser --------------------------------------------------------------------------------------------
+
+def chromium(url: str, tmp_path: Path, screenshot: Path) -> tuple[str, list[str]]:
+    """Open ``url`` headless; return the DOM after scripts ran and the page's console messages."""
+    profile = tmp_path / "profile"
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--window-size=1400,2400",
+         f"--screenshot={screenshot}", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # Page console output (any level, uncaught exceptions included) is logged as "...:CONSOLE:<line>] ...".
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    return proc.stdout, console
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed (Debian: apt-get install chromium)")
+def test_report_in_headless_chromium(report, tmp_path):
+    # Control: the console capture does see errors, so an empty list below means something.
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><body><script>console.error('planted'); nope();</script></body></html>")
+    _, console = chromium(bad.as_uri(), tmp_path / "c0", tmp_path / "bad.png")
+    assert any("planted" in line for line in console) and any("nope" in line for line in console)
+
+    # The report, plus a probe that sorts the clear cell's ranking table by its metric column (ascending).
+    html = report["html"]
+    cell = section_id(html, CLEAR)
+    probe = ("<script>var t=document.querySelector('#" + cell + " table.sortable');t.tHead.rows[0].cells[4].click();"
+             "document.body.setAttribute('data-order',Array.prototype.map.call(t.tBodies[0].rows,function(r){"
+             "return r.cells[1].textContent}).join('|'));</script></body>")
+    probed = tmp_path / "probed.html"
+    probed.write_text(html.replace("</body>", probe))
+    screenshot = tmp_path / "report.png"
+    dom, console = chromium(report["path"].as_uri(), tmp_path / "c1", screenshot)
+    assert console == [], console
+    assert screenshot.stat().st_size > 10_000
+    shutil.copy(screenshot, report["out"] / "report.png")  # beside the report, for a look
+    assert 'tabindex="0"' in dom  # the sortable-tables script ran
+    dom, console = chromium(probed.as_uri(), tmp_path / "c2", tmp_path / "probed.png")
+    assert console == [], console
+    order = re.search(r'data-order="([^"]*)"', dom).group(1).split("|")
+    assert order[0].endswith("(ce)") and order[-1] == "Boundary (boundary)"  # worst first, ascending

@@ -1,0 +1,212 @@
+"""raysweep.results: the Parquet schema, its validation, atomic and idempotent writes, readers, sweep.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raysweep import results
+
+TRIAL = dict(sweep_id="s1", stage="confirm", dataset="synthetic", arch="cnn", loss="dice", loss_title="Dice",
+             family="region", in_survey=True, params={"companions.ce.weight": 0.5}, is_default=False, seed=1,
+             status="completed", budget_steps=100, steps_done=100, primary_metric="dice", final_metric=0.8,
+             best_metric=0.81, dice=0.8, hd95=float("nan"), per_class={"dice/a": 0.7, "dice/b": 0.9},
+             started_at="2026-01-01T12:00:00Z", ended_at=datetime(2026, 1, 1, 12, 1, tzinfo=timezone.utc),
+             versions={"raysweep": "0.1.0"})
+CURVES = [dict(training_iteration=i, step=50 * i, metric=0.4 * i, loss_value=1.0 / i) for i in (1, 2)]
+CASES = [dict(case=f"c{i}", class_id=1, class_name="a", dice=0.5 + i / 10, gt_fraction=0.1) for i in range(3)]
+
+
+def files(d):
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
+
+def test_schema_markdown_documents_every_column():
+    md = results.schema_markdown()
+    assert f"Schema version {results.SCHEMA_VERSION}" in md
+    for name, schema in results.SCHEMAS.items():
+        assert f"**`{name}`**" in md
+        for f in schema:
+            assert f"| `{f.name}` |" in md, f.name
+            assert f.metadata[b"doc"], f"{name}.{f.name} has no description"
+    for key in results.SWEEP_KEYS:
+        assert f"| `{key}` |" in md
+    # The three tables share the identity columns, so any of them groups without a join.
+    for table in ("curves", "cases"):
+        assert {"sweep_id", "trial_id", "stage", "dataset", "arch", "loss", "seed"} <= set(results.SCHEMAS[table].names)
+
+
+def test_round_trip(tmp_path):
+    written = results.write_trial_rows(tmp_path, "t-1", TRIAL, CURVES, CASES)
+    assert written["trials"] == tmp_path / "trials" / "part-t-1.parquet"
+    frames = results.read_results(tmp_path)
+    t = frames["trials"]
+    assert list(t.columns) == results.TRIALS.names and len(t) == 1
+    row = t.iloc[0]
+    assert row["trial_id"] == "t-1" and row["seed"] == 1 and row["final_metric"] == 0.8
+    assert json.loads(row["params"]) == {"companions.ce.weight": 0.5}
+    assert math.isnan(row["hd95"])  # NaN is stored as null
+    assert row["started_at"] == datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    assert str(row["ended_at"].tz) == "UTC"
+    c = frames["curves"]
+    assert list(c["step"]) == [50, 100]
+    # Identity columns come from the trial row.
+    assert set(c["trial_id"]) == {"t-1"} and set(c["loss"]) == {"dice"} and set(c["seed"]) == {1}
+    assert len(frames["cases"]) == 3 and set(frames["cases"]["stage"]) == {"confirm"}
+    meta = pq.read_schema(written["trials"]).metadata
+    assert meta[b"raysweep.schema_version"] == str(results.SCHEMA_VERSION).encode()
+
+
+def test_rewrite_is_idempotent_and_replaces(tmp_path):
+    results.write_trial_rows(tmp_path, "t-1", TRIAL, CURVES, CASES)
+    results.write_trial_rows(tmp_path, "t-1", TRIAL, CURVES, CASES)
+    results.write_trial_rows(tmp_path, "t-2", {**TRIAL, "seed": 2}, CURVES, CASES)
+    frames = results.read_results(tmp_path)
+    assert len(frames["trials"]) == 2 and len(frames["curves"]) == 4 and len(frames["cases"]) == 6
+    # The latest write of a trial is the truth: fewer curves, no cases -> the old cases file is gone.
+    results.write_trial_rows(tmp_path, "t-1", {**TRIAL, "status": "diverged"}, CURVES[:1], [])
+    frames = results.read_results(tmp_path)
+    assert len(frames["curves"]) == 3 and len(frames["cases"]) == 3
+    assert set(frames["cases"]["trial_id"]) == {"t-2"}
+    assert dict(zip(frames["trials"]["trial_id"], frames["trials"]["status"])) == {"t-1": "diverged",
+                                                                                    "t-2": "completed"}
+    assert not [f for f in files(tmp_path) if ".tmp" in f]
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
+    results.write_trial_rows(tmp_path, "t-1", TRIAL, CURVES, CASES)
+    before = (tmp_path / "trials" / "part-t-1.parquet").read_bytes()
+
+    def crash(table, where, **kw):  # half a file, then the process "dies"
+        with open(where, "wb") as f:
+            f.write(b"PAR1 partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results.pq, "write_table", crash)
+    with pytest.raises(OSError, match="disk full"):
+        results.write_trial_rows(tmp_path, "t-1", {**TRIAL, "final_metric": 0.1}, CURVES, CASES)
+    monkeypatch.undo()
+    assert (tmp_path / "trials" / "part-t-1.parquet").read_bytes() == before
+    assert not [f for f in files(tmp_path) if ".tmp" in f]
+    assert results.read_results(tmp_path)["trials"]["final_metric"].tolist() == [0.8]
+
+
+def test_invalid_rows_write_nothing(tmp_path):
+    with pytest.raises(ValueError, match=r"cases row 1, column 'dice': expects a number"):
+        results.write_trial_rows(tmp_path, "t-1", TRIAL, CURVES, [CASES[0], {**CASES[1], "dice": "high"}])
+    assert files(tmp_path) == []  # all rows are validated before anything is written
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seed": "one"}, r"column 'seed': expects an integer, got 'one'"),
+    ({"seed": True}, r"column 'seed': expects an integer"),
+    ({"status": "weird"}, r"column 'status': must be one of completed, diverged, oom, error, stopped"),
+    ({"stage": "search"}, r"column 'stage': must be one of tune, confirm"),
+    ({"family": "other"}, r"column 'family': must be one of"),
+    ({"loss": None}, r"column 'loss': required, got null"),
+    ({"params": "{not json"}, r"column 'params': not valid JSON text"),
+    ({"in_survey": "yes"}, r"column 'in_survey': expects true or false"),
+    ({"started_at": "yesterday"}, r"column 'started_at': expects a timestamp"),
+    ({"final_metric": "0.5"}, r"column 'final_metric': expects a number"),
+    ({"learning_rate": 0.1}, r"unknown column\(s\) 'learning_rate'"),
+])
+def test_validation_names_the_column(tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        results.write_trial_rows(tmp_path, "t-1", {**TRIAL, **change})
+
+
+def test_missing_required_column_and_identity_checks(tmp_path):
+    row = dict(TRIAL)
+    del row["budget_steps"]
+    with pytest.raises(ValueError, match=r"trials row 0, column 'budget_steps': required"):
+        results.write_trial_rows(tmp_path, "t-1", row)
+    with pytest.raises(ValueError, match=r"differs from trial_id 't-1'"):
+        results.write_trial_rows(tmp_path, "t-1", {**TRIAL, "trial_id": "t-2"})
+    with pytest.raises(ValueError, match=r"curves row 0, column 'loss': 'ce' differs from the trial's 'dice'"):
+        results.write_trial_rows(tmp_path, "t-1", TRIAL, [{**CURVES[0], "loss": "ce"}])
+    with pytest.raises(ValueError, match=r"curves row 0, column 'step': required"):
+        results.write_trial_rows(tmp_path, "t-1", TRIAL, [{"training_iteration": 1}])
+    with pytest.raises(ValueError, match="not usable as a file name"):
+        results.write_trial_rows(tmp_path, "../escape", {**TRIAL, "trial_id": "../escape"})
+    with pytest.raises(ValueError, match="exactly one trials row"):
+        results.write_trial_rows(tmp_path, "t-1", [TRIAL, TRIAL])
+    with pytest.raises(ValueError, match="cannot be stored as JSON"):
+        results.write_trial_rows(tmp_path, "t-1", {**TRIAL, "params": {"x": object()}})
+    assert files(tmp_path) == []
+
+
+def test_reader_drops_orphans_and_handles_versions(tmp_path):
+    assert {k: len(v) for k, v in results.read_results(tmp_path).items()} == {"trials": 0, "curves": 0, "cases": 0}
+    assert list(results.read_results(tmp_path)["cases"].columns) == results.CASES.names
+    results.write_trial_rows(tmp_path, "t-1", TRIAL, CURVES, CASES)
+    # A writer killed after curves but before trials: its curves are not shown until the trial is rewritten.
+    results.write_trial_rows(tmp_path, "t-2", {**TRIAL, "seed": 2}, CURVES)
+    (tmp_path / "trials" / "part-t-2.parquet").unlink()
+    frames = results.read_results(tmp_path)
+    assert set(frames["curves"]["trial_id"]) == {"t-1"}
+    # An older file without a newer column reads with nulls there.
+    t = pq.read_table(tmp_path / "cases" / "part-t-1.parquet").drop_columns(["gt_fraction"])
+    pq.write_table(t.replace_schema_metadata({b"raysweep.schema_version": b"0"}),
+                   tmp_path / "cases" / "part-t-1.parquet")
+    assert results.read_results(tmp_path)["cases"]["gt_fraction"].isna().all()
+    # A newer file is refused with a clear message.
+    t = pq.read_table(tmp_path / "trials" / "part-t-1.parquet")
+    pq.write_table(t.replace_schema_metadata({b"raysweep.schema_version": b"99"}),
+                   tmp_path / "trials" / "part-t-1.parquet")
+    with pytest.raises(ValueError, match="schema version 99 is newer"):
+        results.read_results(tmp_path)
+
+
+def test_validate_rows_returns_a_typed_table():
+    t = results.validate_rows("cases", [dict(sweep_id="s", trial_id="t", stage="confirm", dataset="d", arch="a",
+                                             loss="l", seed=0, case="c", class_id=2, class_name="x", dice=1)])
+    assert isinstance(t, pa.Table) and t.schema.field("dice").type == pa.float64()
+    assert t.column("dice")[0].as_py() == 1.0
+    with pytest.raises(ValueError, match="unknown table"):
+        results.validate_rows("runs", [])
+
+
+def test_sweep_meta(tmp_path):
+    assert results.read_sweep_meta(tmp_path) == {}
+    results.write_sweep_meta(tmp_path, {"sweep_id": "s1", "config": {"a": 1}, "started_at": datetime(
+        2026, 1, 1, tzinfo=timezone.utc), "ended_at": None, "planned": {"tune": 10, "confirm": 3},
+        "custom": [1, 2], "wall_s": float("nan")})
+    meta = results.read_sweep_meta(tmp_path)
+    assert meta["schema_version"] == results.SCHEMA_VERSION and meta["started_at"] == "2026-01-01T00:00:00+00:00"
+    assert meta["custom"] == [1, 2] and meta["wall_s"] is None
+    meta = results.update_sweep_meta(tmp_path, ended_at="2026-01-01T01:00:00+00:00", wall_s=3600.0)
+    assert meta["sweep_id"] == "s1" and meta["wall_s"] == 3600.0
+    with pytest.raises(ValueError, match="sweep.json key 'config': expects dict"):
+        results.write_sweep_meta(tmp_path, {"config": "a: 1"})
+    with pytest.raises(ValueError, match="sweep.json key 'planned'"):
+        results.write_sweep_meta(tmp_path, {"planned": {"tuning": 3}})
+    assert not [f for f in files(tmp_path) if ".tmp" in f]
+    (tmp_path / "sweep.json").write_text("[1")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        results.read_sweep_meta(tmp_path)
+
+
+def test_resolve_results_dir_and_overlays(tmp_path):
+    out = tmp_path / "sweep"
+    results.write_trial_rows(out / "results", "t-1", TRIAL)
+    assert results.resolve_results_dir(out) == out / "results"
+    assert results.resolve_results_dir(out / "results") == out / "results"
+    with pytest.raises(FileNotFoundError, match="no sweep results"):
+        results.resolve_results_dir(tmp_path / "nothing")
+    assert results.overlay_dirs(out / "results", "t-1") == []
+    (out / "overlays" / "t-1").mkdir(parents=True)
+    assert results.overlay_dirs(out / "results", "t-1") == [out / "overlays" / "t-1"]
+
+
+def test_results_and_report_import_without_torch_or_ray():
+    code = ("import sys, raysweep.results, raysweep.report, raysweep.report.stats, raysweep.report.plots; "
+            "bad = [m for m in ('torch', 'ray', 'raysweep.losses', 'raysweep.data') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
