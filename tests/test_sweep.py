@@ -1,0 +1,181 @@
+"""The sweep: config validation, resources, the multiplexing searcher (Ray-free), and one end-to-end Ray run."""
+
+import json
+import textwrap
+
+import pytest
+
+from raysweep.config import load_config, validate
+from raysweep.search import GroupSpace, companion_for, trial_config
+from raysweep.sweep import GroupSearcher, trial_resources
+
+TINY = {
+    "name": "tiny",
+    "datasets": {"synthetic": {"options": {"image_size": 32, "depth": 4, "num_volumes": 3},
+                               "eval_options": {"num_volumes": 1}}},
+    "architectures": {"cnn": {"arch": "Unet", "encoder": "resnet18",
+                              "options": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}},
+                      "transformer": {"arch": "Segformer", "encoder": "mit_b0"}},
+    "losses": ["tversky", "ce"],
+    "tuning": {"trials_per_group": 2, "seed": 0, "grace_period": 1, "reduction_factor": 2},
+    "confirmation": {"seeds": 1},
+    "resources": {"cpus_per_trial": 1},
+    "trial": {"train": {"steps": 4, "batch_size": 2}, "eval": {"every": 2, "overlays": 0}},
+}
+
+
+def write(tmp_path, data):
+    import yaml
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- config
+
+
+def test_default_config_covers_every_survey_loss_and_both_models():
+    from raysweep.losses import LOSSES
+
+    cfg = load_config()
+    assert set(cfg.losses) == {n for n, s in LOSSES.items() if s.in_survey}
+    assert set(cfg.architectures) == {"cnn", "transformer"}
+    assert len(cfg.groups()) == 2 * len(cfg.losses)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"tunning": {}}, "unknown key 'tunning' \\(did you mean 'tuning'\\?\\)"),
+        ({"losses": ["dicee"]}, "unknown loss 'dicee' \\(did you mean 'dice'\\?\\)"),
+        ({"datasets": {"mnist": {}}}, "unknown dataset 'mnist'"),
+        ({"architectures": {"resnet": {}}}, "unknown model 'resnet'"),
+        ({"tuning": {"trials_per_group": 0}}, "tuning.trials_per_group must be an integer >= 1"),
+        ({"tuning": {"scheduler": "pbt"}}, "tuning.scheduler must be one of"),
+        ({"confirmation": {"seeds": -1}}, "confirmation.seeds"),
+        ({"resources": {"gpus_per_trial": -0.5}}, "resources.gpus_per_trial"),
+        ({"pairing": "focal"}, "pairing must be one of"),
+        ({"trial": {"loss": {"name": "dice"}}}, "trial.loss is set by the sweep"),
+        ({"trial": {"train": {"stepz": 3}}}, "stepz"),
+        ({"datasets": {"synapse": {}}}, "synapse.root is required"),
+        ({"datasets": {"synapse": {"root": "/nonexistent/Synapse"}}}, "is not a folder"),
+        ({"name": "a b"}, "name must be"),
+    ],
+)
+def test_config_errors_name_the_key(change, match):
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        validate({**TINY, **change})
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_shipped_configs_validate_up_to_their_data_roots():
+    for name in ("synapse", "cityscapes"):
+        with pytest.raises(FileNotFoundError, match="root: data/"):
+            load_config(f"configs/{name}.yaml")
+
+
+# ---------------------------------------------------------------------------------------------------- search
+
+
+def test_group_space_defaults_first_and_pairing():
+    space = GroupSpace("tversky", "ce")
+    assert space.companion == "ce" and space.defaults()["loss/alpha"] == 0.3
+    assert companion_for("ce", "focal") is None  # focal already is a CE
+    assert GroupSpace("ce", "none").is_empty()
+    cfg = validate({**TINY, "pairing": "dice"})
+    group = cfg.groups()[0]
+    trial = trial_config(cfg, group, {"loss/alpha": 0.5, "companion/weight": 2.0}, seed=7, stage="tune")
+    assert trial["train"]["loss"] == {"name": "tversky", "params": {"alpha": 0.5}}
+    assert trial["train"]["companions"] == [{"name": "dice", "weight": 2.0}]
+    assert trial["train"]["seed"] == 7 and trial["sweep"]["stage"] == "tune"
+
+
+def test_searcher_gives_equal_quotas_round_robin_with_defaults_first():
+    cfg = validate(TINY)
+    searcher = GroupSearcher(cfg)
+    assert searcher.total == 2 * 2 + 2 * 1  # tversky: 2 trials per model; ce has nothing to tune: 1
+    configs = []
+    for i in range(searcher.total):
+        config = searcher.suggest(f"t{i}")
+        assert isinstance(config, dict)
+        configs.append(config["sweep"])
+        searcher.on_trial_complete(f"t{i}", {"score": 0.1 * i, "step": 4})
+    assert searcher.suggest("extra") == searcher.FINISHED
+    keys = [f"{c['arch']}/{c['loss']}" for c in configs]
+    assert keys[:4] == ["cnn/tversky", "cnn/ce", "transformer/tversky", "transformer/ce"]  # round robin
+    first_tversky = next(c for c in configs if c["loss"] == "tversky")
+    assert first_tversky["point"] == GroupSpace("tversky", "none").defaults()
+    tversky_points = [c["point"] for c in configs if c["loss"] == "tversky"]
+    assert tversky_points[1] != tversky_points[0] or tversky_points[3] != tversky_points[2]
+
+
+# ---------------------------------------------------------------------------------------------------- resources
+
+
+def test_resources_cpu_cluster_never_requests_a_gpu():
+    cfg = validate({**TINY, "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.5}})
+    res, slots = trial_resources(cfg, {"CPU": 2.0})
+    assert res == {"cpu": 1.0, "gpu": 0.0} and slots == 2
+
+
+def test_resources_fractional_gpus_set_concurrency():
+    cfg = validate({**TINY, "resources": {"cpus_per_trial": 2, "gpus_per_trial": 0.5}})
+    res, slots = trial_resources(cfg, {"CPU": 32.0, "GPU": 4.0})
+    assert res == {"cpu": 2.0, "gpu": 0.5} and slots == 8
+    with pytest.raises(ValueError, match="cpus_per_trial=64"):
+        trial_resources(validate({**TINY, "resources": {"cpus_per_trial": 64}}), {"CPU": 2.0})
+
+
+# ---------------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    import os
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_end_to_end_sweep_writes_three_tables_and_resumes(ray_session, tmp_path):
+    from raysweep.results import read_results, read_sweep_meta
+    from raysweep.sweep import SweepRunner
+
+    cfg = validate(TINY)
+    out = tmp_path / "out"
+    state = SweepRunner(cfg, out, progress=False).run()
+    assert state["tune_done"] and state["confirm_done"]
+    tables = read_results(out / "results")
+    trials = tables["trials"]
+    tune, confirm = trials[trials.stage == "tune"], trials[trials.stage == "confirm"]
+    assert len(tune) == 6 and len(confirm) == 4  # 4 groups x 1 seed
+    assert trials.trial_id.is_unique
+    assert set(trials.loss) == {"tversky", "ce"} and set(trials.arch) == {"cnn", "transformer"}
+    assert set(trials.status) <= {"completed", "stopped"}
+    assert tune[tune.loss == "tversky"].is_default.sum() == 2  # the defaults were evaluated in both models
+    assert confirm.final_metric.notna().all() and (confirm.steps_done == 4).all()
+    assert len(tables["curves"]) >= len(trials)
+    cases = tables["cases"]
+    assert set(cases.trial_id) == set(confirm.trial_id) and cases.dice.notna().any()
+    meta = read_sweep_meta(out / "results")
+    assert meta["planned"] == {"tune": 6, "confirm": 4} and meta["ended_at"]
+
+    # Running again on the same folder finds both stages done: nothing is rerun or duplicated.
+    SweepRunner(cfg, out, progress=False).run()
+    assert len(read_results(out / "results")["trials"]) == len(trials)
+    # A different config in the same folder is refused, before any work.
+    with pytest.raises(ValueError, match="different config"):
+        SweepRunner(validate({**TINY, "losses": ["dice"]}), out, progress=False).run()
+    assert json.loads((out / "state.json").read_text())["confirm_done"]
