@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job.
+## The main job: the default sweep on the embedded synthetic data, then the report (results/default/report.html).
 run: $(STAMP)
-	$(BIN)/raysweep demo
+	$(BIN)/raysweep run
 
 ## The test suite (what .ci/run calls).
 test: $(STAMP)

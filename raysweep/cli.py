@@ -25,13 +25,6 @@ def _cmd_losses(args) -> int:
     return 0
 
 
-def _cmd_demo(args) -> int:
-    from .demo import run_demo
-
-    run_demo(losses=args.loss, steps=args.steps, size=args.size, batch=args.batch, seed=args.seed)
-    return 0
-
-
 def _cmd_inverseform(args) -> int:
     import time
 
@@ -191,19 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="the sweep's --out folder or its results/ folder")
     p.add_argument("-o", "--output", metavar="FILE.html", help="where to write (default: <out>/report.html)")
     p.set_defaults(func=_cmd_report)
-
-    p = sub.add_parser(
-        "demo",
-        help="train a small network briefly with every loss on synthetic data and compare them",
-        description="Train the same small network from the same initialisation with each loss on a synthetic "
-        "multi-class batch (CPU-sized) and print, per loss, the loss decrease, per-class Dice and time per step.",
-    )
-    p.add_argument("--loss", action="append", metavar="NAME", help="only these losses (repeatable; default: all)")
-    p.add_argument("--steps", type=int, default=60, help="optimisation steps per loss (default 60)")
-    p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
-    p.add_argument("--batch", type=int, default=4, help="batch size (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of data and initialisation (default 0)")
-    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
         "inverseform",

@@ -63,6 +63,8 @@ class SweepConfig:
     trial: dict
     source: dict = field(default_factory=dict)
     text: str = ""
+    #: dataset -> InverseNet checkpoint path for the inverseform loss (filled by the sweep before trials start)
+    inversenets: dict = field(default_factory=dict)
 
     def groups(self) -> list[Group]:
         return [Group(d, a, loss) for d in self.datasets for a in self.architectures for loss in self.losses]

@@ -74,6 +74,8 @@ def trial_config(cfg: SweepConfig, group: Group, point: dict[str, Any], seed: in
     trial["seed"] = seed
     trial["dataset"] = copy.deepcopy(cfg.datasets[group.dataset])
     trial["model"] = copy.deepcopy(cfg.architectures[group.arch])
+    if group.loss == "inverseform" and cfg.inversenets.get(group.dataset):
+        params.setdefault("inversenet", cfg.inversenets[group.dataset])
     trial["loss"] = {"name": group.loss, "params": params}
     companion = companion_for(cfg.pairing, group.loss)
     trial["companions"] = ([{"name": companion, "weight": float(point.get("companion/weight", COMPANION_DEFAULT))}]

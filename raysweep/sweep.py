@@ -144,6 +144,12 @@ class GroupSearcher(_searcher_base()):
             self.__dict__.update(pickle.load(f))
 
 
+def state_key(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha1(str(path).encode()).hexdigest()[:8]
+
+
 def _iso(t: float) -> str:
     from datetime import datetime, timezone
 
@@ -388,6 +394,7 @@ class SweepRunner:
                          dashboard_host="127.0.0.1")
             else:
                 ray.init(address=self.address, log_to_driver=False)
+        self._ensure_inversenets()
         cluster = ray.cluster_resources()
         resources, slots = trial_resources(self.cfg, cluster)
         self._write_meta(state, cluster, slots)
@@ -428,6 +435,35 @@ class SweepRunner:
             "planned": {"tune": searcher_total, "confirm": len(self.cfg.groups()) * self.cfg.confirmation["seeds"]},
             "groups": [{"dataset": g.dataset, "arch": g.arch, "loss": g.loss} for g in self.cfg.groups()],
         })
+
+    def _ensure_inversenets(self) -> None:
+        """Train (once, cached in the output folder) the InverseNet each dataset needs for the inverseform loss.
+
+        The authors' checkpoint cannot be downloaded, so raysweep's own net is trained on the dataset's training
+        masks before any trial starts; trials load it by path (on a multi-node cluster, --out must be shared).
+        """
+        if "inverseform" not in self.cfg.losses:
+            return
+        from .data import DATASETS, build_dataset
+        from .losses.boundary import inverseform as inv
+
+        for name, section in self.cfg.datasets.items():
+            path = self.out / "inversenet" / f"{name}.pt"
+            if not path.exists():
+                print(f"training the InverseNet for {name} (inverseform loss), once per output folder", flush=True)
+                options = {**section.get("options", {}), **section.get("train_options", {})}
+                kwargs = {"root": section["root"]} if section.get("root") else {}
+                ds = build_dataset(name, "train", **kwargs, **options)
+                stride = max(1, len(ds) // 256)
+                masks = [ds[i]["mask"].numpy() for i in range(0, len(ds), stride)][:256]
+                edges = inv.edge_tiles_from_masks(masks, DATASETS[name].num_classes, tile=32)
+                net, summary = inv.train_inversenet(edges, steps=400, seed=self.cfg.tuning["seed"],
+                                                    progress=self.progress)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = inv.save_inversenet(net, f"raysweep-{name}-{state_key(self.out)}", summary)
+                tmp.replace(path)
+                print(f"  {summary['explained']:.0%} of the transforms explained; saved {path}", flush=True)
+            self.cfg.inversenets[name] = str(path)
 
     # ------------------------------------------------------------------ stages
 
