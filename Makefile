@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.raysweep-installed
 PYTEST_ARGS ?=
+# OpenMP threads that spin while waiting make torch ~10x slower on a busy 2-core machine; passive waiting fixes it.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install run test bench readme clean
 
@@ -32,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/maps.py $(BENCH_ARGS) --out benchmarks/results/maps.md
 	$(BIN)/python benchmarks/loss_step.py $(BENCH_ARGS) --out benchmarks/results/loss_step.md
 	$(BIN)/python benchmarks/data.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/train.py $(BENCH_ARGS)
 
 ## Regenerate the README's loss catalogue from the registry.
 readme: $(STAMP)

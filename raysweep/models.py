@@ -1,0 +1,250 @@
+"""Segmentation networks: a factory over segmentation-models-pytorch (smp) plus the heads a loss may need.
+
+Usage::
+
+    from raysweep.models import MODELS, build_model
+    model = build_model("Unet", "resnet34", num_classes=9, in_channels=1)         # any smp arch / encoder by name
+    model = build_model(**MODELS["transformer"], num_classes=9, in_channels=1)   # a named default
+    out = model(x)            # x float32 (B, in_channels, H, W), H and W divisible by the encoder's output stride
+    out["logits"]             # (B, num_classes, H, W), raw scores
+    out["aux_logits"]         # (B, aux_channels, H, W), only when built with aux_channels (e.g. boundary_aware)
+    out["features"]           # (B, D, h, w) decoder output before the segmentation head, only with return_features
+
+The two named defaults in :data:`MODELS` are the survey's two families: a CNN (U-Net with a ResNet encoder) and a
+Transformer (SegFormer with a Mix-Transformer encoder). ``UPerNet`` or ``DPT`` with a transformer encoder are
+alternatives (``build_model("UPerNet", "mit_b0", ...)``, ``build_model("DPT", "tu-vit_small_patch16_224", ...)``).
+
+Pretrained encoder weights are optional (``encoder_weights=None``, random initialisation, is the default):
+``encoder_weights="imagenet"`` downloads through smp / the Hugging Face hub (or reads its cache), and a path to a
+``.pth`` / ``.pt`` / ``.safetensors`` file loads a local state dict of the encoder -- the fix on offline machines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MODELS", "SegModel", "architectures", "build_model", "encoder_names"]
+
+#: Named defaults used by the configs: keyword arguments of :func:`build_model` (besides classes and channels).
+#: The CNN is U-Net/ResNet-34 as in most Synapse and Cityscapes baselines; the Transformer is SegFormer/MiT-B0, the
+#: smallest MiT, which trains from scratch at CPU sizes too.
+MODELS: dict[str, dict[str, str]] = {
+    "cnn": {"arch": "Unet", "encoder": "resnet34"},
+    "transformer": {"arch": "Segformer", "encoder": "mit_b0"},
+}
+
+
+def architectures() -> list[str]:
+    """smp architecture names accepted by :func:`build_model` (case-insensitive), e.g. ``"unet"``, ``"segformer"``."""
+    import segmentation_models_pytorch as smp
+
+    return list(smp.MODEL_ARCHITECTURES_MAPPING)
+
+
+def encoder_names() -> list[str]:
+    """smp's native encoder names; any timm model is also accepted as ``"tu-<timm name>"``."""
+    import segmentation_models_pytorch as smp
+
+    return list(smp.encoders.get_encoder_names())
+
+
+class SegModel(nn.Module):
+    """An smp model whose forward returns a dict, with an optional auxiliary head and decoder features.
+
+    Args:
+        net: an smp ``SegmentationModel`` (encoder -> decoder -> segmentation_head).
+        aux_channels: channels K of an auxiliary 3x3-conv head on the decoder output, upsampled bilinearly to the
+            input size (the distance-bin head of ``boundary_aware``); None for no head.
+        return_features: also return the decoder output (the segmentation head's input).
+
+    ``forward(x)`` with x float (B, C_in, H, W) returns ``{"logits": (B, num_classes, H, W)}`` plus
+    ``"aux_logits": (B, K, H, W)`` and ``"features": (B, D, h, w)`` when asked; D and h depend on the architecture
+    (U-Net: D = 16, h = H; SegFormer: D = 256, h = H / 4).
+    """
+
+    def __init__(self, net: nn.Module, aux_channels: int | None = None, return_features: bool = False) -> None:
+        super().__init__()
+        self.net = net
+        self.return_features = bool(return_features)
+        self.feature_channels = _head_in_channels(net.segmentation_head)
+        self.aux_head = None
+        if aux_channels is not None:
+            self.aux_head = nn.Conv2d(self.feature_channels, int(aux_channels), kernel_size=3, padding=1)
+
+    @property
+    def output_stride(self) -> int:
+        """H and W of the input must be multiples of this."""
+        return int(getattr(self.net.encoder, "output_stride", 32))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not (self.return_features or self.aux_head is not None):
+            return {"logits": self.net(x)}
+        # The decoder output is the segmentation head's input. A pre-hook captures it whatever the architecture's
+        # own forward looks like (DPT's differs from the others), so smp's forward is not duplicated here.
+        captured: list[torch.Tensor] = []
+        handle = self.net.segmentation_head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        try:
+            logits = self.net(x)
+        finally:
+            handle.remove()
+        out = {"logits": logits}
+        features = captured[0]
+        if self.aux_head is not None:
+            aux = self.aux_head(features)
+            if aux.shape[-2:] != x.shape[-2:]:
+                aux = F.interpolate(aux, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            out["aux_logits"] = aux
+        if self.return_features:
+            out["features"] = features
+        return out
+
+
+def _head_in_channels(head: nn.Module) -> int:
+    for module in head.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    raise TypeError(f"cannot find the input channels of segmentation head {type(head).__name__}")
+
+
+def build_model(arch: str, encoder: str, num_classes: int, in_channels: int, encoder_weights: str | None = None, *,
+                aux_channels: int | None = None, return_features: bool = False, **arch_options: Any) -> SegModel:
+    """Build an smp segmentation model by name.
+
+    Args:
+        arch: smp architecture, case-insensitive: one of :func:`architectures` (``"Unet"``, ``"Segformer"``,
+            ``"UPerNet"``, ``"DPT"``, ``"FPN"``, ``"DeepLabV3Plus"`` ...).
+        encoder: smp encoder name (:func:`encoder_names`, e.g. ``"resnet34"``, ``"mit_b0"``) or ``"tu-<timm name>"``.
+        num_classes: output channels of the logits.
+        in_channels: image channels (1 for CT, 3 for RGB).
+        encoder_weights: None (random init, the default), an smp weight name such as ``"imagenet"`` (downloaded by
+            smp through the Hugging Face hub, or read from its cache), or a path to a local ``.pth``/``.pt``/
+            ``.safetensors`` state dict of the encoder (keys optionally prefixed ``encoder.``, i.e. a whole smp model's
+            state dict works too). With ``in_channels != 3`` the first convolution is adapted as smp does.
+        aux_channels: add an auxiliary head with this many output channels (see :class:`SegModel`).
+        return_features: also return the decoder output as ``"features"``.
+        **arch_options: passed to the smp architecture (``decoder_channels``, ``decoder_segmentation_channels`` ...).
+
+    Returns:
+        a :class:`SegModel`; parameters are float32 on the CPU, initialised from torch's global RNG.
+
+    Raises:
+        ValueError: unknown architecture, encoder, weight name or option, or a bad number.
+        FileNotFoundError: a weights path that does not exist, or pretrained weights that cannot be fetched.
+    """
+    import segmentation_models_pytorch as smp
+
+    key = str(arch).lower()
+    if key not in smp.MODEL_ARCHITECTURES_MAPPING:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(architectures())} "
+                         "(case-insensitive)")
+    _check_encoder(encoder)
+    _check_arch_options(key, encoder, arch_options)
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if aux_channels is not None and (not isinstance(aux_channels, int) or aux_channels < 1):
+        raise ValueError(f"aux_channels must be a positive integer or None, got {aux_channels!r}")
+
+    local = _local_weights_path(encoder_weights)
+    # A local file is loaded into a 3-channel encoder first, then the stem is adapted like smp does for its own
+    # pretrained weights (so in_channels=1 keeps the pretrained filters, summed over RGB).
+    build_channels = 3 if local is not None else in_channels
+    hub_weights = None if local is not None else encoder_weights
+    try:
+        net = smp.create_model(key, encoder_name=encoder, encoder_weights=hub_weights, in_channels=build_channels,
+                               classes=num_classes, **arch_options)
+    except TypeError as exc:
+        raise ValueError(f"{arch}: bad value in option(s) {sorted(arch_options)}: {exc}") from exc
+    except KeyError as exc:  # smp reports unknown weight names (and encoders) as KeyError
+        raise ValueError(f"{arch}/{encoder}: {exc.args[0] if exc.args else exc}") from exc
+    except (OSError, RuntimeError) as exc:
+        if hub_weights is None:
+            raise
+        raise FileNotFoundError(
+            f"could not fetch pretrained weights {hub_weights!r} for encoder {encoder!r} (offline?): "
+            f"{type(exc).__name__}: {exc}\nFix: download them on a machine with internet access and pass "
+            "encoder_weights=PATH to the encoder's state-dict file (.pth or .safetensors); or copy the Hugging Face "
+            "cache (HF_HOME) over and set HF_HUB_OFFLINE=1; or train from scratch with encoder_weights=None."
+        ) from exc
+    if local is not None:
+        _load_encoder_weights(net.encoder, local, encoder)
+        if in_channels != 3:
+            net.encoder.set_in_channels(in_channels, pretrained=True)
+    return SegModel(net, aux_channels=aux_channels, return_features=return_features)
+
+
+def _check_encoder(encoder: str) -> None:
+    import segmentation_models_pytorch as smp
+
+    if not isinstance(encoder, str) or not encoder:
+        raise ValueError(f"encoder must be a name such as 'resnet34' or 'mit_b0', got {encoder!r}")
+    if encoder.startswith("tu-"):
+        import timm
+
+        name = encoder[3:].split(".")[0]
+        if not timm.list_models(name):
+            raise ValueError(f"unknown timm encoder {encoder!r}: timm has no model {name!r} (see timm.list_models())")
+        return
+    if encoder not in smp.encoders.encoders:
+        close = [n for n in smp.encoders.encoders if n.startswith(encoder[:4])][:8]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown encoder {encoder!r}{hint}; see raysweep.models.encoder_names(), or use "
+                         "'tu-<timm name>' for any timm model")
+
+
+def _check_arch_options(key: str, encoder: str, options: dict[str, Any]) -> None:
+    # smp forwards unknown keyword arguments to the encoder, where native encoders silently drop them; a typo in a
+    # config would then go unnoticed. Only timm ('tu-') encoders take extra keywords.
+    import inspect
+
+    import segmentation_models_pytorch as smp
+
+    cls = smp.MODEL_ARCHITECTURES_MAPPING[key]
+    own = {name for name, p in inspect.signature(cls.__init__).parameters.items()
+           if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    own -= {"self", "encoder_name", "encoder_weights", "in_channels", "classes"}
+    unknown = sorted(set(options) - own)
+    if unknown and not encoder.startswith("tu-"):
+        raise ValueError(f"{cls.__name__} has no option(s) {', '.join(unknown)}; valid: {', '.join(sorted(own))}")
+
+
+def _local_weights_path(weights: str | None) -> Path | None:
+    if weights is None:
+        return None
+    if not isinstance(weights, (str, Path)):
+        raise ValueError(f"encoder_weights must be None, a weight name such as 'imagenet' or a file path, "
+                         f"got {weights!r}")
+    text = str(weights)
+    looks_like_path = any(sep in text for sep in ("/", "\\")) or text.endswith((".pth", ".pt", ".safetensors"))
+    if not looks_like_path:
+        return None
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder weights file not found: {path} (encoder_weights must name an existing "
+                                ".pth/.pt/.safetensors state dict, a weight name such as 'imagenet', or None)")
+    return path
+
+
+def _load_encoder_weights(encoder_module: nn.Module, path: Path, encoder: str) -> None:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}")
+    if any(k.startswith("encoder.") for k in state):
+        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    try:
+        encoder_module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path} does not match encoder {encoder!r} (3 input channels): {exc}") from exc
