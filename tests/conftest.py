@@ -70,3 +70,18 @@ def make_batch(b=2, c=4, h=12, w=12, seed=0, ignore_frac=0.1, ignore_index=255, 
 @pytest.fixture
 def batch():
     return make_batch()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """The one local Ray instance of the test session (2 CPUs, no dashboard), shared by every Ray test."""
+    import os
+
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20,
+                 log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -138,17 +138,6 @@ def test_resources_fractional_gpus_set_concurrency():
 # ---------------------------------------------------------------------------------------------------- end to end
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    import os
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_end_to_end_sweep_writes_three_tables_and_resumes(ray_session, tmp_path):
     from raysweep.results import read_results, read_sweep_meta
     from raysweep.sweep import SweepRunner

@@ -299,18 +299,10 @@ def test_cli_train(tmp_path, capsys):
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    import os
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20,
-             log_to_driver=False)
+def ray_local(ray_session):
     # The test trainable below lives in this test module, which the workers cannot import: ship it by value.
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield ray
-    ray.shutdown()
+    ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return ray_session
 
 
 def crash_once_then_train(config):
