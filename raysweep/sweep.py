@@ -187,6 +187,20 @@ class ResultsCallback(_callback_base()):
         self.progress = _Progress(stage, planned, progress)
         self.quota = quota
 
+    def on_step_begin(self, iteration, trials, **info):
+        """Once per driver session, before any trial runs: drop rows of this stage whose trial the experiment does
+        not know. Tune snapshots the experiment (trials, searcher, this callback) every ~10 s; a trial that ended
+        after the last snapshot of a killed driver has a row but is unknown to the restored experiment, whose
+        searcher proposes a replacement. Keeping the row would leave one trial too many in the group."""
+        if getattr(self, "_reconciled", False):
+            return
+        self._reconciled = True
+        from . import results
+
+        known = {t.trial_id for t in trials}
+        for trial_id in results.stage_trial_ids(self.results_dir, self.stage) - known:
+            results.remove_trial_rows(self.results_dir, trial_id)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.curves.setdefault(trial.trial_id, []).append(_curve_row(result))
 
@@ -211,9 +225,14 @@ class ResultsCallback(_callback_base()):
                           error=error)
         results.write_trial_rows(self.results_dir, trial.trial_id, *rows)
         self.written.add(trial.trial_id)
-        running = sum(1 for t in trials if t.status == "RUNNING")
+        running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
         key = f"{tags.get('dataset')}/{tags.get('arch')}/{tags.get('loss')}"
         self.progress.finished(key, result.get(METRIC), rows[0][0]["status"], running, self.quota)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_reconciled", None)  # a restored copy (tuner.pkl) reconciles again
+        return state
 
     def get_state(self) -> dict | None:
         return {"curves": self.curves, "written": sorted(self.written)}
@@ -389,8 +408,12 @@ class SweepRunner:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         if not ray.is_initialized():
+            if self.address is None and os.environ.get("RAY_ADDRESS"):
+                self.address = os.environ["RAY_ADDRESS"]  # Ray's own way to name a cluster
             if self.address in (None, "local"):
-                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                # address="local": always a private instance. Without it Ray joins whatever cluster `ray start` last
+                # recorded in /tmp/ray (run.py passes --address auto for that case).
+                ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
                          dashboard_host="127.0.0.1")
             else:
                 ray.init(address=self.address, log_to_driver=False)
