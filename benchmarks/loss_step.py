@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import ensure_inversenet  # noqa: E402
 from raysweep.losses import LOSSES, build_loss  # noqa: E402
 from raysweep.losses.maps import DistanceMaps  # noqa: E402
 
@@ -52,6 +53,8 @@ def main(argv=None) -> int:
     b, size = (2, 96) if args.quick else (8, 224)
     image, target, dist = make_batch(b, size, device)
     names = ["ce"] + [n for n in (args.loss or sorted(LOSSES)) if n != "ce"]
+    if "inverseform" in names:
+        ensure_inversenet()
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} batch={b} size={size}",
           flush=True)
 

@@ -31,6 +31,7 @@ if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith(
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import ensure_inversenet  # noqa: E402
 from raysweep.losses import LOSSES, build_loss  # noqa: E402
 from raysweep.losses.maps import batch_signed_distance  # noqa: E402
 
@@ -187,6 +188,8 @@ def main(argv=None) -> int:
         parser.error(f"unknown loss(es) {unknown}; known: {sorted(LOSSES)}")
     sizes = dict(list(SIZES.items())[:1]) if args.quick else SIZES
     device = torch.device(args.device)
+    if "inverseform" in names:
+        ensure_inversenet()
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} repeats={args.repeats}",
           flush=True)
     header = "| loss | size | ours ms | ours MiB | peer | peer ms | peer MiB | time ours/peer | mem ours/peer |"
