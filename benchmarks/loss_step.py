@@ -6,7 +6,7 @@ Step = forward of smp ``Unet(resnet18)`` + loss + backward + SGD update, at (B=8
 B=2, 96x96). For the losses that use distance maps the step is timed twice: with the maps precomputed (as the
 DataLoader workers provide them; their cost is then off the training loop, see ``benchmarks/maps.py``) and computed
 by the loss on the fly. ``boundary_aware`` gets the auxiliary distance-bin head and ``conditional_boundary`` the decoder
-features, as the model factory provides them. Times are the best of ``--repeats`` steps after one warm-up step.
+features, as the model factory provides them. Times are the best of ``--repeats`` steps after two warm-up steps.
 Target: with precomputed maps, no loss costs more than 1.15x the CE step.
 """
 
@@ -81,6 +81,7 @@ def main(argv=None) -> int:
             value.backward()
             opt.step()
 
+        step()  # warm-up: lazy initialisation, allocator and thread-pool start-up
         step()
         best = float("inf")
         for _ in range(args.repeats):
