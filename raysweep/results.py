@@ -376,6 +376,21 @@ def write_trial_rows(results_dir: str | Path, trial_id: str, trial_row: Mapping[
     return written
 
 
+def remove_trial_rows(results_dir: str | Path, trial_id: str) -> None:
+    """Delete one trial's files of the three tables (``trials`` first, so that its row never outlives its curves)."""
+    for table in ("trials", "curves", "cases"):
+        part_path(results_dir, table, trial_id).unlink(missing_ok=True)
+
+
+def stage_trial_ids(results_dir: str | Path, stage: str) -> set[str]:
+    """Ids of the trials of ``stage`` that have a ``trials`` row."""
+    files = sorted(str(p) for p in (Path(results_dir) / "trials").glob("part-*.parquet"))
+    if not files:
+        return set()
+    table = pads.dataset(files, schema=TRIALS, format="parquet").to_table(columns=["trial_id", "stage"])
+    return {t for t, s in zip(table.column("trial_id").to_pylist(), table.column("stage").to_pylist()) if s == stage}
+
+
 # -- reading -----------------------------------------------------------------------------------------------------
 
 def resolve_results_dir(path: str | Path) -> Path:
@@ -487,6 +502,7 @@ def update_sweep_meta(results_dir: str | Path, **changes: Any) -> dict[str, Any]
 
 __all__ = [
     "CASES", "CURVES", "ENUMS", "FAMILIES", "SCHEMAS", "SCHEMA_VERSION", "STAGES", "STATUSES", "SWEEP_KEYS", "TABLES",
-    "TRIALS", "overlay_dirs", "part_path", "read_results", "read_sweep_meta", "resolve_results_dir",
-    "schema_markdown", "update_sweep_meta", "validate_rows", "write_sweep_meta", "write_trial_rows",
+    "TRIALS", "overlay_dirs", "part_path", "read_results", "read_sweep_meta", "remove_trial_rows",
+    "resolve_results_dir", "schema_markdown", "stage_trial_ids", "update_sweep_meta", "validate_rows",
+    "write_sweep_meta", "write_trial_rows",
 ]

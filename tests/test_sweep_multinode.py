@@ -1,0 +1,99 @@
+"""Multi-node scheduling (issue 5, acceptance): a tiny sweep on a simulated cluster (`ray.cluster_utils.Cluster`: a
+head with no CPUs and two worker nodes with 2 CPUs and 1 fake GPU each) places its trials on both worker nodes with
+0.5 GPU each.
+
+The cluster runs in a subprocess: it needs its own Ray instance, and pytest runs every test module in one process
+(tests/test_sweep.py and tests/test_train.py hold session-scoped `ray.init` instances). All the "nodes" share this
+machine's hostname and IP, so the node a trial ran on is taken from Ray's actor table (trial pid -> node id), not
+from the `node` column, which holds the hostname.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from sweep_helpers import kill_tree, sweep_env, tiny_sweep
+
+# train.device: cpu, so that no trial touches CUDA whatever the machine has: the cluster's GPUs are fake (Ray only
+# sets CUDA_VISIBLE_DEVICES). SweepRunner pins the device to cpu only on GPU-less clusters.
+TINY = tiny_sweep(name="multinode", resources={"cpus_per_trial": 1, "gpus_per_trial": 0.5},
+                  trial={"train": {"steps": 4, "batch_size": 2, "device": "cpu"},
+                         "eval": {"every": 2, "overlays": 0}})
+
+SCRIPT = textwrap.dedent('''
+    import json, sys
+    from pathlib import Path
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from raysweep.config import load_config
+    from raysweep.sweep import SweepRunner
+
+    config, out = sys.argv[1], Path(sys.argv[2])
+    node_args = dict(object_store_memory=80 * 2**20, include_dashboard=False)
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, **node_args))
+    try:
+        workers = [cluster.add_node(num_cpus=2, num_gpus=1, **node_args) for _ in range(2)]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        info = {"head": cluster.head_node.node_id, "workers": [n.node_id for n in workers],
+                "cluster": ray.cluster_resources()}
+        SweepRunner(load_config(config), out, progress=False).run()
+        # Trial actors (dead now) with the node they ran on, from the GCS actor table.
+        info["actors"] = {str(a["Pid"]): a["Address"]["NodeID"] for a in ray._private.state.actors().values()}
+        from ray.tune import ExperimentAnalysis
+
+        info["resources"] = {}
+        for stage in ("tune", "confirm"):
+            for t in ExperimentAnalysis(str(out / "ray" / f"multinode-{stage}")).trials:
+                info["resources"][t.trial_id] = t.placement_group_factory.required_resources
+        (out / "placement.json").write_text(json.dumps(info))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+''')
+
+
+def test_trials_spread_over_two_nodes_with_fractional_gpus(tmp_path):
+    import yaml
+
+    from raysweep.results import read_results, read_sweep_meta
+
+    config = tmp_path / "multinode.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    script = tmp_path / "multinode.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / "out"
+    log = tmp_path / "multinode.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen([sys.executable, str(script), str(config), str(out)], stdout=f,
+                                stderr=subprocess.STDOUT, env=sweep_env(), cwd=tmp_path)
+        try:
+            rc = proc.wait(timeout=300)
+        finally:
+            kill_tree(proc)  # only if it hung: the script shuts its cluster down itself
+    assert rc == 0, log.read_text()[-4000:]
+
+    info = json.loads((out / "placement.json").read_text())
+    assert info["cluster"]["GPU"] == 2 and info["cluster"]["CPU"] == 4
+    meta = read_sweep_meta(out / "results")
+    assert meta["hardware"]["gpus"] == 2 and meta["hardware"]["concurrent_trials"] == 4  # 2 GPUs / 0.5 per trial
+    trials = read_results(out / "results")["trials"]
+    assert len(trials) == meta["planned"]["tune"] + meta["planned"]["confirm"] == 6
+    assert trials.trial_id.is_unique and set(trials.status) <= {"completed", "stopped"}
+
+    # Every trial asked for 1 CPU and half a GPU.
+    assert set(info["resources"]) == set(trials.trial_id)
+    for trial_id, res in info["resources"].items():
+        assert res.get("GPU") == 0.5 and res.get("CPU") == 1, (trial_id, res)
+
+    # Each trial's worker pid (reported with every result) -> the node its actor lived on: both workers, no head.
+    curves = read_results(out / "results")["curves"]
+    pids = {(row.trial_id, json.loads(row.extra)["pid"]) for row in curves.itertuples()}
+    nodes = {info["actors"][str(pid)] for _, pid in pids}
+    assert {t for t, _ in pids} == set(trials.trial_id)
+    assert nodes == set(info["workers"]), (nodes, info["workers"], info["head"])
