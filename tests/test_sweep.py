@@ -168,3 +168,18 @@ def test_end_to_end_sweep_writes_three_tables_and_resumes(ray_session, tmp_path)
     with pytest.raises(ValueError, match="different config"):
         SweepRunner(validate({**TINY, "losses": ["dice"]}), out, progress=False).run()
     assert json.loads((out / "state.json").read_text())["confirm_done"]
+
+
+@pytest.mark.parametrize("path", ["cluster/cluster.yaml", "cluster/local.yaml"])
+def test_cluster_yamls_pass_rays_own_validation(path):
+    import copy
+
+    import yaml
+
+    util = pytest.importorskip("ray.autoscaler._private.util")
+    config = yaml.safe_load(open(path))
+    util.validate_config(util.prepare_config(copy.deepcopy(config)))  # raises on an invalid launcher config
+    # raysweep's own expectations: token auth set alike on every node, the dashboard on localhost only.
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=" in c for c in starts if c.strip().startswith(("RAY_", "ray start")))
+    assert any("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"])
