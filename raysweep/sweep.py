@@ -144,6 +144,30 @@ class GroupSearcher(_searcher_base()):
             self.__dict__.update(pickle.load(f))
 
 
+class _tune_environment:
+    """Tune settings for the sweep's duration only (a library call must not change its caller's environment)."""
+
+    SETTINGS = {
+        "RAY_CHDIR_TO_TRIAL_DIR": "0",
+        "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+        # raysweep prints its own progress line per trial; Tune's tables and snapshot warnings would drown it.
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    }
+
+    def __enter__(self):
+        self.saved = {k: os.environ.get(k) for k in self.SETTINGS}
+        for k, v in self.SETTINGS.items():
+            os.environ.setdefault(k, v)
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def state_key(path: Path) -> str:
     import hashlib
 
@@ -402,11 +426,12 @@ class SweepRunner:
         state.setdefault("started", time.time())
         self._save_state(state)
 
-        os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-        os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-        # raysweep prints its own progress line per trial; Tune's tables and snapshot warnings would drown it.
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+        with _tune_environment():
+            return self._run(state)
+
+    def _run(self, state: dict) -> dict:
+        import ray
+
         if not ray.is_initialized():
             if self.address is None and os.environ.get("RAY_ADDRESS"):
                 self.address = os.environ["RAY_ADDRESS"]  # Ray's own way to name a cluster
