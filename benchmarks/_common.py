@@ -32,3 +32,18 @@ def ensure_inversenet() -> None:
         masks.append(m)
     net, summary = inv.train_inversenet(inv.edge_tiles_from_masks(masks, 4, 64), steps=50, progress=False)
     inv.save_inversenet(net, "default", summary)
+
+
+def emit(rows: list[str], row: str) -> None:
+    """Print a markdown table row as it is measured and keep it for :func:`save_table`."""
+    rows.append(row)
+    print(row, flush=True)
+
+
+def save_table(rows: list[str], out: str | None) -> None:
+    """Write the markdown table to ``out`` (``--out``), if given."""
+    if out:
+        from pathlib import Path
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("\n".join(rows) + "\n")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import ensure_inversenet  # noqa: E402
+from _common import emit, ensure_inversenet, save_table  # noqa: E402
 from raysweep.losses import LOSSES, build_loss  # noqa: E402
 from raysweep.losses.maps import DistanceMaps  # noqa: E402
 
@@ -107,11 +107,8 @@ def main(argv=None) -> int:
         else:
             fly_cols = "- | -"
         row = f"| {name} | {LOSSES[name].category} | {pre:.0f} | {pre / ce_ms:.2f} | {fly_cols} |"
-        rows.append(row)
-        print(row, flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(rows) + "\n")
+        emit(rows, row)
+    save_table(rows, args.out)
     return 0
 
 

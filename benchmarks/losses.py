@@ -31,7 +31,7 @@ if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith(
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import ensure_inversenet  # noqa: E402
+from _common import emit, ensure_inversenet, save_table  # noqa: E402
 from raysweep.losses import LOSSES, build_loss  # noqa: E402
 from raysweep.losses.maps import batch_signed_distance  # noqa: E402
 
@@ -217,11 +217,8 @@ def main(argv=None) -> int:
             for label, pms, pmib in sorted(peer_rows, key=lambda r: r[1]):
                 row = (f"| {name} | {size_name} | {ms:.1f} | {mib:.0f} | {label} | {pms:.1f} | {pmib:.0f} | "
                        f"{ms / pms:.2f} | {mib / pmib if pmib else float('nan'):.2f} |")
-                rows.append(row)
-                print(row, flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(rows) + "\n")
+                emit(rows, row)
+    save_table(rows, args.out)
     return 0
 
 

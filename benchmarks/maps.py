@@ -30,6 +30,7 @@ import torch
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import emit, save_table  # noqa: E402
 from raysweep.losses.maps import distance_field, signed_distance_map  # noqa: E402
 
 NUM_CLASSES = 9
@@ -92,8 +93,7 @@ def main(argv=None) -> int:
             pass
         for label, rate in peers:
             row = f"| target maps, 9 classes | {size}x{size} | {ours:.1f} | {label} | {rate:.1f} | {ours / rate:.1f}x |"
-            rows.append(row)
-            print(row, flush=True)
+            emit(rows, row)
 
     for size in sizes:
         labels = torch.from_numpy(label_maps(8, size, seed=1))
@@ -119,11 +119,8 @@ def main(argv=None) -> int:
         for label, rate in peers:
             row = (f"| prediction fields, batch 8x8 masks | {size}x{size} | {ours:.2f} | {label} | {rate:.2f} | "
                    f"{ours / rate:.1f}x |")
-            rows.append(row)
-            print(row, flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(rows) + "\n")
+            emit(rows, row)
+    save_table(rows, args.out)
     return 0
 
 

@@ -408,8 +408,6 @@ class SweepRunner:
         tmp.replace(self.state_path)
 
     def run(self) -> dict:
-        import ray
-
         if self.fresh and self.out.exists():
             import shutil
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from .._functional import IGNORE_INDEX, class_frequencies, dice_score, masked_mean, pixel_nll, soft_counts
 from ..base import SegLoss, as_class_vector, check_range
 from ..registry import Float, register

@@ -6,7 +6,6 @@ import math
 
 import torch.nn.functional as F
 
-from .._functional import IGNORE_INDEX
 from ..registry import register
 from ._space import REGION_SPACE
 from .dice import DiceLoss
