@@ -53,23 +53,14 @@ def _cmd_inverseform(args) -> int:
 
 def _cmd_train(args) -> int:
     import json
-    from pathlib import Path
 
     import yaml
 
     from .train import train_trial
 
-    config: dict = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            config = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(config, dict):
-            raise ValueError(f"{path}: the config must be a mapping of keys to values, got {type(config).__name__}")
+    from .config import read_yaml_mapping
+
+    config = read_yaml_mapping(args.config, "config file") if args.config else {}
     overrides: dict = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
@@ -100,18 +91,9 @@ def _cmd_train(args) -> int:
 def _cmd_run(args) -> int:
     from .config import load_config
 
-    overrides = {}
-    if args.dataset:
-        overrides["datasets"] = args.dataset
-    if args.arch:
-        overrides["architectures"] = args.arch
-    if args.loss:
-        overrides["losses"] = args.loss
-    cfg = load_config(args.config, overrides)
-    if args.dataset or args.arch:  # keep the config's sections for the selected names
-        src = load_config(args.config)
-        cfg.datasets = {k: src.datasets.get(k, v) for k, v in cfg.datasets.items()}
-        cfg.architectures = {k: src.architectures.get(k, v) for k, v in cfg.architectures.items()}
+    select = {key: names for key, names in (("datasets", args.dataset), ("architectures", args.arch),
+                                            ("losses", args.loss)) if names}
+    cfg = load_config(args.config, select)
     from .sweep import SweepRunner
 
     out = args.out or f"results/{cfg.name}"

@@ -104,26 +104,37 @@ def _number(value, where: str, low: float, high: float | None = None, low_open: 
     return float(value)
 
 
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SweepConfig:
-    """Read and validate a sweep config (``configs/default.yaml`` when ``path`` is None).
-
-    ``overrides`` replaces top-level keys (the CLI's ``--dataset``/``--arch``/``--loss`` subsets).
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the key for anything invalid.
-    """
-    if path is None:
-        path = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-        if not path.exists():  # installed without the repository: the packaged copy
-            path = Path(__file__).resolve().parent / "default_sweep.yaml"
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
+    """Read a YAML file that must hold a mapping; ``FileNotFoundError`` / ``ValueError`` name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"sweep config {path} not found; see configs/ for examples")
+        raise FileNotFoundError(f"{what} {path} not found")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: a sweep config is a mapping of keys, got {type(raw).__name__}")
-    raw = {**raw, **(overrides or {})}
+        raise ValueError(f"{path}: a {what} is a mapping of keys, got {type(raw).__name__}")
+    return dict(raw)
+
+
+def load_config(path: str | Path | None = None, select: Mapping[str, Any] | None = None) -> SweepConfig:
+    """Read and validate a sweep config (``configs/default.yaml`` when ``path`` is None).
+
+    ``select`` narrows ``datasets``, ``architectures`` or ``losses`` to the given names (the CLI's subsets); a
+    selected dataset or architecture keeps its section from the file, and a name the file lacks gets an empty one.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the key for anything invalid.
+    """
+    path = Path(path) if path is not None else Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+    raw = read_yaml_mapping(path, "sweep config")
+    for key, names in (select or {}).items():
+        if key == "losses":
+            raw["losses"] = list(names)
+            continue
+        section = raw.get(key) or {}
+        if isinstance(section, (list, tuple)):
+            section = {n: {} for n in section}
+        raw[key] = {n: (section.get(n) if isinstance(section, Mapping) else None) or {} for n in names}
     cfg = validate(raw, where=path.name)
     cfg.text = path.read_text()
     return cfg

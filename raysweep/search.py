@@ -67,6 +67,11 @@ class GroupSpace:
         return not LOSSES[self.loss].space and not self.companion
 
 
+def tune_quota(cfg: SweepConfig, group: Group) -> int:
+    """Tuning trials of a group: ``tuning.trials_per_group``, or 1 (its defaults) when it has nothing to tune."""
+    return 1 if GroupSpace(group.loss, cfg.pairing).is_empty() else cfg.tuning["trials_per_group"]
+
+
 def trial_config(cfg: SweepConfig, group: Group, point: dict[str, Any], seed: int, stage: str) -> dict[str, Any]:
     """The full ``train_trial`` config of one trial (plus the ``sweep`` tags the results callback reads)."""
     trial = copy.deepcopy(cfg.trial)
@@ -92,4 +97,4 @@ def space_dims(loss: str, pairing: str) -> dict[str, Any]:
     return dims
 
 
-__all__ = ["Categorical", "GroupSpace", "companion_for", "space_dims", "trial_config"]
+__all__ = ["Categorical", "GroupSpace", "companion_for", "space_dims", "trial_config", "tune_quota"]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Group, SweepConfig
-from .search import GroupSpace, trial_config
+from .search import GroupSpace, trial_config, tune_quota
 
 METRIC = "score"
 STAGES = ("tune", "confirm")
@@ -76,10 +76,9 @@ class GroupSearcher(_searcher_base()):
         for i, g in enumerate(self.groups):
             space = GroupSpace(g.loss, cfg.pairing)
             self.spaces[g.key] = space
+            self.quota[g.key] = tune_quota(cfg, g)
             if space.is_empty():
-                self.quota[g.key] = 1
                 continue
-            self.quota[g.key] = cfg.tuning["trials_per_group"]
             self.subs[g.key] = OptunaSearch(
                 space=space, metric=metric, mode=mode, points_to_evaluate=[space.defaults()],
                 sampler=optuna.samplers.TPESampler(seed=seed * 10007 + i),
@@ -464,8 +463,7 @@ class SweepRunner:
         from . import results
 
         env = environment()
-        searcher_total = sum(1 if GroupSpace(g.loss, self.cfg.pairing).is_empty()
-                             else self.cfg.tuning["trials_per_group"] for g in self.cfg.groups())
+        searcher_total = sum(tune_quota(self.cfg, g) for g in self.cfg.groups())
         results.write_sweep_meta(self.results_dir, {
             "sweep_id": state["sweep_id"],
             "config": self.cfg.to_dict(),

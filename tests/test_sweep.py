@@ -77,6 +77,15 @@ def test_config_file_errors(tmp_path):
         load_config(bad)
 
 
+def test_cli_subsets_keep_the_config_sections():
+    full = load_config()
+    cfg = load_config(select={"architectures": ["cnn"], "losses": ["dice", "ce"]})
+    assert cfg.architectures == {"cnn": full.architectures["cnn"]}  # the file's shallow resnet18, not MODELS'
+    assert cfg.datasets == full.datasets and cfg.losses == ["dice", "ce"]
+    with pytest.raises(ValueError, match="unknown loss 'dicee'"):
+        load_config(select={"losses": ["dicee"]})
+
+
 def test_shipped_configs_validate_up_to_their_data_roots():
     for name in ("synapse", "cityscapes"):
         with pytest.raises(FileNotFoundError, match="root: data/"):
