@@ -382,6 +382,22 @@ def remove_trial_rows(results_dir: str | Path, trial_id: str) -> None:
         part_path(results_dir, table, trial_id).unlink(missing_ok=True)
 
 
+def remove_incomplete(results_dir: str | Path) -> list[Path]:
+    """Remove what a writer killed mid-trial leaves: temporary files of :func:`write_trial_rows`, and ``curves`` /
+    ``cases`` files of a trial without a ``trials`` file (written last). Readers skip both; this frees the space.
+    Only call it while no writer runs (the sweep driver does, at the start of each session). Returns the paths."""
+    results_dir = Path(results_dir)
+    removed = []
+    for table in TABLES:
+        removed += [p for p in (results_dir / table).glob(".part-*.tmp")]
+    complete = {p.name for p in (results_dir / "trials").glob("part-*.parquet")}
+    for table in ("curves", "cases"):
+        removed += [p for p in (results_dir / table).glob("part-*.parquet") if p.name not in complete]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
+
+
 def stage_trial_ids(results_dir: str | Path, stage: str) -> set[str]:
     """Ids of the trials of ``stage`` that have a ``trials`` row."""
     files = sorted(str(p) for p in (Path(results_dir) / "trials").glob("part-*.parquet"))

@@ -15,10 +15,15 @@ stage is skipped. See ``raysweep run --help``.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import platform
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +36,22 @@ from .search import GroupSpace, trial_config, tune_quota
 
 METRIC = "score"
 STAGES = ("tune", "confirm")
+#: Free space (bytes) the output folder must have before a sweep starts: Parquet rows are small, but every running
+#: trial keeps one or two model checkpoints (tens of MB each) until it ends.
+MIN_FREE_BYTES = 256 * 2**20
+
+
+class OutputInUse(OSError):
+    """Another ``raysweep run`` holds the output folder's lock."""
+
+
+class ResultsWriteError(OSError):
+    """The output folder cannot be written (read-only, disk full, permissions)."""
+
+
+# results_dir -> the first write error of the running stage. Module state rather than an attribute: on a restored
+# experiment Tune runs the callback it unpickled from tuner.pkl, not the one the driver built.
+_WRITE_FAILURES: dict[str, tuple[str, OSError]] = {}
 
 
 # ---------------------------------------------------------------------------------------------------- the trainable
@@ -209,20 +230,43 @@ class ResultsCallback(_callback_base()):
         self.written: set[str] = set()
         self.progress = _Progress(stage, planned, progress)
         self.quota = quota
+        self._ended: list[tuple[Any, str]] = []  # (filesystem, trial path) of trials ended since the last snapshot
+        self._ended_before: list[tuple[Any, str]] = []  # ... ended before the last snapshot
 
     def on_step_begin(self, iteration, trials, **info):
-        """Once per driver session, before any trial runs: drop rows of this stage whose trial the experiment does
-        not know. Tune snapshots the experiment (trials, searcher, this callback) every ~10 s; a trial that ended
-        after the last snapshot of a killed driver has a row but is unknown to the restored experiment, whose
-        searcher proposes a replacement. Keeping the row would leave one trial too many in the group."""
+        """Once per driver session, before any trial runs, make the Parquet folder agree with the experiment.
+
+        - Rows of this stage whose trial the experiment does not know are dropped. Tune snapshots the experiment
+          (trials, searcher, this callback) every ~10 s; a trial that ended after the last snapshot of a killed
+          driver has a row but is unknown to the restored experiment, whose searcher proposes a replacement. Keeping
+          the row would leave one trial too many in the group.
+        - Trials the experiment records as ended but that have no row (their write failed: disk full, read-only
+          folder) are written now, from the result and curves saved with the experiment.
+        - Leftovers of a writer killed mid-trial are removed: temporary files, and curves/cases files whose trial
+          has no ``trials`` row (the ``trials`` file is written last). Readers ignore both anyway.
+        """
         if getattr(self, "_reconciled", False):
             return
         self._reconciled = True
         from . import results
 
         known = {t.trial_id for t in trials}
-        for trial_id in results.stage_trial_ids(self.results_dir, self.stage) - known:
+        have = results.stage_trial_ids(self.results_dir, self.stage)
+        for trial_id in have - known:
             results.remove_trial_rows(self.results_dir, trial_id)
+        results.remove_incomplete(self.results_dir)
+        for t in trials:
+            if t.status == "TERMINATED" and t.trial_id not in have:
+                self._write(t, trials, error=None, show=False)
+
+    def get_state(self) -> dict | None:
+        """Called by Tune for each experiment snapshot. Also frees disk: the checkpoints of trials that ended before
+        the previous snapshot are deleted (that snapshot, complete by now, records them as ended, so no restore will
+        ever read them; a running trial's checkpoints are kept until then)."""
+        for fs, path in self._ended_before:
+            _delete_checkpoints(fs, path)
+        self._ended_before, self._ended = self._ended, []
+        return {"curves": self.curves, "written": sorted(self.written)}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.curves.setdefault(trial.trial_id, []).append(_curve_row(result))
@@ -231,38 +275,86 @@ class ResultsCallback(_callback_base()):
         self._write(trial, trials, error=None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        message = None
-        try:
-            message = Path(trial.error_file).read_text()[-2000:] if getattr(trial, "error_file", None) else None
-        except OSError:
-            pass
-        self._write(trial, trials, error=message or "trial raised an error")
+        self._write(trial, trials, error=_error_summary(trial))
 
-    def _write(self, trial, trials, error: str | None) -> None:
+    def _write(self, trial, trials, error: str | None, show: bool = True) -> None:
         from . import results
 
         config = trial.config.get("trial", trial.config)
         tags = config.get("sweep", {})
         result = dict(trial.last_result or {})
-        rows = trial_rows(self.sweep_id, trial.trial_id, config, result, self.curves.pop(trial.trial_id, []),
+        rows = trial_rows(self.sweep_id, trial.trial_id, config, result, self.curves.get(trial.trial_id, []),
                           error=error)
-        results.write_trial_rows(self.results_dir, trial.trial_id, *rows)
+        try:
+            results.write_trial_rows(self.results_dir, trial.trial_id, *rows)
+        except OSError as exc:
+            # Disk full or folder gone read-only: Tune would log this and go on, so that every later trial's results
+            # were lost too. Stop the experiment the way Ctrl+C does instead: Tune saves its state, SweepRunner
+            # raises a clear error, and the same command resumes; the trial is written then (on_step_begin).
+            _WRITE_FAILURES.setdefault(str(self.results_dir), (trial.trial_id, exc))
+            _interrupt_tune()
+            return
+        self.curves.pop(trial.trial_id, None)
         self.written.add(trial.trial_id)
-        running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
-        key = f"{tags.get('dataset')}/{tags.get('arch')}/{tags.get('loss')}"
-        self.progress.finished(key, result.get(METRIC), rows[0][0]["status"], running, self.quota)
+        fs = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
+        if fs is not None and trial.path:
+            self._ended.append((fs, trial.path))
+        if show:
+            running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
+            key = f"{tags.get('dataset')}/{tags.get('arch')}/{tags.get('loss')}"
+            self.progress.finished(key, result.get(METRIC), rows[0][0]["status"], running, self.quota)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.pop("_reconciled", None)  # a restored copy (tuner.pkl) reconciles again
+        state["_ended"], state["_ended_before"] = [], []  # this driver session's disk bookkeeping only
         return state
-
-    def get_state(self) -> dict | None:
-        return {"curves": self.curves, "written": sorted(self.written)}
 
     def set_state(self, state: dict) -> None:
         self.curves = state.get("curves", {})
         self.written = set(state.get("written", []))
+
+
+def _error_summary(trial) -> str:
+    """The exception line of a failed trial's last traceback (``TypeError: ...``), its attempts, and where the full
+    tracebacks are (Tune's ``error.txt`` in the trial folder)."""
+    text = ""
+    try:
+        text = Path(trial.error_file).read_text() if getattr(trial, "error_file", None) else ""
+    except OSError:
+        pass
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # Ray colours its tracebacks
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith((" ", "Failure #"))]
+    last = lines[-1][:500] if lines else "the trial raised an error"
+    attempts = getattr(trial, "num_failures", 0) or 1
+    where = f"; tracebacks in {trial.error_file}" if getattr(trial, "error_file", None) else ""
+    return f"{last} ({attempts} attempt{'s' if attempts > 1 else ''}{where})"
+
+
+def _interrupt_tune() -> bool:
+    """End the running ``Tuner.fit`` as Ctrl+C does (Tune saves the experiment; running trials resume later).
+
+    Calls Tune's SIGINT handler directly, which ``fit`` installs in the main thread. Returns False where it is not
+    installed (``fit`` in another thread, or ``TUNE_DISABLE_SIGINT_HANDLER=1``): the stage then runs to its end and
+    SweepRunner reports the failure afterwards.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and getattr(handler, "__name__", "") == "signal_interrupt_tune_run":
+        handler(signal.SIGINT, None)
+        return True
+    return False
+
+
+def _delete_checkpoints(fs, trial_path: str) -> None:
+    """Delete the ``checkpoint_*`` folders of one ended trial (local or remote storage). Best effort."""
+    from pyarrow import fs as pafs
+
+    try:
+        for info in fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True)):
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
+                fs.delete_dir(info.path)
+    except OSError:
+        pass  # a checkpoint left behind costs disk, never correctness
 
 
 _CURVE_KEYS = ("training_iteration", "step", "epoch", "loss", "lr")
@@ -311,7 +403,8 @@ def trial_rows(sweep_id: str, trial_id: str, config: dict, result: dict, curves:
         "params": json.dumps(point, sort_keys=True),
         "is_default": is_default,
         "status": status,
-        "error": error or (f"diverged at step {result.get('diverged_step')}" if status == "diverged" else None),
+        "error": error or (f"diverged at step {result.get('diverged_step')}" if status == "diverged" else None)
+        or (result.get("error") if isinstance(result.get("error"), str) else None),
         "budget_steps": budget,
         "steps_done": steps_done,
         "primary_metric": primary,
@@ -378,6 +471,69 @@ def trial_resources(cfg: SweepConfig, cluster: dict[str, float]) -> tuple[dict[s
 # ---------------------------------------------------------------------------------------------------- the driver
 
 
+def check_writable(out: Path, min_free: int = MIN_FREE_BYTES) -> None:
+    """Fail early, before Ray starts, when ``out`` cannot hold a sweep: not creatable, not writable, or less than
+    ``min_free`` bytes free. Raises :class:`ResultsWriteError` naming the folder and the fix; writes nothing."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".raysweep-probe-{os.getpid()}"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ResultsWriteError(exc.errno, f"the output folder {out} is not writable ({exc.strerror or exc}): fix its "
+                                "permissions, free space, or choose another --out") from None
+    free = shutil.disk_usage(out).free
+    if free < min_free:
+        raise ResultsWriteError(errno.ENOSPC, f"only {free / 2**20:.0f} MiB free under {out}; a sweep needs at least "
+                                f"{min_free / 2**20:.0f} MiB (the running trials' checkpoints and the results): free "
+                                "space or choose another --out")
+
+
+class OutputLock:
+    """An exclusive lock on an output folder (``<out>/.lock``, ``flock``): one ``raysweep run`` per folder.
+
+    The kernel releases it when the holder exits, however it exits (a SIGKILLed driver leaves no stale lock), so the
+    rerun that resumes a killed sweep takes it without help. On NFS, ``flock`` works across hosts only with NFSv4
+    and a lock-enabled mount; elsewhere run one driver per folder by hand.
+    """
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "OutputLock":
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            os.close(fd)
+            try:
+                info = json.loads(holder)
+                who = f"pid {info['pid']} on {info['host']}, since {info['since']}"
+            except (ValueError, KeyError, TypeError):
+                who = "another process"
+            raise OutputInUse(errno.EBUSY, f"{self.path.parent} is in use by another `raysweep run` ({who}); wait "
+                              "for it to finish (or stop it), or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                  "since": _iso(time.time())}).encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock; the file stays (deleting it would race a waiting process)
+            self.fd = None
+
+
 class SweepRunner:
     """Runs (or resumes) a sweep into ``out_dir``: ``ray/`` (Tune experiments), ``results/`` (Parquet, sweep.json),
     ``overlays/`` and the HTML report."""
@@ -407,24 +563,31 @@ class SweepRunner:
         tmp.replace(self.state_path)
 
     def run(self) -> dict:
-        if self.fresh and self.out.exists():
-            import shutil
+        """Run or resume the sweep; returns its state (``state.json``).
 
-            for sub in ("ray", "results", "overlays", "state.json"):
-                p = self.out / sub
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        self.out.mkdir(parents=True, exist_ok=True)
-        state = self._state()
-        if state and state.get("config") != self.cfg.to_dict():
-            raise ValueError(f"{self.out} holds a sweep with a different config; pass --fresh to start over or "
-                             "choose another --out")
-        state.setdefault("config", self.cfg.to_dict())
-        state.setdefault("sweep_id", uuid.uuid4().hex[:12])
-        state.setdefault("started", time.time())
-        self._save_state(state)
+        Raises:
+            ResultsWriteError: ``out_dir`` is not writable or has too little free space (checked before anything
+                starts), or results could not be written mid-sweep (the sweep stops and can be resumed).
+            OutputInUse: another ``raysweep run`` is using ``out_dir``.
+            ValueError: ``out_dir`` holds a sweep with a different config (and ``fresh`` is not set).
+        """
+        check_writable(self.out)
+        with OutputLock(self.out):
+            if self.fresh:
+                for sub in ("ray", "results", "overlays", "state.json"):
+                    p = self.out / sub
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            state = self._state()
+            if state and state.get("config") != self.cfg.to_dict():
+                raise ValueError(f"{self.out} holds a sweep with a different config; pass --fresh to start over or "
+                                 "choose another --out")
+            state.setdefault("config", self.cfg.to_dict())
+            state.setdefault("sweep_id", uuid.uuid4().hex[:12])
+            state.setdefault("started", time.time())
+            self._save_state(state)
 
-        with _tune_environment():
-            return self._run(state)
+            with _tune_environment():
+                return self._run(state)
 
     def _run(self, state: dict) -> dict:
         import ray
@@ -448,9 +611,12 @@ class SweepRunner:
             best = self._tune(state, resources, slots)
             state.update(tune_done=True, best=best)
             self._save_state(state)
+            self._prune_checkpoints("tune")
         if self.cfg.confirmation["seeds"] > 0 and not state.get("confirm_done"):
             self._confirm(state, resources, slots)
             state["confirm_done"] = True
+            self._save_state(state)
+            self._prune_checkpoints("confirm")
         state["ended"] = time.time()
         state["wall_s"] = state.get("wall_s", 0.0) + (time.time() - t0)
         self._save_state(state)
@@ -532,7 +698,8 @@ class SweepRunner:
             storage_path=self.storage,
             callbacks=[callback],
             verbose=0,
-            failure_config=tune.FailureConfig(max_failures=1),
+            # A lost node or a crashed worker: the trial restarts from its last checkpoint, up to twice.
+            failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         )
 
@@ -560,6 +727,7 @@ class SweepRunner:
             run_config=self._run_config("tune", state, searcher.total),
         )
         grid = tuner.fit()
+        self._raise_write_failure("tune")
         return best_points(grid, self.cfg)
 
     def _confirm(self, state: dict, resources: dict, slots: int) -> None:
@@ -579,6 +747,32 @@ class SweepRunner:
             run_config=self._run_config("confirm", state, len(configs)),
         )
         tuner.fit()
+        self._raise_write_failure("confirm")
+
+    def _raise_write_failure(self, stage: str) -> None:
+        failure = _WRITE_FAILURES.pop(str(self.results_dir), None)
+        if failure is None:
+            return
+        trial_id, exc = failure
+        raise ResultsWriteError(
+            exc.errno, f"could not write the results of trial {trial_id} ({exc.strerror or exc}: "
+            f"{exc.filename or self.results_dir}). The {stage} stage stopped and saved its state; files already "
+            f"written are unchanged. Free disk space or make {self.out} writable, then run the same command again "
+            "to resume.")
+
+    def _prune_checkpoints(self, stage: str) -> None:
+        """Delete every trial checkpoint of a finished stage: its experiment is never restored again."""
+        from pyarrow import fs as pafs
+
+        path = f"{self.storage.rstrip('/')}/{self.cfg.name}-{stage}"
+        try:
+            fs, root = pafs.FileSystem.from_uri(path if "://" in path else Path(path).as_uri())
+            trial_dirs = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        except (OSError, ValueError):
+            return
+        for info in trial_dirs:
+            if info.type == pafs.FileType.Directory:
+                _delete_checkpoints(fs, info.path)
 
     def _threaded_cfg(self, resources: dict) -> SweepConfig:
         """The config with each trial's torch threads and device pinned to its resources."""

@@ -97,3 +97,100 @@ def test_trials_spread_over_two_nodes_with_fractional_gpus(tmp_path):
     nodes = {info["actors"][str(pid)] for _, pid in pids}
     assert {t for t, _ in pids} == set(trials.trial_id)
     assert nodes == set(info["workers"]), (nodes, info["workers"], info["head"])
+
+
+# ---------------------------------------------------------------------------------------------------- node loss
+
+LOST = tiny_sweep(name="nodeloss", losses=["tversky"], confirmation={"seeds": 0},
+                  tuning={"trials_per_group": 2, "seed": 0, "scheduler": "none"},
+                  trial={"train": {"steps": 16, "batch_size": 2, "device": "cpu"},
+                         "eval": {"every": 2, "overlays": 0}})
+
+NODE_LOSS_SCRIPT = textwrap.dedent('''
+    import json, sys, threading, time
+    from pathlib import Path
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from raysweep.config import load_config
+    from raysweep.sweep import SweepRunner
+
+    config, out = sys.argv[1], Path(sys.argv[2])
+    node_args = dict(object_store_memory=80 * 2**20, include_dashboard=False)
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, **node_args))
+    info, errors = {}, []
+
+    def sweep():
+        try:
+            SweepRunner(load_config(config), out, progress=False).run()
+        except BaseException as exc:
+            errors.append(repr(exc))
+
+    try:
+        doomed = cluster.add_node(num_cpus=2, **node_args)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        # The sweep in a thread: Ray adds and removes nodes from the main thread only.
+        driver = threading.Thread(target=sweep)
+        driver.start()
+        # Once a running trial has saved its second checkpoint, bring up a replacement node and take the trials'
+        # node away, without warning.
+        while driver.is_alive() and not list((out / "ray" / "nodeloss-tune").glob("*/checkpoint_000001")):
+            time.sleep(0.05)
+        info["spare"] = cluster.add_node(num_cpus=2, **node_args).node_id
+        cluster.remove_node(doomed, allow_graceful=False)
+        info["removed"] = doomed.node_id
+        driver.join()
+        info["errors"] = errors
+        from ray.tune import ExperimentAnalysis
+
+        info["failures"] = {t.trial_id: t.num_failures
+                            for t in ExperimentAnalysis(str(out / "ray" / "nodeloss-tune")).trials}
+        info["actors"] = {str(a["Pid"]): a["Address"]["NodeID"] for a in ray._private.state.actors().values()}
+        (out / "nodeloss.json").write_text(json.dumps(info))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+''')
+
+
+
+def test_lost_worker_node_retries_its_trials_from_their_checkpoints(tmp_path):
+    import yaml
+
+    from raysweep.results import read_results
+
+    config = tmp_path / "nodeloss.yaml"
+    config.write_text(yaml.safe_dump(LOST))
+    script = tmp_path / "nodeloss.py"
+    script.write_text(NODE_LOSS_SCRIPT)
+    out = tmp_path / "out"
+    log = tmp_path / "nodeloss.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen([sys.executable, str(script), str(config), str(out)], stdout=f,
+                                stderr=subprocess.STDOUT, env=sweep_env(), cwd=tmp_path)
+        try:
+            rc = proc.wait(timeout=300)
+        finally:
+            kill_tree(proc)
+    assert rc == 0, log.read_text()[-4000:]
+    info = json.loads((out / "nodeloss.json").read_text())
+    assert info.get("removed") and not info["errors"], info
+
+    tables = read_results(out / "results")
+    trials, curves = tables["trials"], tables["curves"]
+    assert len(trials) == 2 and trials.trial_id.is_unique
+    assert set(trials.status) == {"completed"} and (trials.steps_done == 16).all()
+    # The trials that ran on the lost node failed once and resumed from their checkpoint (not from step 0), on
+    # the replacement node.
+    retried = {t for t, n in info["failures"].items() if n >= 1}
+    assert retried, info["failures"]
+    extra = curves.assign(**{k: curves.extra.map(lambda e, k=k: json.loads(e)[k]) for k in ("pid", "resumed_from_step")})
+    for trial_id in retried:
+        rows = extra[extra.trial_id == trial_id]
+        resumed = rows[rows.resumed_from_step > 0]
+        assert len(resumed), rows[["training_iteration", "step", "resumed_from_step"]]
+        assert {info["actors"][str(p)] for p in resumed.pid} == {info["spare"]}
+        # one row per report: the evaluations before the loss are not repeated
+        assert rows.training_iteration.is_unique and rows.step.is_unique
