@@ -109,7 +109,8 @@ Reports
 Every report (one per evaluation; ``training_iteration`` counts them) is a flat dict:
 
 * ``status``: ``running`` | ``completed`` | ``diverged`` | ``oom``; ``step`` (optimiser steps done), ``epoch``,
-  ``primary_metric`` (the name) and the primary metric itself under its name (``dice`` or ``miou``, higher is better);
+  ``resumed_from_step`` (the step this run restarted from a checkpoint at; 0 for a fresh start), ``primary_metric``
+  (the name) and the primary metric itself under its name (``dice`` or ``miou``, higher is better);
 * ``dice``, ``iou``, ``hd95``, ``miou`` (summaries as in :class:`raysweep.metrics.Evaluator`), per class as
   ``dice/<class>``, ``iou/<class>``, ``hd95/<class>``, ``miou/<class>``; ``n_cases``; ``cases`` when
   ``eval.report_cases``: JSON text of the per-case, per-class rows ``[{case, class_id, class_name, dice, iou, hd95}]``
@@ -914,8 +915,15 @@ class _Trial:
         if not f.is_file():
             raise FileNotFoundError(f"no {_CHECKPOINT_FILE} in checkpoint directory {d} (checkpoint.resume must be a "
                                     "directory written by train_trial, e.g. OUTPUT_DIR/checkpoint_000040)")
+        from .models import load_tensors
+
         # On the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest to the parameters' device.
-        self.load_state_dict(torch.load(f, map_location="cpu", weights_only=True), str(d))
+        # weights_only: a state.pt holding any pickled object other than tensors and plain containers is refused
+        # (ValueError naming the file) before anything in it runs.
+        state = load_tensors(f, "checkpoint")
+        if not isinstance(state, dict):
+            raise ValueError(f"checkpoint {f}: expected a dict written by train_trial, got {type(state).__name__}")
+        self.load_state_dict(state, str(d))
 
     def save(self, d: Path) -> None:
         d.mkdir(parents=True, exist_ok=True)
@@ -927,6 +935,7 @@ class _Trial:
         try:
             self.setup()
             self.resume()
+            self.resumed_from = self.step  # > 0: restarted from a checkpoint (a lost node, a resumed sweep)
             self._open_progress()
             if self.step >= self.steps:  # resumed from the final checkpoint: evaluate and report again
                 return self._report("completed")
@@ -1038,7 +1047,8 @@ class _Trial:
 
         primary = self.info.primary_metric
         metrics: dict[str, Any] = {"status": status, "step": self.step,
-                                   "epoch": self.step / self.steps_per_epoch, "primary_metric": primary}
+                                   "epoch": self.step / self.steps_per_epoch, "primary_metric": primary,
+                                   "resumed_from_step": getattr(self, "resumed_from", 0)}
         for key in ("dice", "iou", "hd95", "miou", "n_cases"):
             metrics[key] = summary[key]
         # One key for searchers and schedulers, whatever the dataset's primary metric (dice or miou).

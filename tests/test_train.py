@@ -110,8 +110,9 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tmp_path):
                                                                                   "checkpoint_000006"]
     resumed = train_trial({**config, "output_dir": str(tmp_path / "resumed"),
                            "checkpoint.resume": str(tmp_path / "full" / "checkpoint_000003")})
-    assert scores(resumed) == scores(full)
+    assert {**scores(resumed), "resumed_from_step": 0} == scores(full)
     assert resumed["training_iteration"] == full["training_iteration"] == 2
+    assert (resumed["resumed_from_step"], full["resumed_from_step"]) == (3, 0)
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
@@ -348,5 +349,6 @@ def test_tune_trial_reports_checkpoints_and_resumes_after_a_crash(ray_local, tmp
     history = result.metrics_dataframe
     assert list(history["step"]) == [3, 6] and list(history["status"]) == ["running", "completed"]
     direct = train_trial(config)  # same thread count as the Tune worker
-    assert {k: m[k] for k in scores(direct) if k != "training_iteration"} == {
-        k: v for k, v in scores(direct).items() if k != "training_iteration"}
+    same = set(scores(direct)) - {"training_iteration", "resumed_from_step"}
+    assert {k: m[k] for k in same} == {k: scores(direct)[k] for k in same}
+    assert (m["resumed_from_step"], direct["resumed_from_step"]) == (3, 0)

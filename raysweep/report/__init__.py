@@ -396,10 +396,12 @@ def render(context: dict[str, Any]) -> str:
 
     env = Environment(loader=FileSystemLoader(_HERE / "templates"), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
-    # Only our own static assets are trusted; "</" cannot occur in them (checked), so they cannot end their element.
+    # Only our own static assets are trusted; "</", "<!--" and "<script" cannot occur in them (checked), so they can
+    # neither end their element nor switch the HTML parser into a script's escaped states.
     for key in ("css", "js"):
-        if "</" in context[key]:
-            raise ValueError(f"report asset {key} must not contain '</'")
+        bad = [x for x in ("</", "<!--", "<script") if x in context[key].lower()]
+        if bad:
+            raise ValueError(f"report asset {key} must not contain {bad[0]!r}")
     context = {**context, "css": Markup(context["css"]), "js": Markup(context["js"])}
     return env.get_template("report.html.j2").render(**context)
 

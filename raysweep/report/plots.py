@@ -1,18 +1,21 @@
 """The report's figures: matplotlib, rendered headless to PNG data URIs (``data:image/png;base64,...``).
 
 PNG rather than SVG: a figure with hundreds of points stays a few tens of kB, and an ``<img>`` cannot run script
-whatever text (loss names, class names) a figure holds. Figures are built on :class:`matplotlib.figure.Figure`
-directly (no pyplot state, no GUI backend). Every function returns a data URI, or None when there is nothing to
-draw. Colours: one per loss family, the same in every figure.
+whatever text (loss names, class names) a figure holds. Mathtext is off in every figure (``text.parse_math``), so
+such names are drawn verbatim: a ``$`` in a name is a dollar sign, not TeX (nor a crash). Figures are built on
+:class:`matplotlib.figure.Figure` directly (no pyplot state, no GUI backend). Every function returns a data URI, or
+None when there is nothing to draw. Colours: one per loss family, the same in every figure.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
 from collections.abc import Sequence
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -22,6 +25,18 @@ from .stats import CellStats
 FAMILY_COLORS = {"pixel": "#1f77b4", "region": "#ff7f0e", "boundary": "#2ca02c", "combination": "#9467bd"}
 OTHER = "#bbbbbb"
 DPI = 90
+
+
+def _plain_text(fn):
+    """Run a figure function with mathtext off: loss titles, class and parameter names are drawn as they are, so a
+    name holding ``$...$`` neither renders as TeX nor crashes the report with a mathtext ValueError."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _uri(fig: Figure, tight: bool = True) -> str:
@@ -44,6 +59,7 @@ def _legend_families(ax, families: Sequence[str]) -> None:
               frameon=False)
 
 
+@_plain_text
 def ranking_dots(cell: CellStats) -> str | None:
     """Mean primary metric with its 95% interval over seeds, one row per loss (best on top), family colours.
 
@@ -69,6 +85,7 @@ def ranking_dots(cell: CellStats) -> str | None:
     return _uri(fig)
 
 
+@_plain_text
 def cd_diagram(cell: CellStats) -> str | None:
     """Critical-difference diagram (scikit-posthocs): mean per-case ranks, bars join losses that the
     Wilcoxon-Holm test does not separate."""
@@ -89,6 +106,7 @@ def cd_diagram(cell: CellStats) -> str | None:
     return _uri(fig)
 
 
+@_plain_text
 def learning_curves(curves: pd.DataFrame, cell: CellStats, trial_ids: set[str]) -> str | None:
     """Primary metric against steps of the ranked confirmation runs, mean over seeds: the best three and the worst
     loss in colour, the others grey."""
@@ -113,6 +131,7 @@ def learning_curves(curves: pd.DataFrame, cell: CellStats, trial_ids: set[str]) 
     return _uri(fig)
 
 
+@_plain_text
 def budget_curves(trials: pd.DataFrame, cell: CellStats) -> str | None:
     """Best-so-far tuning score against the number of tuning trials, one line per loss (family colours)."""
     t = trials[(trials["stage"] == "tune") & (trials["dataset"] == cell.dataset) & (trials["arch"] == cell.arch)]
@@ -131,6 +150,7 @@ def budget_curves(trials: pd.DataFrame, cell: CellStats) -> str | None:
     return _uri(fig)
 
 
+@_plain_text
 def sensitivity(tune: pd.DataFrame, primary: str, importance: dict[str, float] | None) -> str | None:
     """One panel per tuned parameter: final metric of each tuning trial against the parameter's value.
 
@@ -169,6 +189,7 @@ def sensitivity(tune: pd.DataFrame, primary: str, importance: dict[str, float] |
     return _uri(fig, tight=False)
 
 
+@_plain_text
 def size_scatter(view: dict) -> str | None:
     """Each loss as a point: mean class metric on small classes (x) against large classes (y)."""
     t = view["table"]
@@ -186,6 +207,7 @@ def size_scatter(view: dict) -> str | None:
     return _uri(fig)
 
 
+@_plain_text
 def family_ranks(per_cell: Sequence[CellStats]) -> str | None:
     """Relative rank (rank / losses in the cell; lower is better) of every ranked loss per family, all cells."""
     data: dict[str, list[float]] = {f: [] for f in FAMILY_COLORS}

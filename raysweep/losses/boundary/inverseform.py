@@ -90,11 +90,33 @@ class OfficialInverseNet(nn.Module):
         return self.fc(torch.cat([pred.flatten(1), gt.flatten(1)], 1))
 
 
+def _load_tensors(path: Path):
+    """``torch.load(weights_only=True)``; a file holding other pickled objects (what a malicious pickle needs to run
+    code) is refused before anything in it runs, with a ValueError naming the file. (Kept here rather than shared
+    with raysweep.models, so that the losses import nothing of the rest of raysweep.)"""
+    import pickle
+    import zipfile
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        if lines and lines[0].startswith("Weights only load failed"):
+            detail = next((x for x in lines if "GLOBAL" in x or "Unsupported" in x), lines[-1])
+            raise ValueError(f"{path}: refused to load this InverseNet checkpoint: it holds pickled Python objects "
+                             f"other than tensors and plain containers ({detail}); raysweep loads it with "
+                             "torch.load(weights_only=True) and never runs code from a file") from None
+        raise ValueError(f"{path}: not a torch checkpoint ({lines[0] if lines else type(exc).__name__})") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: cannot read this InverseNet checkpoint ({type(exc).__name__}: {str(exc)[:300]}); "
+                         "it is corrupt, truncated or another format") from None
+
+
 def load_inversenet(path_or_name: str | os.PathLike) -> nn.Module:
     """Load an InverseNet: a file path (raysweep's own or the official checkpoint) or a name in :func:`cache_dir`.
 
-    Loaded with ``weights_only=True`` (no pickled code runs). Raises ``FileNotFoundError`` naming the command that
-    trains one when nothing is found.
+    Loaded with ``weights_only=True`` (no pickled code runs; a file holding other pickled objects is a ValueError
+    naming it). Raises ``FileNotFoundError`` naming the command that trains one when nothing is found.
     """
     path = Path(path_or_name)
     if not path.suffix and not path.exists():
@@ -105,7 +127,7 @@ def load_inversenet(path_or_name: str | os.PathLike) -> nn.Module:
             f"(it is cached as {cache_dir() / 'default.pt'}), or pass inversenet=PATH to an official "
             "distance_measures_regressor.pth"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _load_tensors(path)
     if isinstance(state, dict) and state.get("format") == FORMAT:
         cfg = state["config"]
         net = InverseNet(tile=cfg["tile"], width=cfg["width"])
