@@ -518,7 +518,7 @@ def summarise_result(result: dict) -> dict:
 
 
 def measure_training(s: Session, model: str, amp: str, device: str, sampler, size, batch, steps, workers,
-                     with_bare=True) -> dict:
+                     with_bare=True, channels_last="auto") -> dict:
     from train import bare_steps_per_s  # benchmarks/train.py
 
     from raysweep.data import build_dataset
@@ -526,6 +526,7 @@ def measure_training(s: Session, model: str, amp: str, device: str, sampler, siz
     from raysweep.train import train_trial
 
     config = trial_cfg(model, size, batch, steps, workers, device, amp=amp)
+    config["train"]["channels_last"] = channels_last
     t = time.perf_counter()
     build_dataset("synthetic", "train", **config["dataset"]["options"])  # cached in-process: out of the timing
     build_dataset("synthetic", "test", **config["dataset"]["options"])
@@ -590,21 +591,30 @@ def part_training(s: Session, box: dict) -> None:
     runs = box.setdefault("runs", [])
     sampler = new_sampler() if cuda else None
     box["util_sampler"] = sampler is not None
-    plan = [("cnn", "auto", True), ("transformer", "auto", True), ("cnn", "off", False)]
+    # --train-plan: model:amp[:channels_last[:batch]] items; the bare loop only for the first of each model.
+    plan, seen = [], set()
+    for item in s.args.train_plan.split(","):
+        model, amp, *rest = item.split(":")
+        cl = {"cl": True, "nocl": False}.get(rest[0], "auto") if rest else "auto"
+        b = int(rest[1]) if len(rest) > 1 else batch
+        plan.append((model, amp, model not in seen, cl, b))
+        seen.add(model)
     est = {"cnn": 35.0, "transformer": 35.0}
     try:
-        for model, amp, bare in plan:
+        for model, amp, bare, cl, batch in plan:
             need = 25.0 if smoke else est[model]
             if s.left() < need + s.args.reserve_s:
                 runs.append({"model": model, "amp": amp, "status": "skipped", "reason": "time budget"})
                 continue
             try:
-                r = measure_training(s, model, amp, device, sampler, size, batch, steps, workers, with_bare=bare)
+                r = measure_training(s, model, amp, device, sampler, size, batch, steps, workers, with_bare=bare,
+                                     channels_last=cl)
+                r["channels_last"] = cl
             except Exception as exc:  # noqa: BLE001
                 r = {"model": model, "amp": amp, "status": "error", "error": f"{type(exc).__name__}: {exc}"[:600],
                      "traceback": traceback.format_exc()[-2000:]}
             runs.append(r)
-            log(f"train {model} amp={amp}: " + json.dumps(jsonable({k: r.get(k) for k in (
+            log(f"train {model} amp={amp} channels_last={cl} batch={batch}: " + json.dumps(jsonable({k: r.get(k) for k in (
                 "status", "steps_per_s", "bare_steps_per_s", "overhead", "peak_memory_mb", "gpu_util_mean",
                 "trial_wall_s", "data_gen_s", "error")})))
             s.save()
@@ -918,6 +928,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=24)
     parser.add_argument("--train-steps", type=int, default=60, help="timed steps (and as many warm-up steps)")
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--train-plan", default="cnn:auto,transformer:auto,cnn:off",
+                        help="training runs, model:amp[:cl|nocl[:batch]] comma-separated")
     parser.add_argument("--fractions", default="1,2,4", help="concurrent trials per GPU")
     parser.add_argument("--frac-target-s", type=float, default=12.0, help="timed seconds per N (at the N=1 rate/N)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
