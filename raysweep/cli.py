@@ -54,11 +54,9 @@ def _cmd_inverseform(args) -> int:
 def _cmd_train(args) -> int:
     import json
 
-    import yaml
-
     from .train import train_trial
 
-    from .config import read_yaml_mapping
+    from .config import parse_yaml, read_yaml_mapping
 
     config = read_yaml_mapping(args.config, "config file") if args.config else {}
     overrides: dict = {}
@@ -66,7 +64,7 @@ def _cmd_train(args) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set expects KEY=VALUE (e.g. train.steps=100), got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)  # YAML scalars: 1e-3, true, null, [1, 2], {a: 1}
+        overrides[key.strip()] = parse_yaml(value, f"--set {item}")  # YAML as in files: 1e-3, true, null, [1, 2]
     if args.loss:
         overrides["loss.name"] = args.loss
     result = train_trial({**config, **overrides})
@@ -207,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        # Errors a user can cause are reported without a traceback.
+    except (ValueError, OSError) as exc:
+        # Errors a user can cause are reported without a traceback: bad input (ValueError, FileNotFoundError), an
+        # output folder that is read-only, full or in use by another run (OSError).
         print(f"raysweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -10,16 +10,29 @@ A sweep config (``configs/default.yaml`` documents every key)::
     pairing: none                 # none | ce | dice: a companion term whose weight is tuned with the loss
     tuning: {trials_per_group: 4, seed: 0, scheduler: asha, grace_period: 1, reduction_factor: 2}
     confirmation: {seeds: 3}      # best config of each group retrained with these many seeds (0: skip)
-    resources: {cpus_per_trial: 1, gpus_per_trial: 0.5, max_concurrent: null}
+    resources: {cpus_per_trial: 1, gpus_per_trial: 0.5, max_concurrent: null}   # whole CPUs >= 1; GPUs in [0, 1]
     trial: {...}                  # the base train_trial config every trial starts from (raysweep.train)
 
-Every error names the key and the fix; unknown keys get a "did you mean".
+Validation reads no data and starts nothing; it checks names against the registries (datasets, losses, smp
+architectures and encoders), dataset options by value, and that every trial config the sweep composes passes
+``raysweep.train.resolve_config``. Every error is a ``ValueError`` (``FileNotFoundError`` for a missing file or data
+folder) that names the key and the fix; unknown keys get a "did you mean".
+
+The YAML is read with YAML 1.2 scalars: only ``true`` / ``false`` are booleans (``off``, ``no``, ``yes``, ``on`` stay
+strings, so ``amp: off`` means what it says) and ``1e-3`` is a float (PyYAML alone reads it as a string); a key given
+twice in one mapping is an error rather than silently the last one. Values must be plain data (strings, numbers,
+booleans, null, lists, mappings with string keys; no NaN or inf): the config is stored as JSON with the results and
+compared on resume.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import io
+import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,7 +45,16 @@ _TOP_KEYS = ("name", "datasets", "architectures", "losses", "pairing", "tuning",
 _TUNING_KEYS = {"trials_per_group": 4, "seed": 0, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2}
 _CONFIRM_KEYS = {"seeds": 3}
 _RESOURCE_KEYS = {"cpus_per_trial": 1, "gpus_per_trial": 1.0, "max_concurrent": None}
-_DATASET_KEYS = ("root", "options", "train_options", "eval_options")
+_DATASET_KEYS = ("name", "root", "options", "train_options", "eval_options")
+_ARCH_KEYS = ("name", "arch", "encoder", "encoder_weights", "options")
+_NAME_RE = re.compile(r"^[\w][\w.-]{0,99}$")
+#: Upper bound of counts (trials, seeds, ASHA's periods): past it a value is a typo, not a plan.
+_MAX_COUNT = 10**6
+#: Seeds stay below 2**31 so that seed + confirmation seeds fits every RNG (numpy takes < 2**32).
+_MAX_SEED = 2**31 - 1
+#: Limits of what a config file may expand to (YAML aliases can multiply a small file).
+_MAX_NODES = 100_000
+_MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -70,7 +92,142 @@ class SweepConfig:
         return [Group(d, a, loss) for d in self.datasets for a in self.architectures for loss in self.losses]
 
     def to_dict(self) -> dict:
+        """The config as plain data (JSON-serialisable); ``validate(cfg.to_dict())`` gives the same config back."""
         return {k: copy.deepcopy(getattr(self, k)) for k in _TOP_KEYS}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans and duplicate keys refused."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+                try:
+                    if key is not None and key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"found duplicate key {key!r} (first at line {seen[key].line + 1}); each key may appear "
+                            "once per mapping", key_node.start_mark)
+                    if key is not None:
+                        seen[key] = key_node.start_mark
+                except TypeError:  # unhashable: the base class reports it
+                    pass
+        return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2 core-schema booleans and floats instead of PyYAML's YAML 1.1 ones: `off`, `no`, `yes`, `on` stay strings,
+# and `1e-3` is a float (PyYAML reads it as a string).
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str, source: str = "<string>"):
+    """Parse YAML text the way config files are read: YAML 1.2 booleans and floats (``off`` is a string, ``1e-3`` a
+    float), a key given twice in one mapping refused. Also for ``--set KEY=VALUE`` values.
+
+    Raises ValueError naming ``source`` and the line for invalid YAML.
+    """
+    def named():
+        stream = io.StringIO(text)
+        stream.name = source  # PyYAML names it in its messages
+        return stream
+
+    try:
+        # The events first (PyYAML's parser is iterative, its composer recursive): a document nested too deeply is
+        # refused here, at once, instead of by a RecursionError that takes seconds to unwind.
+        depth = 0
+        for event in yaml.parse(named(), Loader=_Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > _MAX_DEPTH:
+                    raise ValueError(f"{source}: the YAML is nested too deeply (more than {_MAX_DEPTH} levels at line "
+                                     f"{event.start_mark.line + 1})")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return yaml.load(named(), Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{source} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{source}: the YAML is nested too deeply") from None
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
+    """Read a YAML file that must hold a mapping; ``FileNotFoundError`` / ``ValueError`` name the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} not found")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} is not a file; pass the path of a YAML file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a UTF-8 text file (undecodable byte at offset {exc.start}); a {what} is "
+                         "YAML text") from None
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{path}: a {what} is a mapping of keys, got {type(raw).__name__}")
+    _check_plain(raw, str(path))
+    return dict(raw)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse what JSON cannot hold faithfully (and what no config key takes): non-string keys, NaN/inf, dates,
+    bytes, sets; and structures nested or expanded (YAML aliases) past sane limits. Iterative: no recursion."""
+    todo = [(value, where, 0)]
+    seen = 0
+    while todo:
+        v, path, depth = todo.pop()
+        seen += 1
+        if seen > _MAX_NODES or depth > _MAX_DEPTH:
+            raise ValueError(f"{where}: the config is too large or nested too deeply (more than {_MAX_NODES} values "
+                             f"or {_MAX_DEPTH} levels, e.g. at {path}); YAML aliases may have multiplied it")
+        if isinstance(v, Mapping):
+            for key, item in v.items():
+                if not isinstance(key, str):
+                    raise ValueError(f"{path}: key {_show(key)} is a {type(key).__name__}; config keys are strings "
+                                     "(quote it)")
+                todo.append((item, f"{path}.{key}", depth + 1))
+        elif isinstance(v, (list, tuple)):
+            todo.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(v))
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise ValueError(f"{path}: {v} is not allowed; use a finite number")
+        elif v is not None and not isinstance(v, (str, int, bool)):
+            raise ValueError(f"{path}: {_show(v)} is a {type(v).__name__}; config values are strings, numbers, "
+                             "booleans, null, lists or mappings (quote it to make it a string)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + " ...]"
 
 
 def _unknown(keys, allowed, where: str) -> None:
@@ -78,44 +235,50 @@ def _unknown(keys, allowed, where: str) -> None:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), list(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(map(str, allowed))}")
+            raise ValueError(f"{where}: unknown key {_show(key)}{hint}; valid keys: {', '.join(map(str, allowed))}")
+
+
+def _mapping(value: Any, where: str, what: str) -> dict:
+    """A mapping section (None -> {}); ValueError naming ``where`` otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be a mapping ({what}), got {_show(value)}")
+    return dict(value)
 
 
 def _section(raw: Mapping, key: str, defaults: dict, where: str) -> dict:
-    value = raw.get(key) or {}
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{where}.{key} must be a mapping, got {value!r}")
+    value = _mapping(raw.get(key), f"{where}.{key}", ", ".join(defaults))
     _unknown(value, defaults, f"{where}.{key}")
     return {**defaults, **value}
 
 
-def _int(value, where: str, low: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{where} must be an integer >= {low}, got {value!r}")
+def _names(value: Any, where: str, what: str) -> dict:
+    """A list of names or a mapping name -> section, as a mapping; ValueError naming ``where`` otherwise."""
+    if isinstance(value, (list, tuple)):
+        bad = [v for v in value if not isinstance(v, str) or not v]
+        if bad:
+            raise ValueError(f"{where}: {_show(bad[0])} is not a {what} name (a list holds names)")
+        value = {v: {} for v in value}
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError(f"{where} must name at least one {what} (a list or a mapping), got {_show(value)}")
+    return dict(value)
+
+
+def _int(value, where: str, low: int, high: int = _MAX_COUNT) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{where} must be an integer >= {low} (at most {high}), got {_show(value)}")
     return value
 
 
-def _number(value, where: str, low: float, high: float | None = None, low_open: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
-    if not ok:
-        rng = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}]"
-        raise ValueError(f"{where} must be a number in {rng}, got {value!r}")
-    return float(value)
+def _choice(value, where: str, choices: tuple) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{where} must be one of {', '.join(choices)}, got {_show(value)}")
+    return value
 
 
-def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
-    """Read a YAML file that must hold a mapping; ``FileNotFoundError`` / ``ValueError`` name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: a {what} is a mapping of keys, got {type(raw).__name__}")
-    return dict(raw)
+# ---------------------------------------------------------------------------------------------------------------
+# Loading and validation
 
 
 def load_config(path: str | Path | None = None, select: Mapping[str, Any] | None = None) -> SweepConfig:
@@ -133,58 +296,83 @@ def load_config(path: str | Path | None = None, select: Mapping[str, Any] | None
             continue
         section = raw.get(key) or {}
         if isinstance(section, (list, tuple)):
-            section = {n: {} for n in section}
+            section = {n: {} for n in section if isinstance(n, str)}
         raw[key] = {n: (section.get(n) if isinstance(section, Mapping) else None) or {} for n in names}
     cfg = validate(raw, where=path.name)
-    cfg.text = path.read_text()
+    cfg.text = path.read_bytes().decode("utf-8-sig")
     return cfg
 
 
 def validate(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
-    """Validate a sweep config mapping; see :func:`load_config`."""
-    from .data import DATASETS
+    """Validate a sweep config mapping; see :func:`load_config`. Reads no data and starts nothing.
+
+    Raises ``ValueError`` naming the key (``FileNotFoundError`` for a data folder that does not exist).
+    """
+    from .data import DATASETS, check_dataset_options
     from .losses import LOSSES
     from .models import MODELS
     from .train import resolve_config
 
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: a sweep config is a mapping of keys, got {type(raw).__name__}")
+    _check_plain(raw, where)
+    raw = json.loads(json.dumps(raw))  # a plain copy (tuples -> lists): what the sweep stores and compares on resume
     _unknown(raw, _TOP_KEYS, where)
     name = raw.get("name", "sweep")
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
-        raise ValueError(f"{where}.name must be a non-empty string without slashes or spaces, got {name!r}")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"{where}.name must be 1 to 100 letters, digits, '_', '-' or '.' (it names folders; no "
+                         f"slashes or spaces, not starting with '.' or '-'), got {_show(name)}")
 
-    datasets = raw.get("datasets") or {"synthetic": {}}
-    if isinstance(datasets, (list, tuple)):
-        datasets = {d: {} for d in datasets}
-    if not isinstance(datasets, Mapping) or not datasets:
-        raise ValueError(f"{where}.datasets must name at least one dataset (a list or a mapping)")
+    datasets = raw.get("datasets")
+    datasets = _names({"synthetic": {}} if datasets is None else datasets, f"{where}.datasets", "dataset")
     ds_out = {}
     for ds, section in datasets.items():
         if ds not in DATASETS:
-            raise ValueError(f"{where}.datasets: unknown dataset {ds!r}; choose from {', '.join(DATASETS)}")
-        section = dict(section or {})
-        _unknown(section, _DATASET_KEYS, f"{where}.datasets.{ds}")
+            close = difflib.get_close_matches(ds, list(DATASETS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}.datasets: unknown dataset {_show(ds)}{hint}; choose from {', '.join(DATASETS)}")
+        at = f"{where}.datasets.{ds}"
+        section = _mapping(section, at, ", ".join(_DATASET_KEYS[1:]))
+        _unknown(section, _DATASET_KEYS, at)
+        if section.get("name", ds) != ds:
+            raise ValueError(f"{at}.name must be {ds!r} (the key names the dataset), got {_show(section['name'])}")
+        root = section.get("root")
+        if root is not None and (not isinstance(root, str) or not root.strip()):
+            raise ValueError(f"{at}.root must be a folder path, got {_show(root)}")
         if DATASETS[ds].needs_root:
-            root = section.get("root")
             if not root:
-                raise ValueError(f"{where}.datasets.{ds}.root is required: the folder holding the {ds} data")
+                raise ValueError(f"{at}.root is required: the folder holding the {ds} data")
             if not Path(root).expanduser().is_dir():
-                raise FileNotFoundError(f"{where}.datasets.{ds}.root: {root} is not a folder; download {ds} there "
-                                        "or fix the path")
-        ds_out[ds] = {"name": ds, **section}
+                raise FileNotFoundError(f"{at}.root: {root} is not a folder; download {ds} there or fix the path")
+        for key in ("options", "train_options", "eval_options"):
+            if key not in section:
+                continue
+            section[key] = _mapping(section[key], f"{at}.{key}", f"{ds} options")
+            try:
+                check_dataset_options(ds, section[key])
+            except ValueError as exc:
+                raise ValueError(f"{at}.{key}: {str(exc).removeprefix(ds + ': ')}") from None
+        ds_out[ds] = {**section, "name": ds}
 
-    archs = raw.get("architectures") or ["cnn", "transformer"]
-    if isinstance(archs, (list, tuple)):
-        archs = {a: {} for a in archs}
-    if not isinstance(archs, Mapping) or not archs:
-        raise ValueError(f"{where}.architectures must name at least one model (a list or a mapping)")
+    archs = raw.get("architectures")
+    archs = _names(["cnn", "transformer"] if archs is None else archs, f"{where}.architectures", "model")
     arch_out = {}
     for arch, section in archs.items():
-        section = dict(section or {})
+        at = f"{where}.architectures.{arch}"
+        section = _mapping(section, at, ", ".join(_ARCH_KEYS[1:]))
         if arch not in MODELS and "arch" not in section:
-            raise ValueError(f"{where}.architectures: unknown model {arch!r}; use one of {', '.join(MODELS)} or give "
-                             "{arch: <smp architecture>, encoder: <name>}")
-        _unknown(section, ("arch", "encoder", "encoder_weights", "options"), f"{where}.architectures.{arch}")
-        arch_out[arch] = {"name": arch if arch in MODELS else next(iter(MODELS)), **section}
+            raise ValueError(f"{where}.architectures: unknown model {_show(arch)}; use one of {', '.join(MODELS)} or "
+                             "give {arch: <smp architecture>, encoder: <name>}")
+        _unknown(section, _ARCH_KEYS, at)
+        base = section.get("name", arch if arch in MODELS else next(iter(MODELS)))
+        if not isinstance(base, str) or base not in MODELS:
+            raise ValueError(f"{at}.name must be one of {', '.join(MODELS)} (the defaults it starts from), got "
+                             f"{_show(base)}")
+        if "options" in section:
+            section["options"] = _mapping(section["options"], f"{at}.options", "smp architecture options")
+        _check_model({**MODELS[base], **{k: v for k, v in section.items() if k in ("arch", "encoder") and v}},
+                     section, at)
+        arch_out[arch] = {**section, "name": base}
 
     losses = raw.get("losses", "survey")
     if losses in ("survey", "all"):
@@ -192,23 +380,21 @@ def validate(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
     if isinstance(losses, str):
         losses = [losses]
     if not isinstance(losses, (list, tuple)) or not losses:
-        raise ValueError(f"{where}.losses must be 'survey', 'all' or a list of loss names")
+        raise ValueError(f"{where}.losses must be 'survey', 'all' or a non-empty list of loss names, got "
+                         f"{_show(losses)}")
     for loss in losses:
-        if loss not in LOSSES:
+        if not isinstance(loss, str) or loss not in LOSSES:
             close = difflib.get_close_matches(str(loss), list(LOSSES), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where}.losses: unknown loss {loss!r}{hint}; see `raysweep losses`")
+            raise ValueError(f"{where}.losses: unknown loss {_show(loss)}{hint}; see `raysweep losses`")
     losses = list(dict.fromkeys(losses))
 
-    pairing = raw.get("pairing", "none")
-    if pairing not in PAIRINGS:
-        raise ValueError(f"{where}.pairing must be one of {', '.join(PAIRINGS)}, got {pairing!r}")
+    pairing = _choice(raw.get("pairing", "none"), f"{where}.pairing", PAIRINGS)
 
     tuning = _section(raw, "tuning", _TUNING_KEYS, where)
     _int(tuning["trials_per_group"], f"{where}.tuning.trials_per_group", 1)
-    _int(tuning["seed"], f"{where}.tuning.seed", 0)
-    if tuning["scheduler"] not in SCHEDULERS:
-        raise ValueError(f"{where}.tuning.scheduler must be one of {', '.join(SCHEDULERS)}")
+    _int(tuning["seed"], f"{where}.tuning.seed", 0, _MAX_SEED)
+    _choice(tuning["scheduler"], f"{where}.tuning.scheduler", SCHEDULERS)
     _int(tuning["grace_period"], f"{where}.tuning.grace_period", 1)
     _int(tuning["reduction_factor"], f"{where}.tuning.reduction_factor", 2)
 
@@ -216,23 +402,80 @@ def validate(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
     _int(confirmation["seeds"], f"{where}.confirmation.seeds", 0)
 
     resources = _section(raw, "resources", _RESOURCE_KEYS, where)
-    _number(resources["cpus_per_trial"], f"{where}.resources.cpus_per_trial", 0, low_open=True)
-    _number(resources["gpus_per_trial"], f"{where}.resources.gpus_per_trial", 0, 64)
+    cpus = resources["cpus_per_trial"]
+    if not (isinstance(cpus, (int, float)) and not isinstance(cpus, bool) and math.isfinite(cpus)
+            and cpus == int(cpus) and 1 <= cpus <= _MAX_COUNT):
+        raise ValueError(f"{where}.resources.cpus_per_trial must be a whole number of CPUs >= 1 (each trial runs "
+                         f"torch with that many threads), got {_show(cpus)}")
+    gpus = resources["gpus_per_trial"]
+    if not (isinstance(gpus, (int, float)) and not isinstance(gpus, bool) and 0 <= gpus <= 1):  # NaN fails too
+        raise ValueError(f"{where}.resources.gpus_per_trial must be a number in [0, 1] (a trial trains on one GPU; a "
+                         f"fraction such as 0.5 lets trials share one), got {_show(gpus)}")
     if resources["max_concurrent"] is not None:
         _int(resources["max_concurrent"], f"{where}.resources.max_concurrent", 1)
 
-    trial = raw.get("trial") or {}
-    if not isinstance(trial, Mapping):
-        raise ValueError(f"{where}.trial must be a mapping (the base train_trial config)")
+    trial = _mapping(raw.get("trial"), f"{where}.trial", "the base train_trial config")
     for key in ("dataset", "model", "loss", "companions", "seed", "output_dir"):
-        if key in trial:
+        if key in trial or any(k.startswith(key + ".") for k in trial):
             raise ValueError(f"{where}.trial.{key} is set by the sweep; use datasets / architectures / losses / "
                              "pairing instead")
     try:
-        resolve_config(trial)
+        resolved = resolve_config(trial)
     except ValueError as exc:
         raise ValueError(f"{where}.trial: {exc}") from None
+    if resolved["train"]["device"] not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"{where}.trial.train.device must be auto, cpu or cuda in a sweep (Ray gives each trial its "
+                         f"GPU, which the trial sees as cuda), got {_show(resolved['train']['device'])}")
 
-    return SweepConfig(name=name, datasets=ds_out, architectures=arch_out, losses=losses, pairing=pairing,
-                       tuning=tuning, confirmation=confirmation, resources=resources, trial=dict(trial),
-                       source=dict(raw))
+    cfg = SweepConfig(name=name, datasets=ds_out, architectures=arch_out, losses=losses, pairing=pairing,
+                      tuning=tuning, confirmation=confirmation, resources=resources, trial=dict(trial),
+                      source=dict(raw))
+    _check_trial_configs(cfg, where)
+    return cfg
+
+
+def _check_model(names: dict, section: dict, where: str) -> None:
+    """The architecture, encoder, option names and a local weights path of one ``architectures`` entry, without
+    building the model (smp's names are read; nothing is downloaded)."""
+    from . import models
+
+    for key in ("arch", "encoder"):
+        if key in section and section[key] is not None and (not isinstance(section[key], str) or not section[key]):
+            raise ValueError(f"{where}.{key} must be a name, got {_show(section[key])}")
+    weights = section.get("encoder_weights")
+    if weights is not None and (not isinstance(weights, str) or not weights):
+        raise ValueError(f"{where}.encoder_weights must be null, a weight name such as 'imagenet' or a file path, "
+                         f"got {_show(weights)}")
+    arch, encoder = names["arch"], names["encoder"]
+    if arch.lower() not in models.architectures():
+        close = difflib.get_close_matches(arch.lower(), models.architectures(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{where}.arch: unknown smp architecture {arch!r}{hint}; choose one of "
+                         f"{', '.join(models.architectures())} (case-insensitive)")
+    options = section.get("options") or {}
+    for key, check in (("encoder", lambda: models._check_encoder(encoder)),
+                       ("options", lambda: models._check_arch_options(arch.lower(), encoder, options)),
+                       ("encoder_weights", lambda: models._local_weights_path(weights))):
+        try:
+            check()
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{where}.{key}: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"{where}.{key}: {exc}") from None
+
+
+def _check_trial_configs(cfg: SweepConfig, where: str) -> None:
+    """Each (dataset, architecture) pair's trial config, as the sweep composes it, passes ``resolve_config``."""
+    from .search import GroupSpace, trial_config
+    from .train import resolve_config
+
+    loss = cfg.losses[0]
+    for ds in cfg.datasets:
+        for arch in cfg.architectures:
+            group = Group(ds, arch, loss)
+            config = trial_config(cfg, group, GroupSpace(loss, cfg.pairing).defaults(), seed=0, stage="tune")
+            try:
+                resolve_config(config["train"])
+            except ValueError as exc:
+                raise ValueError(f"{where}: the trials of datasets.{ds} x architectures.{arch} would be invalid: "
+                                 f"{exc}") from None

@@ -450,14 +450,19 @@ def _num(x):
 def trial_resources(cfg: SweepConfig, cluster: dict[str, float]) -> tuple[dict[str, float], int]:
     """Per-trial resources and the concurrency they allow on ``cluster`` (``ray.cluster_resources()``).
 
-    A GPU is requested only when the cluster has one (a GPU request on a CPU cluster would wait forever); fractional
-    GPUs let several trials share one.
+    A GPU is requested only when the cluster has one (a GPU request on a CPU cluster would wait forever), so one
+    config runs on a laptop and on a GPU cluster; fractional GPUs let several trials share one. A config that insists
+    on CUDA (``trial.train.device: cuda``) on a cluster without GPUs is an error, raised before any trial starts.
     """
     cpus = float(cfg.resources["cpus_per_trial"])
     total_cpu = float(cluster.get("CPU", 1))
     total_gpu = float(cluster.get("GPU", 0))
     if cpus > total_cpu:
         raise ValueError(f"resources.cpus_per_trial={cpus:g} but the cluster has {total_cpu:g} CPUs; lower it")
+    device = str((cfg.trial.get("train") or {}).get("device", "auto"))
+    if device.startswith("cuda") and total_gpu == 0:
+        raise ValueError(f"trial.train.device is {device!r} but the Ray cluster has no GPU: set it to 'auto' (GPU "
+                         "where the cluster has one, else CPU) or 'cpu', or run on a cluster with GPUs")
     gpus = float(cfg.resources["gpus_per_trial"]) if total_gpu > 0 else 0.0
     res = {"cpu": cpus, "gpu": gpus}
     slots = int(total_cpu // cpus)
@@ -602,9 +607,9 @@ class SweepRunner:
                          dashboard_host="127.0.0.1")
             else:
                 ray.init(address=self.address, log_to_driver=False)
-        self._ensure_inversenets()
         cluster = ray.cluster_resources()
-        resources, slots = trial_resources(self.cfg, cluster)
+        resources, slots = trial_resources(self.cfg, cluster)  # before any work: it checks the config's demands
+        self._ensure_inversenets()
         self._write_meta(state, cluster, slots)
         t0 = time.time()
         if not state.get("tune_done"):

@@ -1,5 +1,7 @@
 """Cityscapes: PNG trees written in the published layout and read back through build_dataset."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -171,3 +173,68 @@ def test_bad_label_files_name_file_and_values(cs_root):
     write_pair(cs_root, "val", "frankfurt", 0, 294, image=np.zeros((H + 2, W, 3), np.uint8))
     with pytest.raises(ValueError, match=r"label size \(32, 64\) differs from its image"):
         ds[0]
+
+
+# -- bad input: every broken file fails with a ValueError / FileNotFoundError that names it -------------------------
+
+_VAL_IMAGE = ("leftImg8bit", "frankfurt_000000_000294_leftImg8bit.png")
+_VAL_LABEL = ("gtFine", "frankfurt_000000_000294_gtFine_labelIds.png")
+
+
+def _png_bytes(tmp_path, array) -> bytes:
+    Image.fromarray(array).save(tmp_path / "x.png")
+    return (tmp_path / "x.png").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "which,content,match",
+    [
+        (_VAL_IMAGE, lambda tmp: b"", "cannot decode the PNG"),
+        (_VAL_IMAGE, lambda tmp: b"not a png at all\n" * 10, "cannot decode the PNG"),
+        (_VAL_IMAGE, lambda tmp: _png_bytes(tmp, image_for(label_ids_for(0)))[:100], "cannot decode the PNG"),
+        (_VAL_IMAGE, lambda tmp: _png_bytes(tmp, np.zeros((H, W), np.uint16)), "image has mode 'I;16'.*8-bit RGB"),
+        (_VAL_LABEL, lambda tmp: b"\x89PNG\r\n\x1a\n" + np.random.default_rng(0).bytes(500), "cannot decode the PNG"),
+        (_VAL_LABEL, lambda tmp: _png_bytes(tmp, label_ids_for(0))[:-30], "cannot decode the PNG"),
+        (_VAL_LABEL, lambda tmp: _png_bytes(tmp, np.full((H, W), 7, np.uint16)), "label PNG has mode 'I;16'"),
+        (_VAL_LABEL, lambda tmp: _png_bytes(tmp, np.zeros((H, W, 4), np.uint8)), "label PNG has mode 'RGBA'"),
+        (_VAL_LABEL, lambda tmp: _png_bytes(tmp, np.resize(np.uint8([0, 5, 18, 255]), (H, W))),
+         r"label ids \[255\] are outside 0\.\.33.*_labelTrainIds\.png"),
+        (_VAL_LABEL, lambda tmp: _png_bytes(tmp, np.zeros((H, W + 1), np.uint8)),
+         r"label size \(32, 65\) differs from its image frankfurt_000000_000294_leftImg8bit\.png \(32, 64\)"),
+    ],
+    ids=["image-empty", "image-text", "image-truncated", "image-16-bit", "label-garbage", "label-truncated",
+         "label-16-bit", "label-rgba", "train-ids-not-label-ids", "size-mismatch"],
+)
+def test_broken_png_names_the_file(cs_root, tmp_path, which, content, match):
+    folder, name = which
+    path = cs_root / folder / "val" / "frankfurt" / name
+    path.write_bytes(content(tmp_path))
+    ds = build_dataset("cityscapes", root=cs_root, split="val", image_size=(H, W))  # lists files, reads none
+    assert ds[1]["mask"].shape == (H, W)  # the other image still loads
+    with pytest.raises(ValueError, match=re.escape(name) + ".*" + match):
+        ds[0]
+
+
+def test_file_removed_after_construction_is_file_not_found(cs_root):
+    ds = build_dataset("cityscapes", root=cs_root, split="val", image_size=(H, W))
+    (cs_root / "leftImg8bit" / "val" / "lindau" / "lindau_000000_000019_leftImg8bit.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lindau_000000_000019_leftImg8bit\.png: file not found"):
+        ds[1]
+
+
+@pytest.mark.parametrize(
+    "option,value,match",
+    [
+        ("cities", "aachen", "cities must be a non-empty list of names .*, got 'aachen'"),
+        ("cities", [], "cities must be a non-empty list of names"),
+        ("cities", ["aachen", 3], "cities must be a non-empty list of names"),
+        ("image_size", [512, 1024, 3], "image_size must be an integer or an \\[H, W\\] pair"),
+        ("image_size", -5, "image_size must be an integer or an \\[H, W\\] pair of integers >= 1, got -5"),
+        ("crop_size", "512", "crop_size must be an integer or an \\[H, W\\] pair of integers >= 1 or null"),
+        ("seed", 1.5, "seed must be an integer >= 0 or null, got 1.5"),
+        ("transform", 3, "transform must be 'default', null"),
+    ],
+)
+def test_bad_option_values_name_the_option(cs_root, option, value, match):
+    with pytest.raises(ValueError, match="^cityscapes: option " + match):
+        build_dataset("cityscapes", root=cs_root, split="train", **{option: value})

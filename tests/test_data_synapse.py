@@ -258,3 +258,159 @@ def test_h5_errors_name_the_file(synapse_root):
             ds[4 + 1]
         with pytest.raises(ValueError, match=r"case0002\.npy\.h5: label values \[12\]"):
             list(ds.volumes())
+
+
+# -- bad input: every broken file fails with a ValueError / FileNotFoundError that names it -------------------------
+
+
+def _build(root, split, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fixture's non-standard cases are skipped with a warning
+        return build_dataset("synapse", root=root, split=split, image_size=H, augment=False, **kw)
+
+
+def _npz_bytes(tmp_path, **arrays) -> bytes:
+    np.savez(tmp_path / "x.npz", **arrays)
+    return (tmp_path / "x.npz").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (lambda tmp: b"", r"not an \.npz archive"),
+        (lambda tmp: np.random.default_rng(0).bytes(3000), r"not an \.npz archive"),
+        (lambda tmp: b"PK\x03\x04" + np.random.default_rng(1).bytes(3000), "corrupt or truncated"),
+        (lambda tmp: (np.save(tmp / "a.npy", np.zeros((H, W))), (tmp / "a.npy").read_bytes())[1],
+         r"not an \.npz archive"),
+        (lambda tmp: _npz_bytes(tmp, image=np.zeros((1, H, W)), label=np.zeros((1, H, W))),
+         r"same 2-D shape, got image \(1, 32, 32\)"),
+        (lambda tmp: _npz_bytes(tmp, image=np.zeros((H, W)), label=np.zeros((H, W + 1))),
+         r"got image \(32, 32\) and label \(32, 33\)"),
+        (lambda tmp: _npz_bytes(tmp, image=np.zeros(0), label=np.zeros(0)), "same 2-D shape"),
+        (lambda tmp: _npz_bytes(tmp, image=np.zeros((0, W)), label=np.zeros((0, W))), "empty"),
+        (lambda tmp: _npz_bytes(tmp, image=np.zeros((H, W), complex), label=np.zeros((H, W))),
+         "image has dtype complex128"),
+        (lambda tmp: _npz_bytes(tmp, image=np.full((H, W), "a"), label=np.zeros((H, W))), "image has dtype <U1"),
+        (lambda tmp: _npz_bytes(tmp, image=np.full((H, W), np.nan, np.float32), label=np.zeros((H, W))),
+         "image contains NaN or inf"),
+        (lambda tmp: _npz_bytes(tmp, image=np.zeros((H, W)), label=np.zeros((H, W), complex)),
+         "label has dtype complex128; expected integer class ids"),
+        (lambda tmp: _npz_bytes(tmp, image=np.zeros((H, W)), label=np.full((H, W), "1")),
+         "label has dtype <U1; expected integer class ids"),
+        (lambda tmp: _npz_bytes(tmp, image=np.zeros((H, W)), label=np.full((H, W), np.nan)),
+         r"label contains non-integer values \[nan\]"),
+        (lambda tmp: _npz_bytes(tmp, image=np.zeros((H, W)), label=np.resize([14, -1, 255, 3], (H, W))),
+         r"label values \[-1, 14, 255\] are outside the class range 0\.\.8"),
+        (lambda tmp: _npz_bytes(tmp, image=np.zeros((H, W)), label=np.full((H, W), None, object)),
+         "holds Python objects"),
+        (lambda tmp: _npz_bytes(tmp, Image=np.zeros((H, W)), Label=np.zeros((H, W))),
+         r"missing key\(s\) \['image', 'label'\] \(found \['Image', 'Label'\]\)"),
+    ],
+    ids=["empty", "random-bytes", "zip-header-then-garbage", "npy-not-npz", "3-D", "shape-mismatch", "1-D",
+         "zero-size", "complex-image", "string-image", "nan-image", "complex-label", "string-label", "nan-label",
+         "labels-out-of-range", "object-array", "wrong-keys"],
+)
+def test_broken_training_slice_names_the_file(synapse_root, tmp_path, content, match):
+    path = synapse_root / "train_npz" / "case0006_slice001.npz"
+    path.write_bytes(content(tmp_path))
+    ds = _build(synapse_root, "train")  # construction only checks that the files exist
+    assert ds[0]["mask"].shape == (H, W)  # the other slices still load
+    with pytest.raises(ValueError, match=r"case0006_slice001\.npz.*" + match):
+        ds[4]
+    with pytest.raises(ValueError, match=r"case0006_slice001\.npz"):
+        list(ds.volumes())
+
+
+def test_file_removed_after_construction_is_file_not_found(synapse_root):
+    train, test = _build(synapse_root, "train"), _build(synapse_root, "test")
+    (synapse_root / "train_npz" / "case0005_slice000.npz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"case0005_slice000\.npz: file not found"):
+        train[0]
+    (synapse_root / "test_vol_h5" / "case0001.npy.h5").unlink()
+    with pytest.raises(FileNotFoundError, match=r"case0001\.npy\.h5: file not found"):
+        test[0]
+    with pytest.raises(FileNotFoundError, match=r"case0001\.npy\.h5: file not found"):
+        list(test.volumes())
+
+
+def test_test_list_naming_a_missing_volume(synapse_root):
+    (synapse_root / "lists_Synapse").mkdir()
+    (synapse_root / "lists_Synapse" / "test_vol.txt").write_text("case0001\ncase0777\n")
+    with pytest.raises(FileNotFoundError, match=r"1 volume\(s\) named in the test list are missing .*case0777"):
+        _build(synapse_root, "test")
+    (synapse_root / "lists_Synapse" / "test_vol.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match=r"test_vol\.txt is empty"):
+        _build(synapse_root, "test")
+
+
+@pytest.mark.parametrize(
+    "write,match,when",
+    [
+        (lambda p: p.write_bytes(np.random.default_rng(0).bytes(4000)), "corrupt or truncated", "build"),
+        (lambda p: p.write_bytes(b""), "corrupt or truncated", "build"),
+        (lambda p: write_h5(p, np.zeros((H, W), np.float32), np.zeros((H, W), np.float32)),
+         r"same \(D, H, W\) shape, got image \(32, 32\)", "build"),
+        (lambda p: write_h5(p, np.zeros((2, H, W), np.float32), np.zeros((3, H, W), np.float32)),
+         r"got image \(2, 32, 32\) and label \(3, 32, 32\)", "build"),
+        (lambda p: _h5_group_image(p), "'image' is a Group, not a dataset", "build"),
+        (lambda p: write_h5(p, np.zeros((2, H, W), np.float32), np.full((2, H, W), 0.5, np.float32)),
+         r"\(slice 0\): label contains non-integer values \[0\.5\]", "item"),
+        (lambda p: write_h5(p, np.zeros((2, H, W), complex), np.zeros((2, H, W), np.float32)),
+         r"\(slice 0\): image has dtype complex128", "item"),
+        (lambda p: write_h5(p, np.full((2, H, W), np.inf, np.float32), np.zeros((2, H, W), np.float32)),
+         r"\(slice 0\): image contains NaN or inf", "item"),
+        (lambda p: write_h5(p, np.zeros((2, H, W), np.float32), np.full((2, H, W), 9, np.uint8)),
+         r"\(slice 0\): label values \[9\] are outside the class range 0\.\.8", "item"),
+        (lambda p: write_h5(p, np.zeros((2, H, W), np.float32), np.zeros((2, H, W), np.float32), spacing=(1, 2)),
+         r"'spacing' must be three positive numbers", "volumes"),
+    ],
+    ids=["random-bytes", "empty", "2-D", "shape-mismatch", "group-not-dataset", "float-labels", "complex-image",
+         "inf-image", "labels-out-of-range", "bad-spacing"],
+)
+def test_broken_test_volume_names_the_file(synapse_root, write, match, when):
+    path = synapse_root / "test_vol_h5" / "case0002.npy.h5"
+    path.unlink()
+    write(path)
+    pattern = r"case0002\.npy\.h5.*" + match
+    if when == "build":  # the depth of every volume is read at construction
+        with pytest.raises(ValueError, match=pattern):
+            _build(synapse_root, "test")
+        return
+    ds = _build(synapse_root, "test")
+    if when == "item":
+        assert ds[0]["case"] == "case0001_slice000"  # case0001 still loads
+        with pytest.raises(ValueError, match=pattern):
+            ds[4]  # case0001 has 4 slices, so item 4 is case0002's first
+    with pytest.raises(ValueError, match=pattern.replace(r"\(slice 0\): ", ": ")):  # whole volumes: no slice
+        list(ds.volumes())
+
+
+def _h5_group_image(path):
+    with h5py.File(path, "w") as f:
+        f.create_group("image")
+        f.create_dataset("label", data=np.zeros((2, H, W), np.float32))
+
+
+def test_training_volume_with_slices_of_different_sizes(synapse_root):
+    write_npz(synapse_root / "train_npz" / "case0005_slice002.npz", np.zeros((H, W + 4), np.float32),
+              np.zeros((H, W + 4), np.float32))
+    ds = _build(synapse_root, "train")
+    assert ds[2]["mask"].shape == (H, W)  # as items they are resized to image_size
+    with pytest.raises(ValueError, match=r"case0005: its slices differ in size .*case0005_slice002\.npz"):
+        list(ds.volumes())
+
+
+@pytest.mark.parametrize(
+    "option,value,match",
+    [
+        ("image_size", "big", "image_size must be an integer or an \\[H, W\\] pair of integers >= 1, got 'big'"),
+        ("image_size", [224], "image_size must be an integer or an \\[H, W\\] pair"),
+        ("image_size", 0, "image_size must be an integer or an \\[H, W\\] pair"),
+        ("list_dir", 5, "list_dir must be a folder path or null, got 5"),
+        ("seed", -3, "seed must be an integer >= 0 or null, got -3"),
+        ("augment", "yes", "augment must be true or false or null, got 'yes'"),
+    ],
+)
+def test_bad_option_values_name_the_option(synapse_root, option, value, match):
+    with pytest.raises(ValueError, match="^synapse: option " + match):
+        build_dataset("synapse", root=synapse_root, split="train", **{option: value})

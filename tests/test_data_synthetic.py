@@ -172,10 +172,58 @@ def test_options_and_errors():
         build_dataset("synthetic", split="valid")
     with pytest.raises(ValueError, match="unknown dataset 'synth'"):
         build_dataset("synth")
-    with pytest.raises(ValueError, match="image_size must be >= 32"):
+    with pytest.raises(ValueError, match="option image_size must be an integer >= 32, got 16"):
         build_dataset("synthetic", split="test", image_size=16, num_volumes=1)
     with pytest.raises(ValueError, match="unknown option.*size.*accepted"):
         build_dataset("synthetic", size=64)
+
+
+@pytest.mark.parametrize(
+    "option,value,match",
+    [
+        ("image_size", "big", "image_size must be an integer >= 32, got 'big'"),
+        ("image_size", 48.5, "image_size must be an integer >= 32, got 48.5"),
+        ("image_size", None, "image_size must be an integer >= 32, got None"),
+        ("image_size", True, "image_size must be an integer >= 32, got True"),
+        ("depth", 0, "depth must be an integer >= 4, got 0"),
+        ("depth", [8], "depth must be an integer >= 4"),
+        ("num_volumes", 0, "num_volumes must be an integer >= 1 or null, got 0"),
+        ("num_volumes", 2.5, "num_volumes must be an integer >= 1 or null, got 2.5"),
+        ("seed", -1, "seed must be an integer >= 0, got -1"),
+        ("seed", "zero", "seed must be an integer >= 0, got 'zero'"),
+        ("label_noise", "x", "label_noise must be a probability in \\[0, 1\\], got 'x'"),
+        ("label_noise", float("nan"), "label_noise must be a probability"),
+        ("missing_small", -0.1, "missing_small must be a probability"),
+        ("augment", "maybe", "augment must be true or false or null, got 'maybe'"),
+        ("transform", "fancy", "transform must be 'default', null .* or a callable, got 'fancy'"),
+    ],
+)
+def test_bad_option_values_name_the_option(option, value, match):
+    """Wrong types and ranges fail at construction with the option's name, never deep inside numpy or cv2; the same
+    check runs without generating anything (what sweep config validation calls)."""
+    from raysweep.data import check_dataset_options
+
+    with pytest.raises(ValueError, match=f"^synthetic: option {match}"):
+        check_dataset_options("synthetic", {option: value})
+    with pytest.raises(ValueError, match=f"^synthetic: option {match}"):
+        build_dataset("synthetic", split="test", **{"num_volumes": 1, option: value})
+
+
+def test_option_checks_cover_every_constructor_option():
+    import inspect
+
+    from raysweep.data import _CLASSES, check_dataset_options
+
+    for name, cls in _CLASSES.items():
+        params = set(inspect.signature(cls.__init__).parameters) - {"self", "root", "split", "target_maps"}
+        assert set(cls.option_checks) == params, name
+    assert check_dataset_options("synthetic", {"image_size": 32, "num_volumes": None, "augment": True}) == {
+        "image_size": 32, "num_volumes": None, "augment": True}
+    assert check_dataset_options("cityscapes", {"crop_size": [64, 128]}) == {"crop_size": (64, 128)}
+    with pytest.raises(ValueError, match="synthetic: unknown option\\(s\\) size; accepted: seed, image_size"):
+        check_dataset_options("synthetic", {"size": 3})
+    with pytest.raises(ValueError, match="unknown dataset 'synth'"):
+        check_dataset_options("synth", {})
 
 
 def test_augmentation_is_joint_and_maps_follow_the_augmented_mask():

@@ -94,6 +94,17 @@ def test_bad_hyperparameters_raise_clear_errors(name, kw, match):
         (lambda l, t: (l, t.masked_fill(t == 1, -1)), "labels \\[-1\\]"),
         (lambda l, t: (l.masked_fill(t.unsqueeze(1) == 2, float("nan")), t), "NaN or inf"),
         (lambda l, t: (l.long(), t), "floating-point"),
+        # further shapes, dtypes and values
+        (lambda l, t: (l.unsqueeze(2), t), "logits must be \\(B, C, H, W\\), got shape \\(2, 4, 1, 12, 12\\)"),
+        (lambda l, t: (l, t[:1]), "target shape \\(1, 12, 12\\) does not match logits"),
+        (lambda l, t: (l, t.int()), "int64 class indices, got torch.int32"),
+        (lambda l, t: (l, t.masked_fill(t == 255, 0).to(torch.uint8)), "int64 class indices, got torch.uint8"),
+        (lambda l, t: (l, t.masked_fill(t == 1, 4)), "labels \\[4\\] outside \\[0, 3\\] for 4 classes"),
+        (lambda l, t: (l, t.masked_fill(t == 1, 254)), "labels \\[254\\] outside .* ignore_index=255"),
+        (lambda l, t: (l.masked_fill(t.unsqueeze(1) == 2, float("inf")), t), "NaN or inf"),
+        (lambda l, t: (l.masked_fill(t.unsqueeze(1) == 2, -float("inf")), t), "NaN or inf"),
+        (lambda l, t: (l > 0, t), "floating-point"),
+        (lambda l, t: (l.numpy(), t), "must be torch tensors"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(mutate, match):
@@ -101,6 +112,70 @@ def test_bad_inputs_raise_clear_errors(mutate, match):
     for name in LOSSES:
         with pytest.raises(ValueError, match=match):
             build_loss(name)(*mutate(logits, target), **extras_for(name, logits))
+
+
+@pytest.mark.parametrize(
+    "name,kw,match",
+    [
+        ("wce", {"class_weights": [1.0, 2.0]}, "class_weights has 2 entries but the logits have 4 classes"),
+        ("wce", {"class_frequencies": [1.0, 2.0, 3.0, 4.0, 5.0]}, "class_frequencies has 5 entries"),
+        ("exp_log", {"class_frequencies": [1.0, 2.0]}, "class_frequencies has 2 entries"),
+        ("focal", {"alpha": [0.5, 0.5]}, "alpha has 2 entries but the logits have 4 classes"),
+        ("gwdl", {"cost_matrix": [[0, 1], [1, 0]]}, "cost_matrix is \\(2, 2\\) but the logits have 4 classes"),
+        ("unified_focal", {"background_index": 7}, "background_index=7 but the logits have 4 classes"),
+        ("boundary_aware", {"num_bins": 3}, "aux_logits has shape \\(2, 5, 12, 12\\), expected \\(2, 3, 12, 12\\)"),
+    ],
+)
+def test_per_class_parameters_must_match_the_channels(name, kw, match):
+    logits, target = make_batch()  # 4 classes; the extras are built for the loss's default parameters
+    with pytest.raises(ValueError, match=match):
+        build_loss(name, **kw)(logits, target, **extras_for(name, logits))
+
+
+def _needed_extras(name, logits, target):
+    """Every extra input ``name`` uses, valid: precomputed distance maps plus the model outputs of extras_for."""
+    from raysweep.losses.maps import batch_signed_distance
+
+    out = extras_for(name, logits)
+    if "dist_map" in LOSSES[name].needs:
+        out["dist_map"] = batch_signed_distance(target, logits.shape[1])
+    return out
+
+
+_WITH_EXTRAS = sorted((n, key) for n, s in LOSSES.items() for key in s.needs)
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda v: v[:1], "logits' batch size B=2"),
+        (lambda v: v[:, 0], "expected a 4-D"),
+        (lambda v: v.unsqueeze(0), "expected a 4-D"),
+        (lambda v: v.tolist(), "must be a torch tensor"),
+        (lambda v: v.long(), "must be a floating-point tensor"),
+        (lambda v: v.index_fill(2, torch.tensor([0]), float("nan")), "contains NaN or inf"),
+        (lambda v: v.index_fill(3, torch.tensor([1]), float("inf")), "contains NaN or inf"),
+    ],
+)
+def test_bad_extra_inputs_raise_clear_errors(mutate, match):
+    """Every loss that needs an extra input (dist_map, features, aux_logits) rejects a broken one by name."""
+    assert {key for _, key in _WITH_EXTRAS} == {"dist_map", "features", "aux_logits"}
+    logits, target = make_batch()
+    for name, key in _WITH_EXTRAS:
+        extras = _needed_extras(name, logits, target)
+        assert torch.isfinite(build_loss(name)(logits, target, **extras)), name  # the valid extras pass
+        extras[key] = mutate(extras[key])
+        with pytest.raises(ValueError, match=f"{key}.*{match}"):
+            build_loss(name)(logits, target, **extras)
+
+
+def test_full_shape_of_extra_inputs_is_checked_by_the_losses_that_need_them():
+    logits, target = make_batch()
+    for name in sorted(n for n, s in LOSSES.items() if "dist_map" in s.needs):
+        extras = _needed_extras(name, logits, target)
+        extras["dist_map"] = extras["dist_map"][:, :3]  # one class short
+        with pytest.raises(ValueError, match="dist_map has shape \\(2, 3, 12, 12\\), expected \\(2, 4, 12, 12\\)"):
+            build_loss(name)(logits, target, **extras)
 
 
 def test_unknown_extra_input_is_rejected_and_known_ones_pass_through():

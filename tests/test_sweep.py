@@ -136,6 +136,13 @@ def test_resources_cpu_cluster_never_requests_a_gpu():
     assert res == {"cpu": 1.0, "gpu": 0.0} and slots == 2
 
 
+def test_resources_cuda_demanded_on_a_cpu_cluster_is_an_error():
+    cfg = validate({**TINY, "trial": {**TINY["trial"], "train": {**TINY["trial"]["train"], "device": "cuda"}}})
+    with pytest.raises(ValueError, match="trial.train.device is 'cuda' but the Ray cluster has no GPU"):
+        trial_resources(cfg, {"CPU": 2.0})
+    assert trial_resources(cfg, {"CPU": 2.0, "GPU": 1.0})[0]["gpu"] == 1.0
+
+
 def test_resources_fractional_gpus_set_concurrency():
     cfg = validate({**TINY, "resources": {"cpus_per_trial": 2, "gpus_per_trial": 0.5}})
     res, slots = trial_resources(cfg, {"CPU": 32.0, "GPU": 4.0})

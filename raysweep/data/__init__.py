@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Mapping
 
 from . import cityscapes, synapse, synthetic
 from .base import IGNORE_INDEX, DatasetInfo, SegmentationDataset, TargetMaps, Volume
@@ -76,6 +76,17 @@ def build_dataset(name: str, split: str = "train", *, root: str | Path | None = 
     return cls(split=split, target_maps=target_maps, **options)
 
 
+def check_dataset_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a dataset's options by value, reading no data (what a sweep config's validation calls).
+
+    Returns the options normalised (sizes as ``(H, W)`` tuples, paths as ``Path``). Raises ValueError naming the
+    dataset and the option for an unknown dataset or option, or a bad value; the constructors run the same checks.
+    """
+    if name not in _CLASSES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(map(repr, _CLASSES))}")
+    return _CLASSES[name].check_options(options)
+
+
 __all__ = [
     "DATASETS",
     "IGNORE_INDEX",
@@ -87,6 +98,7 @@ __all__ = [
     "TargetMaps",
     "Volume",
     "build_dataset",
+    "check_dataset_options",
     "cityscapes",
     "synapse",
     "synthetic",

@@ -78,6 +78,81 @@ class DatasetInfo:
             raise ValueError(f"{self.name}: primary_metric must be 'dice' or 'miou', got {self.primary_metric!r}")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Options: each dataset's constructor keywords are checked by value, without reading any data, so a sweep config can
+# be validated before anything starts (``SegmentationDataset.check_options``, ``raysweep.data.check_dataset_options``).
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _option_error(dataset: str, name: str, expected: str, value: Any) -> ValueError:
+    return ValueError(f"{dataset}: option {name} must be {expected}, got {value!r}")
+
+
+def option_int(dataset: str, name: str, value: Any, low: int = 0, none: bool = False) -> int | None:
+    """``value`` as an int ``>= low`` (or None when ``none``); ValueError naming the dataset and option otherwise."""
+    if value is None and none:
+        return None
+    if not _is_int(value) or value < low:
+        raise _option_error(dataset, name, f"an integer >= {low}{' or null' if none else ''}", value)
+    return int(value)
+
+
+def option_size(dataset: str, name: str, value: Any, low: int = 1, none: bool = False) -> tuple[int, int] | None:
+    """An int or an ``[H, W]`` pair of ints ``>= low`` as ``(H, W)`` (or None when ``none``)."""
+    if value is None and none:
+        return None
+    pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, (list, tuple)) else ()
+    if len(pair) != 2 or not all(_is_int(v) and v >= low for v in pair):
+        raise _option_error(dataset, name, f"an integer or an [H, W] pair of integers >= {low}"
+                            f"{' or null' if none else ''}", value)
+    return int(pair[0]), int(pair[1])
+
+
+def option_probability(dataset: str, name: str, value: Any) -> float:
+    """A number in [0, 1] as float."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not ok or not 0.0 <= float(value) <= 1.0:  # NaN fails the comparison
+        raise _option_error(dataset, name, "a probability in [0, 1]", value)
+    return float(value)
+
+
+def option_bool(dataset: str, name: str, value: Any, none: bool = True) -> bool | None:
+    """True, False (or None when ``none``)."""
+    if value is None and none:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise _option_error(dataset, name, f"true or false{' or null' if none else ''}", value)
+    return bool(value)
+
+
+def option_transform(dataset: str, name: str, value: Any) -> Any:
+    """``"default"``, None (no transform) or a callable."""
+    if value is None or (isinstance(value, str) and value == "default") or callable(value):
+        return value
+    raise _option_error(dataset, name, "'default', null (no transform) or a callable", value)
+
+
+def option_path(dataset: str, name: str, value: Any) -> Path | None:
+    """None or a path (str or os.PathLike) as a Path, ``~`` expanded."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise _option_error(dataset, name, "a folder path or null", value)
+    return Path(value).expanduser()
+
+
+def option_names(dataset: str, name: str, value: Any) -> list[str] | None:
+    """None or a non-empty list of strings (a bare string is refused: it is a common slip for a one-item list)."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
+        raise _option_error(dataset, name, "a non-empty list of names (e.g. [aachen, bochum]) or null", value)
+    return list(value)
+
+
 class Volume(NamedTuple):
     """One 3-D case for per-volume evaluation, at native resolution.
 
@@ -109,6 +184,23 @@ class SegmentationDataset(Dataset):
     info: DatasetInfo
     #: the deterministic (evaluation) transform, used by :meth:`volume_input`; set by subclasses.
     eval_transform: Transform | None = None
+    #: option name -> ``check(dataset, name, value) -> normalised value`` for every constructor keyword except
+    #: ``root``, ``split`` and ``target_maps``; see :meth:`check_options`.
+    option_checks: Mapping[str, Callable[[str, str, Any], Any]] = {}
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Check constructor options by value without reading any data; return them normalised.
+
+        Raises ValueError naming the dataset and the option for an unknown option or a bad value (wrong type, out of
+        range). The constructors call it too, so a config that passes it fails later only on the data themselves.
+        """
+        name = cls.info.name
+        unknown = sorted(set(options) - set(cls.option_checks), key=str)
+        if unknown:
+            raise ValueError(f"{name}: unknown option(s) {', '.join(map(str, unknown))}; accepted: "
+                             f"{', '.join(cls.option_checks)}")
+        return {key: cls.option_checks[key](name, key, value) for key, value in options.items()}
 
     def __init__(self, split: str, transform: Transform | None, target_maps: TargetMaps | None) -> None:
         if split not in self.info.splits:

@@ -19,7 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IGNORE_INDEX, DatasetInfo, SegmentationDataset, TargetMaps, Transform, first_items, require_dir
+from .base import (
+    IGNORE_INDEX,
+    DatasetInfo,
+    SegmentationDataset,
+    TargetMaps,
+    Transform,
+    first_items,
+    option_bool,
+    option_int,
+    option_names,
+    option_size,
+    option_transform,
+    require_dir,
+)
 from .transforms import cityscapes_transform
 
 CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic_light", "traffic_sign", "vegetation",
@@ -65,7 +78,7 @@ def map_label_ids(label_ids: np.ndarray, source: str | Path = "labelIds") -> np.
     if label_ids.max(initial=0) >= NUM_LABEL_IDS:
         bad = np.unique(label_ids[label_ids >= NUM_LABEL_IDS])
         raise ValueError(f"{source}: label ids {bad[:10].tolist()} are outside 0..{NUM_LABEL_IDS - 1}; expected a "
-                         f"*_gtFine_labelIds.png (not *_color.png or *_instanceIds.png)")
+                         f"*_gtFine_labelIds.png (not *_color.png, *_instanceIds.png or *_labelTrainIds.png)")
     return LUT[label_ids]
 
 
@@ -80,7 +93,13 @@ def _read_png(path: Path, label: bool) -> np.ndarray:
                     raise ValueError(f"{path}: label PNG has mode {im.mode!r}; expected an 8-bit single-channel "
                                      f"labelIds image (is it a *_color.png?)")
                 return np.asarray(im, dtype=np.uint8)
+            if im.mode not in ("RGB", "RGBA", "L", "P"):
+                raise ValueError(f"{path}: image has mode {im.mode!r}; expected an 8-bit RGB *_leftImg8bit.png "
+                                 f"(16-bit leftImg16bit images are not supported)")
             return np.asarray(im.convert("RGB"))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path}: file not found (it was there when the dataset was built); restore it or "
+                                f"rebuild the dataset") from err
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise ValueError(f"{path}: cannot decode the PNG ({type(err).__name__}: {err}); it is corrupt or truncated "
                          f"-- re-extract it from the archive") from err
@@ -105,6 +124,14 @@ class CityscapesDataset(SegmentationDataset):
     """
 
     info = INFO
+    option_checks = {
+        "image_size": option_size,
+        "crop_size": lambda d, n, v: option_size(d, n, v, none=True),
+        "cities": option_names,
+        "transform": option_transform,
+        "augment": option_bool,
+        "seed": lambda d, n, v: option_int(d, n, v, none=True),
+    }
 
     def __init__(self, root: str | Path, split: str = "train", image_size: int | tuple[int, int] = (512, 1024),
                  crop_size: int | tuple[int, int] | None = (512, 512), cities: list[str] | None = None,
@@ -112,9 +139,9 @@ class CityscapesDataset(SegmentationDataset):
                  target_maps: TargetMaps | None = None) -> None:
         if split == "test":
             raise ValueError("cityscapes: the 'test' split has no public labels; use split='val' for evaluation")
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        crop = (crop_size, crop_size) if isinstance(crop_size, int) else (None if crop_size is None else
-                                                                          tuple(crop_size))
+        opts = self.check_options({"image_size": image_size, "crop_size": crop_size, "cities": cities,
+                                   "transform": transform, "augment": augment, "seed": seed})
+        size, crop, cities = opts["image_size"], opts["crop_size"], opts["cities"]
         augment = split == "train" if augment is None else augment
         self.eval_transform = cityscapes_transform(size, None, augment=False)
         if transform == "default":

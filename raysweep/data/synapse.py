@@ -36,6 +36,11 @@ from .base import (
     Volume,
     check_labels,
     first_items,
+    option_bool,
+    option_int,
+    option_path,
+    option_size,
+    option_transform,
     require_dir,
 )
 from .transforms import synapse_transform
@@ -73,7 +78,10 @@ def _case_name(number: int) -> str:
     return f"case{number:04d}"
 
 
-def _read_error(path: Path, err: Exception) -> ValueError:
+def _read_error(path: Path, err: Exception) -> ValueError | FileNotFoundError:
+    if isinstance(err, FileNotFoundError):  # listed when the dataset was built, gone since
+        return FileNotFoundError(f"{path}: file not found (it was there when the dataset was built); restore it or "
+                                 f"rebuild the dataset")
     return ValueError(f"{path}: cannot read the file ({type(err).__name__}: {err}); it is corrupt or truncated -- "
                       f"re-download or re-extract it")
 
@@ -81,10 +89,23 @@ def _read_error(path: Path, err: Exception) -> ValueError:
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a training slice: image float32 (H, W), label uint8 (H, W); errors name the file."""
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as err:
+        raise _read_error(path, err) from err
+    if magic != b"PK\x03\x04":
+        raise ValueError(f"{path}: not an .npz archive (no zip header); a Synapse slice is a .npz with arrays 'image' "
+                         f"and 'label' (np.savez) -- re-download or re-extract it")
+    try:
         with np.load(path, allow_pickle=False) as data:
             files = sorted(data.files)
             arrays = (data["image"], data["label"]) if {"image", "label"} <= set(files) else None
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise ValueError(f"{path}: holds Python objects (an object array), which are not loaded for safety; save "
+                             f"'image' and 'label' as numeric arrays") from err
+        raise _read_error(path, err) from err
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
         raise _read_error(path, err) from err
     if arrays is None:
         raise ValueError(f"{path}: missing key(s) {sorted({'image', 'label'} - set(files))} (found {files}); a "
@@ -93,12 +114,32 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_pair(path: Path | str, image: np.ndarray, label: np.ndarray, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image float32 and label uint8 of one slice (``ndim`` 2) or volume (3); ValueError naming ``path``."""
     if image.ndim != ndim or image.shape != label.shape:
         raise ValueError(f"{path}: expected image and label of the same {ndim}-D shape, got image {image.shape} and "
                          f"label {label.shape}")
+    if 0 in image.shape:
+        raise ValueError(f"{path}: image and label are empty (shape {image.shape})")
     if image.dtype.kind not in "fiu":
         raise ValueError(f"{path}: image has dtype {image.dtype}; expected float intensities in [0, 1]")
-    return image.astype(np.float32, copy=False), check_labels(label, INFO.num_classes, path)
+    image = image.astype(np.float32, copy=False)
+    if not np.isfinite(image).all():
+        raise ValueError(f"{path}: image contains NaN or inf values; re-create the file from the source volume")
+    return image, check_labels(label, INFO.num_classes, path)
+
+
+def _check_spacing(path: Path, spacing) -> tuple[float, float, float] | None:
+    """The voxel spacing (z, y, x) of a test volume, or None; ValueError naming the file when it is malformed."""
+    if spacing is None:
+        return None
+    try:
+        values = np.asarray(spacing, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        values = np.array([])
+    if values.size != 3 or not np.isfinite(values).all() or (values <= 0).any():
+        raise ValueError(f"{path}: 'spacing' must be three positive numbers (z, y, x) in mm, got {spacing!r}; fix "
+                         f"or delete the attribute")
+    return tuple(float(v) for v in values)
 
 
 class SynapseDataset(SegmentationDataset):
@@ -119,12 +160,21 @@ class SynapseDataset(SegmentationDataset):
     """
 
     info = INFO
+    option_checks = {
+        "image_size": option_size,
+        "list_dir": option_path,
+        "transform": option_transform,
+        "augment": option_bool,
+        "seed": lambda d, n, v: option_int(d, n, v, none=True),
+    }
 
     def __init__(self, root: str | Path, split: str = "train", image_size: int | tuple[int, int] = (224, 224),
                  list_dir: str | Path | None = None, transform: Transform | str | None = "default",
                  augment: bool | None = None, seed: int | None = None,
                  target_maps: TargetMaps | None = None) -> None:
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        opts = self.check_options({"image_size": image_size, "list_dir": list_dir, "transform": transform,
+                                   "augment": augment, "seed": seed})
+        size, list_dir = opts["image_size"], opts["list_dir"]
         augment = split == "train" if augment is None else augment
         self.eval_transform = synapse_transform(size, augment=False)
         if transform == "default":
@@ -227,11 +277,17 @@ class SynapseDataset(SegmentationDataset):
             raise _read_error(path, err) from err
 
     def _datasets(self, f, path: Path):
+        import h5py
+
         missing = {"image", "label"} - set(f.keys())
         if missing:
             raise ValueError(f"{path}: missing dataset(s) {sorted(missing)} (found {sorted(f.keys())}); a Synapse "
                              f"test volume holds 'image' and 'label' of shape (D, H, W)")
         image, label = f["image"], f["label"]
+        for key, obj in (("image", image), ("label", label)):
+            if not isinstance(obj, h5py.Dataset):
+                raise ValueError(f"{path}: {key!r} is a {type(obj).__name__}, not a dataset; a Synapse test volume "
+                                 f"holds 'image' and 'label' arrays of shape (D, H, W)")
         if image.ndim != 3 or image.shape != label.shape:
             raise ValueError(f"{path}: expected image and label of the same (D, H, W) shape, got image {image.shape} "
                              f"and label {label.shape}")
@@ -286,14 +342,20 @@ class SynapseDataset(SegmentationDataset):
                 except (OSError, KeyError, RuntimeError) as err:
                     raise _read_error(path, err) from err
                 image, label = _check_pair(path, image, label, ndim=3)
-                spacing = None if spacing is None else tuple(float(s) for s in np.asarray(spacing).ravel())
-                yield Volume(case, image, label.astype(np.int64), spacing)
+                yield Volume(case, image, label.astype(np.int64), _check_spacing(path, spacing))
         else:
             by_case: dict[str, list[tuple[int, Path]]] = {}
             for case, z, path in self.slices:
                 by_case.setdefault(case, []).append((z, path))
             for case in sorted(by_case):
-                pairs = [_read_npz(path) for _, path in sorted(by_case[case])]
+                files = [path for _, path in sorted(by_case[case])]
+                pairs = [_read_npz(path) for path in files]
+                shapes = {p[0].shape for p in pairs}
+                if len(shapes) > 1:
+                    odd = [f.name for f, p in zip(files, pairs) if p[0].shape != pairs[0][0].shape]
+                    raise ValueError(f"{case}: its slices differ in size ({first_items(sorted(shapes))}), e.g. "
+                                     f"{files[0].name} {pairs[0][0].shape} vs {first_items(odd, 3)}; the slices of "
+                                     f"a volume must share one (H, W)")
                 image = np.stack([p[0] for p in pairs])
                 label = np.stack([p[1] for p in pairs]).astype(np.int64)
                 yield Volume(case, image, label, None)

@@ -23,7 +23,17 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import ndimage
 
-from .base import DatasetInfo, SegmentationDataset, TargetMaps, Transform, Volume
+from .base import (
+    DatasetInfo,
+    SegmentationDataset,
+    TargetMaps,
+    Transform,
+    Volume,
+    option_bool,
+    option_int,
+    option_probability,
+    option_transform,
+)
 from .transforms import synthetic_transform
 
 CLASS_NAMES = ("background", "lobe", "disc", "bean_left", "bean_right", "ring", "band", "vessel", "specks")
@@ -229,6 +239,16 @@ class SyntheticDataset(SegmentationDataset):
     """
 
     info = INFO
+    option_checks = {
+        "seed": option_int,
+        "image_size": lambda d, n, v: option_int(d, n, v, low=32),
+        "depth": lambda d, n, v: option_int(d, n, v, low=4),
+        "num_volumes": lambda d, n, v: option_int(d, n, v, low=1, none=True),
+        "label_noise": option_probability,
+        "missing_small": option_probability,
+        "transform": option_transform,
+        "augment": option_bool,
+    }
 
     def __init__(self, split: str = "train", seed: int = 0, image_size: int = 64, depth: int = 16,
                  num_volumes: int | None = None, label_noise: float = 0.0, missing_small: float = 0.0,
@@ -236,11 +256,14 @@ class SyntheticDataset(SegmentationDataset):
                  target_maps: TargetMaps | None = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"synthetic: unknown split {split!r}; choose one of {', '.join(map(repr, SPLITS))}")
-        num_volumes = DEFAULT_NUM_VOLUMES[split] if num_volumes is None else int(num_volumes)
-        if num_volumes < 1:
-            raise ValueError(f"synthetic: num_volumes must be >= 1, got {num_volumes}")
+        opts = self.check_options({"seed": seed, "image_size": image_size, "depth": depth, "num_volumes": num_volumes,
+                                   "label_noise": label_noise, "missing_small": missing_small,
+                                   "transform": transform, "augment": augment})
+        seed, image_size, depth = opts["seed"], opts["image_size"], opts["depth"]
+        label_noise, missing_small = opts["label_noise"], opts["missing_small"]
+        num_volumes = DEFAULT_NUM_VOLUMES[split] if num_volumes is None else opts["num_volumes"]
         augment = split == "train" if augment is None else augment
-        size = (int(image_size), int(image_size))
+        size = (image_size, image_size)
         self.eval_transform = synthetic_transform(size, augment=False)
         if transform == "default":
             transform = synthetic_transform(size, augment=augment)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -44,12 +45,18 @@ class Target:
         return -100 if self.ignore_index is None else self.ignore_index
 
 
-def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None) -> Target | None:
+def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None,
+                 extras: Mapping[str, Any] | None = None) -> Target | None:
     """Validate ``(logits, target)`` and return the :class:`Target`, or None when every pixel is ignored.
 
+    ``extras`` are the extra inputs the loss uses (``dist_map``, ``features``, ``aux_logits`` ...): each must be a
+    finite floating-point ``(B, ., ., .)`` tensor with the logits' batch size, on their device (the losses check the
+    exact shape they need).
+
     Raises ``ValueError`` naming the problem and the fix when the inputs break the conventions. Shape and dtype checks
-    are free; the value checks (target range, non-finite logits) share one host synchronisation and cost three
-    reductions (a min/max of the labels, an any, and a sum of the logits, whose non-finiteness reveals NaN or inf).
+    are free; the value checks (target range, non-finite logits or extras) share one host synchronisation and cost
+    three reductions plus one per extra (a min/max of the labels, an any, and a sum of the logits and of each extra,
+    whose non-finiteness reveals NaN or inf).
     """
     if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise ValueError("loss inputs must be torch tensors: logits (B, C, H, W) float and target (B, H, W) int64")
@@ -75,6 +82,17 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int |
         raise ValueError(f"logits on {logits.device} but target on {target.device}; move both to one device")
     if target.numel() == 0:
         raise ValueError(f"empty batch: target has shape {tuple(target.shape)}")
+    extras = dict(extras or {})
+    for key, value in extras.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{key} must be a torch tensor (B, ., ., .) with B={b}, got {type(value).__name__}")
+        if not value.is_floating_point():
+            raise ValueError(f"{key} must be a floating-point tensor, got {value.dtype}")
+        if value.ndim != 4 or value.shape[0] != b:
+            raise ValueError(f"{key} has shape {tuple(value.shape)}; expected a 4-D (B, ., ., .) tensor with the "
+                             f"logits' batch size B={b}")
+        if value.device != logits.device:
+            raise ValueError(f"logits on {logits.device} but {key} on {value.device}; move both to one device")
     if ignore_index is None:
         valid = torch.ones_like(target, dtype=torch.bool)
         labels = target
@@ -82,8 +100,9 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int |
         valid = target != ignore_index
         labels = target.masked_fill(~valid, 0)
     lo, hi = labels.aminmax()
-    lo, hi, any_valid, total = torch.stack(
+    lo, hi, any_valid, total, *extra_totals = torch.stack(
         [lo.double(), hi.double(), valid.any().double(), logits.detach().sum().double()]
+        + [v.detach().sum().double() for v in extras.values()]
     ).tolist()
     if lo < 0 or hi >= c:
         bad = labels[(labels < 0) | (labels >= c)]
@@ -95,6 +114,10 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int |
         )
     if not math.isfinite(total) and not bool(torch.isfinite(logits).all()):
         raise ValueError("logits contain NaN or inf; the model diverged (lower the learning rate or check the input)")
+    for (key, value), value_total in zip(extras.items(), extra_totals):
+        if not math.isfinite(value_total) and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{key} contains NaN or inf; recompute it (maps come from the target, features and "
+                             "auxiliary logits from the model)")
     if not any_valid:
         return None
     return Target(target, labels, valid, ignore_index, c)

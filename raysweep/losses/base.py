@@ -39,12 +39,22 @@ class SegLoss(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} got unknown extra input(s) {sorted(unknown)}; known: {sorted(EXTRA_INPUTS)}"
             )
-        t = check_inputs(logits, target, self.ignore_index)
+        used = self._used_extras()
+        t = check_inputs(logits, target, self.ignore_index,
+                         {k: v for k, v in extra.items() if k in used and v is not None})
         if t is None:
             # Every pixel ignored: nothing to learn from, so 0 with zero gradient (never 0/0 = NaN).
             return zero_loss(logits)
         with torch.autocast(device_type=logits.device.type, enabled=False):
             return self.compute(logits.float(), t, **extra)
+
+    @classmethod
+    def _used_extras(cls) -> frozenset:
+        """The extra inputs this loss uses (its ``LossSpec.needs``); checked with the logits, the rest ignored."""
+        from .registry import LOSSES
+
+        spec = LOSSES.get(cls.spec_name)
+        return spec.needs if spec is not None else frozenset()
 
     def target_maps(self, num_classes: int, spacing=None):
         """The per-sample maps this loss uses, as a picklable ``mask (H, W) -> {name: array}`` callable for the
