@@ -31,14 +31,16 @@ from raysweep.train import resolve_config, train_trial  # noqa: E402
 
 def trial_config(model: str, loss: str, image_size: int, batch: int, steps: int, warmup: int, workers: int,
                  threads: int, device: str) -> dict:
-    """A trial whose first report closes the warm-up and whose last covers the timed steps only."""
+    """A trial whose last report covers the ``steps`` timed steps only (``steps_per_s`` is per report interval):
+    reports every ``steps`` steps, after at least ``warmup`` warm-up steps (rounded up to a multiple of ``steps``)."""
+    warm = -(-warmup // steps) * steps if warmup > 0 else 0
     return {
         "dataset": {"name": "synthetic", "options": {"image_size": image_size}},
         "model": {"name": model},
         "loss": {"name": loss},
-        "train": {"steps": warmup + steps, "batch_size": batch, "num_workers": workers, "threads": threads,
+        "train": {"steps": warm + steps, "batch_size": batch, "num_workers": workers, "threads": threads,
                   "device": device, "progress": False},
-        "eval": {"every": warmup, "max_cases": 1, "hd95": False, "overlays": 0, "report_cases": False},
+        "eval": {"every": steps, "max_cases": 1, "hd95": False, "overlays": 0, "report_cases": False},
         "checkpoint": {"every": 0},
     }
 
@@ -73,7 +75,7 @@ def bare_steps_per_s(config: dict) -> float:
                                          num_workers=t["num_workers"], pin_memory=cuda,
                                          persistent_workers=t["num_workers"] > 0,
                                          generator=torch.Generator().manual_seed(0))
-    warmup = cfg["eval"]["every"]
+    warmup = total - cfg["eval"]["every"]  # the timed steps are the trial's last report interval
     step, start = 0, None
     while step < total:
         for batch in loader:
