@@ -438,8 +438,9 @@ def part_maps(s: Session, box: dict) -> None:
     has_boundary = flat.any(1) & ~flat.all(1)
     box["masks_with_boundary"] = int(has_boundary.sum())
     if masks.is_cuda:
-        probe = M._distance_field_cucim(masks, has_boundary)
-        box["distance_field_path"] = "cucim (GPU)" if probe is not None else "edt on CPU (cuCIM not importable; copies masks to the host and back)"
+        gpu_edt = M._gpu_edt()
+        box["distance_field_path"] = (f"GPU ({gpu_edt.__module__})" if gpu_edt is not None else
+                                      "edt on CPU (neither cuCIM nor CuPy importable; copies masks to the host and back)")
     else:
         box["distance_field_path"] = "edt on CPU (tensor on CPU: smoke run)"
     ref, ms = timed(lambda: M.distance_field(masks), dev, reps)
@@ -474,7 +475,7 @@ def part_maps(s: Session, box: dict) -> None:
             got, alt["ms"] = timed(cupy_field, dev, reps)
             alt["max_abs_diff_vs_edt"] = float((got.cpu() - ref).abs().max())
 
-            alt["note"] = "per-mask loop like maps._distance_field_cucim, cupyx instead of cuCIM"
+            alt["note"] = "per-mask loop like maps._distance_field_gpu, always cupyx"
         except Exception as exc:  # noqa: BLE001
             alt["error"] = f"{type(exc).__name__}: {exc}"[:600]
         log(f"maps: cupyx EDT {alt}")

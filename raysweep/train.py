@@ -915,7 +915,7 @@ class _Trial:
         if not f.is_file():
             raise FileNotFoundError(f"no {_CHECKPOINT_FILE} in checkpoint directory {d} (checkpoint.resume must be a "
                                     "directory written by train_trial, e.g. OUTPUT_DIR/checkpoint_000040)")
-        from .models import load_tensors
+        from .safe_load import load_tensors
 
         # On the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest to the parameters' device.
         # weights_only: a state.pt holding any pickled object other than tensors and plain containers is refused

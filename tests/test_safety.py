@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_train import TINY  # the tiny trial config of the training tests
 
 REPO = Path(__file__).resolve().parents[1]
 RAY_PORTS = {6379, 8265, 10001}
@@ -54,15 +55,6 @@ def evil_torch_file(path: Path, marker: Path, wrap=lambda e: {"model": e}) -> Pa
 
 
 # -- checkpoints and weights -------------------------------------------------------------------------------------
-
-TINY = {
-    "dataset": {"options": {"image_size": 32, "depth": 4}, "train_options": {"num_volumes": 1},
-                "eval_options": {"num_volumes": 1}},
-    "model": {"name": "cnn", "encoder": "resnet18"},
-    "train": {"steps": 2, "batch_size": 2, "progress": False},
-    "eval": {"every": None, "overlays": 0},
-}
-
 
 def test_trial_checkpoint_with_pickled_code_is_refused(tmp_path, marker):
     from raysweep.train import train_trial
@@ -109,7 +101,7 @@ def test_inversenet_checkpoint_with_pickled_code_is_refused(tmp_path, marker):
 
 def test_plain_pickle_and_junk_named_as_weights_are_refused(tmp_path, marker):
     """Not only torch's zip format: a bare pickle (protocol 4) and random bytes are refused, naming the file."""
-    from raysweep.models import load_tensors
+    from raysweep.safe_load import load_tensors
 
     bare = tmp_path / "bare.pt"
     bare.write_bytes(pickle.dumps({"weight": Evil(marker)}, protocol=4))

@@ -168,7 +168,7 @@ def distance_field(masks: torch.Tensor) -> torch.Tensor:
     flat = masks.flatten(1)
     has_boundary = flat.any(1) & ~flat.all(1)
     if masks.is_cuda:
-        field = _distance_field_cucim(masks, has_boundary)
+        field = _distance_field_gpu(masks, has_boundary)
         if field is not None:
             return field
     arr = masks.detach().cpu().numpy()
@@ -196,7 +196,7 @@ def _gpu_edt():
         return None
 
 
-def _distance_field_cucim(masks: torch.Tensor, has_boundary: torch.Tensor) -> torch.Tensor | None:
+def _distance_field_gpu(masks: torch.Tensor, has_boundary: torch.Tensor) -> torch.Tensor | None:
     cu_edt = _gpu_edt()
     if cu_edt is None:
         return None

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...safe_load import load_tensors
 from .._functional import IGNORE_INDEX, onehot
 from ..base import SegLoss, check_range
 from ..registry import Float, register
@@ -90,28 +91,6 @@ class OfficialInverseNet(nn.Module):
         return self.fc(torch.cat([pred.flatten(1), gt.flatten(1)], 1))
 
 
-def _load_tensors(path: Path):
-    """``torch.load(weights_only=True)``; a file holding other pickled objects (what a malicious pickle needs to run
-    code) is refused before anything in it runs, with a ValueError naming the file. (Kept here rather than shared
-    with raysweep.models, so that the losses import nothing of the rest of raysweep.)"""
-    import pickle
-    import zipfile
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        if lines and lines[0].startswith("Weights only load failed"):
-            detail = next((x for x in lines if "GLOBAL" in x or "Unsupported" in x), lines[-1])
-            raise ValueError(f"{path}: refused to load this InverseNet checkpoint: it holds pickled Python objects "
-                             f"other than tensors and plain containers ({detail}); raysweep loads it with "
-                             "torch.load(weights_only=True) and never runs code from a file") from None
-        raise ValueError(f"{path}: not a torch checkpoint ({lines[0] if lines else type(exc).__name__})") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: cannot read this InverseNet checkpoint ({type(exc).__name__}: {str(exc)[:300]}); "
-                         "it is corrupt, truncated or another format") from None
-
-
 def load_inversenet(path_or_name: str | os.PathLike) -> nn.Module:
     """Load an InverseNet: a file path (raysweep's own or the official checkpoint) or a name in :func:`cache_dir`.
 
@@ -127,7 +106,7 @@ def load_inversenet(path_or_name: str | os.PathLike) -> nn.Module:
             f"(it is cached as {cache_dir() / 'default.pt'}), or pass inversenet=PATH to an official "
             "distance_measures_regressor.pth"
         )
-    state = _load_tensors(path)
+    state = load_tensors(path, "InverseNet checkpoint")
     if isinstance(state, dict) and state.get("format") == FORMAT:
         cfg = state["config"]
         net = InverseNet(tile=cfg["tile"], width=cfg["width"])
