@@ -269,7 +269,14 @@ class ResultsCallback(_callback_base()):
         return {"curves": self.curves, "written": sorted(self.written)}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.curves.setdefault(trial.trial_id, []).append(_curve_row(result))
+        row = _curve_row(result)
+        rows = self.curves.setdefault(trial.trial_id, [])
+        # A trial restarted from a checkpoint reports again the iterations after it: keep the new rows (a report
+        # that reached the driver but whose checkpoint did not survive the failure is superseded).
+        while rows and row["training_iteration"] is not None and (rows[-1]["training_iteration"] or 0) >= row[
+                "training_iteration"]:
+            rows.pop()
+        rows.append(row)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._write(trial, trials, error=None)
