@@ -47,10 +47,13 @@ STAGES = ("tune", "confirm")
 STATUSES = ("completed", "diverged", "oom", "error", "stopped")
 FAMILIES = ("pixel", "region", "boundary", "combination")
 PRIMARY_METRICS = ("dice", "miou")
+#: Who proposed a tuning trial's configuration: the survey's ``default`` (every group's first trial), the sampler at
+#: ``random`` (TPE's start-up trials), its ``model`` (TPE proper), or ``fixed`` (a loss with nothing to tune).
+PROPOSALS = ("default", "random", "model", "fixed")
 
 #: Allowed values of the enumerated columns (checked by the writer).
 ENUMS: dict[str, tuple[str, ...]] = {"stage": STAGES, "status": STATUSES, "family": FAMILIES,
-                                     "primary_metric": PRIMARY_METRICS}
+                                     "primary_metric": PRIMARY_METRICS, "proposal": PROPOSALS}
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -83,6 +86,9 @@ TRIALS = pa.schema(_ID + [
        "its defaults beside its tuned best: the report then ranks the non-default rows and measures the tuning gain "
        "on the default ones", False),
     _SEED,
+    _f("proposal", pa.string(), "tune trials: who proposed the configuration: `default` (the survey's defaults, "
+       "first in every group), `random` (the sampler's start-up trials), `model` (TPE) or `fixed` (nothing to "
+       "tune); null for confirm trials"),
     _f("status", pa.string(), "`completed`, `diverged` (non-finite loss), `oom`, `error` or `stopped` (ASHA)", False),
     _f("error", pa.string(), "why the trial did not complete (exception text, diverged step, ...)"),
     _f("budget_steps", pa.int64(), "optimiser steps the trial was allotted", False),
@@ -126,7 +132,8 @@ CURVES = pa.schema(_ID + [
 
 CASES = pa.schema(_ID + [
     _SEED,
-    _f("case", pa.string(), "case id (volume or image) of the evaluation split", False),
+    _f("case", pa.string(), "case id (volume or image): of the selection split for `tune` trials, of the ranking "
+       "split for `confirm` trials (sweep.json's `protocol` names both; they never share a case)", False),
     _f("class_id", pa.int64(), "class id", False),
     _f("class_name", pa.string(), "class name", False),
     _f("dice", pa.float64(), "Dice of the class in the case"),
@@ -153,6 +160,9 @@ SWEEP_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "hardware": ((dict,), "CPUs, GPUs (names, memory), nodes"),
     "planned": ((dict,), "planned trials per stage: `{\"tune\": n, \"confirm\": n}`"),
     "groups": ((list,), "planned (dataset, arch, loss) groups: `[{\"dataset\", \"arch\", \"loss\"}, ...]`"),
+    "protocol": ((dict,), "the ranking protocol: `selection` and `ranking` (per dataset: split and case ids), "
+                 "`early_stopping` (scope, rungs), `tuning` (quota, start-up trials), `confirmation` (seeds), "
+                 "`power` (per cell: the smallest adjusted p-value the design allows)"),
 }
 
 _TRIAL_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
