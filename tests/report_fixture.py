@@ -11,7 +11,15 @@ Two cells of the ``synthetic`` dataset, five losses, three classes of very diffe
   (a partial sweep), so the report must say it is missing.
 * ``dice`` in the cnn cell also confirms its defaults (``is_default`` rows, 0.02 lower): they must not be ranked, and
   give the tuning gain. ``focal``'s tuning trials depend strongly on ``gamma`` and barely on the companion weight.
-* Failed tuning trials: one diverged, one oom, one error, one early-stopped.
+* Failed tuning trials: one diverged, one oom, one error, one early-stopped (at report 4 of 10: it reached rungs 1,
+  2 and 4 but not 8).
+* The protocol: sweep.json's ``protocol`` (selection cases ``val000``-``val007``, ranking cases ``case000``-
+  ``case019``, ASHA rungs 1, 2, 4, 8 of ``max_t`` 10 reports, one report every 10 of the 100 steps, 3 confirmation
+  seeds, the planned power). Tune trials record who proposed them (``proposal``: the default first, two ``random``
+  start-up trials, then ``model``) and write per-case rows on the selection cases (never on ranking cases). Every
+  group confirms the params of its tune trial 2 (a full-budget ``random`` trial).
+* Curves: one report per 10 steps; a run's metric climbs to its final value, gaining :data:`GAINS` over the last 20%
+  of the budget (steps 80 to 100): ``dice`` in the cnn cell gains 0.03 (the cell is "not converged"), the rest 0.005.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from raysweep import results
+from raysweep.power import power_limit
 
 SWEEP_ID = "fixture-sweep"
 CLEAR = ("synthetic", "cnn")
@@ -36,6 +45,12 @@ LOSSES = {  # name -> (family, title, in_survey)
 }
 CLASSES = {1: ("small_organ", 0.01), 2: ("medium_organ", 0.08), 3: ("large_organ", 0.40)}
 N_CASES, SEEDS, STEPS = 20, (0, 1, 2), 100
+N_SELECTION, EVAL_EVERY, RUNGS = 8, 10, [1, 2, 4, 8]
+MAX_T = STEPS // EVAL_EVERY
+#: Planted last-20% gain of every run's curve per (cell, loss); DEFAULT_GAIN elsewhere.
+GAINS = {(CLEAR, "dice"): 0.03}
+DEFAULT_GAIN = 0.005
+CONFIRMED_FROM = 2  # the tune trial index whose params each group confirms
 # Per-cell loss effects on Dice, per class (small, medium, large).
 EFFECTS = {
     CLEAR: {"boundary": (0.15, 0.15, 0.15), "dice_ce": (0.0, 0.0, 0.0), "dice": (-0.03, -0.03, -0.03),
@@ -48,7 +63,35 @@ FAILED = {"tune-cnn-ce-4": "diverged", "tune-cnn-ce-5": "oom", "tune-cnn-dice-4"
 
 ANSWERS = {"clear_cell": CLEAR, "winner": "boundary", "tie_cell": TIE, "tied": {"dice", "dice_ce"},
            "small_winner": "focal", "large_winner": "boundary", "missing_confirm": (TIE, "ce"),
-           "failed": FAILED, "important_param": "gamma"}
+           "failed": FAILED, "important_param": "gamma", "not_converged": {CLEAR: ["dice"], TIE: []},
+           "selection_cases": [f"val{i:03d}" for i in range(N_SELECTION)],
+           "ranking_cases": [f"case{i:03d}" for i in range(N_CASES)]}
+
+
+def protocol(cells: dict | None = None) -> dict:
+    """sweep.json's ``protocol`` as the sweep writes it (the planned power of each cell with all five losses)."""
+    power = {f"{d}/{a}": power_limit(N_CASES, len(LOSSES), 0.05).to_dict() for d, a in (cells or EFFECTS)}
+    return {
+        "alpha": 0.05,
+        "selection": {"synthetic": {"split": "val", "cases": ANSWERS["selection_cases"]}},
+        "ranking": {"synthetic": {"split": "test", "cases": ANSWERS["ranking_cases"]}},
+        "early_stopping": {"scheduler": "asha", "scope": "group", "time_attr": "training_iteration",
+                           "grace_period": 1, "reduction_factor": 2, "max_t": MAX_T, "rungs": RUNGS,
+                           "eval_every": EVAL_EVERY, "budget_steps": STEPS},
+        "tuning": {"trials_per_group": 6, "n_startup_trials": 2, "seed": 0, "sampler": "tpe"},
+        "confirmation": {"seeds": list(SEEDS)},
+        "power": power,
+    }
+
+
+def curve(final: float, n_reports: int, gain: float) -> list[float]:
+    """Metric at reports 1..n_reports (one per EVAL_EVERY steps): ``final`` at the last, ``final - gain`` at report
+    ``n_reports - 2`` (step 80 of 100 for a full run), lower before."""
+    out = []
+    for i in range(1, n_reports + 1):
+        left = n_reports - i
+        out.append(final - gain * left / 2 if left <= 2 else final - gain - 0.01 * (left - 2))
+    return out
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -67,7 +110,8 @@ class _Writer:
         self.clock = T0
         self.n = {"tune": 0, "confirm": 0}
 
-    def trial(self, trial_id, stage, cell, loss, seed, params, is_default, status, case_dice, error=None):
+    def trial(self, trial_id, stage, cell, loss, seed, params, is_default, status, case_dice, error=None,
+              proposal=None):
         """One trial; ``case_dice``: (cases, classes) Dice of its last evaluation, or None."""
         family, title, in_survey = LOSSES[loss]
         if self.title_override and loss == "ce":
@@ -83,13 +127,13 @@ class _Writer:
             final, per_class = None, {}
         if status == "diverged":
             final = 0.0
-        steps_done = {"completed": STEPS, "diverged": 7, "stopped": STEPS // 3}.get(status, 5)
+        steps_done = {"completed": STEPS, "diverged": 7, "stopped": 4 * EVAL_EVERY}.get(status, 5)
         start = self.clock
         self.clock += timedelta(seconds=30)
         row = dict(sweep_id=SWEEP_ID, trial_id=trial_id, stage=stage, dataset=dataset, arch=arch, loss=loss,
                    loss_title=title, family=family, in_survey=in_survey, params=params, is_default=is_default,
-                   seed=seed, status=status, error=error, budget_steps=STEPS, steps_done=steps_done,
-                   primary_metric="dice", final_metric=final,
+                   seed=seed, proposal=proposal, status=status, error=error, budget_steps=STEPS,
+                   steps_done=steps_done, primary_metric="dice", final_metric=final,
                    best_metric=final, dice=final, iou=None if final is None else final * 0.8,
                    hd95=None if final is None else 10 * (1 - final), per_class=per_class,
                    step_ms=20.0 + 5 * list(LOSSES).index(loss), data_ms=2.0, forward_ms=6.0, loss_ms=3.0,
@@ -98,11 +142,18 @@ class _Writer:
                    versions={"raysweep": "0.1.0"})
         curves = []
         if final is not None:
-            for i in range(1, 5):
-                curves.append(dict(training_iteration=i, step=i * steps_done // 4, epoch=i / 2, time_s=7.5 * i,
-                                   metric=final * (0.4 + 0.15 * i), loss_value=1.0 / i, lr=0.01,
-                                   extra={"dice": final}))
+            metrics = curve(final, steps_done // EVAL_EVERY, GAINS.get((cell, loss), DEFAULT_GAIN))
+            for i, m in enumerate(metrics, start=1):
+                curves.append(dict(training_iteration=i, step=i * EVAL_EVERY, epoch=i / 2, time_s=3.0 * i,
+                                   metric=m, loss_value=1.0 / i, lr=0.01, extra={"dice": m}))
         cases = []
+        if stage == "tune" and case_dice is not None and status in ("completed", "stopped"):
+            # Selection cases: distinct ids from the ranking cases (the protocol's split).
+            for ci in range(N_SELECTION):
+                for j, (cid, (name, frac)) in enumerate(CLASSES.items()):
+                    d = float(case_dice[ci, j])
+                    cases.append(dict(case=f"val{ci:03d}", class_id=cid, class_name=name, dice=d, iou=d / (2 - d),
+                                      hd95=10 * (1 - d), gt_fraction=frac))
         if stage == "confirm" and case_dice is not None:
             for ci in range(N_CASES):
                 for j, (cid, (name, frac)) in enumerate(CLASSES.items()):
@@ -141,11 +192,13 @@ def make_fixture(results_dir: str | Path, *, title_override: str | None = None, 
                 dice = np.clip(base + np.array(eff) + quality + rng.normal(0, 0.004), 0, 1)
                 error = {"diverged": "non-finite loss at step 7", "oom": "CUDA out of memory",
                          "error": "RuntimeError: <boom> & friends"}.get(status)
+                proposal = "default" if i == 0 else "random" if i <= 2 else "model"
                 w.trial(tid, "tune", cell, loss, 0, params, i == 0, status,
-                        None if status in ("oom", "error") else dice, error)
+                        None if status in ("oom", "error") else dice, error, proposal)
+                if i == CONFIRMED_FROM:
+                    best = params
             if cell == TIE and loss == "ce":
                 continue  # partial sweep: ce's confirmation runs in the transformer cell have not run yet
-            best = {"gamma": 2.0, "companions.dice.weight": 0.5} if loss == "focal" else {"companions.ce.weight": 0.3}
             for seed in SEEDS:
                 seed_noise = rng.normal(0, 0.004)
                 if cell == TIE and loss in ("dice", "dice_ce"):
@@ -171,6 +224,7 @@ def make_fixture(results_dir: str | Path, *, title_override: str | None = None, 
         "hardware": {"cpus": 2, "gpus": []},
         "planned": {"tune": w.n["tune"] + 4, "confirm": w.n["confirm"] + 3},
         "groups": [{"dataset": d, "arch": a, "loss": loss} for (d, a) in EFFECTS for loss in LOSSES],
+        "protocol": protocol(),
     }
     results.write_sweep_meta(results_dir, meta)
     return ANSWERS

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from raysweep import cli, results
+from raysweep.power import power_limit
 from raysweep.report import build_report, stats
 
 from report_fixture import CLEAR, TIE, make_fixture
@@ -152,7 +153,11 @@ def test_small_sample_caveat(tmp_path):
     s = stats.cell_stats(f["trials"], f["cases"], "d", "m", n_boot=100)
     assert s.winner == "a" and s.separable is False  # 4 cases: no two-sided Wilcoxon test can reach 0.05
     text = " ".join(s.caveats)
-    assert "Only 4 paired cases" in text and "fewer than 6 cases" in text and "1 seed(s)" in text
+    assert "Only 4 paired cases" in text and "1 seed(s)" in text
+    # The design limit replaces the old ad-hoc "fewer than 6 cases" caveat: 3 pairs x 2/2**4 = 0.375 >= 0.05.
+    assert s.power == power_limit(4, 3, 0.05) and not s.power.declarable and s.power.cases_needed == 7
+    assert "Design limit: " + power_limit(4, 3, 0.05).sentence() in s.caveats
+    assert "fewer than 6 cases" not in text
 
 
 def test_size_view_and_families(report):

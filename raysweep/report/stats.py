@@ -10,10 +10,17 @@ A *cell* is one (dataset, arch) pair; a *group* one (dataset, arch, loss). Conve
 * Paired statistics use per-case scores (``cases`` table): for each (loss, seed, case) the mean over classes of the
   class metric (Dice for ``dice`` datasets, IoU for ``miou`` ones), then the mean over seeds: one score per (case,
   loss), a blocks x treatments matrix. Only cases scored for every loss enter (complete blocks).
-* Tests: Friedman (scipy) over the matrix; all-pairs Wilcoxon signed-rank with Holm's correction and Nemenyi
-  (scikit-posthocs); bootstrap over cases (numpy) for 95% intervals of each loss's rank. The *top group* is the best
-  loss and every loss the Wilcoxon-Holm test cannot separate from it at ``alpha``; the top is *separable* when that
-  group is the best loss alone.
+* Only ``confirm`` trials' case rows enter the matrix: tuning trials score the *selection* cases (validation), which
+  chose the configurations and so must not also rank them.
+* Tests: Friedman (scipy) over the matrix; all-pairs Wilcoxon signed-rank (scipy, ``zero_method="zsplit"``, two-sided)
+  with Holm's correction over all ``k (k - 1) / 2`` pairs (:func:`holm`); Nemenyi (scikit-posthocs) for reference;
+  bootstrap over cases (numpy) for 95% intervals of each loss's rank. The *top group* is the best loss and every loss
+  the Wilcoxon-Holm test cannot separate from it at ``alpha``; the top is *separable* when that group is the best
+  loss alone. The design's *power limit* (:mod:`raysweep.power`) says whether any pair could be separated at all.
+* Seed agreement: Kendall's W (with the tie correction) of the seeds x losses matrix of final metrics of the ranked
+  runs (:func:`kendall_w`): 1 when every seed orders the losses alike, 0 when the orders are unrelated.
+* Convergence: a run's *last-20% gain* is its primary metric at its final report minus the metric at its last report
+  with ``step <= 0.8 * budget_steps`` (:func:`convergence_gains`); a loss's gain is the mean over its ranked runs.
 
 Everything here takes pandas frames as :func:`raysweep.results.read_results` returns them; no Ray, no torch.
 """
@@ -37,6 +44,12 @@ FAILED_STATUSES = ("diverged", "oom", "error")
 FAMILIES = ("pixel", "region", "boundary", "combination")
 #: below this many complete cases, the report warns that the tests have little power.
 MIN_CASES = 10
+#: A run's last-20% gain is measured from its last report at or before this share of its budget to its final one.
+TAIL_START = 0.8
+#: A cell is flagged "not converged" when one of its CONVERGENCE_TOP best losses gains at least this much over the
+#: last 20% of its budget (primary metric units, e.g. 0.02 Dice): more steps would likely reorder the top.
+CONVERGENCE_GAIN = 0.02
+CONVERGENCE_TOP = 5
 
 
 def class_metric(primary: str) -> str:
@@ -97,7 +110,9 @@ def case_matrix(cases: pd.DataFrame, runs: pd.DataFrame, primary: str) -> pd.Dat
     of :func:`class_metric` per (trial, case), then the mean over the loss's seeds.
     """
     m = class_metric(primary)
-    c = cases[cases["trial_id"].isin(set(runs["trial_id"]))]
+    # Confirm rows only, by stage as well as by trial id: tune trials' rows score the selection cases.
+    c = cases[(cases["stage"] == "confirm") & cases["trial_id"].isin(set(runs.loc[runs["stage"] == "confirm",
+                                                                                  "trial_id"]))]
     if c.empty:
         return pd.DataFrame()
     per_trial = c.groupby(["loss", "trial_id", "case"])[m].mean()  # NaN classes are skipped (not scored)
@@ -128,6 +143,201 @@ def bootstrap_ranks(matrix: pd.DataFrame, n: int = BOOTSTRAP, seed: int = 0) -> 
     }, index=matrix.columns)
 
 
+def holm(pvalues: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values of one family (any shape; NaN-free), in the input's order.
+
+    Sorted ascending, the i-th smallest (0-based) is multiplied by ``m - i``, then made monotone with a cumulative
+    maximum and clipped at 1 (equal to statsmodels' ``multipletests(method="holm")``).
+    """
+    p = np.asarray(pvalues, float)
+    flat = p.ravel()
+    m = len(flat)
+    if m == 0:
+        return p.copy()
+    order = np.argsort(flat, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * flat[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out.reshape(p.shape)
+
+
+def pairwise_wilcoxon(matrix: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All-pairs two-sided Wilcoxon signed-rank p-values of a cases x losses matrix: (uncorrected, Holm).
+
+    Both are symmetric losses x losses DataFrames with 1.0 on the diagonal. scipy's ``wilcoxon`` with
+    ``zero_method="zsplit"`` (zero differences split between the signs, so ties count as evidence of no difference);
+    identical columns give p = 1. Holm's family is the ``k (k - 1) / 2`` pairs.
+    """
+    x = matrix.to_numpy(float)
+    k = x.shape[1]
+    raw = np.ones((k, k))
+    iu = np.triu_indices(k, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ties and small samples: the p-values say what they can
+        for i, j in zip(*iu):
+            d = x[:, i] - x[:, j]
+            p = 1.0 if not np.any(d) else float(sstats.wilcoxon(d, zero_method="zsplit").pvalue)
+            raw[i, j] = raw[j, i] = p if math.isfinite(p) else 1.0
+    adj = np.ones((k, k))
+    if len(iu[0]):
+        adj[iu] = holm(raw[iu])
+        adj[(iu[1], iu[0])] = adj[iu]
+    cols = list(matrix.columns)
+    return pd.DataFrame(raw, index=cols, columns=cols), pd.DataFrame(adj, index=cols, columns=cols)
+
+
+def kendall_w(matrix: pd.DataFrame) -> float:
+    """Kendall's coefficient of concordance W of a raters x objects matrix (higher value = better), tie-corrected.
+
+    Here raters are confirmation seeds and objects losses. Each row is ranked (average ranks for ties), then
+    ``W = 12 S / (m^2 (n^3 - n) - m T)`` with ``S`` the sum of squared deviations of the rank sums from their mean,
+    ``m`` raters, ``n`` objects and ``T`` the sum over raters and tie groups of ``t^3 - t``. Equals
+    ``chi2_Friedman / (m (n - 1))`` (seeds as blocks). NaN with fewer than 2 raters or 2 objects, or when every rater
+    ties everything.
+    """
+    x = matrix.to_numpy(float)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2 or not np.isfinite(x).all():
+        return math.nan
+    m, n = x.shape
+    ranks = sstats.rankdata(-x, axis=1, method="average")
+    sums = ranks.sum(axis=0)
+    s = float(((sums - sums.mean()) ** 2).sum())
+    t = 0.0
+    for row in x:
+        _, counts = np.unique(row, return_counts=True)
+        t += float((counts ** 3 - counts).sum())
+    denom = m ** 2 * (n ** 3 - n) - m * t
+    return 12 * s / denom if denom > 0 else math.nan
+
+
+def seed_matrix(runs: pd.DataFrame) -> pd.DataFrame:
+    """Seeds x losses matrix of ``final_metric`` of the ranked runs; only losses with a run for every seed."""
+    if runs.empty:
+        return pd.DataFrame()
+    m = runs.pivot_table(index="seed", columns="loss", values="final_metric", aggfunc="mean")
+    return m.dropna(axis=1, how="any").sort_index()
+
+
+def convergence_gains(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Last-20% gain of each run: DataFrame indexed by trial_id with loss, final, before, gain.
+
+    ``final``: the metric at the run's last report (highest ``training_iteration``); ``before``: the metric at its
+    last report with ``step <= TAIL_START * budget_steps``; ``gain = final - before`` (NaN when there is no such
+    report, or no curve at all). ``runs``: trial rows (``trial_id``, ``loss``, ``budget_steps``).
+    """
+    budget = runs.set_index("trial_id")["budget_steps"]
+    c = curves[curves["trial_id"].isin(set(runs["trial_id"]))]
+    rows = []
+    for tid, loss in zip(runs["trial_id"], runs["loss"]):
+        g = c[c["trial_id"] == tid].sort_values("training_iteration")
+        final = before = math.nan
+        if len(g):
+            final = float(g["metric"].iloc[-1]) if pd.notna(g["metric"].iloc[-1]) else math.nan
+            early = g[g["step"] <= TAIL_START * float(budget[tid])]
+            if len(early) and pd.notna(early["metric"].iloc[-1]):
+                before = float(early["metric"].iloc[-1])
+        rows.append({"trial_id": tid, "loss": loss, "final": final, "before": before, "gain": final - before})
+    out = pd.DataFrame(rows, columns=["trial_id", "loss", "final", "before", "gain"])
+    return out.set_index("trial_id")
+
+
+def group_gains(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.Series:
+    """Mean last-20% gain per loss over its ranked runs (runs without a gain are skipped; NaN if none has one)."""
+    g = convergence_gains(curves, runs)
+    return g.groupby("loss")["gain"].mean() if len(g) else pd.Series(dtype=float)
+
+
+def rung_counts(trials: pd.DataFrame, curves: pd.DataFrame, dataset: str, arch: str,
+                rungs: list[int] | None, max_t: int | None) -> pd.DataFrame:
+    """Per loss of a cell, how far its tune trials got. Rows: losses; columns:
+
+    ``trials`` (tune trials), ``proposal:<p>`` counts for each of :data:`raysweep.results.PROPOSALS` and
+    ``proposal:unrecorded`` (null), ``rung:<r>`` for each rung and for ``max_t`` (a trial reached rung ``r`` when its
+    highest ``training_iteration`` in ``curves`` is >= r), ``full_budget`` (completed with ``steps_done >=
+    budget_steps``: the trials confirmation may pick from). Without ``rungs``/``max_t`` only the recorded columns.
+    """
+    from ..results import PROPOSALS
+
+    t = trials[(trials["stage"] == "tune") & (trials["dataset"] == dataset) & (trials["arch"] == arch)]
+    reached = curves[curves["trial_id"].isin(set(t["trial_id"]))].groupby("trial_id")["training_iteration"].max()
+    marks = sorted({int(r) for r in (rungs or [])} | ({int(max_t)} if max_t else set()))
+    rows = []
+    for loss, g in t.groupby("loss"):
+        top = g["trial_id"].map(reached).fillna(0).to_numpy(float)
+        proposal = g["proposal"] if "proposal" in g.columns else pd.Series([None] * len(g), index=g.index)
+        row: dict[str, Any] = {"loss": loss, "trials": len(g)}
+        for p in PROPOSALS:
+            row[f"proposal:{p}"] = int((proposal == p).sum())
+        row["proposal:unrecorded"] = int(proposal.isna().sum())
+        for r in marks:
+            row[f"rung:{r}"] = int((top >= r).sum())
+        row["full_budget"] = int(((g["status"] == "completed") & (g["steps_done"] >= g["budget_steps"])).sum())
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    return df.set_index(df["loss"].rename(None)).drop(columns="loss")
+
+
+def _same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if set(a) != set(b):
+        return False
+    for key, v in a.items():
+        w = b[key]
+        if isinstance(v, (int, float)) and isinstance(w, (int, float)) and not isinstance(v, bool):
+            if not math.isclose(float(v), float(w), rel_tol=1e-9, abs_tol=1e-12):
+                return False
+        elif v != w:
+            return False
+    return True
+
+
+def confirmed_sources(trials: pd.DataFrame, dataset: str, arch: str) -> dict[str, list[str]]:
+    """loss -> trial ids of the tune trials whose params equal those of its ranked confirmation runs (full-budget
+    ones first; empty when none matches, e.g. the confirmed params were rounded)."""
+    t = trials[(trials["dataset"] == dataset) & (trials["arch"] == arch)]
+    runs = ranked_runs(t)
+    out: dict[str, list[str]] = {}
+    for loss, g in runs.groupby("loss"):
+        confirmed = parse_json(g.sort_values("seed")["params"].iloc[0])
+        tune = t[(t["stage"] == "tune") & (t["loss"] == loss)]
+        full = (tune["status"] == "completed") & (tune["steps_done"] >= tune["budget_steps"])
+        tune = tune.assign(_full=full).sort_values(["_full", "trial_id"], ascending=[False, True])
+        out[loss] = [tid for tid, p in zip(tune["trial_id"], tune["params"]) if _same_params(parse_json(p),
+                                                                                             confirmed)]
+    return out
+
+
+def case_roles(cases: pd.DataFrame, protocol: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
+    """Which cases selected (tuning scores) and which ranked (confirmation) for ``dataset``.
+
+    From sweep.json's ``protocol`` where it names them (``source="protocol"``), else from the ``cases`` table's
+    ``tune`` and ``confirm`` rows (``source="cases table"``). ``overlap``: case ids scored by both tune and confirm
+    trials in the cases table, plus any the protocol lists in both roles; it must be empty (a case that chose the
+    configuration would also judge it). Returns ``{"selection": {"split", "cases"}, "ranking": {...}, "source",
+    "overlap", "table_selection", "table_ranking"}`` with sorted case lists.
+    """
+    d = cases[cases["dataset"] == dataset]
+    table_sel = sorted(set(d.loc[d["stage"] == "tune", "case"]))
+    table_rank = sorted(set(d.loc[d["stage"] == "confirm", "case"]))
+    proto = protocol if isinstance(protocol, dict) else {}
+
+    def role(key: str, fallback: list[str]) -> tuple[dict[str, Any], bool]:
+        entry = (proto.get(key) or {}).get(dataset) if isinstance(proto.get(key), dict) else None
+        if isinstance(entry, dict) and isinstance(entry.get("cases"), list):
+            return {"split": str(entry.get("split", "not recorded")), "cases": sorted(map(str, entry["cases"]))}, True
+        return {"split": "not recorded", "cases": fallback}, False
+
+    sel, from_proto_s = role("selection", table_sel)
+    rank, from_proto_r = role("ranking", table_rank)
+    overlap = set(table_sel) & set(table_rank)
+    if from_proto_s and from_proto_r:
+        overlap |= set(sel["cases"]) & set(rank["cases"])
+    return {"selection": sel, "ranking": rank,
+            "source": "protocol" if from_proto_s and from_proto_r else "cases table",
+            "overlap": sorted(overlap), "table_selection": table_sel, "table_ranking": table_rank}
+
+
 @dataclass
 class CellStats:
     """Statistics of one (dataset, arch) cell. ``table`` has one row per loss, best first."""
@@ -140,6 +350,7 @@ class CellStats:
     n_seeds: int = 0
     friedman: dict[str, float] | None = None
     wilcoxon_holm: pd.DataFrame | None = None
+    wilcoxon_raw: pd.DataFrame | None = None
     nemenyi: pd.DataFrame | None = None
     mean_ranks: pd.Series | None = None
     top_group: list[str] = field(default_factory=list)
@@ -149,6 +360,11 @@ class CellStats:
     caveats: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
     matrix: pd.DataFrame | None = None
+    power: Any = None  # raysweep.power.PowerLimit of the complete cases and ranked losses; None when untested
+    kendall_w: float = math.nan
+    w_seeds: int = 0
+    w_losses: int = 0
+    not_converged: list[str] = field(default_factory=list)
 
     @property
     def winner(self) -> str | None:
@@ -192,13 +408,13 @@ def _params_text(text: Any) -> str:
 
 
 def cell_stats(trials: pd.DataFrame, cases: pd.DataFrame, dataset: str, arch: str, alpha: float = ALPHA,
-               n_boot: int = BOOTSTRAP) -> CellStats:
+               n_boot: int = BOOTSTRAP, curves: pd.DataFrame | None = None) -> CellStats:
     """Ranking table and tests of one cell (see the module docstring for every convention).
 
     ``table`` columns: loss, title, family, in_survey, n_seeds, mean, ci_lo, ci_hi, rank (by mean; 1 = best),
-    hd95, per-class ``class:<name>`` means, gain, gain_source, params, step_ms, peak_memory_mb, and, where per-case
-    scores exist, mean_rank (rank-then-aggregate), rank_lo, rank_hi, p_first, p_vs_best (Wilcoxon-Holm), top (in
-    the top group).
+    hd95, per-class ``class:<name>`` means, gain, gain_source, params, step_ms, peak_memory_mb, last20_gain (NaN
+    without ``curves``), and, where per-case scores exist, mean_rank (rank-then-aggregate), rank_lo, rank_hi,
+    p_first, p_vs_best (Wilcoxon-Holm), top (in the top group).
     """
     t = trials[(trials["dataset"] == dataset) & (trials["arch"] == arch)]
     runs = ranked_runs(t)
@@ -238,6 +454,12 @@ def cell_stats(trials: pd.DataFrame, cases: pd.DataFrame, dataset: str, arch: st
     table = table.set_index(table["loss"].rename(None)).sort_values(["mean", "loss"], ascending=[False, True])
     table["rank"] = sstats.rankdata(-table["mean"].fillna(-np.inf), method="min").astype(int)
     out = CellStats(dataset, arch, primary, table, n_seeds=int(table["n_seeds"].max()), class_names=class_names)
+    gains = group_gains(curves, runs) if curves is not None else pd.Series(dtype=float)
+    table["last20_gain"] = [float(gains.get(x, math.nan)) for x in table.index]
+    top = table.head(CONVERGENCE_TOP)
+    out.not_converged = [str(x) for x in top.index[top["last20_gain"] >= CONVERGENCE_GAIN]]
+    seeds = seed_matrix(runs)
+    out.kendall_w, out.w_seeds, out.w_losses = kendall_w(seeds), seeds.shape[0], seeds.shape[1]
     _paired_tests(out, cases, runs, alpha, n_boot)
     return out
 
@@ -260,6 +482,9 @@ def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha
     out.matrix = matrix
     n = len(matrix)
     out.n_cases = n
+    from ..power import power_limit  # numpy and scipy only
+
+    out.power = power_limit(n, k, alpha)
     best = str(table.index[0])
     case_ranks = matrix.rank(axis=1, ascending=False, method="average")
     out.mean_ranks = case_ranks.mean()
@@ -283,9 +508,8 @@ def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha
                             "iman_davenport_p": p_id}
             out.nemenyi = sp.posthoc_nemenyi_friedman(matrix)
             out.nemenyi_top_group = _group_top(out.nemenyi, best, alpha)
-        long = matrix.melt(var_name="loss", value_name="score")
-        p = sp.posthoc_wilcoxon(long, val_col="score", group_col="loss", p_adjust="holm", zero_method="zsplit")
-    p = p.loc[list(table.index), list(table.index)].fillna(1.0)
+    raw, p = pairwise_wilcoxon(matrix)
+    out.wilcoxon_raw = raw
     out.wilcoxon_holm = p
     out.top_group = _group_top(p, best, alpha)
     table["p_vs_best"] = p[best]
@@ -301,11 +525,11 @@ def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha
         shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
         out.verdict = (f"{best_title} has the best mean, but it is not separable from {shown} (Wilcoxon-Holm, "
                        f"alpha {alpha}, {n} paired cases): a tie at the top.")
+    if not out.power.declarable:
+        out.caveats.append("Design limit: " + out.power.sentence())
     if n < MIN_CASES:
-        out.caveats.append(
-            f"Only {n} paired cases: the tests have little power here, so 'not separable' means 'not shown to "
-            f"differ', not 'equal'." + (" With fewer than 6 cases no two-sided Wilcoxon test can reach p < 0.05."
-                                        if n < 6 else ""))
+        out.caveats.append(f"Only {n} paired cases: the tests have little power here, so 'not separable' means 'not "
+                           f"shown to differ', not 'equal'.")
     if out.n_seeds < 3:
         out.caveats.append(f"{out.n_seeds} seed(s) per loss: the intervals over seeds are wide or undefined.")
     if k >= 10:
@@ -360,7 +584,8 @@ def family_view(per_cell: list[CellStats]) -> pd.DataFrame:
 def class_sizes(cases: pd.DataFrame, dataset: str) -> pd.Series:
     """Median ``gt_fraction`` per class name over the dataset's cases (object size), smallest first; empty if
     unknown."""
-    c = cases[(cases["dataset"] == dataset) & cases["gt_fraction"].notna()]
+    # The ranking cases (confirm rows): the sizes describe the cases the ranking is about.
+    c = cases[(cases["dataset"] == dataset) & (cases["stage"] == "confirm") & cases["gt_fraction"].notna()]
     if c.empty:
         return pd.Series(dtype=float)
     # Each case's ground truth is the same in every trial: one value per (case, class).
@@ -381,7 +606,7 @@ def size_view(cell: CellStats, cases: pd.DataFrame, trials: pd.DataFrame) -> dic
     t = trials[(trials["dataset"] == cell.dataset) & (trials["arch"] == cell.arch)]
     runs = ranked_runs(t)
     m = class_metric(cell.primary)
-    c = cases[cases["trial_id"].isin(set(runs["trial_id"]))]
+    c = cases[(cases["stage"] == "confirm") & cases["trial_id"].isin(set(runs["trial_id"]))]
     if c.empty:
         return None
     per_class = c.groupby(["loss", "class_name"])[m].mean().unstack("class_name")
