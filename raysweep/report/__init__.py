@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..results import SCHEMA_VERSION, overlay_dirs, read_results, read_sweep_meta, resolve_results_dir
+from ..power import power_limit
+from ..results import PROPOSALS, SCHEMA_VERSION, overlay_dirs, read_results, read_sweep_meta, resolve_results_dir
 from . import plots, stats
 
 _HERE = Path(__file__).parent
@@ -159,7 +160,10 @@ def _ranking_table(c: stats.CellStats) -> dict[str, Any]:
                  ("Rank 95% CI", "bootstrap over cases"), ("P(first)", "share of bootstrap replicates ranked 1st"),
                  ("p vs best", "Wilcoxon signed-rank against the best loss, Holm-corrected over all pairs")]
     cols += [(f"{x[6:]}", f"per-class {cm}, mean over seeds") for x in class_cols]
-    cols += [("Tuning gain", "tuned minus default primary metric (source in the tooltip)"),
+    cols += [("Last-20% gain", f"convergence: primary metric at the final report minus at the last report at or "
+              f"before {stats.TAIL_START:.0%} of the budget, mean over the ranked runs; >= "
+              f"{stats.CONVERGENCE_GAIN} means still improving (more steps could change the order)"),
+             ("Tuning gain", "tuned minus default primary metric (source in the tooltip)"),
              ("Best hyperparameters", "the confirmed configuration"), ("ms/step", "median training step"),
              ("Peak MB", "peak memory")]
     rows, classes = [], []
@@ -180,6 +184,10 @@ def _ranking_table(c: stats.CellStats) -> dict[str, Any]:
                     _cell(_pvalue(r.get("p_vs_best")) if loss != c.winner else "best",
                           repr(float(r["p_vs_best"])) if _finite(r.get("p_vs_best")) else None, "num")]
         row += [_num(r[x], "{:.3f}") for x in class_cols]
+        conv = _num(r.get("last20_gain"), "{:+.4f}", "warn" if loss in c.not_converged else "")
+        if loss in c.not_converged:
+            conv["title"] = f"not converged: gains >= {stats.CONVERGENCE_GAIN} over the last 20% of its budget"
+        row.append(conv)
         gain = _num(r["gain"], "{:+.4f}")
         gain["title"] = str(r["gain_source"])
         if not _finite(r["gain"]):
@@ -191,7 +199,7 @@ def _ranking_table(c: stats.CellStats) -> dict[str, Any]:
 
 
 def _pairwise_table(c: stats.CellStats) -> dict[str, Any] | None:
-    p = c.wilcoxon_holm
+    p, raw = c.wilcoxon_holm, c.wilcoxon_raw
     if p is None or len(p) > 30:
         return None
     titles = c.table["title"]
@@ -202,9 +210,77 @@ def _pairwise_table(c: stats.CellStats) -> dict[str, Any] | None:
         for b in p.columns:
             v = p.loc[a, b]
             row.append(_cell("" if a == b else _pvalue(v), None if a == b else repr(float(v)),
-                             "num sig" if a != b and v < stats.ALPHA else "num"))
+                             "num sig" if a != b and v < stats.ALPHA else "num",
+                             "" if a == b or raw is None else f"uncorrected p = {_pvalue(raw.loc[a, b])}"))
         rows.append(row)
     return _table(cols, rows)
+
+
+def _power(c: stats.CellStats, protocol: dict[str, Any] | None, alpha: float) -> dict[str, Any]:
+    """The design limit of the cell: from its actual complete cases and ranked losses, and as planned."""
+    planned = None
+    entry = ((protocol or {}).get("power") or {}) if isinstance((protocol or {}).get("power"), dict) else {}
+    p = entry.get(f"{c.dataset}/{c.arch}")
+    if isinstance(p, dict) and all(isinstance(p.get(k), int) for k in ("n_cases", "n_losses")):
+        planned = power_limit(p["n_cases"], p["n_losses"], float(p.get("alpha", alpha))).sentence()
+    return {"actual": c.power.sentence() if c.power is not None else None,
+            "declarable": None if c.power is None else c.power.declarable,
+            "planned": planned if planned is not None else "not recorded"}
+
+
+def _tuning_section(trials: pd.DataFrame, curves: pd.DataFrame, c: stats.CellStats,
+                    protocol: dict[str, Any] | None) -> dict[str, Any] | None:
+    es = (protocol or {}).get("early_stopping") if isinstance((protocol or {}).get("early_stopping"), dict) else None
+    rungs = [int(r) for r in es.get("rungs") or [] if isinstance(r, int)] if es else []
+    max_t = int(es["max_t"]) if es and isinstance(es.get("max_t"), int) else None
+    counts = stats.rung_counts(trials, curves, c.dataset, c.arch, rungs, max_t)
+    if counts.empty:
+        return None
+    names = stats.display_names(trials)
+    sources = stats.confirmed_sources(trials, c.dataset, c.arch)
+    recorded = counts[[f"proposal:{x}" for x in PROPOSALS]].to_numpy().sum() > 0
+    marks = [int(x[5:]) for x in counts.columns if x.startswith("rung:")]
+    cols = [("Loss", ""), ("Trials", "tune trials of the group")]
+    if recorded:
+        cols += [("Default", "the survey's defaults (first trial of the group)"),
+                 ("Random", "proposed by the sampler's random start-up"), ("Model", "proposed by TPE's model"),
+                 ("Fixed", "nothing to tune")]
+        if counts["proposal:unrecorded"].any():
+            cols.append(("Unrecorded", "trials without a recorded proposal"))
+    for r in marks:
+        cols.append((f"≥ {r} reports" + (" (max_t)" if r == max_t else ""),
+                     f"tune trials whose curve reached report {r}" + (": the full budget" if r == max_t else
+                                                                       ": an ASHA rung")))
+    cols += [("Full budget", "completed with every step of the budget: the trials confirmation picks from"),
+             ("Confirmed", "tune trial whose params the ranked confirmation runs use (matched by value)")]
+    order = [x for x in c.table.index if x in counts.index] + sorted(set(counts.index) - set(c.table.index))
+    rows = []
+    for loss in order:
+        r = counts.loc[loss]
+        row = [_loss_cell(names.get(loss, loss), loss), _cell(int(r["trials"]), int(r["trials"]))]
+        if recorded:
+            keys = [f"proposal:{x}" for x in PROPOSALS] + (["proposal:unrecorded"] if counts["proposal:unrecorded"]
+                                                           .any() else [])
+            row += [_cell(int(r[k]), int(r[k]), "num") for k in keys]
+        row += [_cell(int(r[f"rung:{m}"]), int(r[f"rung:{m}"]), "num") for m in marks]
+        row.append(_cell(int(r["full_budget"]), int(r["full_budget"]), "num"))
+        src = sources.get(loss)
+        row.append(_cell("not confirmed yet" if src is None else ", ".join(src[:3]) or "no match",
+                         title="" if not src or len(src) <= 3 else ", ".join(src)))
+        rows.append(row)
+    return {"table": _table(cols, rows), "proposals_recorded": bool(recorded), "rungs": rungs, "max_t": max_t,
+            "scheduler": str(es.get("scheduler", "not recorded")) if es else "not recorded"}
+
+
+def _case_list(cases: list[str], limit: int = 12) -> str:
+    return ", ".join(cases[:limit]) + (f" and {len(cases) - limit} more" if len(cases) > limit else "")
+
+
+def _roles(cases: pd.DataFrame, protocol: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
+    r = stats.case_roles(cases, protocol, dataset)
+    return {**r, "selection_text": _case_list(r["selection"]["cases"]) or "none recorded",
+            "ranking_text": _case_list(r["ranking"]["cases"]) or "none recorded",
+            "overlap_text": _case_list(r["overlap"], 20)}
 
 
 def _size_section(c: stats.CellStats, cases: pd.DataFrame, trials: pd.DataFrame) -> dict[str, Any] | None:
@@ -305,11 +381,32 @@ def _metadata(trials: pd.DataFrame, meta: dict[str, Any], max_failed: int) -> di
     }
 
 
+def _protocol_view(protocol: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """sweep.json's protocol as (key, text) pairs for the metadata; one "not recorded" line for older sweeps."""
+    if not protocol:
+        return [("protocol", "not recorded (a sweep from before the protocol was written to sweep.json)")]
+    out = []
+    for key in ("alpha", "early_stopping", "tuning", "confirmation"):
+        v = protocol.get(key)
+        out.append((key, "not recorded" if v is None else v if isinstance(v, str) else
+                    json.dumps(v, sort_keys=True, default=str)))
+    for key in ("selection", "ranking"):
+        v = protocol.get(key)
+        if not isinstance(v, dict):
+            out.append((key, "not recorded"))
+            continue
+        out.append((key, "; ".join(f"{d}: {e.get('split', '?')} ({len(e.get('cases') or [])} cases)"
+                                   if isinstance(e, dict) else f"{d}: {e}" for d, e in sorted(v.items()))))
+    return out
+
+
 def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: Path, *, alpha: float = stats.ALPHA,
                   n_boot: int = stats.BOOTSTRAP, max_failed: int = 200) -> dict[str, Any]:
     """Everything the template shows, as plain Python values (strings unescaped: the template escapes)."""
     trials, curves, cases = frames["trials"], frames["curves"], frames["cases"]
-    per_cell = [stats.cell_stats(trials, cases, d, a, alpha=alpha, n_boot=n_boot) for d, a in stats.cells(trials)]
+    protocol = meta.get("protocol") if isinstance(meta.get("protocol"), dict) else None
+    per_cell = [stats.cell_stats(trials, cases, d, a, alpha=alpha, n_boot=n_boot, curves=curves)
+                for d, a in stats.cells(trials)]
     ranked_cells = [c for c in per_cell if not c.table.empty]
 
     summary_rows, summary_classes = [], []
@@ -317,22 +414,48 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
         key = f"{c.dataset} / {c.arch}"
         if c.table.empty:
             summary_rows.append([_cell(key), _cell("no confirmation runs yet"), _cell(""), _cell("–"), _cell("–"),
-                                 _cell("–"), _cell("–")])
+                                 _cell("–"), _cell("–"), _cell("–"), _cell("–"), _cell("–")])
             summary_classes.append("")
             continue
         w = c.table.iloc[0]
         sep = {True: "yes", False: "no (tie)", None: "not tested"}[c.separable]
+        if c.power is None:
+            power = _cell("not tested", cls="na")
+        elif c.power.declarable:
+            power = _cell(f"can declare (min adj. p {c.power.min_p_adjusted:.3g})", c.power.min_p_adjusted,
+                          title=c.power.sentence())
+        else:
+            power = _cell(f"CANNOT declare any difference (needs ≥ {c.power.cases_needed} cases)",
+                          c.power.min_p_adjusted, "power-none", c.power.sentence())
+        names = [c.table.loc[x, "title"] for x in c.not_converged]
+        if c.not_converged:
+            conv = _cell("not converged: " + ", ".join(names), len(names), "warn",
+                         f"gain >= {stats.CONVERGENCE_GAIN} over the last 20% of the budget among the "
+                         f"{stats.CONVERGENCE_TOP} best losses")
+        elif c.table["last20_gain"].notna().any():
+            conv = _cell("yes", 0, title=f"none of the {stats.CONVERGENCE_TOP} best losses gains >= "
+                         f"{stats.CONVERGENCE_GAIN} over the last 20% of its budget")
+        else:
+            conv = _cell("no curves", cls="na")
         summary_rows.append([
             _cell(key), _loss_cell(w["title"], w["loss"], w["in_survey"]), _cell(w["family"]),
             _cell(f"{w['mean']:.4f}" + (f" [{w['ci_lo']:.4f}, {w['ci_hi']:.4f}]" if _finite(w["ci_lo"]) else ""),
                   repr(float(w["mean"])), "num"),
-            _num(c.spread, "{:.4f}"), _cell(sep, cls="sep-" + sep.split()[0]),
+            _num(c.spread, "{:.4f}"), _cell(sep, cls="sep-" + sep.split()[0]), power,
+            _num(c.kendall_w, "{:.3f}"), conv,
             _cell(f"{len(c.table)} losses, {c.n_cases} cases, {c.n_seeds} seeds")])
         summary_classes.append("")
     summary = _table([("Dataset / arch", ""), ("Winner", "best mean primary metric"), ("Family", ""),
                       ("Mean [95% CI]", "primary metric over seeds"), ("Spread", "best minus worst loss"),
-                      ("Top separable?", "Wilcoxon-Holm on paired per-case scores"), ("Evidence", "")],
+                      ("Top separable?", "Wilcoxon-Holm on paired per-case scores"),
+                      ("Design power", "can the cell's complete paired cases and ranked losses separate any pair at "
+                       "all after Holm's correction? (the smallest adjusted p-value the design allows)"),
+                      ("Seed agreement (W)", "Kendall's W of the seeds x losses matrix of final metrics (tie-"
+                       "corrected): 1 = every confirmation seed orders the losses alike, 0 = unrelated orders"),
+                      ("Converged?", f"'not converged' when one of the {stats.CONVERGENCE_TOP} best losses still "
+                       f"gains >= {stats.CONVERGENCE_GAIN} over the last 20% of its budget"), ("Evidence", "")],
                      summary_rows, summary_classes)
+    powerless = [f"{c.dataset} / {c.arch}" for c in per_cell if c.power is not None and not c.power.declarable]
 
     overall = stats.overall_ranking(ranked_cells)
     overall_table = None
@@ -376,12 +499,19 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
             "size": _size_section(c, cases, trials),
             "curves": plots.learning_curves(curves, c, set(runs["trial_id"])), "budget": plots.budget_curves(t, c),
             "overlays": _overlays(rdir, c, runs), "sensitivity": _sensitivity(trials, c, losses),
+            "power": _power(c, protocol, alpha), "tuning": _tuning_section(trials, curves, c, protocol),
+            "roles": _roles(cases, protocol, c.dataset),
+            "not_converged": [c.table.loc[x, "title"] for x in c.not_converged],
+            "kendall_w": c.kendall_w, "w_seeds": c.w_seeds, "w_losses": c.w_losses,
         })
     return {
         "title": f"raysweep ranking: {meta.get('sweep_id') or rdir}",
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "version": __version__, "schema_version": SCHEMA_VERSION, "alpha": alpha, "n_boot": n_boot,
         "results_dir": str(rdir), "progress": _progress(trials, meta, per_cell), "summary": summary,
+        "powerless": powerless, "overlaps": sorted({x["dataset"] for x in cells_ctx if x["roles"]["overlap"]}),
+        "protocol": _protocol_view(protocol), "convergence_gain": stats.CONVERGENCE_GAIN,
+        "convergence_top": stats.CONVERGENCE_TOP,
         "overall": overall_table, "family": _table(fam_cols, fam_rows) if ranked_cells else None,
         "family_plot": plots.family_ranks(ranked_cells), "cells": cells_ctx,
         "meta": _metadata(trials, meta, max_failed), "n_trials": len(trials),
