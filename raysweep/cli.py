@@ -116,6 +116,37 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from .report.compare import as_json, as_text, write_compare
+
+    result, html = write_compare(args.results_a, args.results_b, args.output or "compare.html")
+    print(as_json(result) if args.json else as_text(result))
+    if not args.json:
+        print(f"\ncompare: {html}")
+    return 0
+
+
+_COMPARE_NUMBERS = """\
+Each sweep's cell (dataset/arch) is ranked as its report ranks it: confirmation runs only, the mean primary
+metric over each loss's ranked runs, best first. Only cells ranked in both sweeps, and in them only losses
+ranked in both, are compared. Per cell:
+
+  Losses            losses ranked in both sweeps (the others are listed, not compared)
+  Kendall tau-b     rank correlation of the two sweeps' mean primary metrics (scipy.stats.kendalltau, tau-b:
+                    ties counted): +1 same order, -1 reversed order, about 0 unrelated
+  p(tau)            p-value of the test tau = 0 (few losses: weak evidence either way)
+  Top-3 overlap     k/3: how many of A's 3 best losses are among B's 3 best
+  Winners agree     yes when both sweeps have the same best loss
+  B's winner in A's top group
+                    yes when A's own data cannot separate B's winner from A's best (Wilcoxon signed-rank on
+                    paired per-case scores, Holm-corrected, alpha 0.05); "-" when A has no per-case scores
+  A's winner in B's top group
+                    the same the other way round; two "yes" mean differing winners do not contradict each other
+
+Writes a self-contained HTML page (default compare.html in the current folder) and prints the table.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     # No heavy imports here: `raysweep report` must work where torch is not installed.
     parser = argparse.ArgumentParser(
@@ -164,6 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="the sweep's --out folder or its results/ folder")
     p.add_argument("-o", "--output", metavar="FILE.html", help="where to write (default: <out>/report.html)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "compare",
+        help="do two sweeps agree? Kendall's tau, top-3 overlap and winners per dataset/architecture",
+        description="Compare the loss rankings of two sweeps (e.g. two seeds of the whole study, or two clusters) "
+        "cell by cell. Works offline, without Ray or a GPU.",
+        epilog=_COMPARE_NUMBERS, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("results_a", metavar="RESULTS_A", help="sweep A: its --out folder or its results/ folder")
+    p.add_argument("results_b", metavar="RESULTS_B", help="sweep B: its --out folder or its results/ folder")
+    p.add_argument("-o", "--output", metavar="FILE.html", help="where to write the HTML (default: compare.html)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of the table")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(
         "inverseform",

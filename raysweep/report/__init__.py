@@ -522,18 +522,25 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
 def render(context: dict[str, Any]) -> str:
     """The HTML text of the report (Jinja2, autoescaping on)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
-    from markupsafe import Markup
 
     env = Environment(loader=FileSystemLoader(_HERE / "templates"), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
-    # Only our own static assets are trusted; "</", "<!--" and "<script" cannot occur in them (checked), so they can
-    # neither end their element nor switch the HTML parser into a script's escaped states.
-    for key in ("css", "js"):
-        bad = [x for x in ("</", "<!--", "<script") if x in context[key].lower()]
-        if bad:
-            raise ValueError(f"report asset {key} must not contain {bad[0]!r}")
-    context = {**context, "css": Markup(context["css"]), "js": Markup(context["js"])}
+    context = {**context, "css": trusted_asset(context["css"], "css"), "js": trusted_asset(context["js"], "js")}
     return env.get_template("report.html.j2").render(**context)
+
+
+def trusted_asset(text: str, key: str):
+    """``text`` (one of this package's own static assets) marked safe for the template, after checking it.
+
+    Only our own static assets are trusted; "</", "<!--" and "<script" cannot occur in them (checked), so they can
+    neither end their element nor switch the HTML parser into a script's escaped states.
+    """
+    from markupsafe import Markup
+
+    bad = [x for x in ("</", "<!--", "<script") if x in text.lower()]
+    if bad:
+        raise ValueError(f"report asset {key} must not contain {bad[0]!r}")
+    return Markup(text)
 
 
 __all__ = ["build_context", "build_report", "default_report_path", "render"]
