@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from raysweep.data import DATASETS, build_dataset
+from raysweep.data import DATASETS, build_dataset, list_cases
 from raysweep.data.cityscapes import LUT, map_label_ids
 from raysweep.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -102,7 +102,8 @@ def test_resize_for_evaluation_is_nearest_on_labels(cs_root):
 
 
 def test_train_items_are_random_crops_with_joint_augmentation(cs_root):
-    ds = build_dataset("cityscapes", root=cs_root, split="train", image_size=(H, W), crop_size=24, seed=0)
+    ds = build_dataset("cityscapes", root=cs_root, split="train", image_size=(H, W), crop_size=24, seed=0,
+                       holdout_cities=0)
     assert len(ds) == 4
     seen = set()
     for _ in range(6):
@@ -120,14 +121,16 @@ def test_train_items_are_random_crops_with_joint_augmentation(cs_root):
 
 
 def test_crop_larger_than_image_pads_mask_with_ignore(cs_root):
-    ds = build_dataset("cityscapes", root=cs_root, split="train", image_size=(16, 16), crop_size=(24, 24), seed=1)
+    ds = build_dataset("cityscapes", root=cs_root, split="train", image_size=(16, 16), crop_size=(24, 24), seed=1,
+                       holdout_cities=0)
     mask = ds[0]["mask"].numpy()
     assert mask.shape == (24, 24)
     assert (mask == 255).sum() >= 24 * 24 - 16 * 16  # the padding is ignored, never a class
 
 
 def test_cities_filter_and_test_split(cs_root):
-    ds = build_dataset("cityscapes", root=cs_root, split="train", cities=["bochum"], image_size=(H, W))
+    ds = build_dataset("cityscapes", root=cs_root, split="train", cities=["bochum"], image_size=(H, W),
+                       holdout_cities=0)
     assert ds.cases == ["bochum_000001_000019", "bochum_000001_000020"]
     with pytest.raises(ValueError, match="no cities.*'paris'"):
         build_dataset("cityscapes", root=cs_root, split="train", cities=["paris"])
@@ -238,3 +241,176 @@ def test_file_removed_after_construction_is_file_not_found(cs_root):
 def test_bad_option_values_name_the_option(cs_root, option, value, match):
     with pytest.raises(ValueError, match="^cityscapes: option " + match):
         build_dataset("cityscapes", root=cs_root, split="train", **{option: value})
+
+
+# -- the holdout split: whole training cities held out for selection, disjoint from train and val -------------------
+
+TRAIN_CITIES = ("aachen", "bochum", "bremen", "cologne", "darmstadt")
+
+
+@pytest.fixture
+def cs_five(tmp_path):
+    """Five training cities (one image each, aachen two) and two val cities (one image each)."""
+    root = tmp_path / "cityscapes5"
+    for seq, city in enumerate(TRAIN_CITIES):
+        for frame in ((19, 20) if city == "aachen" else (19,)):
+            write_pair(root, "train", city, seq, frame)
+    write_pair(root, "val", "frankfurt", 0, 294)
+    write_pair(root, "val", "lindau", 0, 19)
+    return root
+
+
+def _drawn(pool, k, seed):
+    """The documented draw, written out independently: default_rng(seed) permutes the sorted names, first k kept."""
+    ordered = sorted(pool)
+    return sorted(ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))[:k])
+
+
+def _cs(root, split, **kw):
+    return build_dataset("cityscapes", root=root, split=split, image_size=(H, W), **kw)
+
+
+def _cities(ds):
+    return {c.rsplit("_", 2)[0] for c in ds.cases}
+
+
+def test_holdout_info_roles():
+    info = DATASETS["cityscapes"]
+    assert info.splits == ("train", "val", "holdout") and info.select_split == "holdout" and info.eval_split == "val"
+
+
+def test_holdout_is_whole_training_cities_disjoint_from_train_and_val(cs_five):
+    train, holdout, val = _cs(cs_five, "train"), _cs(cs_five, "holdout"), _cs(cs_five, "val")
+    held = _drawn(TRAIN_CITIES, 3, 0)  # the defaults: holdout_cities=3, split_seed=0
+    assert train.held_out == holdout.held_out == held and val.held_out is None
+    assert _cities(holdout) == set(held) and _cities(train) == set(TRAIN_CITIES) - set(held)
+    assert _cities(val) == {"frankfurt", "lindau"}
+    assert not set(train.cases) & set(holdout.cases) and not set(holdout.cases) & set(val.cases)
+    assert len(train) + len(holdout) == 6  # every training image is in exactly one of the two
+    # holdout items are not augmented: whole resized images, the same twice, labels mapped exactly
+    first, again = holdout[0], holdout[0]
+    assert first["mask"].shape == (H, W)
+    np.testing.assert_array_equal(first["mask"].numpy(), again["mask"].numpy())
+    seq, frame = (int(x) for x in first["case"].split("_")[1:])
+    np.testing.assert_array_equal(first["mask"].numpy(), LUT[label_ids_for(seq + frame)])
+
+
+def test_holdout_seeded_choice_is_reproducible_and_changes_with_split_seed(cs_five):
+    picks = {seed: _cs(cs_five, "holdout", holdout_cities=2, split_seed=seed).held_out for seed in range(6)}
+    assert picks[4] == _cs(cs_five, "holdout", holdout_cities=2, split_seed=4).held_out
+    assert all(picks[seed] == _drawn(TRAIN_CITIES, 2, seed) for seed in picks)
+    assert picks[1] != picks[0] and len({tuple(p) for p in picks.values()}) > 2
+
+
+def test_explicit_holdout_cities_are_honoured(cs_five):
+    holdout = _cs(cs_five, "holdout", holdout_cities=["darmstadt", "aachen"])
+    train = _cs(cs_five, "train", holdout_cities=["darmstadt", "aachen"])
+    assert holdout.cases == ["aachen_000000_000019", "aachen_000000_000020", "darmstadt_000004_000019"]
+    assert _cities(train) == {"bochum", "bremen", "cologne"}
+    everything = _cs(cs_five, "train", holdout_cities=0)  # 0 holds out nothing: the official train split
+    assert everything.held_out == [] and len(everything) == 6 and _cities(everything) == set(TRAIN_CITIES)
+
+
+def test_cities_restrict_the_pool_and_may_name_cities_of_both_splits(cs_five):
+    shared = {"cities": ["bochum", "bremen", "cologne", "frankfurt"], "holdout_cities": 1}
+    train, holdout, val = (_cs(cs_five, split, **shared) for split in ("train", "holdout", "val"))
+    assert _cities(val) == {"frankfurt"}
+    assert holdout.held_out == train.held_out and set(holdout.held_out) <= {"bochum", "bremen", "cologne"}
+    assert _cities(train) | _cities(holdout) == {"bochum", "bremen", "cologne"}
+    assert not _cities(train) & _cities(holdout)
+    # cities set for training only (a narrower pool than the holdout split's): still never trains on a held-out city
+    for seed in range(10):
+        for narrow in (["aachen", "bochum", "bremen", "cologne"], ["bochum", "darmstadt", "cologne"]):
+            tr = _cs(cs_five, "train", cities=narrow, holdout_cities=2, split_seed=seed)
+            ho = _cs(cs_five, "holdout", holdout_cities=2, split_seed=seed)
+            assert not _cities(tr) & _cities(ho), (seed, narrow)
+
+
+@pytest.mark.parametrize(
+    "split,options,match",
+    [
+        ("holdout", {"holdout_cities": 0}, r"^cityscapes: the holdout split is empty because option holdout_cities "
+                                           r"is 0 \(nothing held out\); set holdout_cities to .* \(default 3\)"),
+        ("holdout", {"holdout_cities": ["paris"]}, r"option holdout_cities names paris, which is not a training city "
+                                                   r"under .*leftImg8bit/train; choose whole training cities among: "
+                                                   r"aachen, bochum, bremen, cologne, darmstadt"),
+        ("train", {"holdout_cities": ["lindau", "bochum"]}, r"names lindau, which is a val city \(the ranking split\)"),
+        ("train", {"holdout_cities": 5}, r"option holdout_cities is 5, but there are only 5 training cities under "
+                                         r".*; hold out at most 4 \(0 for none\)"),
+        ("holdout", {"holdout_cities": list(TRAIN_CITIES)}, "holds out all 5 training cities, leaving none to train"),
+        ("train", {"holdout_cities": 2, "cities": ["bochum", "bremen"]},
+         r"holdout_cities is 2, but there are only 2 training cities that option cities keeps .* or widen cities"),
+        ("holdout", {"holdout_cities": ["aachen"], "cities": ["bochum", "bremen"]},
+         r"option holdout_cities names aachen, which option cities leaves out; add them to cities or remove them"),
+        ("val", {"cities": ["bochum"]}, r"^cityscapes: option cities keeps no val city \(it names only train cities: "
+                                        r"bochum\); add val cities to it \(available: frankfurt, lindau\)"),
+        ("holdout", {"cities": ["lindau"]}, r"option cities keeps no train city"),
+        ("train", {"cities": ["paris", "bochum"]}, r"option cities: no cities \['paris'\] under .*available: aachen"),
+    ],
+)
+def test_holdout_options_that_do_not_fit_the_data(cs_five, split, options, match):
+    with pytest.raises(ValueError, match=match):
+        _cs(cs_five, split, **options)
+    with pytest.raises(ValueError, match=match):
+        list_cases("cityscapes", split, root=cs_five, **options)
+
+
+@pytest.mark.parametrize(
+    "option,value,match",
+    [
+        ("holdout_cities", -2, r"holdout_cities must be an integer >= 0 or a non-empty list of distinct names "
+                               r"\(e\.g\. \[aachen, bochum\]\), got -2"),
+        ("holdout_cities", "aachen", "holdout_cities must be an integer >= 0 or a non-empty list"),
+        ("holdout_cities", [], "holdout_cities must be an integer >= 0 or a non-empty list"),
+        ("holdout_cities", ["aachen", "aachen"], "holdout_cities must be .* distinct"),
+        ("holdout_cities", 1.0, "holdout_cities must be an integer"),
+        ("split_seed", "zero", "split_seed must be an integer >= 0, got 'zero'"),
+    ],
+)
+def test_bad_holdout_option_values_are_refused_without_reading_data(tmp_path, option, value, match):
+    from raysweep.data import check_dataset_options
+
+    with pytest.raises(ValueError, match="^cityscapes: option " + match):
+        check_dataset_options("cityscapes", {option: value})
+    with pytest.raises(ValueError, match="^cityscapes: option " + match):
+        build_dataset("cityscapes", root=tmp_path / "nowhere", split="holdout", **{option: value})
+    with pytest.raises(ValueError, match="^cityscapes: option " + match):
+        list_cases("cityscapes", "holdout", root=tmp_path / "nowhere", **{option: value})
+
+
+def test_list_cases_equals_the_item_cases_in_order(cs_five):
+    for split in ("train", "holdout", "val"):
+        for options in ({}, {"holdout_cities": 1, "split_seed": 7}, {"holdout_cities": ["bremen"]},
+                        {"cities": ["aachen", "bremen", "darmstadt", "lindau"], "holdout_cities": 1}):
+            ds = _cs(cs_five, split, **options)
+            listed = list_cases("cityscapes", split, root=cs_five, image_size=(H, W), **options)
+            assert listed == [ds[i]["case"] for i in range(len(ds))], (split, options)
+
+
+def test_list_cases_reads_no_image(cs_five, monkeypatch):
+    import raysweep.data.cityscapes as cityscapes
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("list_cases decoded a PNG")
+
+    monkeypatch.setattr(cityscapes, "_read_png", refuse)
+    assert list_cases("cityscapes", "val", root=cs_five) == ["frankfurt_000000_000294", "lindau_000000_000019"]
+    assert len(list_cases("cityscapes", "holdout", root=cs_five)) == len(_cs(cs_five, "holdout"))
+
+
+def test_list_cases_errors_match_build_dataset(cs_root, tmp_path):
+    calls = [
+        ({"split": "test"}, ValueError, "unknown split 'test'.*no public labels"),
+        ({"citys": ["x"]}, ValueError, r"unknown option\(s\) citys; accepted: image_size, crop_size, cities"),
+        ({"root": None}, ValueError, "root=PATH"),
+        ({"root": tmp_path / "nowhere"}, FileNotFoundError, "nowhere"),
+        ({"split": "val", "crop_size": "512"}, ValueError, "option crop_size"),
+        ({"split": "holdout", "holdout_cities": 0}, ValueError, "holdout split is empty"),
+    ]
+    for kwargs, error, match in calls:
+        kwargs = {"split": "train", "root": cs_root, **kwargs}
+        with pytest.raises(error, match=match):
+            build_dataset("cityscapes", **kwargs)
+        split = kwargs.pop("split")
+        with pytest.raises(error, match=match):
+            list_cases("cityscapes", split, **kwargs)

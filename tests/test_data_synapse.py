@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from raysweep.data import DATASETS, Volume, build_dataset
+from raysweep.data import DATASETS, Volume, build_dataset, list_cases
 from raysweep.data.synapse import TEST_CASES, TRAIN_CASES
 
 H = W = 32
@@ -64,7 +64,7 @@ def test_info_matches_the_transunet_protocol():
 
 def test_train_split_reads_npz_exactly_and_skips_test_cases(synapse_root):
     with pytest.warns(UserWarning, match="case0001"):
-        ds = build_dataset("synapse", root=synapse_root, split="train", image_size=H, augment=False)
+        ds = build_dataset("synapse", root=synapse_root, split="train", image_size=H, augment=False, val_cases=0)
     assert len(ds) == 6 and ds.cases == ["case0005", "case0006"]
     item = ds[4]
     assert item["case"] == "case0006_slice001"
@@ -78,7 +78,8 @@ def test_train_split_reads_npz_exactly_and_skips_test_cases(synapse_root):
 def test_train_resize_to_image_size_keeps_label_values(synapse_root):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = build_dataset("synapse", root=synapse_root, split="train", image_size=(56, 48), augment=False)
+        ds = build_dataset("synapse", root=synapse_root, split="train", image_size=(56, 48), augment=False,
+                           val_cases=0)
     item = ds[0]
     assert item["image"].shape == (1, 56, 48) and item["mask"].shape == (56, 48)
     assert set(np.unique(item["mask"].numpy())) <= set(np.unique(slice_arrays(5, 0)[1]).astype(int))
@@ -87,7 +88,7 @@ def test_train_resize_to_image_size_keeps_label_values(synapse_root):
 def test_default_224_and_augmentation_run(synapse_root):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = build_dataset("synapse", root=synapse_root, split="train", seed=0)
+        ds = build_dataset("synapse", root=synapse_root, split="train", seed=0, val_cases=0)
     shapes = {tuple(ds[i]["mask"].shape) for i in range(len(ds))}
     assert shapes == {(224, 224)}
     masks = [ds[0]["mask"].numpy() for _ in range(8)]
@@ -132,7 +133,7 @@ def test_spacing_attribute_is_reported(synapse_root):
 def test_train_volumes_stack_slices_in_order(synapse_root):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = build_dataset("synapse", root=synapse_root, split="train")
+        ds = build_dataset("synapse", root=synapse_root, split="train", val_cases=0)
     vols = {v.case: v for v in ds.volumes()}
     assert set(vols) == {"case0005", "case0006"}
     np.testing.assert_array_equal(vols["case0006"].label[2], slice_arrays(6, 2)[1])
@@ -145,6 +146,7 @@ def test_split_lists_select_slices_and_volumes(synapse_root, where):
     (list_dir / "train.txt").write_text("case0005_slice002\ncase0001_slice000\n\n")  # lists may include any case
     (list_dir / "test_vol.txt").write_text("case0099\r\ncase0002\n")
     kwargs = {"list_dir": list_dir} if where == "custom" else {}
+    kwargs["val_cases"] = 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no skipping warnings when lists are given
         train = build_dataset("synapse", root=synapse_root, split="train", augment=False, image_size=H, **kwargs)
@@ -179,8 +181,8 @@ def test_missing_root_and_wrong_layout(tmp_path):
         build_dataset("synapse", root=tmp_path / "flat", split="train")
     with pytest.raises(ValueError, match="root=PATH"):
         build_dataset("synapse", split="train")
-    with pytest.raises(ValueError, match="unknown split 'val'"):
-        build_dataset("synapse", root=tmp_path / "flat", split="val")
+    with pytest.raises(ValueError, match="unknown split 'valid'"):
+        build_dataset("synapse", root=tmp_path / "flat", split="valid")
     with pytest.raises(ValueError, match="unknown option.*img_size"):
         build_dataset("synapse", root=tmp_path / "flat", img_size=224)
 
@@ -198,7 +200,7 @@ def test_truncated_npz_names_the_file(synapse_root):
     path.write_bytes(data[: len(data) // 2])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = build_dataset("synapse", root=synapse_root, split="train")
+        ds = build_dataset("synapse", root=synapse_root, split="train", val_cases=0)
     ds[0]  # other slices still load
     with pytest.raises(ValueError, match=r"case0005_slice001\.npz.*corrupt or truncated"):
         ds[1]
@@ -208,7 +210,7 @@ def test_npz_with_wrong_keys_names_file_and_keys(synapse_root):
     np.savez(synapse_root / "train_npz" / "case0005_slice000.npz", img=np.zeros((H, W)), label=np.zeros((H, W)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = build_dataset("synapse", root=synapse_root, split="train")
+        ds = build_dataset("synapse", root=synapse_root, split="train", val_cases=0)
     with pytest.raises(ValueError, match=r"case0005_slice000\.npz: missing key\(s\) \['image'\].*'img'"):
         ds[0]
 
@@ -219,7 +221,7 @@ def test_labels_out_of_range_name_values_and_file(synapse_root):
     write_npz(synapse_root / "train_npz" / "case0005_slice002.npz", image, label)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = build_dataset("synapse", root=synapse_root, split="train")
+        ds = build_dataset("synapse", root=synapse_root, split="train", val_cases=0)
     with pytest.raises(ValueError, match=r"case0005_slice002\.npz: label values \[9, 13\] are outside .*0\.\.8"):
         ds[2]
     label[0, 0], label[0, 1] = 1.5, 1
@@ -266,7 +268,8 @@ def test_h5_errors_name_the_file(synapse_root):
 def _build(root, split, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the fixture's non-standard cases are skipped with a warning
-        return build_dataset("synapse", root=root, split=split, image_size=H, augment=False, **kw)
+        return build_dataset("synapse", root=root, split=split, image_size=H, augment=False,
+                             **{"val_cases": 0, **kw})
 
 
 def _npz_bytes(tmp_path, **arrays) -> bytes:
@@ -414,3 +417,218 @@ def test_training_volume_with_slices_of_different_sizes(synapse_root):
 def test_bad_option_values_name_the_option(synapse_root, option, value, match):
     with pytest.raises(ValueError, match="^synapse: option " + match):
         build_dataset("synapse", root=synapse_root, split="train", **{option: value})
+
+
+# -- the val split: whole training cases held out for selection, disjoint from train and test ----------------------
+
+SIX = ("case0005", "case0006", "case0007", "case0009", "case0010", "case0021")
+
+
+@pytest.fixture
+def synapse_six(tmp_path):
+    """Six standard training cases (2 slices each, case0009 3) and two standard test volumes."""
+    root = tmp_path / "Synapse6"
+    (root / "train_npz").mkdir(parents=True)
+    (root / "test_vol_h5").mkdir()
+    for name in SIX:
+        case = int(name[4:])
+        for z in range(3 if case == 9 else 2):
+            write_npz(root / "train_npz" / f"{name}_slice{z:03d}.npz", *slice_arrays(case, z))
+    for case in (1, 2):
+        pairs = [slice_arrays(case, z) for z in range(2)]
+        write_h5(root / "test_vol_h5" / f"case{case:04d}.npy.h5", np.stack([p[0] for p in pairs]),
+                 np.stack([p[1] for p in pairs]))
+    return root
+
+
+def _drawn(pool, k, seed):
+    """The documented draw, written out independently: default_rng(seed) permutes the sorted ids, first k kept."""
+    ordered = sorted(pool)
+    return sorted(ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))[:k])
+
+
+def _slice_cases(ds):
+    return {ds[i]["case"].split("_slice")[0] for i in range(len(ds))}
+
+
+def test_info_roles():
+    info = DATASETS["synapse"]
+    assert info.splits == ("train", "val", "test") and info.select_split == "val" and info.eval_split == "test"
+
+
+def test_val_holds_out_whole_training_cases_disjoint_from_train_and_test(synapse_six):
+    train = _build(synapse_six, "train", val_cases=4)
+    val = _build(synapse_six, "val", val_cases=4)
+    test = _build(synapse_six, "test")
+    held = _drawn(SIX, 4, 0)
+    assert train.held_out == val.held_out == held and test.held_out is None
+    assert val.cases == held and train.cases == sorted(set(SIX) - set(held)) and test.cases == ["case0001", "case0002"]
+    assert not set(train.cases) & set(val.cases) and not set(val.cases) & set(test.cases)
+    assert not set(train.cases) & set(test.cases)
+    # the train split really has no slice of a held-out case; val has every slice of each held-out case
+    assert _slice_cases(train) == set(train.cases) and _slice_cases(val) == set(held)
+    assert len(val) == sum(3 if c == "case0009" else 2 for c in held)
+    assert len(train) + len(val) == 13
+    # val items are not augmented: the same item twice is identical and equals the file (identity resize)
+    first, again = val[0], val[0]
+    np.testing.assert_array_equal(first["mask"].numpy(), again["mask"].numpy())
+    case, z = first["case"].split("_slice")
+    np.testing.assert_allclose(first["image"][0].numpy(), slice_arrays(int(case[4:]), int(z))[0], atol=1e-6)
+
+
+def test_val_volumes_stack_training_slices_without_spacing(synapse_six):
+    val = _build(synapse_six, "val", val_cases=["case0009", "case0005"])
+    vols = list(val.volumes())
+    assert [v.case for v in vols] == ["case0005", "case0009"]
+    v = vols[1]
+    assert v.image.shape == (3, H, W) and v.label.dtype == np.int64 and v.spacing is None
+    for z in range(3):
+        np.testing.assert_array_equal(v.label[z], slice_arrays(9, z)[1])
+    assert tuple(val.volume_input(v).shape) == (3, 1, H, W)
+
+
+def test_val_default_is_four_cases_drawn_with_split_seed_zero(synapse_six):
+    val = _build(synapse_six, "val", val_cases=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        default = build_dataset("synapse", root=synapse_six, split="val", image_size=H)
+    assert default.cases == val.cases == _drawn(SIX, 4, 0)
+    assert not default.transform.transforms[:-1]  # no augmentation step before the resize
+
+
+def test_seeded_choice_is_reproducible_and_changes_with_split_seed(synapse_six):
+    picks = {seed: _build(synapse_six, "val", val_cases=2, split_seed=seed).cases for seed in range(6)}
+    assert picks[3] == _build(synapse_six, "val", val_cases=2, split_seed=3).cases
+    assert all(picks[seed] == _drawn(SIX, 2, seed) for seed in picks)
+    assert picks[1] != picks[0] and len({tuple(p) for p in picks.values()}) > 2
+
+
+def test_explicit_val_cases_are_honoured(synapse_six):
+    train = _build(synapse_six, "train", val_cases=["case0021", "case0005"])
+    val = _build(synapse_six, "val", val_cases=["case0021", "case0005"])
+    assert val.cases == ["case0005", "case0021"] and val.held_out == ["case0005", "case0021"]
+    assert train.cases == ["case0006", "case0007", "case0009", "case0010"]
+
+
+def test_val_cases_zero_holds_out_nothing_and_val_is_an_error(synapse_six):
+    assert _build(synapse_six, "train", val_cases=0).cases == list(SIX)
+    with pytest.raises(ValueError, match=r"^synapse: the val split is empty because option val_cases is 0 \(nothing "
+                                         r"held out\); set val_cases to .* \(default 4\) or to a list"):
+        _build(synapse_six, "val", val_cases=0)
+
+
+@pytest.mark.parametrize(
+    "val_cases,match",
+    [
+        (["case0777"], r"val_cases names case0777, which is not a training case in .*train_npz; choose whole "
+                       r"training cases to hold out among: case0005, case0006, case0007, case0009, case0010"),
+        (["case0005", "case0001"], r"val_cases names case0001, which is a test case \(the ranking split\); choose"),
+        (6, r"val_cases is 6, but .*train_npz holds only 6 training case\(s\) .*; hold out at most 5 \(0 for none\)"),
+        (60, r"val_cases is 60, but .* holds only 6"),
+        (list(SIX), r"val_cases holds out all 6 training cases in .*, leaving none to train on"),
+    ],
+)
+def test_val_cases_that_do_not_fit_the_data(synapse_six, val_cases, match):
+    for split in ("train", "val"):
+        with pytest.raises(ValueError, match="^synapse: option " + match):
+            _build(synapse_six, split, val_cases=val_cases)
+        with pytest.raises(ValueError, match="^synapse: option " + match):
+            list_cases("synapse", split, root=synapse_six, val_cases=val_cases)
+
+
+@pytest.mark.parametrize(
+    "option,value,match",
+    [
+        ("val_cases", -1, r"val_cases must be an integer >= 0 or a non-empty list of distinct names \(e\.g\. "
+                          r"\[case0005, case0021\]\), got -1"),
+        ("val_cases", True, "val_cases must be an integer >= 0 or a non-empty list"),
+        ("val_cases", 2.0, "val_cases must be an integer >= 0 or a non-empty list"),
+        ("val_cases", "case0005", "val_cases must be an integer >= 0 or a non-empty list .*, got 'case0005'"),
+        ("val_cases", [], "val_cases must be an integer >= 0 or a non-empty list"),
+        ("val_cases", ["5"], r"val_cases must be .*, got \['5'\]"),
+        ("val_cases", ["case0005", "case0005"], "val_cases must be .* distinct names"),
+        ("split_seed", -1, "split_seed must be an integer >= 0, got -1"),
+        ("split_seed", None, "split_seed must be an integer >= 0, got None"),
+    ],
+)
+def test_bad_hold_out_option_values_are_refused_without_reading_data(tmp_path, option, value, match):
+    from raysweep.data import check_dataset_options
+
+    with pytest.raises(ValueError, match="^synapse: option " + match):
+        check_dataset_options("synapse", {option: value})
+    with pytest.raises(ValueError, match="^synapse: option " + match):  # before the (missing) root is looked at
+        build_dataset("synapse", root=tmp_path / "nowhere", split="val", **{option: value})
+    with pytest.raises(ValueError, match="^synapse: option " + match):
+        list_cases("synapse", "val", root=tmp_path / "nowhere", **{option: value})
+    assert check_dataset_options("synapse", {"val_cases": ["case0005"], "split_seed": 3}) == {
+        "val_cases": ["case0005"], "split_seed": 3}
+
+
+def test_train_list_with_held_out_cases(synapse_six):
+    """With train.txt, the training cases are those listed; held-out cases' listed slices move to val, and a listed
+    standard test case is never drawn (nor accepted by name)."""
+    (synapse_six / "lists_Synapse").mkdir()
+    listed = ["case0005_slice001", "case0006_slice000", "case0006_slice001", "case0009_slice002", "case0010_slice000"]
+    (synapse_six / "lists_Synapse" / "train.txt").write_text("\n".join(listed) + "\n")
+    train = _build(synapse_six, "train", val_cases=["case0006", "case0009"])
+    val = _build(synapse_six, "val", val_cases=["case0006", "case0009"])
+    assert [train[i]["case"] for i in range(len(train))] == ["case0005_slice001", "case0010_slice000"]
+    assert [val[i]["case"] for i in range(len(val))] == ["case0006_slice000", "case0006_slice001",
+                                                         "case0009_slice002"]
+    assert [v.image.shape[0] for v in val.volumes()] == [2, 1]
+    with pytest.raises(ValueError, match=r"case0021, which is not a training case in the train list .*train\.txt"):
+        _build(synapse_six, "val", val_cases=["case0021"])
+    with pytest.raises(ValueError, match=r"holds only 4 training case\(s\) \(case0005, case0006, case0009, case0010"):
+        _build(synapse_six, "val", val_cases=4)
+    # a standard test case in the train list (no test list): trained on, as listed, but never held out
+    write_npz(synapse_six / "train_npz" / "case0001_slice000.npz", *slice_arrays(1, 0))
+    (synapse_six / "lists_Synapse" / "train.txt").write_text("\n".join(listed + ["case0001_slice000"]) + "\n")
+    for seed in range(8):
+        assert "case0001" not in _build(synapse_six, "val", val_cases=3, split_seed=seed).cases
+    with pytest.raises(ValueError, match="case0001, which is a test case"):
+        _build(synapse_six, "val", val_cases=["case0001"])
+    # a test list decides what the test cases are
+    (synapse_six / "lists_Synapse" / "test_vol.txt").write_text("case0002\n")
+    assert _build(synapse_six, "val", val_cases=["case0001"]).cases == ["case0001"]
+
+
+def test_list_cases_equals_the_cases_evaluation_reports(synapse_six):
+    for split in ("train", "val", "test"):
+        for options in ({}, {"val_cases": 2, "split_seed": 5}, {"val_cases": ["case0010"]}):
+            ds = _build(synapse_six, split, **{"val_cases": 4, **options})
+            listed = list_cases("synapse", split, root=synapse_six, image_size=H, augment=False,
+                                **{"val_cases": 4, **options})
+            assert listed == [v.case for v in ds.volumes()], (split, options)
+
+
+def test_list_cases_reads_no_image_data(synapse_six, monkeypatch):
+    import raysweep.data.synapse as synapse
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("list_cases read a data file")
+
+    monkeypatch.setattr(synapse, "_read_npz", refuse)
+    monkeypatch.setattr(synapse.SynapseDataset, "_open", staticmethod(refuse))
+    monkeypatch.setattr(h5py, "File", refuse)
+    assert list_cases("synapse", "test", root=synapse_six) == ["case0001", "case0002"]
+    assert list_cases("synapse", "val", root=synapse_six) == _drawn(SIX, 4, 0)
+    assert list_cases("synapse", "train", root=synapse_six) == sorted(set(SIX) - set(_drawn(SIX, 4, 0)))
+
+
+def test_list_cases_errors_match_build_dataset(synapse_six, tmp_path):
+    calls = [
+        ({"split": "valid"}, ValueError, "unknown split 'valid'"),
+        ({"img_size": 3}, ValueError, r"unknown option\(s\) img_size; accepted: image_size, list_dir, val_cases"),
+        ({"root": None}, ValueError, "root=PATH"),
+        ({"root": tmp_path / "nowhere"}, FileNotFoundError, "nowhere"),
+        ({"image_size": 0}, ValueError, "option image_size"),
+        ({"split": "val", "val_cases": 0}, ValueError, "val split is empty"),
+        ({"list_dir": tmp_path}, FileNotFoundError, "train.txt"),
+    ]
+    for kwargs, error, match in calls:
+        kwargs = {"split": "train", "root": synapse_six, **kwargs}
+        with pytest.raises(error, match=match):
+            build_dataset("synapse", **kwargs)
+        split = kwargs.pop("split")
+        with pytest.raises(error, match=match):
+            list_cases("synapse", split, **kwargs)

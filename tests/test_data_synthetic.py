@@ -324,3 +324,58 @@ def test_brief_cpu_training_lands_mid_range_and_losses_disagree():
     gaps = {k: abs(per_class_ce[k] - per_class_dice[k]) for k in per_class_ce}
     assert sum(gap >= 0.2 for gap in gaps.values()) >= 2, f"per-class DSC gaps too small: {gaps}"
     assert abs(ce["dice"] - dice["dice"]) >= 0.05, (ce["dice"], dice["dice"])
+
+
+# -- roles of the splits: train, selection (val) and ranking (test) share no case ------------------------------------
+
+
+def test_train_select_and_rank_splits_share_no_case_and_no_volume(train):
+    info = DATASETS["synthetic"]
+    assert info.select_split == "val" and info.eval_split == "test"
+    splits = {"train": train, "val": build_dataset("synthetic", split="val", seed=0),
+              "test": build_dataset("synthetic", split="test", seed=0)}
+    cases = {name: [v.case for v in ds.volumes()] for name, ds in splits.items()}
+    assert [len(c) for c in cases.values()] == [16, 4, 8]
+    everything = [c for split in cases.values() for c in split]
+    assert len(set(everything)) == len(everything), "a case id appears in two splits"
+    # no identical volume anywhere: hash every volume's image bytes across the three splits
+    digests = {ds.images[v].tobytes() for ds in splits.values() for v in range(ds.images.shape[0])}
+    assert len(digests) == 28
+    item_cases = {name: {ds[i]["case"].split("_slice")[0] for i in range(0, len(ds), ds.depth)}
+                  for name, ds in splits.items()}
+    assert not item_cases["train"] & item_cases["val"] and not item_cases["val"] & item_cases["test"]
+
+
+def test_list_cases_equals_volume_cases_without_generating():
+    from raysweep.data import list_cases
+
+    _generate_split.cache_clear()
+    for split, options in (("val", {}), ("test", {"num_volumes": 3}), ("train", {"num_volumes": None, "depth": 4})):
+        listed = list_cases("synthetic", split, seed=0, **options)
+        assert _generate_split.cache_info().currsize == 0  # nothing generated
+        ds = build_dataset("synthetic", split=split, seed=0, image_size=32, **{"depth": 4, **options})
+        assert listed == [v.case for v in ds.volumes()]
+        _generate_split.cache_clear()
+    assert list_cases("synthetic", "val") == ["val000", "val001", "val002", "val003"]
+    with pytest.raises(ValueError, match="unknown split 'valid'"):
+        list_cases("synthetic", "valid")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) size; accepted: seed, image_size"):
+        list_cases("synthetic", "val", size=3)
+    with pytest.raises(ValueError, match="^synthetic: option num_volumes must be an integer >= 1 or null, got 0"):
+        list_cases("synthetic", "val", num_volumes=0)
+
+
+def test_dataset_info_checks_the_roles_of_its_splits():
+    from dataclasses import replace
+
+    info = DATASETS["synthetic"]
+    with pytest.raises(ValueError, match="select_split 'test' must differ from eval_split 'test' and from 'train'"):
+        replace(info, select_split="test")
+    with pytest.raises(ValueError, match="select_split 'train' must differ"):
+        replace(info, select_split="train")
+    with pytest.raises(ValueError, match=r"select_split 'valid' is not one of the splits \('train', 'val', 'test'\)"):
+        replace(info, select_split="valid")
+    with pytest.raises(ValueError, match="eval_split 'holdout' is not one of the splits"):
+        replace(info, eval_split="holdout")
+    for name in DATASETS:
+        assert DATASETS[name].select_split not in (DATASETS[name].eval_split, "train")

@@ -14,6 +14,10 @@ Per-volume datasets (``DATASETS[name].per_volume``) also yield whole volumes for
     for vol in ds.volumes():            # Volume(case, image (D, H, W), label (D, H, W) int64, spacing or None)
         x = ds.volume_input(vol)        # float32 (D, C, h, w) at the network size
 
+Each dataset has three disjoint roles of cases: ``"train"``, a selection split ``DATASETS[name].select_split`` (tuning
+trials) and a ranking split ``DATASETS[name].eval_split`` (confirmation runs). ``list_cases(name, split, ...)`` lists
+a split's case ids, as evaluation reports them, without reading image data.
+
 Per-sample maps for the loss (distance maps, boundaries) are plugged in with ``target_maps=``, a function of the
 augmented mask (H, W) int64 returning ``{key: array}``; it runs in the DataLoader workers.
 """
@@ -57,6 +61,41 @@ def build_dataset(name: str, split: str = "train", *, root: str | Path | None = 
         ValueError: unknown name, split or option, or a missing ``root``.
         FileNotFoundError: ``root`` or the expected layout under it does not exist.
     """
+    cls = _check_call(name, split, root, options)
+    if DATASETS[name].needs_root:
+        return cls(root, split=split, target_maps=target_maps, **options)
+    return cls(split=split, target_maps=target_maps, **options)
+
+
+def list_cases(name: str, split: str, *, root: str | Path | None = None, **options: Any) -> list[str]:
+    """The case ids that evaluating ``split`` reports, in evaluation order, without reading any image data.
+
+    Cheap enough to run before any trial starts: it lists folders and reads the list files only (``synthetic``:
+    computed from ``num_volumes``). The ids are exactly the ``case`` keys evaluation scores
+    (``raysweep.metrics.Evaluator.add(case, ...)``): for per-volume datasets (``synthetic``, ``synapse``) the volume
+    ids ``Volume.case`` that ``ds.volumes()`` yields (``"case0008"``), for ``cityscapes`` the image ids
+    ``item["case"]`` of the items in order (``"frankfurt_000000_000294"``). Use it to record which cases select
+    (``DATASETS[name].select_split``) and which rank (``.eval_split``), and to count the ranking cases.
+
+    Args:
+        name, split, root, **options: as for :func:`build_dataset` (``target_maps`` aside); options that do not
+            change which cases a split holds (``image_size``, ``transform`` ...) are checked and otherwise ignored.
+
+    Returns:
+        list of str, one per case.
+
+    Raises:
+        ValueError / FileNotFoundError: as :func:`build_dataset` raises them for the same arguments (unknown name,
+            split or option, a bad option value, a missing ``root`` or layout, hold-out options that do not fit).
+    """
+    cls = _check_call(name, split, root, options)
+    return cls.list_cases(split, root=root, **options)
+
+
+def _check_call(name: str, split: str, root: str | Path | None, options: Mapping[str, Any]
+                ) -> type[SegmentationDataset]:
+    """The dataset class, after the checks :func:`build_dataset` and :func:`list_cases` share (name, split, option
+    names, ``root``); ValueError otherwise."""
     if name not in _CLASSES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(map(repr, _CLASSES))}")
     cls, info = _CLASSES[name], DATASETS[name]
@@ -68,12 +107,10 @@ def build_dataset(name: str, split: str = "train", *, root: str | Path | None = 
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
-    if info.needs_root:
-        if root is None:
-            raise ValueError(f"{name} is read from files: pass root=PATH (the folder holding the dataset; see "
-                             f"raysweep/data/{name}.py for the layout)")
-        return cls(root, split=split, target_maps=target_maps, **options)
-    return cls(split=split, target_maps=target_maps, **options)
+    if info.needs_root and root is None:
+        raise ValueError(f"{name} is read from files: pass root=PATH (the folder holding the dataset; see "
+                         f"raysweep/data/{name}.py for the layout)")
+    return cls
 
 
 def check_dataset_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,6 +137,7 @@ __all__ = [
     "build_dataset",
     "check_dataset_options",
     "cityscapes",
+    "list_cases",
     "synapse",
     "synthetic",
 ]

@@ -14,6 +14,7 @@ DataLoader worker, so maps such as distance maps always match the mask the loss 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,11 @@ class DatasetInfo:
             (``"transunet"`` or ``"strict"``; see :func:`raysweep.metrics.case_scores`).
         in_channels: image channels C of ``item["image"]``.
         image_size: default (H, W) the network sees (Cityscapes: before the training crop).
-        splits: accepted ``split`` values; ``eval_split`` is the one results are reported on.
+        splits: accepted ``split`` values.
+        eval_split: the ranking split, used only by confirmation runs (the results a ranking of losses reports).
+        select_split: the selection split (validation): tuning trials evaluate on it and the best point of each
+            group is chosen on it. Its cases are disjoint from ``eval_split``'s and from ``"train"``'s, so
+            hyperparameters are never selected on the cases that rank (no winner's curse).
         needs_root: the dataset is read from files under ``root``.
         ignore_index: mask value excluded from losses and metrics.
     """
@@ -68,6 +73,7 @@ class DatasetInfo:
     image_size: tuple[int, int]
     splits: tuple[str, ...]
     eval_split: str
+    select_split: str
     needs_root: bool
     ignore_index: int = IGNORE_INDEX
 
@@ -76,6 +82,13 @@ class DatasetInfo:
             raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
         if self.primary_metric not in ("dice", "miou"):
             raise ValueError(f"{self.name}: primary_metric must be 'dice' or 'miou', got {self.primary_metric!r}")
+        for role in ("eval_split", "select_split"):
+            if getattr(self, role) not in self.splits:
+                raise ValueError(f"{self.name}: {role} {getattr(self, role)!r} is not one of the splits {self.splits}")
+        # Three roles, three disjoint sets of cases: training, selection (tuning) and ranking (confirmation).
+        if self.select_split in (self.eval_split, "train"):
+            raise ValueError(f"{self.name}: select_split {self.select_split!r} must differ from eval_split "
+                             f"{self.eval_split!r} and from 'train' (selection cases must not rank or train)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -153,6 +166,32 @@ def option_names(dataset: str, name: str, value: Any) -> list[str] | None:
     return list(value)
 
 
+def option_holdout(dataset: str, name: str, value: Any, pattern: re.Pattern[str] | None = None,
+                   example: str = "[aachen, bochum]") -> int | list[str]:
+    """How much of the training data to hold out for selection: an int ``>= 0`` (how many, drawn with the dataset's
+    ``split_seed``; see :func:`seeded_order`) or a non-empty list of distinct names (each matching ``pattern``)."""
+    if _is_int(value) and value >= 0:
+        return int(value)
+    ok = (isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v for v in value)
+          and len(set(value)) == len(value) and (pattern is None or all(pattern.match(v) for v in value)))
+    if not ok:
+        raise _option_error(dataset, name, f"an integer >= 0 or a non-empty list of distinct names (e.g. {example})",
+                            value)
+    return list(value)
+
+
+def seeded_order(names: Sequence[str], seed: int) -> list[str]:
+    """``names`` sorted, then shuffled by ``numpy.random.default_rng(seed)``: the order held-out cases are drawn in.
+
+    Holding out ``k`` items takes the first ``k`` of this order that the pool keeps (a dataset may restrict the pool,
+    e.g. Cityscapes' ``cities``), so the choice is reproducible from the seed and a file listing alone. An item
+    trained on under a narrow pool is never held out under a wider one (more items before it can only push it further
+    down the order), so a training split built with a narrower pool than its held-out split still never overlaps it.
+    """
+    ordered = sorted(names)
+    return [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
+
+
 class Volume(NamedTuple):
     """One 3-D case for per-volume evaluation, at native resolution.
 
@@ -201,6 +240,12 @@ class SegmentationDataset(Dataset):
             raise ValueError(f"{name}: unknown option(s) {', '.join(map(str, unknown))}; accepted: "
                              f"{', '.join(cls.option_checks)}")
         return {key: cls.option_checks[key](name, key, value) for key, value in options.items()}
+
+    @classmethod
+    def list_cases(cls, split: str, root: str | Path | None = None, **options: Any) -> list[str]:
+        """Case ids that evaluating ``split`` reports, in evaluation order, from file listings only (no image data);
+        see :func:`raysweep.data.list_cases`."""
+        raise NotImplementedError  # pragma: no cover - abstract
 
     def __init__(self, split: str, transform: Transform | None, target_maps: TargetMaps | None) -> None:
         if split not in self.info.splits:

@@ -11,6 +11,20 @@ the values.
 Images are resized to ``image_size`` (default 512 x 1024, half resolution, aspect kept); training takes random
 ``crop_size`` crops (default 512 x 512). Evaluation is at ``image_size`` -- report it with the results
 (``ds.eval_size``). Only ``train`` and ``val`` have public labels.
+
+Three splits, disjoint by city (``INFO.select_split`` / ``INFO.eval_split``):
+
+* ``train``: the official training images, minus the held-out cities;
+* ``holdout`` (selection: tuning trials and best-point choice): whole held-out TRAINING cities, not augmented.
+  ``holdout_cities`` says which: a number (default 3 of the 18 official training cities), drawn reproducibly with
+  ``split_seed`` from the sorted training city folders, or a list of city names;
+* ``val`` (ranking: confirmation runs only): the official val split, untouched.
+
+``cities`` restricts every split to the named cities (folder names of ``train`` or ``val``; each split keeps the
+ones it has, so one list can name cities of both). It restricts the hold-out pool too: the held-out cities are the
+first ``holdout_cities`` of the seeded order of all training cities that ``cities`` keeps, so a ``train`` split built
+with a narrower ``cities`` than its ``holdout`` split still never trains on a held-out city. ``holdout_cities`` and
+``split_seed`` are dataset options: the train and holdout splits must see the same values.
 """
 
 from __future__ import annotations
@@ -27,11 +41,13 @@ from .base import (
     Transform,
     first_items,
     option_bool,
+    option_holdout,
     option_int,
     option_names,
     option_size,
     option_transform,
     require_dir,
+    seeded_order,
 )
 from .transforms import cityscapes_transform
 
@@ -47,6 +63,9 @@ NUM_LABEL_IDS = 34  # label ids 0..33 ("unlabeled" .. "bicycle"); "license plate
 LUT = np.full(256, IGNORE_INDEX, dtype=np.uint8)
 LUT[list(LABEL_TO_TRAIN)] = list(LABEL_TO_TRAIN.values())
 
+#: Training cities held out as the ``holdout`` split by default (of the 18 official training cities).
+DEFAULT_HOLDOUT_CITIES = 3
+
 INFO = DatasetInfo(
     name="cityscapes",
     num_classes=len(CLASS_NAMES),
@@ -57,14 +76,16 @@ INFO = DatasetInfo(
     empty_convention="strict",
     in_channels=3,
     image_size=(512, 1024),
-    splits=("train", "val"),
+    splits=("train", "val", "holdout"),
     eval_split="val",
+    select_split="holdout",
     needs_root=True,
 )
 
 LAYOUT = """  <root>/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
   <root>/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
-(leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from cityscapes-dataset.com, unpacked into <root>)"""
+(leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from cityscapes-dataset.com, unpacked into <root>;
+the holdout split is whole training cities held out from <split> = train: option holdout_cities)"""
 
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 _LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -105,22 +126,112 @@ def _read_png(path: Path, label: bool) -> np.ndarray:
                          f"-- re-extract it from the archive") from err
 
 
+def _city_names(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
+
+
+def _held_out(train_cities: list[str], pool: list[str], cities: list[str] | None, holdout_cities: int | list[str],
+              split_seed: int, image_dir: Path, root: Path) -> list[str]:
+    """The held-out training cities (sorted): ``holdout_cities`` as named, or the first that many of the
+    ``split_seed`` order of all training cities that the ``pool`` (training cities ``cities`` keeps) holds."""
+    restricted = " that option cities keeps" if cities is not None else ""
+    if isinstance(holdout_cities, list):
+        val_cities = set(_city_names(root / "leftImg8bit" / "val"))
+        bad = [(c, "is a val city (the ranking split)" if c in val_cities else f"is not a training city under "
+                f"{image_dir}") for c in holdout_cities if c not in train_cities]
+        if bad:
+            raise ValueError(f"cityscapes: option holdout_cities names "
+                             f"{', '.join(f'{c}, which {why}' for c, why in bad)}; choose whole training cities "
+                             f"among: {first_items(pool, 20)}")
+        outside = [c for c in holdout_cities if c not in pool]
+        if outside:
+            raise ValueError(f"cityscapes: option holdout_cities names {', '.join(outside)}, which option cities "
+                             f"leaves out; add them to cities or remove them from holdout_cities")
+        if len(holdout_cities) >= len(pool):
+            raise ValueError(f"cityscapes: option holdout_cities holds out all {len(pool)} training cities"
+                             f"{restricted}, leaving none to train on; name fewer cities")
+        return sorted(holdout_cities)
+    if holdout_cities >= len(pool):
+        raise ValueError(f"cityscapes: option holdout_cities is {holdout_cities}, but there are only {len(pool)} "
+                         f"training cities{restricted} under {image_dir} ({first_items(pool)}); hold out at most "
+                         f"{len(pool) - 1} (0 for none){' or widen cities' if cities is not None else ''}")
+    keep = set(pool)
+    return sorted([c for c in seeded_order(train_cities, split_seed) if c in keep][:holdout_cities])
+
+
+def _samples(root: Path, split: str, cities: list[str] | None, holdout_cities: int | list[str], split_seed: int
+             ) -> tuple[list[tuple[str, Path, Path]], list[str] | None]:
+    """The split's ``(image id, image path, label path)`` in item order (cities sorted, then files sorted) and the
+    held-out cities (None for ``val``), from folder listings only."""
+    if split == "holdout" and holdout_cities == 0:
+        raise ValueError("cityscapes: the holdout split is empty because option holdout_cities is 0 (nothing held "
+                         f"out); set holdout_cities to how many training cities to hold out (default "
+                         f"{DEFAULT_HOLDOUT_CITIES}) or to a list of them, e.g. [aachen, bochum]")
+    folder = "val" if split == "val" else "train"
+    image_dir = require_dir(root / "leftImg8bit" / folder, f"Cityscapes {folder} images", LAYOUT)
+    label_dir = require_dir(root / "gtFine" / folder, f"Cityscapes {folder} labels", LAYOUT)
+    names = _city_names(image_dir)
+    kept = names
+    if cities is not None:
+        other = "train" if folder == "val" else "val"
+        other_names = _city_names(root / "leftImg8bit" / other)
+        unknown = sorted(set(cities) - set(names) - set(other_names))
+        if unknown:
+            raise ValueError(f"cityscapes: option cities: no cities {unknown} under {root / 'leftImg8bit'}/train or "
+                             f"/val; available: {first_items(names + other_names, 20)}")
+        kept = [n for n in names if n in cities]
+        if not kept:
+            raise ValueError(f"cityscapes: option cities keeps no {folder} city (it names only {other} cities: "
+                             f"{first_items(sorted(cities))}); add {folder} cities to it (available: "
+                             f"{first_items(names, 20)}) or set cities for the {other} split only")
+    held = None
+    if split != "val":
+        held = _held_out(names, kept, cities, holdout_cities, split_seed, image_dir, root) if holdout_cities else []
+        kept = held if split == "holdout" else [n for n in kept if n not in held]
+    samples: list[tuple[str, Path, Path]] = []
+    missing: list[str] = []
+    for city in kept:
+        for image_path in sorted((image_dir / city).glob(f"*{_IMAGE_SUFFIX}")):
+            stem = image_path.name[: -len(_IMAGE_SUFFIX)]
+            label_path = label_dir / city / f"{stem}{_LABEL_SUFFIX}"
+            if not label_path.is_file():
+                missing.append(str(label_path))
+            samples.append((stem, image_path, label_path))
+    if not samples:
+        raise FileNotFoundError(f"no *{_IMAGE_SUFFIX} files in {image_dir}/<city>/"
+                                f"{f' for cities {first_items(kept)}' if kept != names else ''}.\n"
+                                f"Expected layout:\n{LAYOUT}")
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} image(s) in {image_dir} have no label: expected "
+                                f"{first_items(missing, 3)}; unpack gtFine_trainvaltest.zip into {root}")
+    return samples, held
+
+
 class CityscapesDataset(SegmentationDataset):
     """Cityscapes fine annotations, 19 classes.
 
     Args:
         root: dataset root (see the module docstring for the layout).
-        split: ``"train"`` or ``"val"``.
+        split: ``"train"``, ``"holdout"`` (whole training cities held out for selection: tuning trials) or ``"val"``
+            (the official val split, the ranking split: confirmation runs).
         image_size: (H, W) every image and label is resized to (bilinear / nearest); default (512, 1024).
         crop_size: (H, W) of the random training crop, or None for whole resized images; default (512, 512).
-        cities: restrict to these cities (folder names), e.g. for quick runs.
+        cities: restrict to these cities (folder names of train or val; each split keeps its own), e.g. for quick
+            runs; also restricts the pool the held-out cities come from.
+        holdout_cities: training cities held out as the ``holdout`` split and removed from ``train``: how many
+            (default 3, drawn with ``split_seed``; 0 holds out nothing) or a list of city names. A dataset option:
+            give the train and holdout splits the same value.
+        split_seed: seed of the draw of ``holdout_cities`` (default 0): ``numpy.random.default_rng(split_seed)``
+            shuffles the sorted training city folders and the first ``holdout_cities`` that ``cities`` keeps are
+            held out.
         transform: ``"default"`` (:func:`~raysweep.data.transforms.cityscapes_transform`), None, or a callable.
         augment: augment (crop, flip, colour) in the default transform (default: ``split == "train"``).
         seed: seed of the augmentation in the main process (DataLoader workers reseed from torch).
         target_maps: see :class:`~raysweep.data.base.SegmentationDataset`.
 
     Items: ``image`` float32 (3, H, W), ImageNet-normalised; ``mask`` int64 (H, W) train ids, 255 = ignore;
-    ``case`` ``"<city>_<seq>_<frame>"``.
+    ``case`` ``"<city>_<seq>_<frame>"``. ``held_out``: the held-out city names (sorted) for the train and holdout
+    splits (what ``train`` excluded), None for val.
     """
 
     info = INFO
@@ -128,6 +239,8 @@ class CityscapesDataset(SegmentationDataset):
         "image_size": option_size,
         "crop_size": lambda d, n, v: option_size(d, n, v, none=True),
         "cities": option_names,
+        "holdout_cities": option_holdout,
+        "split_seed": option_int,
         "transform": option_transform,
         "augment": option_bool,
         "seed": lambda d, n, v: option_int(d, n, v, none=True),
@@ -135,13 +248,15 @@ class CityscapesDataset(SegmentationDataset):
 
     def __init__(self, root: str | Path, split: str = "train", image_size: int | tuple[int, int] = (512, 1024),
                  crop_size: int | tuple[int, int] | None = (512, 512), cities: list[str] | None = None,
+                 holdout_cities: int | list[str] = DEFAULT_HOLDOUT_CITIES, split_seed: int = 0,
                  transform: Transform | str | None = "default", augment: bool | None = None, seed: int | None = None,
                  target_maps: TargetMaps | None = None) -> None:
         if split == "test":
             raise ValueError("cityscapes: the 'test' split has no public labels; use split='val' for evaluation")
         opts = self.check_options({"image_size": image_size, "crop_size": crop_size, "cities": cities,
+                                   "holdout_cities": holdout_cities, "split_seed": split_seed,
                                    "transform": transform, "augment": augment, "seed": seed})
-        size, crop, cities = opts["image_size"], opts["crop_size"], opts["cities"]
+        size, crop = opts["image_size"], opts["crop_size"]
         augment = split == "train" if augment is None else augment
         self.eval_transform = cityscapes_transform(size, None, augment=False)
         if transform == "default":
@@ -150,29 +265,23 @@ class CityscapesDataset(SegmentationDataset):
         super().__init__(split, transform, target_maps)
         self.root = require_dir(Path(root).expanduser(), "Cityscapes root", LAYOUT)
         self.eval_size = size
-        image_dir = require_dir(self.root / "leftImg8bit" / split, f"Cityscapes {split} images", LAYOUT)
-        label_dir = require_dir(self.root / "gtFine" / split, f"Cityscapes {split} labels", LAYOUT)
-        city_dirs = sorted(d for d in image_dir.iterdir() if d.is_dir())
-        if cities is not None:
-            unknown = sorted(set(cities) - {d.name for d in city_dirs})
-            if unknown:
-                raise ValueError(f"cityscapes: no cities {unknown} under {image_dir}; "
-                                 f"available: {first_items([d.name for d in city_dirs], 20)}")
-            city_dirs = [d for d in city_dirs if d.name in cities]
-        self.samples: list[tuple[str, Path, Path]] = []
-        missing: list[str] = []
-        for city in city_dirs:
-            for image_path in sorted(city.glob(f"*{_IMAGE_SUFFIX}")):
-                stem = image_path.name[: -len(_IMAGE_SUFFIX)]
-                label_path = label_dir / city.name / f"{stem}{_LABEL_SUFFIX}"
-                if not label_path.is_file():
-                    missing.append(str(label_path))
-                self.samples.append((stem, image_path, label_path))
-        if not self.samples:
-            raise FileNotFoundError(f"no *{_IMAGE_SUFFIX} files in {image_dir}/<city>/.\nExpected layout:\n{LAYOUT}")
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} image(s) in {image_dir} have no label: expected "
-                                    f"{first_items(missing, 3)}; unpack gtFine_trainvaltest.zip into {self.root}")
+        self.samples, self.held_out = _samples(self.root, split, opts["cities"], opts["holdout_cities"],
+                                               opts["split_seed"])
+
+    @classmethod
+    def list_cases(cls, split: str = "val", root: str | Path | None = None, **options) -> list[str]:
+        """Image ids ``<city>_<seq>_<frame>`` of ``split`` in item order (what evaluation reports as cases), from
+        folder listings only; options are checked as the constructor checks them."""
+        if split not in cls.info.splits:
+            raise ValueError(f"cityscapes: unknown split {split!r}; choose one of "
+                             f"{', '.join(map(repr, cls.info.splits))} (the test split has no public labels)")
+        opts = cls.check_options(options)
+        if root is None:
+            raise ValueError("cityscapes is read from files: pass root=PATH (the folder holding the dataset)")
+        root = require_dir(Path(root).expanduser(), "Cityscapes root", LAYOUT)
+        samples, _ = _samples(root, split, opts.get("cities"), opts.get("holdout_cities", DEFAULT_HOLDOUT_CITIES),
+                              opts.get("split_seed", 0))
+        return [stem for stem, _, _ in samples]
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -11,9 +11,20 @@ The lists may also sit in ``root/lists/lists_Synapse`` (the TransUNet repository
 ``list_dir``. Without lists the standard split is used: 18 training cases (``TRAIN_CASES``) and 12 test cases
 (``TEST_CASES``); files of other cases in a folder are skipped with a warning.
 
-Training items are the 2-D slices, resized to ``image_size`` (224 x 224 by default, as TransUNet); the ``test``
-split's items are the slices of the test volumes (same resize), and ``volumes()`` yields whole volumes at native
-resolution for the per-volume 3-D DSC / HD95 of the TransUNet protocol. Labels are checked on read: values outside
+Three splits, disjoint by case (``INFO.select_split`` / ``INFO.eval_split``):
+
+* ``train``: the training slices, minus every slice of the held-out cases;
+* ``val`` (selection: tuning trials and best-point choice): whole held-out TRAINING cases, never single slices.
+  ``val_cases`` says which: a number (default 4 of the 18 standard training cases), drawn reproducibly with
+  ``split_seed`` from the sorted training case ids (test cases never), or a list of case ids. It is a dataset option:
+  the train and val splits must see the same value (and the same ``split_seed`` and ``list_dir``);
+* ``test`` (ranking: confirmation runs only): the test volumes, as in TransUNet.
+
+Items are the 2-D slices, resized to ``image_size`` (224 x 224 by default, as TransUNet; augmented for ``train``
+only), and ``volumes()`` yields whole volumes at native resolution for the per-volume 3-D DSC / HD95 of the TransUNet
+protocol: the test volumes as stored, the ``val`` cases as their training slices stacked in slice order (the ``.npz``
+slices carry no spacing, so their HD95 is in pixels). With a ``train.txt`` list, the training cases are those it
+lists and the held-out cases' listed slices move from ``train`` to ``val``. Labels are checked on read: values outside
 0..8 raise ValueError naming the file and the values.
 """
 
@@ -37,11 +48,13 @@ from .base import (
     check_labels,
     first_items,
     option_bool,
+    option_holdout,
     option_int,
     option_path,
     option_size,
     option_transform,
     require_dir,
+    seeded_order,
 )
 from .transforms import synapse_transform
 
@@ -49,6 +62,9 @@ CLASS_NAMES = ("background", "aorta", "gallbladder", "left_kidney", "right_kidne
                "stomach")
 TRAIN_CASES = (5, 6, 7, 9, 10, 21, 23, 24, 26, 27, 28, 30, 31, 33, 34, 37, 39, 40)
 TEST_CASES = (1, 2, 3, 4, 8, 22, 25, 29, 32, 35, 36, 38)
+
+#: Training cases held out as the ``val`` split by default (of the 18 standard ones).
+DEFAULT_VAL_CASES = 4
 
 INFO = DatasetInfo(
     name="synapse",
@@ -60,14 +76,16 @@ INFO = DatasetInfo(
     empty_convention="transunet",
     in_channels=1,
     image_size=(224, 224),
-    splits=("train", "test"),
+    splits=("train", "val", "test"),
     eval_split="test",
+    select_split="val",
     needs_root=True,
 )
 
 LAYOUT = """  <root>/train_npz/caseXXXX_sliceYYY.npz      (keys: image, label)
   <root>/test_vol_h5/caseXXXX.npy.h5          (datasets: image, label; shape (D, H, W))
   <root>/lists_Synapse/train.txt, test_vol.txt (optional; else the standard 18/12 case split)
+  (the val split is whole training cases held out from train_npz: option val_cases)
 (the TransUNet release of Synapse; see raysweep/data/synapse.py)"""
 
 _SLICE_RE = re.compile(r"^(case\d{4})_slice(\d+)$")
@@ -142,38 +160,182 @@ def _check_spacing(path: Path, spacing) -> tuple[float, float, float] | None:
     return tuple(float(v) for v in values)
 
 
+# -- indexing: file listings and list files only, no image data (shared by the constructor and list_cases) ---------
+
+
+def _read_list(root: Path, list_dir: Path | None, kind: str, required: bool = True
+               ) -> tuple[list[str] | None, Path | None]:
+    """Names in ``train.txt`` (``kind`` "train": slices) or ``test_vol.txt`` ("test": volumes) and the file's path,
+    or (None, None) if there is no list. A ``list_dir`` without the file is an error when ``required``, else treated
+    as no list."""
+    list_name = "train.txt" if kind == "train" else "test_vol.txt"
+    if list_dir is not None:
+        path = Path(list_dir).expanduser() / list_name
+        if not path.is_file():
+            if not required:
+                return None, None
+            raise FileNotFoundError(f"Synapse split list not found: {path}; list_dir must hold {list_name}")
+    else:
+        found = [d / list_name for d in (root / "lists_Synapse", root / "lists" / "lists_Synapse")
+                 if (d / list_name).is_file()]
+        if not found:
+            return None, None
+        path = found[0]
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pattern = _SLICE_RE if kind == "train" else _VOLUME_RE
+    bad = [n for n in names if not pattern.match(n)]
+    if bad:
+        example = "case0005_slice000" if kind == "train" else "case0001"
+        raise ValueError(f"{path}: unexpected entries {first_items(bad)}; each line names a "
+                         f"{'slice' if kind == 'train' else 'volume'} like {example!r}")
+    if not names:
+        raise ValueError(f"{path} is empty; list one {'slice' if kind == 'train' else 'volume'} per line")
+    return names, path
+
+
+def _training_slices(root: Path, list_dir: Path | None) -> tuple[list[tuple[str, int, Path]], str]:
+    """Every training slice as ``(case, z, path)`` (before any hold-out), and where the listing came from."""
+    folder = require_dir(root / "train_npz", "Synapse training folder", LAYOUT)
+    names, list_path = _read_list(root, list_dir, "train")
+    if names is not None:
+        paths = [folder / f"{n}.npz" for n in names]
+        missing = [p.name for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} slice(s) named in the train list are missing from {folder}: "
+                                    f"{first_items(missing)}; re-extract the data or fix the list")
+        source = f"the train list {list_path}"
+    else:
+        paths = sorted(p for p in folder.glob("*.npz") if _SLICE_RE.match(p.stem))
+        if not paths:
+            raise FileNotFoundError(f"no caseXXXX_sliceYYY.npz files in {folder}.\nExpected layout:\n{LAYOUT}")
+        keep = {_case_name(c) for c in TRAIN_CASES}
+        skipped = sorted({_SLICE_RE.match(p.stem)[1] for p in paths} - keep)
+        if skipped:
+            warnings.warn(f"{folder}: skipping cases {first_items(skipped)}, which are not in the standard "
+                          f"training split (add lists_Synapse/train.txt to use them)", stacklevel=4)
+        paths = [p for p in paths if _SLICE_RE.match(p.stem)[1] in keep]
+        if not paths:
+            raise FileNotFoundError(f"{folder} holds no slices of the standard training cases "
+                                    f"({', '.join(map(_case_name, TRAIN_CASES))})")
+        source = str(folder)
+    out = []
+    for p in paths:
+        m = _SLICE_RE.match(p.stem)
+        out.append((m[1], int(m[2]), p))
+    return out, source
+
+
+def _test_volumes(root: Path, list_dir: Path | None) -> dict[str, Path]:
+    """The test (ranking) volumes: case id -> ``.npy.h5`` path, from the test list or the standard test cases."""
+    folder = require_dir(root / "test_vol_h5", "Synapse test folder", LAYOUT)
+    names, _ = _read_list(root, list_dir, "test")
+    if names is not None:
+        files = {n: folder / f"{n}.npy.h5" for n in names}
+        missing = [p.name for p in files.values() if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} volume(s) named in the test list are missing from {folder}: "
+                                    f"{first_items(missing)}; re-extract the data or fix the list")
+        return files
+    files = {p.name[: -len(".npy.h5")]: p for p in sorted(folder.glob("*.npy.h5"))}
+    files = {k: v for k, v in files.items() if _VOLUME_RE.match(k)}
+    if not files:
+        raise FileNotFoundError(f"no caseXXXX.npy.h5 files in {folder}.\nExpected layout:\n{LAYOUT}")
+    keep = {_case_name(c) for c in TEST_CASES}
+    skipped = sorted(set(files) - keep)
+    if skipped:
+        warnings.warn(f"{folder}: skipping cases {first_items(skipped)}, which are not in the standard test "
+                      f"split (add lists_Synapse/test_vol.txt to use them)", stacklevel=4)
+    files = {k: v for k, v in files.items() if k in keep}
+    if not files:
+        raise FileNotFoundError(f"{folder} holds none of the standard test cases "
+                                f"({', '.join(map(_case_name, TEST_CASES))})")
+    return files
+
+
+def _held_out(training: list[str], test_cases: set[str], val_cases: int | list[str], split_seed: int,
+              source: str) -> list[str]:
+    """The validation cases (sorted): ``val_cases`` as named, or that many drawn from the training cases that are
+    not test cases, in :func:`~raysweep.data.base.seeded_order` of ``split_seed``."""
+    eligible = [c for c in training if c not in test_cases]
+    if isinstance(val_cases, list):
+        bad = [(c, "is a test case (the ranking split)" if c in test_cases else f"is not a training case in {source}")
+               for c in val_cases if c in test_cases or c not in training]
+        if bad:
+            raise ValueError(f"synapse: option val_cases names {', '.join(f'{c}, which {why}' for c, why in bad)}; "
+                             f"choose whole training cases to hold out among: {first_items(eligible, 20)}")
+        if len(val_cases) >= len(training):
+            raise ValueError(f"synapse: option val_cases holds out all {len(training)} training cases in {source}, "
+                             f"leaving none to train on; name fewer cases")
+        return sorted(val_cases)
+    if val_cases >= len(training):
+        raise ValueError(f"synapse: option val_cases is {val_cases}, but {source} holds only {len(training)} "
+                         f"training case(s) ({first_items(training)}); hold out at most {len(training) - 1} (0 for "
+                         f"none) so that some remain to train on")
+    if val_cases > len(eligible):
+        raise ValueError(f"synapse: option val_cases is {val_cases}, but only {len(eligible)} training case(s) in "
+                         f"{source} are not test cases ({first_items(eligible)}); hold out at most {len(eligible)}")
+    return sorted(seeded_order(eligible, split_seed)[:val_cases])
+
+
+def _split_slices(root: Path, split: str, list_dir: Path | None, val_cases: int | list[str], split_seed: int
+                  ) -> tuple[list[tuple[str, int, Path]], list[str]]:
+    """Slices ``(case, z, path)`` of the ``train`` or ``val`` split, and the held-out (validation) cases."""
+    if split == "val" and val_cases == 0:
+        raise ValueError("synapse: the val split is empty because option val_cases is 0 (nothing held out); set "
+                         f"val_cases to how many training cases to hold out (default {DEFAULT_VAL_CASES}) or to a "
+                         "list of them, e.g. [case0005, case0006]")
+    slices, source = _training_slices(root, list_dir)
+    test_list, _ = _read_list(root, list_dir, "test", required=False)
+    test_cases = set(test_list) if test_list is not None else {_case_name(c) for c in TEST_CASES}
+    training = sorted({case for case, _, _ in slices})
+    held = _held_out(training, test_cases, val_cases, split_seed, source) if val_cases else []
+    held_set = set(held)
+    return [s for s in slices if (s[0] in held_set) == (split == "val")], held
+
+
 class SynapseDataset(SegmentationDataset):
-    """Synapse slices (train or test split) from the TransUNet release.
+    """Synapse slices (train, val or test split) from the TransUNet release.
 
     Args:
         root: dataset root (see the module docstring for the layout).
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"``, ``"val"`` (whole training cases held out for selection: tuning trials) or ``"test"``
+            (the ranking split: confirmation runs).
         image_size: (H, W) the slices are resized to (cubic image, nearest mask); default (224, 224).
         list_dir: folder with ``train.txt`` / ``test_vol.txt``; default: searched under ``root``; the standard case
             split when none is found.
+        val_cases: training cases held out as the ``val`` split and removed from ``train``: how many (default 4 of
+            the 18 standard training cases, drawn with ``split_seed``; 0 holds out nothing) or a list of case ids
+            (``["case0005", "case0021"]``). A dataset option: give the train and val splits the same value.
+        split_seed: seed of the draw of ``val_cases`` (default 0): ``numpy.random.default_rng(split_seed)`` shuffles
+            the sorted training case ids (test cases excluded) and the first ``val_cases`` are held out.
         transform: ``"default"`` (:func:`~raysweep.data.transforms.synapse_transform`), None, or a callable.
         augment: augment in the default transform (default: ``split == "train"``).
         seed: seed of the augmentation in the main process (DataLoader workers reseed from torch).
         target_maps: see :class:`~raysweep.data.base.SegmentationDataset`.
 
     Items: ``image`` float32 (1, H, W) in [0, 1], ``mask`` int64 (H, W), ``case`` ``"caseXXXX_sliceYYY"``.
+    ``held_out``: the validation case ids (sorted) for the train and val splits (what ``train`` excluded), None for
+    test.
     """
 
     info = INFO
     option_checks = {
         "image_size": option_size,
         "list_dir": option_path,
+        "val_cases": lambda d, n, v: option_holdout(d, n, v, _VOLUME_RE, "[case0005, case0021]"),
+        "split_seed": option_int,
         "transform": option_transform,
         "augment": option_bool,
         "seed": lambda d, n, v: option_int(d, n, v, none=True),
     }
 
     def __init__(self, root: str | Path, split: str = "train", image_size: int | tuple[int, int] = (224, 224),
-                 list_dir: str | Path | None = None, transform: Transform | str | None = "default",
-                 augment: bool | None = None, seed: int | None = None,
-                 target_maps: TargetMaps | None = None) -> None:
-        opts = self.check_options({"image_size": image_size, "list_dir": list_dir, "transform": transform,
-                                   "augment": augment, "seed": seed})
+                 list_dir: str | Path | None = None, val_cases: int | list[str] = DEFAULT_VAL_CASES,
+                 split_seed: int = 0, transform: Transform | str | None = "default", augment: bool | None = None,
+                 seed: int | None = None, target_maps: TargetMaps | None = None) -> None:
+        opts = self.check_options({"image_size": image_size, "list_dir": list_dir, "val_cases": val_cases,
+                                   "split_seed": split_seed, "transform": transform, "augment": augment,
+                                   "seed": seed})
         size, list_dir = opts["image_size"], opts["list_dir"]
         augment = split == "train" if augment is None else augment
         self.eval_transform = synapse_transform(size, augment=False)
@@ -183,89 +345,30 @@ class SynapseDataset(SegmentationDataset):
         super().__init__(split, transform, target_maps)
         self.root = require_dir(Path(root).expanduser(), "Synapse root", LAYOUT)
         self.image_size = size
-        names = self._read_list(list_dir)
-        if split == "train":
-            folder = require_dir(self.root / "train_npz", "Synapse training folder", LAYOUT)
-            self.slices = self._train_slices(folder, names)
-            self._volume_files: dict[str, Path] = {}
-        else:
-            folder = require_dir(self.root / "test_vol_h5", "Synapse test folder", LAYOUT)
-            self._volume_files = self._test_volumes(folder, names)
+        self.held_out: list[str] | None = None
+        if split == "test":
+            self._volume_files = _test_volumes(self.root, list_dir)
             self.slices = [(case, z) for case, path in self._volume_files.items() for z in range(self._depth(path))]
-
-    # -- indexing ---------------------------------------------------------------------------------------------------
-
-    def _read_list(self, list_dir: str | Path | None) -> list[str] | None:
-        list_name = "train.txt" if self.split == "train" else "test_vol.txt"
-        if list_dir is not None:
-            path = Path(list_dir).expanduser() / list_name
-            if not path.is_file():
-                raise FileNotFoundError(f"Synapse split list not found: {path}; list_dir must hold {list_name}")
         else:
-            found = [d / list_name for d in (self.root / "lists_Synapse", self.root / "lists" / "lists_Synapse")
-                     if (d / list_name).is_file()]
-            if not found:
-                return None
-            path = found[0]
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        pattern = _SLICE_RE if self.split == "train" else _VOLUME_RE
-        bad = [n for n in names if not pattern.match(n)]
-        if bad:
-            example = "case0005_slice000" if self.split == "train" else "case0001"
-            raise ValueError(f"{path}: unexpected entries {first_items(bad)}; each line names a "
-                             f"{'slice' if self.split == 'train' else 'volume'} like {example!r}")
-        if not names:
-            raise ValueError(f"{path} is empty; list one {'slice' if self.split == 'train' else 'volume'} per line")
-        return names
+            self.slices, self.held_out = _split_slices(self.root, split, list_dir, opts["val_cases"],
+                                                       opts["split_seed"])
+            self._volume_files: dict[str, Path] = {}
 
-    def _train_slices(self, folder: Path, names: list[str] | None) -> list[tuple[str, int, Path]]:
-        if names is not None:
-            paths = [folder / f"{n}.npz" for n in names]
-            missing = [p.name for p in paths if not p.is_file()]
-            if missing:
-                raise FileNotFoundError(f"{len(missing)} slice(s) named in the train list are missing from {folder}: "
-                                        f"{first_items(missing)}; re-extract the data or fix the list")
-        else:
-            paths = sorted(p for p in folder.glob("*.npz") if _SLICE_RE.match(p.stem))
-            if not paths:
-                raise FileNotFoundError(f"no caseXXXX_sliceYYY.npz files in {folder}.\nExpected layout:\n{LAYOUT}")
-            keep = {_case_name(c) for c in TRAIN_CASES}
-            skipped = sorted({_SLICE_RE.match(p.stem)[1] for p in paths} - keep)
-            if skipped:
-                warnings.warn(f"{folder}: skipping cases {first_items(skipped)}, which are not in the standard "
-                              f"training split (add lists_Synapse/train.txt to use them)", stacklevel=3)
-            paths = [p for p in paths if _SLICE_RE.match(p.stem)[1] in keep]
-            if not paths:
-                raise FileNotFoundError(f"{folder} holds no slices of the standard training cases "
-                                        f"({', '.join(map(_case_name, TRAIN_CASES))})")
-        out = []
-        for p in paths:
-            m = _SLICE_RE.match(p.stem)
-            out.append((m[1], int(m[2]), p))
-        return out
-
-    def _test_volumes(self, folder: Path, names: list[str] | None) -> dict[str, Path]:
-        if names is not None:
-            files = {n: folder / f"{n}.npy.h5" for n in names}
-            missing = [p.name for p in files.values() if not p.is_file()]
-            if missing:
-                raise FileNotFoundError(f"{len(missing)} volume(s) named in the test list are missing from {folder}: "
-                                        f"{first_items(missing)}; re-extract the data or fix the list")
-            return files
-        files = {p.name[: -len(".npy.h5")]: p for p in sorted(folder.glob("*.npy.h5"))}
-        files = {k: v for k, v in files.items() if _VOLUME_RE.match(k)}
-        if not files:
-            raise FileNotFoundError(f"no caseXXXX.npy.h5 files in {folder}.\nExpected layout:\n{LAYOUT}")
-        keep = {_case_name(c) for c in TEST_CASES}
-        skipped = sorted(set(files) - keep)
-        if skipped:
-            warnings.warn(f"{folder}: skipping cases {first_items(skipped)}, which are not in the standard test "
-                          f"split (add lists_Synapse/test_vol.txt to use them)", stacklevel=3)
-        files = {k: v for k, v in files.items() if k in keep}
-        if not files:
-            raise FileNotFoundError(f"{folder} holds none of the standard test cases "
-                                    f"({', '.join(map(_case_name, TEST_CASES))})")
-        return files
+    @classmethod
+    def list_cases(cls, split: str = "test", root: str | Path | None = None, **options) -> list[str]:
+        """Volume case ids of ``split`` in the order ``volumes()`` yields them (sorted), from the file listing and the
+        list files only; options are checked as the constructor checks them."""
+        if split not in cls.info.splits:
+            raise ValueError(f"synapse: unknown split {split!r}; choose one of {', '.join(map(repr, cls.info.splits))}")
+        opts = cls.check_options(options)
+        if root is None:
+            raise ValueError("synapse is read from files: pass root=PATH (the folder holding the dataset)")
+        root = require_dir(Path(root).expanduser(), "Synapse root", LAYOUT)
+        if split == "test":
+            return sorted(_test_volumes(root, opts.get("list_dir")))
+        slices, _ = _split_slices(root, split, opts.get("list_dir"), opts.get("val_cases", DEFAULT_VAL_CASES),
+                                  opts.get("split_seed", 0))
+        return sorted({case for case, _, _ in slices})
 
     @staticmethod
     def _open(path: Path):
@@ -310,7 +413,7 @@ class SynapseDataset(SegmentationDataset):
         return sorted({s[0] for s in self.slices})
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
-        if self.split == "train":
+        if self.split != "test":  # train and val: training slices
             case, z, path = self.slices[index]
             image, label = _read_npz(path)
         else:
@@ -329,8 +432,9 @@ class SynapseDataset(SegmentationDataset):
         """Yield the split's volumes at native resolution, sorted by case.
 
         ``test``: read from ``test_vol_h5`` (spacing from a ``spacing`` attribute or dataset if the file has one,
-        else None, i.e. metrics in voxels as TransUNet reports them). ``train``: the case's slices stacked in slice
-        order (spacing None).
+        else None, i.e. metrics in voxels as TransUNet reports them). ``train`` and ``val``: the case's training
+        slices stacked in slice order; the training ``.npz`` files carry no spacing, so ``spacing`` is None and HD95
+        is in pixels (voxels), like the test volumes without a ``spacing``.
         """
         if self.split == "test":
             for case, path in sorted(self._volume_files.items()):

@@ -56,6 +56,9 @@ INFO = DatasetInfo(
     image_size=(64, 64),
     splits=SPLITS,
     eval_split="test",
+    # val volumes come from their own seed stream (SeedSequence([seed, 1, v])), so they share no volume with train or
+    # test by construction.
+    select_split="val",
     needs_root=False,
 )
 
@@ -204,6 +207,11 @@ def _boundary_noise(label: np.ndarray, p: float, rng: np.random.Generator) -> No
             label[ndimage.binary_dilation(mask, in_plane) & (label == 0)] = cls
 
 
+def _case_id(split: str, v: int) -> str:
+    """Case id of volume ``v`` of ``split``: the split name makes ids unique across splits (``"val002"``)."""
+    return f"{split}{v:03d}"
+
+
 @functools.lru_cache(maxsize=16)
 def _generate_split(seed: int, split: str, image_size: int, depth: int, num_volumes: int, label_noise: float,
                     missing_small: float) -> tuple[np.ndarray, np.ndarray]:
@@ -225,7 +233,8 @@ class SyntheticDataset(SegmentationDataset):
     """2-D slices of generated volumes; ``volumes()`` yields the volumes themselves for 3-D evaluation.
 
     Args:
-        split: ``"train"``, ``"val"`` or ``"test"`` (disjoint volumes from the same seed).
+        split: ``"train"``, ``"val"`` (selection: tuning trials) or ``"test"`` (ranking: confirmation runs);
+            disjoint volumes from the same seed.
         seed: generation seed (also seeds the augmentation in the main process).
         image_size: H = W in pixels.
         depth: slices per volume.
@@ -273,11 +282,21 @@ class SyntheticDataset(SegmentationDataset):
         self.images, self.labels = _generate_split(self.seed, split, self.image_size, self.depth, num_volumes,
                                                    float(label_noise), float(missing_small))
 
+    @classmethod
+    def list_cases(cls, split: str = "test", root: None = None, **options) -> list[str]:
+        """Volume case ids of ``split`` (``"<split><vvv>"``), as ``volumes()`` yields them, computed from
+        ``num_volumes`` without generating anything; the other options are checked by value."""
+        if split not in SPLITS:
+            raise ValueError(f"synthetic: unknown split {split!r}; choose one of {', '.join(map(repr, SPLITS))}")
+        num_volumes = cls.check_options(options).get("num_volumes")
+        n = DEFAULT_NUM_VOLUMES[split] if num_volumes is None else num_volumes
+        return [_case_id(split, v) for v in range(n)]
+
     def __len__(self) -> int:
         return self.images.shape[0] * self.images.shape[1]
 
     def _case(self, v: int) -> str:
-        return f"{self.split}{v:03d}"
+        return _case_id(self.split, v)
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         v, zi = divmod(index, self.depth)
