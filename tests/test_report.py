@@ -268,3 +268,98 @@ def test_report_in_headless_chromium(report, tmp_path):
     assert console == [], console
     order = re.search(r'data-order="([^"]*)"', dom).group(1).split("|")
     assert order[0].endswith("(ce)") and order[-1] == "Boundary (boundary)"  # worst first, ascending
+
+
+# -- protocol, power, convergence, seed agreement, tuning --------------------------------------------------------
+
+def test_summary_power_agreement_and_convergence(report, frames):
+    from scipy import stats as sstats
+
+    (summary,) = tables_of(report["html"], "summary")
+    rows = {r["Dataset / arch"]: r for r in summary["rows"]}
+    for cell, n_losses in ((CLEAR, 5), (TIE, 4)):
+        row = rows[f"{cell[0]} / {cell[1]}"]
+        p = power_limit(20, n_losses, 0.05)  # 20 complete paired cases, ranked losses
+        assert row["Design power"] == f"can declare (min adj. p {p.min_p_adjusted:.3g})"
+        assert p.sentence().replace("<", "&lt;") in report["html"]
+        # Kendall's W by the identity W = chi2_Friedman / (m (n - 1)), seeds as blocks.
+        t = frames["trials"]
+        runs = t[(t["stage"] == "confirm") & ~t["is_default"] & (t["dataset"] == cell[0]) & (t["arch"] == cell[1])]
+        m = runs.pivot_table(index="seed", columns="loss", values="final_metric").to_numpy()
+        w = sstats.friedmanchisquare(*m.T).statistic / (m.shape[0] * (m.shape[1] - 1))
+        assert row["Seed agreement (W)"] == f"{w:.3f}"
+    assert rows["synthetic / cnn"]["Converged?"] == "not converged: Dice"  # planted: dice gains 0.03
+    assert rows["synthetic / transformer"]["Converged?"] == "yes"
+    assert "Not converged:" in report["html"]
+    # The planned power from sweep.json is shown too.
+    assert "Design limit (planned, sweep.json): " + power_limit(20, 5, 0.05).sentence().replace("<", "&lt;") in \
+        report["html"]
+
+
+def test_last20_gain_column(report):
+    html = report["html"]
+    (clear, *_) = tables_of(html, section_id(html, CLEAR))
+    gains = {r["Loss"]: r["Last-20% gain"] for r in clear["rows"]}
+    assert gains.pop("Dice (dice)") == "+0.0300" and set(gains.values()) == {"+0.0050"}
+
+
+def test_tuning_table(report):
+    html = report["html"]
+    (table,) = [t for t in tables_of(html, section_id(html, CLEAR)) if "Full budget" in t["head"]]
+    rows = {r["Loss"]: r for r in table["rows"]}
+    # dice: 6 trials (default, 2 random, 3 model); #4 errored (no curve), #5 stopped at report 4 of 10.
+    dice = rows["Dice (dice)"]
+    assert [dice[k] for k in ("Trials", "Default", "Random", "Model", "Fixed")] == ["6", "1", "2", "3", "0"]
+    assert [dice[f"≥ {r} reports"] for r in (1, 2, 4, 8)] == ["5", "5", "5", "4"]
+    assert dice["≥ 10 reports (max_t)"] == "4" and dice["Full budget"] == "4"
+    assert dice["Confirmed"] == "tune-cnn-dice-2"
+    (ce,) = [r for k, r in rows.items() if k.endswith("(ce)")]  # #4 diverged at step 7 (no report), #5 oom
+    assert ce["≥ 1 reports"] == "4" and ce["Full budget"] == "4"
+    assert rows["Focal (focal)"]["Trials"] == "10" and rows["Focal (focal)"]["≥ 10 reports (max_t)"] == "10"
+
+
+def test_selection_and_ranking_cases(report):
+    html = report["html"]
+    assert "Selection cases (tuning scores and the choice of each configuration; split val, 8 cases, from the " \
+           "protocol): val000, val001" in html
+    assert "Ranking cases (confirmation runs only; split test, 20 cases, from the protocol): case000" in html
+    assert "do not overlap in the cases table" in html and 'id="overlap"' not in html
+
+
+def test_old_sweep_without_protocol_and_overlap_warning(tmp_path):
+    """A sweep from before the protocol (no protocol, no proposal) still renders, saying "not recorded"; tune case
+    rows on the ranking cases raise the overlap alarm."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.4, 0.6, 8)
+    scores = {x: np.vstack([base + e + rng.normal(0, 0.01, 8) for _ in range(3)]) for x, e in
+              (("a", 0.2), ("b", 0.1), ("c", 0.0))}
+    from report_fixture import write_planted_cell
+
+    write_planted_cell(tmp_path / "results", scores, tune_cases={"a": np.ones(3)},
+                       tune_case_ids=["case000", "case001", "x9"])
+    results.write_sweep_meta(tmp_path / "results", {"sweep_id": "old"})
+    html = build_report(tmp_path).read_text()
+    assert "not recorded (a sweep from before the protocol" in html
+    assert "Design limit (planned, sweep.json): not recorded" in html
+    assert "split not recorded" in html and "from the cases table" in html
+    assert 'id="overlap"' in html and "2 case(s) were scored by tuning trials and by confirmation runs: case000, " \
+                                      "case001" in html
+    assert "rungs not recorded" in html
+    # 8 cases, 3 losses: 3 * 2 / 2**8 < 0.05, so the design can declare; the alarm stays off.
+    assert 'id="powerless"' not in html
+
+
+def test_powerless_design_is_prominent(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.4, 0.6, 5)
+    scores = {x: np.vstack([base + e + rng.normal(0, 0.01, 5)]) for x, e in (("a", 0.2), ("b", 0.1), ("c", 0.0))}
+    from report_fixture import write_planted_cell
+
+    write_planted_cell(tmp_path / "results", scores)
+    html = build_report(tmp_path).read_text()
+    p = power_limit(5, 3, 0.05)
+    assert not p.declarable
+    (summary,) = tables_of(html, "summary")
+    assert summary["rows"][0]["Design power"] == f"CANNOT declare any difference (needs ≥ {p.cases_needed} cases)"
+    assert 'id="powerless"' in html and "No difference can be declared in d / m" in html
+    assert p.sentence().replace("<", "&lt;").replace(">", "&gt;") in html
