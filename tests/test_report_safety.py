@@ -65,6 +65,8 @@ NODE = P["jsurl"]
 ERROR = f"RuntimeError: {P['close']} {P['img']}"
 CASE = f'case000"><img src=x onerror="{js("case")}">'  # an overlay file name (no "/" in a file name)
 FOLDER = f'out"><img src=x onerror="{js("folder")}">'  # the results folder's own name
+SEL_CASE = f"val000{P['close']}"  # a selection case id (tune-stage case rows and sweep.json's protocol)
+SCHEDULER = f"asha{P['svg']}"  # free text of sweep.json's protocol
 
 
 def _rename_params(text):
@@ -86,7 +88,8 @@ def hostile_results(monkeypatch):
             row["error"] = ERROR
         row["per_class"] = {re.sub(r"/(\w+)$", lambda m: "/" + CLASSES.get(m.group(1), m.group(1)), k): v
                             for k, v in row["per_class"].items()}
-        cases = [{**c, "class_name": CLASSES.get(c["class_name"], c["class_name"])} for c in cases]
+        cases = [{**c, "class_name": CLASSES.get(c["class_name"], c["class_name"]),
+                  "case": SEL_CASE if c["case"] == "val000" else c["case"]} for c in cases]
         return results.write_trial_rows(results_dir, trial_id, row, curves, cases)
 
     def write_sweep_meta(results_dir, meta):
@@ -97,6 +100,14 @@ def hostile_results(monkeypatch):
             versions={P["svg"]: P["script"], "python": "3.11"}, hardware={"gpus": [P["style"]], "cpus": 2},
             groups=[{"dataset": DATASET, "arch": ARCHS[g["arch"]], "loss": LOSS_NAMES.get(g["loss"], g["loss"])}
                     for g in meta["groups"]])
+        proto = report_fixture.protocol(cells=[(DATASET, a) for a in ARCHS.values()])
+        proto["selection"] = {DATASET: {"split": f"val{P['title']}",
+                                        "cases": [SEL_CASE if c == "val000" else c
+                                                  for c in proto["selection"]["synthetic"]["cases"]]}}
+        proto["ranking"] = {DATASET: proto["ranking"]["synthetic"]}
+        proto["early_stopping"]["scheduler"] = SCHEDULER
+        proto["tuning"]["sampler"] = P["template"]
+        meta["protocol"] = proto
         return results.write_sweep_meta(results_dir, meta)
 
     monkeypatch.setattr(report_fixture, "results", types.SimpleNamespace(
@@ -157,7 +168,8 @@ def test_hostile_strings_reach_the_report_as_text(hostile):
         "registry name": LOSS_NAMES["focal"], "class name": CLASSES["small_organ"], "parameter name": PARAM,
         "node": NODE, "error": ERROR, "git commit": P["img"], "versions key": P["svg"], "versions value": P["script"],
         "hardware": P["style"], "config text": P["textarea"], "folder": FOLDER, "overlay case": CASE,
-        "template": P["template"],
+        "template": P["template"], "selection case": SEL_CASE, "scheduler": SCHEDULER,
+        "split": f"val{P['title']}",
     }
     shown |= {f"title {k}": v for k, v in TITLES.items()}
     missing = {k: v for k, v in shown.items() if v not in text}
