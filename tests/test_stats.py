@@ -269,7 +269,8 @@ def test_convergence_gain_planted_curves(tmp_path):
     base = rng.uniform(0.5, 0.6, 12)
     losses = {f"l{i}": base + 0.05 * (6 - i) for i in range(6)}  # l0 best ... l5 worst
     def steps(gain_at_80_to_100):
-        return [(s, 0.5 if s < 80 else (0.5 if s == 80 else 0.5 + gain_at_80_to_100)) for s in range(10, 101, 10)]
+        # 0.49 before step 80, 0.5 at step 80 (the last report at or before 80% of the budget), then the gain
+        return [(s, 0.49 if s < 80 else (0.5 if s == 80 else 0.5 + gain_at_80_to_100)) for s in range(10, 101, 10)]
 
     curves = {
         "l0": [steps(0.02)] * 3,  # gain 0.02 in every run: flagged (>= 0.02)
