@@ -179,8 +179,11 @@ def main(argv: list[str] | None = None) -> None:
         configs = [
             # name, dataset kwargs, network input size, batch for the step
             ("synthetic", dict(name="synthetic", split="train", seed=0), (64, 64), 16),
-            ("synapse", dict(name="synapse", split="train", root=tmp / "synapse", seed=0), (224, 224), 8),
-            ("cityscapes", dict(name="cityscapes", split="train", root=tmp / "cityscapes", seed=0), (512, 512), 2),
+            # one case / a few images only: nothing held out for selection
+            ("synapse", dict(name="synapse", split="train", root=tmp / "synapse", seed=0, val_cases=0), (224, 224),
+             8),
+            ("cityscapes", dict(name="cityscapes", split="train", root=tmp / "cityscapes", seed=0, holdout_cities=0),
+             (512, 512), 2),
         ]
         for name, kwargs, size, batch in configs:
             info = DATASETS[name]

@@ -8,14 +8,24 @@ A sweep config (``configs/default.yaml`` documents every key)::
     architectures: [cnn, transformer]     # raysweep.models.MODELS keys, or {name: {arch, encoder, options}}
     losses: survey                # survey | all (survey + baselines) | [names]
     pairing: none                 # none | ce | dice: a companion term whose weight is tuned with the loss
-    tuning: {trials_per_group: 4, seed: 0, scheduler: asha, grace_period: 1, reduction_factor: 2}
-    confirmation: {seeds: 3}      # best config of each group retrained with these many seeds (0: skip)
+    tuning: {trials_per_group: 4, seed: 0, scheduler: asha, grace_period: 1, reduction_factor: 2,
+             n_startup_trials: auto}   # TPE's random start-up trials per group (auto: a third of the quota, >= 2)
+    confirmation: {seeds: 3, evaluations: null, alpha: 0.05, underpowered: error}
+                                  # best config of each group retrained with these many seeds (0: skip), evaluated
+                                  # on the ranking split this many times, evenly spaced (null: as trial.eval.every);
+                                  # a design whose ranking cases can never separate two losses at alpha is refused
+                                  # (underpowered: warn runs it anyway)
     resources: {cpus_per_trial: 1, gpus_per_trial: 0.5, max_concurrent: null}   # whole CPUs >= 1; GPUs in [0, 1]
     trial: {...}                  # the base train_trial config every trial starts from (raysweep.train)
 
 Validation reads no data and starts nothing; it checks names against the registries (datasets, losses, smp
-architectures and encoders), dataset options by value, and that every trial config the sweep composes passes
-``raysweep.train.resolve_config``. Every error is a ``ValueError`` (``FileNotFoundError`` for a missing file or data
+architectures and encoders), dataset options by value, that every trial config the sweep composes passes
+``raysweep.train.resolve_config``, and the design's power (:mod:`raysweep.power`): with the ranking split's cases
+(listed, not read) and the cell's losses, some difference must be declarable at ``confirmation.alpha``.
+
+The protocol (``raysweep.search.evaluation_split``): tuning trials evaluate on each dataset's selection split
+(``DATASETS[name].select_split``, options from the dataset section's ``select_options``), confirmation runs on its
+ranking split (``eval_split``, ``eval_options``); the sweep records both case lists in ``sweep.json``. Every error is a ``ValueError`` (``FileNotFoundError`` for a missing file or data
 folder) that names the key and the fix; unknown keys get a "did you mean".
 
 The YAML is read with YAML 1.2 scalars: only ``true`` / ``false`` are booleans (``off``, ``no``, ``yes``, ``on`` stay
@@ -42,10 +52,12 @@ import yaml
 PAIRINGS = ("none", "ce", "dice")
 SCHEDULERS = ("asha", "none")
 _TOP_KEYS = ("name", "datasets", "architectures", "losses", "pairing", "tuning", "confirmation", "resources", "trial")
-_TUNING_KEYS = {"trials_per_group": 4, "seed": 0, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2}
-_CONFIRM_KEYS = {"seeds": 3}
+_TUNING_KEYS = {"trials_per_group": 4, "seed": 0, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2,
+                "n_startup_trials": "auto"}
+_CONFIRM_KEYS = {"seeds": 3, "evaluations": None, "alpha": 0.05, "underpowered": "error"}
+UNDERPOWERED = ("error", "warn")
 _RESOURCE_KEYS = {"cpus_per_trial": 1, "gpus_per_trial": 1.0, "max_concurrent": None}
-_DATASET_KEYS = ("name", "root", "options", "train_options", "eval_options")
+_DATASET_KEYS = ("name", "root", "options", "train_options", "eval_options", "select_options")
 _ARCH_KEYS = ("name", "arch", "encoder", "encoder_weights", "options")
 _NAME_RE = re.compile(r"^[\w][\w.-]{0,99}$")
 #: Upper bound of counts (trials, seeds, ASHA's periods): past it a value is a typo, not a plan.
@@ -344,7 +356,7 @@ def validate(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
                 raise ValueError(f"{at}.root is required: the folder holding the {ds} data")
             if not Path(root).expanduser().is_dir():
                 raise FileNotFoundError(f"{at}.root: {root} is not a folder; download {ds} there or fix the path")
-        for key in ("options", "train_options", "eval_options"):
+        for key in ("options", "train_options", "eval_options", "select_options"):
             if key not in section:
                 continue
             section[key] = _mapping(section[key], f"{at}.{key}", f"{ds} options")
@@ -397,9 +409,17 @@ def validate(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
     _choice(tuning["scheduler"], f"{where}.tuning.scheduler", SCHEDULERS)
     _int(tuning["grace_period"], f"{where}.tuning.grace_period", 1)
     _int(tuning["reduction_factor"], f"{where}.tuning.reduction_factor", 2)
+    if tuning["n_startup_trials"] != "auto":
+        _int(tuning["n_startup_trials"], f"{where}.tuning.n_startup_trials", 0)
 
     confirmation = _section(raw, "confirmation", _CONFIRM_KEYS, where)
     _int(confirmation["seeds"], f"{where}.confirmation.seeds", 0)
+    alpha = confirmation["alpha"]
+    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 < alpha < 1):
+        raise ValueError(f"{where}.confirmation.alpha must be a significance level in (0, 1), got {_show(alpha)}")
+    _choice(confirmation["underpowered"], f"{where}.confirmation.underpowered", UNDERPOWERED)
+    if confirmation["evaluations"] is not None:
+        _int(confirmation["evaluations"], f"{where}.confirmation.evaluations", 1)
 
     resources = _section(raw, "resources", _RESOURCE_KEYS, where)
     cpus = resources["cpus_per_trial"]
@@ -419,6 +439,10 @@ def validate(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
         if key in trial or any(k.startswith(key + ".") for k in trial):
             raise ValueError(f"{where}.trial.{key} is set by the sweep; use datasets / architectures / losses / "
                              "pairing instead")
+    if "eval.split" in trial or "split" in (trial.get("eval") if isinstance(trial.get("eval"), Mapping) else {}):
+        raise ValueError(f"{where}.trial.eval.split is set by the sweep: tuning trials evaluate on each dataset's "
+                         "selection split and confirmation runs on its ranking split (never the same cases); use "
+                         "datasets.<name>.select_options / eval_options to size them")
     try:
         resolved = resolve_config(trial)
     except ValueError as exc:
@@ -431,7 +455,76 @@ def validate(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
                       tuning=tuning, confirmation=confirmation, resources=resources, trial=dict(trial),
                       source=dict(raw))
     _check_trial_configs(cfg, where)
+    _check_power(cfg, where)
     return cfg
+
+
+def n_startup_trials(cfg: SweepConfig) -> int:
+    """TPE's random start-up trials per group: ``tuning.n_startup_trials``, or for ``auto`` a third of the group's
+    quota and at least 2 (Optuna's default of 10 would leave a small quota random throughout)."""
+    n = cfg.tuning["n_startup_trials"]
+    return max(2, cfg.tuning["trials_per_group"] // 3) if n == "auto" else n
+
+
+def protocol_cases(cfg: SweepConfig) -> dict[str, dict[str, dict[str, Any]]]:
+    """The cases that select (tuning) and the cases that rank (confirmation), per dataset, as the trials will see
+    them (``eval.max_cases`` applied): ``{"selection": {dataset: {"split", "cases"}}, "ranking": {...}}``.
+
+    Lists file names only; reads no image. Raises ValueError if a dataset's two lists share a case.
+    """
+    from .data import list_cases
+    from .search import evaluation_split
+    from .train import resolve_config
+
+    max_cases = resolve_config(cfg.trial)["eval"]["max_cases"]
+    out: dict[str, dict[str, dict[str, Any]]] = {"selection": {}, "ranking": {}}
+    for name, section in cfg.datasets.items():
+        for role, stage in (("selection", "tune"), ("ranking", "confirm")):
+            split, options = evaluation_split(cfg, name, stage)
+            cases = list_cases(name, split, root=section.get("root"), **{**section.get("options", {}), **options})
+            out[role][name] = {"split": split, "cases": cases[:max_cases] if max_cases else cases}
+        shared = set(out["selection"][name]["cases"]) & set(out["ranking"][name]["cases"])
+        if shared:
+            raise ValueError(f"datasets.{name}: the selection and ranking splits share {len(shared)} case(s), e.g. "
+                             f"{sorted(shared)[0]!r}; hyperparameters must not be selected on the cases that rank")
+    return out
+
+
+def power_limits(cfg: SweepConfig, cases: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``{"<dataset>/<arch>": raysweep.power.PowerLimit}``: each cell's ranking cases against its losses."""
+    from .power import power_limit
+
+    cases = cases or protocol_cases(cfg)
+    alpha = cfg.confirmation["alpha"]
+    return {f"{d}/{a}": power_limit(len(cases["ranking"][d]["cases"]), len(cfg.losses), alpha)
+            for d in cfg.datasets for a in cfg.architectures}
+
+
+def _check_power(cfg: SweepConfig, where: str) -> None:
+    """Refuse (or, with ``confirmation.underpowered: warn``, warn about) a design that can never declare a
+    difference between two losses: the ranking would name a winner that no test could ever support."""
+    if cfg.confirmation["seeds"] == 0 or len(cfg.losses) < 2:
+        return
+    try:
+        limits = power_limits(cfg)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{where}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    for cell, limit in limits.items():
+        if limit.declarable:
+            continue
+        dataset = cell.split("/")[0]
+        message = (f"{where}: the design cannot separate any two losses in cell {cell}. {limit.sentence()} Raise "
+                   f"the ranking cases to at least {limit.cases_needed} (datasets.{dataset}.eval_options: e.g. "
+                   "num_volumes of synthetic, or more test cases on disk; trial.eval.max_cases must not cut them), "
+                   "rank fewer losses, or set confirmation.underpowered: warn to run it anyway (the report then "
+                   "states that no difference can be declared).")
+        if cfg.confirmation["underpowered"] == "error":
+            raise ValueError(message)
+        import warnings
+
+        warnings.warn(message, stacklevel=3)
 
 
 def _check_model(names: dict, section: dict, where: str) -> None:
@@ -473,9 +566,10 @@ def _check_trial_configs(cfg: SweepConfig, where: str) -> None:
     for ds in cfg.datasets:
         for arch in cfg.architectures:
             group = Group(ds, arch, loss)
-            config = trial_config(cfg, group, GroupSpace(loss, cfg.pairing).defaults(), seed=0, stage="tune")
-            try:
-                resolve_config(config["train"])
-            except ValueError as exc:
-                raise ValueError(f"{where}: the trials of datasets.{ds} x architectures.{arch} would be invalid: "
-                                 f"{exc}") from None
+            for stage in ("tune", "confirm"):  # the stages evaluate on different splits
+                config = trial_config(cfg, group, GroupSpace(loss, cfg.pairing).defaults(), seed=0, stage=stage)
+                try:
+                    resolve_config(config["train"])
+                except ValueError as exc:
+                    raise ValueError(f"{where}: the {stage} trials of datasets.{ds} x architectures.{arch} would be "
+                                     f"invalid: {exc}") from None

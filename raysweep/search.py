@@ -11,6 +11,7 @@ such a point and a seed into the full ``train_trial`` config.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 from .config import Group, SweepConfig
@@ -72,12 +73,43 @@ def tune_quota(cfg: SweepConfig, group: Group) -> int:
     return 1 if GroupSpace(group.loss, cfg.pairing).is_empty() else cfg.tuning["trials_per_group"]
 
 
-def trial_config(cfg: SweepConfig, group: Group, point: dict[str, Any], seed: int, stage: str) -> dict[str, Any]:
-    """The full ``train_trial`` config of one trial (plus the ``sweep`` tags the results callback reads)."""
+def evaluation_split(cfg: SweepConfig, dataset: str, stage: str) -> tuple[str, dict[str, Any]]:
+    """The split a trial of ``stage`` evaluates on, and that split's dataset options.
+
+    Tuning trials (and so the choice of each group's best configuration) see only the *selection* split
+    (``DATASETS[name].select_split``, with the dataset section's ``select_options``); confirmation runs, the only
+    runs that rank, see only the *ranking* split (``eval_split``, with ``eval_options``). The two share no case.
+    """
+    from .data import DATASETS
+
+    info, section = DATASETS[dataset], cfg.datasets[dataset]
+    if stage == "tune":
+        return info.select_split, dict(section.get("select_options") or {})
+    return info.eval_split, dict(section.get("eval_options") or {})
+
+
+def trial_config(cfg: SweepConfig, group: Group, point: dict[str, Any], seed: int, stage: str,
+                 proposal: str | None = None) -> dict[str, Any]:
+    """The full ``train_trial`` config of one trial (plus the ``sweep`` tags the results callback reads).
+
+    ``stage`` decides the evaluation split (:func:`evaluation_split`); ``proposal`` (tune trials) records who
+    proposed ``point``: ``default``, ``random``, ``model`` or ``fixed``.
+    """
     trial = copy.deepcopy(cfg.trial)
     params = {k.split("/", 1)[1]: v for k, v in point.items() if k.startswith("loss/")}
     trial["seed"] = seed
-    trial["dataset"] = copy.deepcopy(cfg.datasets[group.dataset])
+    section = copy.deepcopy(cfg.datasets[group.dataset])
+    section.pop("select_options", None)  # not a trial key: it becomes eval_options of the tune stage
+    split, section["eval_options"] = evaluation_split(cfg, group.dataset, stage)
+    trial["dataset"] = section
+    trial.setdefault("eval", {})["split"] = split
+    if stage == "confirm" and cfg.confirmation.get("evaluations"):
+        # Confirmation runs evaluate on the (larger) ranking split, so less often; the evaluations are evenly spaced
+        # and end at the budget, so the one at 80% of the steps gives the report's last-20% convergence gain.
+        from .train import resolve_config
+
+        steps = resolve_config(cfg.trial)["train"]["steps"]
+        trial["eval"]["every"] = max(1, math.ceil(steps / cfg.confirmation["evaluations"]))
     trial["model"] = copy.deepcopy(cfg.architectures[group.arch])
     if group.loss == "inverseform" and cfg.inversenets.get(group.dataset):
         params.setdefault("inversenet", cfg.inversenets[group.dataset])
@@ -86,7 +118,7 @@ def trial_config(cfg: SweepConfig, group: Group, point: dict[str, Any], seed: in
     trial["companions"] = ([{"name": companion, "weight": float(point.get("companion/weight", COMPANION_DEFAULT))}]
                            if companion else [])
     return {"train": trial, "sweep": {"name": cfg.name, "stage": stage, "dataset": group.dataset, "arch": group.arch,
-                                      "loss": group.loss, "point": dict(point), "seed": seed}}
+                                      "loss": group.loss, "point": dict(point), "seed": seed, "proposal": proposal}}
 
 
 def space_dims(loss: str, pairing: str) -> dict[str, Any]:
@@ -97,4 +129,5 @@ def space_dims(loss: str, pairing: str) -> dict[str, Any]:
     return dims
 
 
-__all__ = ["Categorical", "GroupSpace", "companion_for", "space_dims", "trial_config", "tune_quota"]
+__all__ = ["Categorical", "GroupSpace", "companion_for", "evaluation_split", "space_dims", "trial_config",
+           "tune_quota"]

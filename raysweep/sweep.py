@@ -1,12 +1,16 @@
 """The sweep: one Ray Tune experiment per stage over every (dataset, architecture, loss) group.
 
 Stage ``tune``: one ``Tuner`` whose searcher (:class:`GroupSearcher`) hands out trials round-robin across one Optuna
-study per group, with an equal quota each, the survey's defaults first; ASHA stops weak trials early. The loss is never
-a tunable categorical (TPE would starve the losses that start slowly) and no two Tuners run at once (Ray does not
-support it), so the cluster stays busy with no barrier between groups.
+study per group, with an equal quota each, the survey's defaults first; :class:`GroupScheduler` stops weak trials early
+with one ASHA bracket per group, so a trial only ever competes with trials of its own (dataset, arch, loss) group and
+every group gets the same rung schedule. The loss is never a tunable categorical (TPE would starve the losses that
+start slowly) and no two Tuners run at once (Ray does not support it), so the cluster stays busy with no barrier
+between groups. Tuning trials evaluate on each dataset's *selection* split.
 
-Stage ``confirm``: the best configuration of each group (among trials that ran their full budget) is retrained with
-``confirmation.seeds`` new seeds; the ranking uses only these runs.
+Stage ``confirm``: the best configuration of each group, among its tuning trials that ran their full budget, is
+retrained with ``confirmation.seeds`` new, distinct seeds and evaluated on the *ranking* split, which shares no case
+with the selection split; the ranking uses only these runs. ``sweep.json``'s ``protocol`` records both case lists,
+the rung schedule, the seeds and each cell's power limit.
 
 Every trial lands in Parquet through :class:`ResultsCallback` on the driver (idempotent by trial id). Running the same
 command on the same output folder resumes: a stage whose experiment exists is restored (``Tuner.restore``), a finished
@@ -31,7 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .config import Group, SweepConfig
+from .config import Group, SweepConfig, n_startup_trials, power_limits, protocol_cases
 from .search import GroupSpace, trial_config, tune_quota
 
 METRIC = "score"
@@ -86,6 +90,8 @@ class GroupSearcher(_searcher_base()):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        from .train import resolve_config
+
         super().__init__(metric=metric, mode=mode)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.cfg = cfg
@@ -93,6 +99,10 @@ class GroupSearcher(_searcher_base()):
         self.quota: dict[str, int] = {}
         self.subs: dict[str, Any] = {}
         self.spaces: dict[str, GroupSpace] = {}
+        self.budget = resolve_config(cfg.trial)["train"]["steps"]
+        self.n_startup = n_startup_trials(cfg)
+        # Trials of each group told to its study as COMPLETE or PRUNED: what TPE counts against n_startup_trials.
+        self.finished: dict[str, int] = {g.key: 0 for g in self.groups}
         seed = cfg.tuning["seed"]
         for i, g in enumerate(self.groups):
             space = GroupSpace(g.loss, cfg.pairing)
@@ -102,7 +112,7 @@ class GroupSearcher(_searcher_base()):
                 continue
             self.subs[g.key] = OptunaSearch(
                 space=space, metric=metric, mode=mode, points_to_evaluate=[space.defaults()],
-                sampler=optuna.samplers.TPESampler(seed=seed * 10007 + i),
+                sampler=optuna.samplers.TPESampler(seed=seed * 10007 + i, n_startup_trials=self.n_startup),
                 study_name=f"{cfg.name}-{g.key}",  # unique: groups never merge into one study
             )
         self.issued = {g.key: 0 for g in self.groups}
@@ -124,15 +134,19 @@ class GroupSearcher(_searcher_base()):
             self.cursor = (self.cursor + k + 1) % n
             sub = self.subs.get(g.key)
             if sub is None:
-                point = {}
+                point, proposal = {}, "fixed"
             else:
                 point = sub.suggest(trial_id)
                 if not isinstance(point, dict):  # the study has nothing to propose now
                     continue
                 point = flatten_dict(point, delimiter="/")
+                # The first point is the survey's defaults (points_to_evaluate); after it, TPE samples at random
+                # until n_startup trials of the group have finished (Optuna's own rule, counted here).
+                proposal = ("default" if self.issued[g.key] == 0 else
+                            "random" if self.finished[g.key] < self.n_startup else "model")
             self.issued[g.key] += 1
             self.owner[trial_id] = g
-            return trial_config(self.cfg, g, point, seed=self.cfg.tuning["seed"], stage="tune")
+            return trial_config(self.cfg, g, point, seed=self.cfg.tuning["seed"], stage="tune", proposal=proposal)
         return self.FINISHED if all(self.issued[k] >= q for k, q in self.quota.items()) else None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -142,10 +156,18 @@ class GroupSearcher(_searcher_base()):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         sub = self._sub(trial_id)
-        if sub is not None:
-            if result is not None and not _finite(result.get(METRIC)):
-                error = True  # Optuna cannot store NaN; an OOM trial says nothing about its config
-            sub.on_trial_complete(trial_id, result=result, error=error)
+        if sub is None:
+            return
+        if result is not None and not _finite(result.get(METRIC)):
+            error = True  # Optuna cannot store NaN; an OOM trial says nothing about its config
+        if not error and result is not None and int(result.get("step") or 0) < self.budget \
+                and result.get("status") == "running":
+            # Stopped early by the group's ASHA: PRUNED, not COMPLETE, so TPE ranks it by its intermediate values
+            # (reported at every evaluation) instead of mistaking a partial-budget score for a final one.
+            result = None
+        sub.on_trial_complete(trial_id, result=result, error=error)
+        if not error:
+            self.finished[self.owner[trial_id].key] += 1
 
     def _sub(self, trial_id: str):
         g = self.owner.get(trial_id)
@@ -162,6 +184,77 @@ class GroupSearcher(_searcher_base()):
 
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+
+
+def _asha_base():
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler
+
+
+def asha_rungs(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
+    """The milestones (in reports) at which ASHA may stop a trial, ascending: ``grace_period * rf**k`` below
+    ``max_t`` (Ray's ``_Bracket`` with one bracket; a trial reaching ``max_t`` has run its full budget)."""
+    rungs, r = [], grace_period
+    while r < max_t:
+        rungs.append(r)
+        r *= reduction_factor
+    return rungs
+
+
+class GroupScheduler(_asha_base()):
+    """Early stopping inside each group: one ASHA bracket per (dataset, arch, loss) group behind one Tune scheduler.
+
+    A single ASHA over the whole tuning Tuner would stop a trial whose score at a rung is low *relative to other
+    losses' trials*, so slow-starting losses would be cut and tuned less. Here a trial competes only with earlier
+    trials of its own group at the same rung; every group has the same rung schedule (``grace_period``,
+    ``reduction_factor``, ``max_t``) and the same quota (the searcher's), and the first trial of a group to reach a
+    rung always passes it, so every group has at least one full-budget trial unless its trials fail.
+    """
+
+    def __init__(self, max_t: int, grace_period: int, reduction_factor: int, metric: str = METRIC,
+                 mode: str = "max"):
+        super().__init__()
+        self.asha = {"time_attr": "training_iteration", "metric": metric, "mode": mode, "max_t": max_t,
+                     "grace_period": grace_period, "reduction_factor": reduction_factor, "brackets": 1,
+                     "stop_last_trials": True}
+        self.rungs = asha_rungs(max_t, grace_period, reduction_factor)
+        self.groups: dict[str, Any] = {}  # group key -> its AsyncHyperBandScheduler
+        self.group_of: dict[str, str] = {}  # trial id -> group key
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return metric in (None, self.asha["metric"]) and mode in (None, self.asha["mode"])
+
+    def _sub(self, trial):
+        key = self.group_of.get(trial.trial_id)
+        return None if key is None else self.groups[key]
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        from ray.tune.schedulers import AsyncHyperBandScheduler
+
+        tags = trial.config.get("sweep", {})
+        key = Group(tags.get("dataset"), tags.get("arch"), tags.get("loss")).key
+        if key not in self.groups:
+            self.groups[key] = AsyncHyperBandScheduler(**self.asha)
+        self.group_of[trial.trial_id] = key
+        self.groups[key].on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        sub = self._sub(trial)
+        return self.CONTINUE if sub is None else sub.on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        sub = self._sub(trial)
+        if sub is not None and trial.trial_id in sub._trial_info:
+            sub.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        sub = self._sub(trial)
+        if sub is not None:
+            sub._trial_info.pop(trial.trial_id, None)
+
+    def debug_string(self) -> str:
+        return f"Early stopping inside each of {len(self.groups)} groups (ASHA, rungs {self.rungs})"
 
 
 class _tune_environment:
@@ -409,6 +502,7 @@ def trial_rows(sweep_id: str, trial_id: str, config: dict, result: dict, curves:
         "in_survey": bool(spec.in_survey) if spec else None,
         "params": json.dumps(point, sort_keys=True),
         "is_default": is_default,
+        "proposal": tags.get("proposal") if tags.get("stage") == "tune" else None,
         "status": status,
         "error": error or (f"diverged at step {result.get('diverged_step')}" if status == "diverged" else None)
         or (result.get("error") if isinstance(result.get("error"), str) else None),
@@ -435,7 +529,9 @@ def trial_rows(sweep_id: str, trial_id: str, config: dict, result: dict, curves:
     curve_rows = [{**{k: ids[k] for k in ("sweep_id", "trial_id", "stage", "dataset", "arch", "loss", "seed")}, **c}
                   for c in curves]
     case_rows = []
-    if tags.get("stage") == "confirm" and result.get("cases"):
+    # Both stages: tune trials' rows are scores on the selection cases, confirm trials' on the ranking cases, so
+    # anyone can check from the tables that the two sets never meet.
+    if result.get("cases"):
         for row in json.loads(result["cases"]):
             case_rows.append({**{k: ids[k] for k in ("sweep_id", "trial_id", "stage", "dataset", "arch", "loss",
                                                      "seed")}, **row})
@@ -656,7 +752,34 @@ class SweepRunner:
                          "concurrent_trials": slots},
             "planned": {"tune": searcher_total, "confirm": len(self.cfg.groups()) * self.cfg.confirmation["seeds"]},
             "groups": [{"dataset": g.dataset, "arch": g.arch, "loss": g.loss} for g in self.cfg.groups()],
+            "protocol": self.protocol(),
         })
+
+    def protocol(self) -> dict[str, Any]:
+        """What makes the ranking fair, recorded in sweep.json: the cases that select and the cases that rank (per
+        dataset), the early-stopping scope and rungs, the tuning quota and start-up trials, the confirmation seeds
+        and each cell's power limit."""
+        from .train import resolve_config
+
+        trial = resolve_config(self.cfg.trial)
+        evals = _evaluations(self.cfg.trial)
+        t = self.cfg.tuning
+        asha = t["scheduler"] == "asha" and evals > 1
+        cases = protocol_cases(self.cfg)
+        return {
+            "alpha": self.cfg.confirmation["alpha"],
+            **cases,
+            "early_stopping": {"scheduler": "asha" if asha else "none", "scope": "group",
+                               "time_attr": "training_iteration", "grace_period": min(t["grace_period"], evals),
+                               "reduction_factor": t["reduction_factor"], "max_t": evals,
+                               "rungs": asha_rungs(evals, min(t["grace_period"], evals), t["reduction_factor"])
+                               if asha else [],
+                               "eval_every": trial["eval"]["every"], "budget_steps": trial["train"]["steps"]},
+            "tuning": {"trials_per_group": t["trials_per_group"], "n_startup_trials": n_startup_trials(self.cfg),
+                       "seed": t["seed"], "sampler": "tpe"},
+            "confirmation": {"seeds": confirmation_seeds(self.cfg)},
+            "power": {cell: limit.to_dict() for cell, limit in power_limits(self.cfg, cases).items()},
+        }
 
     def _ensure_inversenets(self) -> None:
         """Train (once, cached in the output folder) the InverseNet each dataset needs for the inverseform loss.
@@ -722,15 +845,13 @@ class SweepRunner:
 
     def _tune(self, state: dict, resources: dict, slots: int) -> dict:
         from ray import tune
-        from ray.tune.schedulers import ASHAScheduler
 
         searcher = GroupSearcher(self._threaded_cfg(resources))
         evals = _evaluations(self.cfg.trial)
         scheduler = None
         if self.cfg.tuning["scheduler"] == "asha" and evals > 1:
-            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=evals,
-                                      grace_period=min(self.cfg.tuning["grace_period"], evals),
-                                      reduction_factor=self.cfg.tuning["reduction_factor"])
+            scheduler = GroupScheduler(max_t=evals, grace_period=min(self.cfg.tuning["grace_period"], evals),
+                                       reduction_factor=self.cfg.tuning["reduction_factor"])
         tuner = self._tuner(
             "tune", self._with_threads(resources),
             tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
@@ -748,9 +869,13 @@ class SweepRunner:
         cfg = self._threaded_cfg(resources)
         configs = []
         for g in cfg.groups():
-            point = state["best"].get(g.key, GroupSpace(g.loss, cfg.pairing).defaults())
-            for k in range(cfg.confirmation["seeds"]):
-                configs.append(trial_config(cfg, g, point, seed=cfg.tuning["seed"] + 1 + k, stage="confirm"))
+            point = state["best"].get(g.key)
+            if point is None:
+                print(f"[confirm] {g.key}: no tuning trial ran its full budget; confirming the survey's defaults",
+                      flush=True)
+                point = GroupSpace(g.loss, cfg.pairing).defaults()
+            for seed in confirmation_seeds(cfg):
+                configs.append(trial_config(cfg, g, point, seed=seed, stage="confirm"))
         tuner = self._tuner(
             "confirm", self._with_threads(resources),
             param_space={"trial": tune.grid_search(configs)},
@@ -841,24 +966,31 @@ def _evaluations(trial_cfg: dict) -> int:
     return 1 if not every else math.ceil(steps / every)
 
 
+def confirmation_seeds(cfg: SweepConfig) -> list[int]:
+    """The training seeds of each group's confirmation runs: distinct, and distinct from the tuning seed."""
+    return [cfg.tuning["seed"] + 1 + k for k in range(cfg.confirmation["seeds"])]
+
+
 def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
-    """Best sampled point per group: among trials that ran their full budget, the highest final score."""
+    """Best sampled point per group: the highest final selection score among the group's tuning trials that
+    completed their full budget (early-stopped, diverged and failed trials are never chosen: their scores are not
+    comparable). A group without such a trial is absent (the confirmation stage then uses its defaults)."""
     from .train import resolve_config
 
     steps = resolve_config(cfg.trial)["train"]["steps"]
-    best: dict[str, tuple[int, float, dict]] = {}
+    best: dict[str, tuple[float, dict]] = {}
     for result in grid:
         config = result.config or {}
         tags = config.get("sweep")
         metrics = result.metrics or {}
         score = metrics.get(METRIC)
-        if not tags or not _finite(score):
+        if not tags or not _finite(score) or metrics.get("status") != "completed" or \
+                int(metrics.get("step") or 0) < steps:
             continue
         key = Group(tags["dataset"], tags["arch"], tags["loss"]).key
-        rank = (int(metrics.get("step", 0) >= steps), float(score))
-        if key not in best or rank > best[key][:2]:
-            best[key] = (*rank, tags["point"])
-    return {k: v[2] for k, v in best.items()}
+        if key not in best or float(score) > best[key][0]:
+            best[key] = (float(score), tags["point"])
+    return {k: v[1] for k, v in best.items()}
 
 
 def environment() -> dict[str, Any]:

@@ -13,7 +13,8 @@ from pathlib import Path
 TINY_SWEEP = {
     "name": "tiny",
     "datasets": {"synthetic": {"options": {"image_size": 32, "depth": 4, "num_volumes": 3},
-                               "eval_options": {"num_volumes": 1}}},
+                               # 6 ranking volumes: the fewest with which Wilcoxon can separate 2 losses
+                               "select_options": {"num_volumes": 1}, "eval_options": {"num_volumes": 6}}},
     "architectures": {"cnn": {"arch": "Unet", "encoder": "resnet18",
                               "options": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}}},
     "losses": ["tversky", "focal"],

@@ -265,7 +265,7 @@ def test_valid_edge_values_are_accepted():
                    {"resources": {"gpus_per_trial": 0}},
                    {"tuning": {"seed": 2**31 - 1, "reduction_factor": 3, "scheduler": "none"}},
                    {"confirmation": {"seeds": 0}},
-                   {"losses": "all", "pairing": "dice"},
+                   {"losses": "all", "pairing": "dice", "confirmation": {"seeds": 1, "underpowered": "warn"}},
                    {"losses": "tversky"},
                    {"datasets": ["synthetic"], "architectures": ["cnn", "transformer"]},
                    {"architectures": {"mine": {"arch": "FPN", "encoder": "resnet18"}}},

@@ -12,7 +12,8 @@ from raysweep.sweep import GroupSearcher, trial_resources
 TINY = {
     "name": "tiny",
     "datasets": {"synthetic": {"options": {"image_size": 32, "depth": 4, "num_volumes": 3},
-                               "eval_options": {"num_volumes": 1}}},
+                               # 6 ranking volumes: the fewest with which Wilcoxon can separate 2 losses
+                               "select_options": {"num_volumes": 1}, "eval_options": {"num_volumes": 6}}},
     "architectures": {"cnn": {"arch": "Unet", "encoder": "resnet18",
                               "options": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}},
                       "transformer": {"arch": "Segformer", "encoder": "mit_b0"}},
@@ -173,9 +174,25 @@ def test_end_to_end_sweep_writes_three_tables_and_resumes(ray_session, tmp_path)
     assert confirm.final_metric.notna().all() and (confirm.steps_done == 4).all()
     assert len(tables["curves"]) >= len(trials)
     cases = tables["cases"]
-    assert set(cases.trial_id) == set(confirm.trial_id) and cases.dice.notna().any()
+    assert set(cases.trial_id) == set(trials.trial_id) and cases.dice.notna().any()
     meta = read_sweep_meta(out / "results")
     assert meta["planned"] == {"tune": 6, "confirm": 4} and meta["ended_at"]
+
+    # Selection never on the ranking cases: tune trials scored only the val volumes, confirmation runs only the test
+    # volumes, exactly the lists sweep.json records.
+    protocol = meta["protocol"]
+    selection = set(protocol["selection"]["synthetic"]["cases"])
+    ranking = set(protocol["ranking"]["synthetic"]["cases"])
+    assert protocol["selection"]["synthetic"]["split"] == "val" and protocol["ranking"]["synthetic"]["split"] == "test"
+    assert len(selection) == 1 and len(ranking) == 6 and not selection & ranking
+    assert set(cases[cases.stage == "tune"].case) == selection
+    assert set(cases[cases.stage == "confirm"].case) == ranking
+    assert protocol["early_stopping"]["scope"] == "group" and protocol["early_stopping"]["rungs"] == [1]
+    assert protocol["power"]["synthetic/cnn"]["declarable"]
+    # Who proposed each tuning trial: every searchable group starts from its defaults; ce has nothing to tune.
+    assert set(tune[tune.loss == "ce"].proposal) == {"fixed"}
+    assert sorted(tune[tune.loss == "tversky"].proposal) == ["default", "default", "random", "random"]
+    assert confirm.proposal.isna().all()
 
     # Running again on the same folder finds both stages done: nothing is rerun or duplicated.
     SweepRunner(cfg, out, progress=False).run()
@@ -199,3 +216,144 @@ def test_cluster_yamls_pass_rays_own_validation(path):
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
     assert all("RAY_AUTH_MODE=" in c for c in starts if c.strip().startswith(("RAY_", "ray start")))
     assert any("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"])
+
+
+# ---------------------------------------------------------------------------------------------------- the protocol
+
+
+def _fake_trial(trial_id, loss, arch="cnn"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(trial_id=trial_id, config={"sweep": {"dataset": "synthetic", "arch": arch, "loss": loss}})
+
+
+def _full_budget_trials(scheduler, offsets, qualities, max_t):
+    """Run each group's trials in turn (group A's k-th trial, then B's k-th, ...), each reporting score
+    ``quality * t / max_t + offset`` at t = 1..max_t until the scheduler stops it; count full-budget trials."""
+    full = {loss: 0 for loss in offsets}
+    for k, q in enumerate(qualities):
+        for loss, offset in offsets.items():
+            trial = _fake_trial(f"{loss}-{k}", loss)
+            scheduler.on_trial_add(None, trial)
+            for t in range(1, max_t + 1):
+                result = {"training_iteration": t, "score": q * t / max_t + offset}
+                action = scheduler.on_trial_result(None, trial, result)
+                if action == scheduler.STOP:
+                    break
+            scheduler.on_trial_complete(None, trial, result)
+            full[loss] += t == max_t
+    return full
+
+
+def test_early_stopping_compares_a_trial_only_with_its_own_group():
+    """Two groups whose scores differ by a constant get the same number of full-budget trials (a slow-starting loss
+    is not cut for being behind another loss); one ASHA over both would starve the lower group."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    from raysweep.sweep import GroupScheduler
+
+    qualities = [0.5, 0.7, 0.3, 0.9, 0.6, 0.8, 0.4, 0.65]
+    offsets = {"dice": 0.3, "boundary": 0.0}
+    per_group = _full_budget_trials(GroupScheduler(max_t=8, grace_period=1, reduction_factor=2), offsets,
+                                    qualities, 8)
+    assert per_group["dice"] == per_group["boundary"] >= 1
+    shared = AsyncHyperBandScheduler(metric="score", mode="max", max_t=8, grace_period=1, reduction_factor=2)
+    across = _full_budget_trials(shared, offsets, qualities, 8)
+    assert across["boundary"] < per_group["boundary"]  # the defect the per-group scheduler removes
+
+
+def test_group_scheduler_rungs_match_rays_bracket():
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    from raysweep.sweep import asha_rungs
+
+    for max_t, grace, rf in [(10, 1, 2), (10, 4, 2), (7, 2, 3), (100, 1, 4), (4, 4, 2)]:
+        ray_rungs = sorted(m for m, _ in _Bracket(grace, max_t, rf, 0)._rungs if m < max_t)
+        assert asha_rungs(max_t, grace, rf) == ray_rungs
+
+
+def test_searcher_proposals_startup_trials_and_pruned_stops():
+    """The defaults come first, then TPE samples at random until n_startup_trials of the group finished; a trial that
+    early stopping ended is told to Optuna as PRUNED, not as a COMPLETE score of the full budget."""
+    import optuna
+
+    from raysweep.config import n_startup_trials
+
+    cfg = validate({**TINY, "architectures": ["cnn"], "losses": ["tversky"],
+                    "tuning": {**TINY["tuning"], "trials_per_group": 6}})
+    assert n_startup_trials(cfg) == 2 and validate({**TINY, "tuning": {"n_startup_trials": 5}}).tuning[
+        "n_startup_trials"] == 5
+    searcher = GroupSearcher(cfg)
+    proposals = []
+    for i in range(6):
+        config = searcher.suggest(f"t{i}")
+        proposals.append(config["sweep"]["proposal"])
+        stopped = i == 1
+        searcher.on_trial_complete(f"t{i}", {"score": 0.1 * i, "step": 2 if stopped else 4,
+                                             "status": "running" if stopped else "completed"})
+    assert proposals == ["default", "random", "model", "model", "model", "model"]
+    study = searcher.subs["synthetic/cnn/tversky"]._ot_study
+    states = [t.state for t in study.trials]
+    assert states[1] == optuna.trial.TrialState.PRUNED and states.count(optuna.trial.TrialState.COMPLETE) == 5
+
+
+def test_confirmation_picks_among_full_budget_trials_only():
+    from types import SimpleNamespace
+
+    from raysweep.sweep import best_points
+
+    cfg = validate(TINY)  # 4 steps per trial
+
+    def result(loss, point, score, step, status):
+        return SimpleNamespace(config={"sweep": {"dataset": "synthetic", "arch": "cnn", "loss": loss,
+                                                  "point": point}},
+                               metrics={"score": score, "step": step, "status": status})
+
+    grid = [result("tversky", {"loss/alpha": 0.1}, 0.9, 2, "running"),   # stopped early: never chosen
+            result("tversky", {"loss/alpha": 0.2}, 0.5, 4, "completed"),
+            result("tversky", {"loss/alpha": 0.3}, 0.4, 4, "completed"),
+            result("tversky", {"loss/alpha": 0.4}, 0.0, 3, "diverged"),
+            result("ce", {}, 0.7, 2, "running")]                         # no full-budget trial: absent
+    assert best_points(grid, cfg) == {"synthetic/cnn/tversky": {"loss/alpha": 0.2}}
+
+
+def test_confirmation_seeds_are_distinct_and_not_the_tuning_seed():
+    from raysweep.sweep import confirmation_seeds
+
+    cfg = validate({**TINY, "tuning": {**TINY["tuning"], "seed": 5}, "confirmation": {"seeds": 4}})
+    seeds = confirmation_seeds(cfg)
+    assert len(set(seeds)) == 4 and 5 not in seeds
+    group = cfg.groups()[0]
+    configs = [trial_config(cfg, group, {}, seed=s, stage="confirm") for s in seeds]
+    assert sorted(c["train"]["seed"] for c in configs) == sorted(seeds)
+
+
+def test_tuning_selects_on_validation_cases_and_confirmation_ranks_on_test_cases():
+    from raysweep.config import protocol_cases
+
+    cfg = validate(TINY)
+    group = cfg.groups()[0]
+    tune = trial_config(cfg, group, {}, seed=0, stage="tune")["train"]
+    confirm = trial_config(cfg, group, {}, seed=1, stage="confirm")["train"]
+    assert (tune["eval"]["split"], tune["dataset"]["eval_options"]) == ("val", {"num_volumes": 1})
+    assert (confirm["eval"]["split"], confirm["dataset"]["eval_options"]) == ("test", {"num_volumes": 6})
+    cases = protocol_cases(cfg)
+    assert cases["selection"]["synthetic"]["cases"] == ["val000"]
+    assert cases["ranking"]["synthetic"]["cases"] == [f"test{i:03d}" for i in range(6)]
+    with pytest.raises(ValueError, match="trial.eval.split is set by the sweep"):
+        validate({**TINY, "trial": {**TINY["trial"], "eval": {"split": "test"}}})
+
+
+def test_a_design_that_cannot_separate_losses_is_refused_before_any_trial():
+    """5 ranking cases can never give a two-sided Wilcoxon p below 2/32 = 0.0625: refused, naming the cases needed;
+    `underpowered: warn` runs it with a warning."""
+    five = {"synthetic": {**TINY["datasets"]["synthetic"], "eval_options": {"num_volumes": 5}}}
+    with pytest.raises(ValueError, match=r"cannot separate any two losses in cell synthetic/cnn.*"
+                                         r"smallest adjusted p-value any pair can reach is 0\.0625.*at least 6"):
+        validate({**TINY, "datasets": five})
+    with pytest.warns(UserWarning, match="cannot separate any two losses"):
+        validate({**TINY, "datasets": five, "confirmation": {"seeds": 1, "underpowered": "warn"}})
+    # 26 losses make 325 comparisons: 6 cases were enough for 2 losses, 14 are needed for 26.
+    with pytest.raises(ValueError, match="at least 14"):
+        validate({**TINY, "losses": "survey"})
+    validate({**TINY, "datasets": five, "confirmation": {"seeds": 0}})  # nothing is ranked: nothing to refuse

@@ -429,7 +429,8 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(ray_session, tmp_path
         def _with_threads(self, resources):
             return tune.with_resources(faulty_trainable, resources)
 
-    cfg = validate(tiny_sweep(name="faulty", losses=["tversky", "focal", "dice", "ce"]))
+    cfg = validate(tiny_sweep(name="faulty", losses=["tversky", "focal", "dice", "ce"],
+                                 confirmation={"seeds": 1, "underpowered": "warn"}))
     out = tmp_path / "out"
     state = FaultyRunner(cfg, out, progress=False).run()
     assert state["confirm_done"]

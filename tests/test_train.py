@@ -147,6 +147,27 @@ def test_divergence_ends_the_trial_with_status_and_step():
     assert r["dice"] == 0.0  # the worst score, so a searcher learns to avoid the region
 
 
+@pytest.mark.parametrize("sync_every", [1, 4])
+def test_divergence_step_is_exactly_the_first_non_finite_loss(monkeypatch, sync_every):
+    """A loss that turns NaN at its 3rd call: the trial ends diverged at step 3 (1-based), whether the losses are checked
+    at every step or 4 at a time (then step 4 meets the NaN logits the NaN update made, and the pending losses are
+    checked first)."""
+    forward = CombinedObjective.forward
+    calls = []
+
+    def nan_at_third(self, outputs, mask, maps, step):
+        calls.append(step)
+        total, values = forward(self, outputs, mask, maps, step)
+        if len(calls) == 3:
+            total = total * float("nan")
+        return total, values
+
+    monkeypatch.setattr(CombinedObjective, "forward", nan_at_third)
+    r = train_trial(tiny(**{"train.steps": 6, "train.sync_every": sync_every}))
+    assert r["status"] == "diverged" and r["diverged_step"] == 3 and r["step"] == 3
+    assert calls[:3] == [0, 1, 2]  # 0-based steps passed to the objective
+
+
 def test_out_of_memory_ends_the_trial_with_status_oom(monkeypatch):
     def oom(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
