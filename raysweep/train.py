@@ -72,7 +72,7 @@ config::
       split: null              # null -> DATASETS[name].eval_split
       max_cases: null          # evaluate the first N cases (volumes or images) only
       batch_size: 16           # slices / images per forward pass
-      hd95: null               # null -> on for per-volume datasets
+      hd95: null               # null -> on for per-volume datasets; final -> the same, at the last evaluation only
       overlays: 3              # prediction overlay PNGs of the first N evaluation cases
       report_cases: true       # include per-case, per-class rows ("cases") in the reports
     checkpoint:
@@ -278,7 +278,7 @@ def resolve_config(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     if e["max_cases"] is not None:
         _positive_int("eval.max_cases", e["max_cases"])
     _positive_int("eval.batch_size", e["batch_size"])
-    _choice("eval.hd95", e["hd95"], (None, True, False))
+    _choice("eval.hd95", e["hd95"], (None, True, False, "final"))
     if not _is_int(e["overlays"]) or e["overlays"] < 0:
         raise ValueError(f"eval.overlays must be a non-negative integer, got {e['overlays']!r}")
     _choice("eval.report_cases", e["report_cases"], (True, False))
@@ -1054,7 +1054,7 @@ class _Trial:
         timing = self.timer.means_ms()
         steps_done = self.timer.steps
         t0 = time.perf_counter()
-        summary, rows, overlays = self._evaluate()
+        summary, rows, overlays = self._evaluate(final=status == "completed")
         eval_s = time.perf_counter() - t0
 
         primary = self.info.primary_metric
@@ -1160,21 +1160,22 @@ class _Trial:
             shutil.rmtree(old, ignore_errors=True)
 
     @torch.inference_mode()
-    def _evaluate(self) -> tuple[dict[str, Any], list[dict[str, Any]], list[tuple[str, np.ndarray]]]:
-        """Evaluate on the fixed evaluation cases; returns the summary, per-case rows and overlay images."""
+    def _evaluate(self, final: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]],
+                                                   list[tuple[str, np.ndarray]]]:
+        """Evaluate on the fixed evaluation cases; returns the summary, per-case rows and overlay images.
+        ``final``: the trial's last evaluation (``eval.hd95: final`` computes HD95 then only)."""
         from .metrics import Evaluator
 
         e = self.cfg["eval"]
-        ev = Evaluator.for_dataset(self.info, hd=e["hd95"])
+        hd = e["hd95"] if e["hd95"] != "final" else (None if final else False)
+        ev = Evaluator.for_dataset(self.info, hd=hd)
         n_overlays = e["overlays"] if (self.tune or self.cfg["output_dir"] is not None) else 0
         overlays: list[tuple[str, np.ndarray]] = []
         self.model.eval()
         try:
             if self.info.per_volume:
-                for i, vol in enumerate(islice(self.eval_ds.volumes(), e["max_cases"])):
-                    x = self.eval_ds.volume_input(vol)
-                    pred = np.concatenate([self._predict(chunk, vol.label.shape[-2:])
-                                           for chunk in x.split(e["batch_size"])])
+                volumes = islice(self.eval_ds.volumes(), e["max_cases"])
+                for i, (vol, pred) in enumerate(self._predict_volumes(volumes, e["batch_size"])):
                     ev.add(vol.case, pred, vol.label, spacing=vol.spacing)
                     if i < n_overlays:
                         z = int(np.argmax(((vol.label > 0) & (vol.label != self.info.ignore_index)).sum((1, 2))))
@@ -1192,6 +1193,31 @@ class _Trial:
         finally:
             self.model.train()
         return ev.summary(), ev.rows(), overlays
+
+    def _predict_volumes(self, volumes: Iterator[Any], batch_size: int) -> Iterator[tuple[Any, np.ndarray]]:
+        """``(volume, prediction int64 (D, H, W))`` for each volume, in order. Slices of consecutive small volumes
+        share forward passes of up to ``batch_size`` slices: a forward's fixed cost dominates at the default sizes
+        (measured: 32 synthetic volumes of 8 slices evaluate ~2x faster packed than one forward per volume)."""
+        pending: list[tuple[Any, torch.Tensor]] = []
+
+        def flush() -> Iterator[tuple[Any, np.ndarray]]:
+            x = torch.cat([v for _, v in pending])
+            size = pending[0][0].label.shape[-2:]
+            pred = np.concatenate([self._predict(chunk, size) for chunk in x.split(batch_size)])
+            start = 0
+            for vol, v in pending:
+                yield vol, pred[start:start + len(v)]
+                start += len(v)
+            pending.clear()
+
+        for vol in volumes:
+            x = self.eval_ds.volume_input(vol)
+            if pending and (sum(len(v) for _, v in pending) + len(x) > batch_size
+                            or vol.label.shape[-2:] != pending[0][0].label.shape[-2:]):
+                yield from flush()
+            pending.append((vol, x))
+        if pending:
+            yield from flush()
 
     def _eval_batches(self) -> Iterator[dict[str, Any]]:
         ds = self.eval_ds

@@ -113,7 +113,7 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_trials(tmp_path):
     curves = tables["curves"]
     assert not curves.duplicated(["trial_id", "training_iteration"]).any()
     assert set(curves.trial_id) == set(trials.trial_id)
-    assert set(tables["cases"].trial_id) == set(confirm.trial_id)
+    assert set(tables["cases"].trial_id) == set(trials.trial_id)  # tune: selection cases; confirm: ranking cases
     assert not [p for p in (results / "curves").glob("part-*.parquet") if p.stem[5:] not in set(trials.trial_id)]
 
     # The searchers kept their history: every trial of the killed run's last snapshot is in the final tables under

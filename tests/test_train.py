@@ -137,6 +137,67 @@ def test_outputs_checkpoints_overlays_and_result(tmp_path):
     assert (tmp_path / "checkpoint_000004" / "overlays" / "test000.png").is_file()
 
 
+def test_checkpoints_by_time_and_at_the_end(tmp_path, monkeypatch):
+    """`checkpoint.every: 0` with `every_s` checkpoints only once that many seconds passed (here: a clock that
+    advances 10 s per report), and `at_end` decides the final one."""
+    import itertools
+
+    import raysweep.train as train_mod
+
+    clock = itertools.count(0.0, 5.0)  # every reading of the clock advances it 5 s
+    monkeypatch.setattr(train_mod.time, "perf_counter", lambda: next(clock))
+    base = tiny(**{"train.steps": 6, "eval.every": 1, "checkpoint.every": 0, "checkpoint.keep": 10})
+    train_trial({**base, "checkpoint.every_s": 1e6, "checkpoint.at_end": False, "output_dir": str(tmp_path / "a")})
+    assert not list((tmp_path / "a").glob("checkpoint_*"))
+    train_trial({**base, "checkpoint.every_s": 1e6, "output_dir": str(tmp_path / "b")})
+    assert [p.name for p in (tmp_path / "b").glob("checkpoint_*")] == ["checkpoint_000006"]
+    train_trial({**base, "checkpoint.every_s": 1, "checkpoint.at_end": False, "output_dir": str(tmp_path / "c")})
+    assert len(list((tmp_path / "c").glob("checkpoint_*"))) == 6  # the fake clock passes >= 1 s between reports
+    with pytest.raises(ValueError, match="checkpoint.every_s"):
+        resolve_config({"checkpoint": {"every_s": 0}})
+
+
+def test_evaluation_packs_volumes_without_changing_the_scores():
+    """Several small volumes share a forward pass: the same per-case scores as one pass per slice; HD95 only at the
+    last evaluation with `eval.hd95: final`."""
+    config = tiny(**{"train.steps": 2, "dataset.eval_options": {"num_volumes": 5}, "eval.report_cases": True})
+    packed = train_trial({**config, "eval.batch_size": 16})
+    single = train_trial({**config, "eval.batch_size": 1})
+    a, b = json.loads(packed["cases"]), json.loads(single["cases"])
+    assert len(a) == len(b) > 0 and {r["case"] for r in a} == {f"test{i:03d}" for i in range(5)}
+    for x, y in zip(a, b):
+        assert x["case"] == y["case"] and x["class_id"] == y["class_id"]
+        assert x["dice"] == pytest.approx(y["dice"], abs=1e-6, nan_ok=True)
+    steps = {**config, "train.steps": 4, "eval.every": 2, "eval.hd95": "final"}
+    reports = []
+    import raysweep.train as train_mod
+
+    report = train_mod._Trial._report
+
+    def keep(self, status):
+        reports.append(report(self, status))
+        return reports[-1]
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(train_mod._Trial, "_report", keep)
+        train_trial(steps)
+    assert len(reports) == 2 and math.isnan(reports[0]["hd95"]) and math.isfinite(reports[1]["hd95"])
+
+
+def test_the_optimiser_step_is_fused_unless_asked_otherwise(monkeypatch):
+    seen = []
+    adamw = torch.optim.AdamW
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("fused"))
+        return adamw(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    train_trial(tiny(**{"train.steps": 1}))
+    train_trial(tiny(**{"train.steps": 1, "optimizer.fused": False}))
+    assert seen == [True, None]
+
+
 # -- failures end the trial, never the sweep -----------------------------------------------------------------------
 
 
