@@ -1,4 +1,5 @@
-"""Datasets: the embedded ``synthetic`` default, ``synapse`` (TransUNet release) and ``cityscapes`` (gtFine).
+"""Datasets: the embedded ``synthetic`` default, ``synapse`` (TransUNet release), ``cityscapes`` (gtFine), and your own
+data: ``nnunet`` (the nnU-Net raw / Decathlon layout) and ``folder`` (images/ + masks/).
 
 Usage::
 
@@ -8,6 +9,7 @@ Usage::
     ds = build_dataset("cityscapes", root="data/cityscapes", split="val")
     item = ds[0]          # {"image": float32 (C, H, W), "mask": int64 (H, W) (255 = ignore), "case": str, **maps}
     DATASETS["synapse"]   # DatasetInfo: num_classes, class_names, eval_classes, primary_metric, per_volume, ...
+    dataset_info("nnunet", root="data/Dataset004_Hippocampus")   # classes from the files (nnunet, folder)
 
 Per-volume datasets (``DATASETS[name].per_volume``) also yield whole volumes for 3-D evaluation::
 
@@ -29,9 +31,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from . import cityscapes, synapse, synthetic
+from . import cityscapes, folder, nnunet, synapse, synthetic
 from .base import IGNORE_INDEX, DatasetInfo, SegmentationDataset, TargetMaps, Volume
 from .cityscapes import CityscapesDataset
+from .folder import FolderDataset
+from .nnunet import NnUNetDataset
 from .synapse import SynapseDataset
 from .synthetic import SyntheticDataset
 
@@ -39,9 +43,13 @@ _CLASSES: dict[str, type[SegmentationDataset]] = {
     "synthetic": SyntheticDataset,
     "synapse": SynapseDataset,
     "cityscapes": CityscapesDataset,
+    "nnunet": NnUNetDataset,
+    "folder": FolderDataset,
 }
 
-#: name -> :class:`DatasetInfo`; the one source of truth for classes, metrics and evaluation mode.
+#: name -> :class:`DatasetInfo`; the one source of truth for classes, metrics and evaluation mode. The datasets
+#: described by their files (``nnunet``, ``folder``) have their splits and roles here but no classes (``num_classes``
+#: 0): :func:`dataset_info` reads those from ``root``, and a built dataset carries them as ``ds.info``.
 DATASETS = MappingProxyType({name: cls.info for name, cls in _CLASSES.items()})
 
 
@@ -65,6 +73,28 @@ def build_dataset(name: str, split: str = "train", *, root: str | Path | None = 
     if DATASETS[name].needs_root:
         return cls(root, split=split, target_maps=target_maps, **options)
     return cls(split=split, target_maps=target_maps, **options)
+
+
+def dataset_info(name: str, *, root: str | Path | None = None, **options: Any) -> DatasetInfo:
+    """The :class:`DatasetInfo` a dataset built with these arguments has (``build_dataset(...).info``), reading no
+    image data: ``DATASETS[name]`` for the datasets with fixed classes (``synthetic``, ``synapse``, ``cityscapes``);
+    for ``nnunet`` and ``folder`` the classes, channels and evaluation mode of the data under ``root`` (from
+    ``dataset.json``, the ``classes`` option or ``classes.json``).
+
+    Args:
+        name, root, **options: as for :func:`build_dataset` (options that do not change the classes are checked and
+            otherwise ignored).
+
+    Raises:
+        ValueError / FileNotFoundError: as :func:`build_dataset` raises them for the description files.
+    """
+    if name not in _CLASSES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(map(repr, _CLASSES))}")
+    cls = _CLASSES[name]
+    if DATASETS[name].needs_root and root is None:
+        raise ValueError(f"{name} is read from files: pass root=PATH (the folder holding the dataset; see "
+                         f"raysweep/data/{name}.py for the layout)")
+    return cls.dataset_info(root, **options) if DATASETS[name].needs_root else cls.dataset_info(**options)
 
 
 def list_cases(name: str, split: str, *, root: str | Path | None = None, **options: Any) -> list[str]:
@@ -129,6 +159,8 @@ __all__ = [
     "IGNORE_INDEX",
     "CityscapesDataset",
     "DatasetInfo",
+    "FolderDataset",
+    "NnUNetDataset",
     "SegmentationDataset",
     "SynapseDataset",
     "SyntheticDataset",
@@ -137,7 +169,10 @@ __all__ = [
     "build_dataset",
     "check_dataset_options",
     "cityscapes",
+    "dataset_info",
+    "folder",
     "list_cases",
+    "nnunet",
     "synapse",
     "synthetic",
 ]

@@ -247,6 +247,14 @@ class SegmentationDataset(Dataset):
         see :func:`raysweep.data.list_cases`."""
         raise NotImplementedError  # pragma: no cover - abstract
 
+    @classmethod
+    def dataset_info(cls, root: str | Path | None = None, **options: Any) -> DatasetInfo:
+        """The :class:`DatasetInfo` of this dataset under ``root`` with ``options``: ``cls.info`` for the datasets
+        whose classes are fixed; the file-described ones (``nnunet``, ``folder``) read their classes from ``root``
+        (no image data); see :func:`raysweep.data.dataset_info`."""
+        cls.check_options(options)
+        return cls.info
+
     def __init__(self, split: str, transform: Transform | None, target_maps: TargetMaps | None) -> None:
         if split not in self.info.splits:
             raise ValueError(
