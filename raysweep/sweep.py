@@ -801,7 +801,7 @@ class SweepRunner:
                 ds = build_dataset(name, "train", **kwargs, **options)
                 stride = max(1, len(ds) // 256)
                 masks = [ds[i]["mask"].numpy() for i in range(0, len(ds), stride)][:256]
-                edges = inv.edge_tiles_from_masks(masks, DATASETS[name].num_classes, tile=32)
+                edges = inv.edge_tiles_from_masks(masks, ds.info.num_classes, tile=32)
                 net, summary = inv.train_inversenet(edges, steps=400, seed=self.cfg.tuning["seed"],
                                                     progress=self.progress)
                 path.parent.mkdir(parents=True, exist_ok=True)

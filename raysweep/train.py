@@ -754,7 +754,7 @@ class _Trial:
     # -- setup -------------------------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        from .data import DATASETS, build_dataset
+        from .data import build_dataset, dataset_info
         from .models import build_model
 
         cfg, t = self.cfg, self.cfg["train"]
@@ -768,7 +768,7 @@ class _Trial:
         _seed_everything(cfg["seed"], deterministic=t["deterministic"], cuda=cuda)
 
         ds_cfg = cfg["dataset"]
-        self.info = DATASETS[ds_cfg["name"]]
+        self.info = dataset_info(ds_cfg["name"], root=ds_cfg["root"], **{**ds_cfg["options"], **ds_cfg["train_options"]})
         root = ds_cfg["root"]
         train_ds = build_dataset(ds_cfg["name"], "train", root=root, **{**ds_cfg["options"], **ds_cfg["train_options"]})
         self.eval_ds = build_dataset(ds_cfg["name"], cfg["eval"]["split"], root=root,
