@@ -40,7 +40,7 @@ def _cmd_inverseform(args) -> int:
     stride = max(1, len(ds) // n)
     print(f"InverseNet for {args.dataset}: boundary maps of {n} training masks, tile {args.tile}, {args.steps} steps")
     masks = [ds[i]["mask"].numpy() for i in range(0, stride * n, stride)]
-    edges = inv.edge_tiles_from_masks(masks, info.num_classes, args.tile)
+    edges = inv.edge_tiles_from_masks(masks, ds.info.num_classes, args.tile)
     t0 = time.perf_counter()
     net, summary = inv.train_inversenet(edges, steps=args.steps, seed=args.seed)
     summary.update(dataset=args.dataset, masks=n, seconds=round(time.perf_counter() - t0, 1))
@@ -48,6 +48,25 @@ def _cmd_inverseform(args) -> int:
     print(f"held-out error {summary['heldout_mse']:.5f} vs {summary['identity_mse']:.5f} for the identity "
           f"({summary['explained']:.0%} of the transforms explained) in {summary['seconds']} s")
     print(f"saved {path}; use it with build_loss('inverseform', inversenet={args.name!r})")
+    return 0
+
+
+def _cmd_data_inspect(args) -> int:
+    from pathlib import Path
+
+    from .data import inspect as di  # the submodule (raysweep.data.inspect)
+
+    if args.max_cases < 1:
+        raise ValueError(f"--max-cases must be at least 1, got {args.max_cases}")
+    kind = di.detect(args.path)
+    if kind == "config":
+        from .config import read_yaml_mapping
+
+        raw = read_yaml_mapping(args.path, "sweep config")
+        reports = di.inspect_config(raw.get("datasets"), Path(args.path).parent, args.max_cases)
+    else:
+        reports = [di.inspect_dataset(kind, args.path, max_cases=args.max_cases)]
+    print(di.as_json(reports) if args.json else di.as_text(reports), end="" if not args.json else "\n")
     return 0
 
 
@@ -217,13 +236,32 @@ def build_parser() -> argparse.ArgumentParser:
         "downloaded here; pass inversenet=PATH to the loss to use it where you have it.",
     )
     p.add_argument("--dataset", default="synthetic", help="dataset whose masks to learn from (default synthetic)")
-    p.add_argument("--root", help="dataset folder (for synapse and cityscapes)")
+    p.add_argument("--root", help="dataset folder (for the datasets read from files)")
     p.add_argument("--name", default="default", help="cache name; the loss's inversenet= argument (default 'default')")
     p.add_argument("--tile", type=int, default=64, help="tile side in pixels (default 64)")
     p.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
     p.add_argument("--masks", type=int, default=256, help="training masks to sample (default 256)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_inverseform)
+
+    p = sub.add_parser("data", help="your own data: inspect a dataset folder or a sweep config's datasets",
+                       description="Tools for the datasets a sweep reads.")
+    data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    q = data_sub.add_parser(
+        "inspect",
+        help="classes, pixel shares, objects, spacing, intensities, splits and warnings of a dataset",
+        description="Statistics a loss cares about, read from the files: per class the share of labelled "
+        "pixels/voxels, the cases it appears in, objects (connected components) per case and their median size; "
+        "shapes, spacing (volumes), intensity ranges per channel, the split; warnings for rare or mostly absent "
+        "classes, labels outside the declared classes, mismatched geometry and unreadable files. PATH is an nnU-Net "
+        "raw dataset (dataset.json), a folder with images/ and masks/, or a sweep config YAML (its nnunet and "
+        "folder datasets, with their options).",
+    )
+    q.add_argument("path", metavar="PATH_OR_CONFIG", help="dataset folder or sweep config .yaml")
+    q.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    q.add_argument("--max-cases", type=int, default=40, metavar="N",
+                   help="read at most N cases, evenly spread over the listing (default 40)")
+    q.set_defaults(func=_cmd_data_inspect)
 
     p = sub.add_parser(
         "train",

@@ -26,7 +26,7 @@ augmented mask (H, W) int64 returning ``{key: array}``; it runs in the DataLoade
 
 from __future__ import annotations
 
-import inspect
+import inspect as _pyinspect  # not `inspect`: that name is the submodule raysweep.data.inspect
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -132,7 +132,7 @@ def _check_call(name: str, split: str, root: str | Path | None, options: Mapping
     if split not in info.splits:
         raise ValueError(f"{name}: unknown split {split!r}; choose one of {', '.join(map(repr, info.splits))}"
                          + (" (the test split has no public labels)" if name == "cityscapes" else ""))
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "root", "split",
+    accepted = [p for p in _pyinspect.signature(cls.__init__).parameters if p not in ("self", "root", "split",
                                                                                     "target_maps")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:

@@ -1,0 +1,285 @@
+"""Dataset statistics for ``raysweep data inspect``: what a loss will face before any trial runs.
+
+For a dataset folder (``nnunet``: it has ``dataset.json``; ``folder``: it has ``images/`` and ``masks/``; see
+:func:`detect`) or each dataset of a sweep config (:func:`inspect_config`), :func:`inspect_dataset` reports:
+
+* the classes and, per class, the share of labelled pixels/voxels, the share of cases it appears in, the objects
+  (connected components, ``scipy.ndimage.label``, face connectivity, 3-D for volumes) per case and their median size;
+* the case shapes, the voxel spacing of volumes (z, y, x in mm), the intensity range of each channel (raw values as
+  stored: min, 0.5 and 99.5 percentiles, max);
+* the split: cases per split, as the sweep will use them;
+* warnings the losses care about: classes under 0.1% of the labelled pixels (region losses with a smoothing term and
+  unweighted CE will largely ignore them), classes absent from most cases (the empty-class conventions of Dice
+  decide their scores), label values outside the declared classes, image/label geometry that does not match,
+  unreadable files.
+
+Speed: at most ``max_cases`` cases are read (default 40), spread over the whole listing (every k-th case of the
+sorted ids), so a large dataset is inspected in seconds to a minute; the report says how many were read. Within a
+case every voxel counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+#: Below this share of the labelled pixels a class is flagged as rare.
+RARE_FRACTION = 0.001
+#: A class absent from more than this share of the inspected cases is flagged.
+ABSENT_SHARE = 0.5
+DEFAULT_MAX_CASES = 40
+
+
+def detect(path: str | Path) -> str:
+    """``"config"`` (a YAML file), ``"nnunet"`` (a folder with dataset.json) or ``"folder"`` (images/ + masks/);
+    FileNotFoundError / ValueError naming the path and the layouts otherwise."""
+    p = Path(path).expanduser()
+    if p.is_file() and p.suffix.lower() in (".yaml", ".yml"):
+        return "config"
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist; give a dataset folder or a sweep config YAML")
+    if p.is_dir() and (p / "dataset.json").is_file():
+        return "nnunet"
+    if p.is_dir() and (p / "images").is_dir() and (p / "masks").is_dir():
+        return "folder"
+    raise ValueError(f"{p}: not a dataset folder raysweep recognises; expected dataset.json (nnU-Net raw layout, "
+                     f"dataset nnunet), images/ + masks/ (dataset folder) or a sweep config .yaml")
+
+
+def _spread(items: list[str], n: int) -> list[str]:
+    """At most ``n`` of ``items``, evenly spaced over the list (first and last kept)."""
+    if len(items) <= n:
+        return list(items)
+    idx = np.unique(np.round(np.linspace(0, len(items) - 1, n)).astype(int))
+    return [items[i] for i in idx]
+
+
+def _cases(name: str, root: Path, options: Mapping[str, Any]) -> tuple[Any, dict[str, list[str]], dict, list]:
+    """(context, split -> case ids, case -> reader, class names) without reading image data."""
+    if name == "nnunet":
+        from . import nnunet
+
+        desc = nnunet.describe(root)
+        opts = nnunet.NnUNetDataset.check_options(options)
+        splits = nnunet.compute_splits(desc, opts.get("fold", 0), opts.get("split_seed", 0), opts.get("val_cases"),
+                                       opts.get("test_cases"))
+        files = {**desc.training, **(desc.test or {})}
+
+        def reader(case: str):
+            image, label, spacing = nnunet.read_case(desc, case, files[case])
+            return image, label, spacing
+
+        return desc, splits, {c: reader for c in files}, list(desc.class_names)
+    from . import folder
+
+    opts = folder.FolderDataset.check_options(options)
+    names = folder.class_names(root, opts.get("classes"), opts.get("palette"))
+    pairs = folder.list_pairs(root)
+    splits = folder.compute_splits(root, list(pairs), opts.get("split_seed", 0),
+                                   opts.get("val_fraction", folder.DEFAULT_FRACTIONS["val"]),
+                                   opts.get("test_fraction", folder.DEFAULT_FRACTIONS["test"]))
+    ids = {n: i for i, n in enumerate(names)}
+
+    def read(case: str):
+        image_path, mask_path = pairs[case]
+        image = folder.read_image(image_path)
+        mask = folder.read_mask(mask_path, len(names), opts.get("palette"), ids)
+        if image.shape[:2] != mask.shape:
+            raise ValueError(f"{mask_path}: mask size {mask.shape} differs from its image {image_path.name} "
+                             f"{image.shape[:2]}; they must match pixel for pixel")
+        return image[None].astype(np.float32), mask[None], None
+
+    return None, splits, {c: read for c in pairs}, list(names)
+
+
+def inspect_dataset(name: str, root: str | Path, options: Mapping[str, Any] | None = None,
+                    max_cases: int = DEFAULT_MAX_CASES) -> dict[str, Any]:
+    """Statistics of the dataset ``name`` (``"nnunet"`` or ``"folder"``) under ``root``; see the module docstring.
+
+    Returns a JSON-able dict: ``dataset``, ``root``, ``classes``, ``splits`` (cases per split), ``inspected``,
+    ``total_cases``, ``volumes`` (bool), ``shapes`` (min/max of (D, H, W) or (H, W)), ``spacing`` (volumes: median,
+    min, max (z, y, x) in mm), ``channels`` (per channel: name, min, p0_5, p99_5, max), ``per_class`` (per class:
+    fraction, cases_present, objects_per_case, median_object_size), ``problems`` (per-case errors) and
+    ``warnings`` (sentences).
+
+    Raises:
+        ValueError / FileNotFoundError: the description (dataset.json, classes, listing, splits) is unusable; errors
+            in single cases are reported in ``problems`` instead.
+    """
+    if name not in ("nnunet", "folder"):
+        raise ValueError(f"inspect reads the nnunet and folder datasets, not {name!r}")
+    root = Path(root).expanduser()
+    desc, splits, readers, names = _cases(name, root, dict(options or {}))
+    all_cases = sorted(c for s in splits.values() for c in s)
+    chosen = _spread(all_cases, max_cases)
+    k = len(names)
+    counts = np.zeros(k, np.int64)
+    present = np.zeros(k, np.int64)
+    objects: list[list[int]] = [[] for _ in range(k)]
+    shapes, spacings, problems = [], [], []
+    channel_names = list(desc.channels) if desc is not None else ["R", "G", "B"]
+    mins = np.full(len(channel_names), np.inf)
+    maxs = np.full(len(channel_names), -np.inf)
+    lows: list[list[float]] = [[] for _ in channel_names]
+    highs: list[list[float]] = [[] for _ in channel_names]
+    volumes = desc is not None and not desc.two_d
+    for case in chosen:
+        try:
+            image, label, spacing = readers[case](case)
+        except (ValueError, FileNotFoundError) as err:
+            problems.append({"case": case, "error": str(err)})
+            continue
+        shapes.append(label.shape if volumes else label.shape[1:])
+        if spacing is not None:
+            spacings.append(spacing)
+        valid = label != 255
+        counts += np.bincount(label[valid].ravel(), minlength=k)[:k]
+        lab = label if volumes else label[0]
+        for c in range(k):
+            mask = lab == c
+            if not mask.any():
+                continue
+            present[c] += 1
+            if c == 0:
+                continue  # background: one big component, its count says nothing
+            comp, n = ndimage.label(mask)
+            sizes = np.bincount(comp.ravel())[1:]
+            objects[c].extend(sizes.tolist())
+        for ch in range(min(image.shape[-1], len(channel_names))):
+            values = image[..., ch]
+            mins[ch] = min(mins[ch], float(values.min()))
+            maxs[ch] = max(maxs[ch], float(values.max()))
+            lo, hi = np.percentile(values, [0.5, 99.5])
+            lows[ch].append(float(lo))
+            highs[ch].append(float(hi))
+    read = len(chosen) - len(problems)
+    total = counts.sum()
+    per_class = []
+    for c, cname in enumerate(names):
+        sizes = objects[c]
+        per_class.append({
+            "id": c, "name": cname,
+            "fraction": float(counts[c] / total) if total else float("nan"),
+            "cases_present": int(present[c]),
+            "objects_per_case": (len(sizes) / read if read else float("nan")) if c else None,
+            "median_object_size": float(np.median(sizes)) if sizes else None,
+        })
+    out: dict[str, Any] = {
+        "dataset": name, "root": str(root), "classes": names,
+        "splits": {s: len(splits[s]) for s in ("train", "val", "test")},
+        "ranking_from": ("labelsTs" if desc is not None and desc.test is not None else "held-out training cases"),
+        "total_cases": len(all_cases), "inspected": read, "volumes": volumes,
+        "shapes": ({"min": [int(min(s[i] for s in shapes)) for i in range(len(shapes[0]))],
+                    "max": [int(max(s[i] for s in shapes)) for i in range(len(shapes[0]))]} if shapes else None),
+        "spacing": ({"median": np.median(spacings, 0).round(4).tolist(), "min": np.min(spacings, 0).round(4).tolist(),
+                     "max": np.max(spacings, 0).round(4).tolist()} if spacings else None),
+        "channels": [{"name": n, "min": float(mins[i]), "p0_5": float(np.median(lows[i])) if lows[i] else None,
+                      "p99_5": float(np.median(highs[i])) if highs[i] else None, "max": float(maxs[i])}
+                     for i, n in enumerate(channel_names)] if read else [],
+        "per_class": per_class, "problems": problems,
+    }
+    out["warnings"] = _warnings(out, read)
+    return out
+
+
+def _warnings(report: Mapping[str, Any], read: int) -> list[str]:
+    found = [f"case {p['case']}: {p['error']}" for p in report["problems"][:5]]
+    if len(report["problems"]) > 5:
+        found.append(f"... and {len(report['problems']) - 5} more unreadable or invalid case(s) (--json lists all)")
+    if not read:
+        return found
+    for c in report["per_class"][1:]:
+        if c["fraction"] < RARE_FRACTION:
+            found.append(f"class {c['name']!r} covers {c['fraction']:.4%} of the labelled pixels (< {RARE_FRACTION:.1%})"
+                         f": losses without class weighting will largely ignore it; compare weighted and region losses")
+        absent = read - c["cases_present"]
+        if absent > ABSENT_SHARE * read:
+            found.append(f"class {c['name']!r} is absent from {absent} of {read} inspected cases: Dice of an empty "
+                         f"class depends on the empty convention (strict: NaN when both are empty, 0 and the worst "
+                         f"HD95 for a false positive)")
+    if report["spacing"]:
+        median = report["spacing"]["median"]
+        if max(median) / min(median) > 3:
+            found.append(f"anisotropic spacing (median {' x '.join(f'{v:g}' for v in median)} mm): slices are "
+                         f"trained in-plane at image_size, and HD95 (in mm) weighs an error across slices "
+                         f"{max(median) / min(median):.1f}x an in-plane one")
+    return found
+
+
+def inspect_config(datasets: Mapping[str, Any] | list | None, base: str | Path = ".",
+                   max_cases: int = DEFAULT_MAX_CASES) -> list[dict[str, Any]]:
+    """Inspect each ``nnunet``/``folder`` dataset of a sweep config's ``datasets`` section (with its ``options``);
+    other datasets are listed as skipped. A relative ``root`` that does not exist from the working folder is taken
+    relative to ``base`` (the config's folder)."""
+    datasets = datasets or {"synthetic": {}}
+    if isinstance(datasets, list):
+        datasets = {n: {} for n in datasets}
+    out = []
+    for name, section in datasets.items():
+        section = section or {}
+        if name not in ("nnunet", "folder"):
+            out.append({"dataset": name, "skipped": "inspect reads the nnunet and folder datasets (your own data)"})
+            continue
+        if not section.get("root"):
+            raise ValueError(f"datasets.{name}.root is required: the folder holding the data")
+        root = Path(section["root"]).expanduser()
+        if not root.is_absolute() and not root.exists():
+            root = Path(base) / root
+        out.append(inspect_dataset(name, root, section.get("options") or {}, max_cases))
+    return out
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}g}"
+
+
+def as_text(reports: list[dict[str, Any]]) -> str:
+    """The human-readable report of :func:`inspect_dataset` or :func:`inspect_config`."""
+    lines: list[str] = []
+    for r in reports:
+        if "skipped" in r:
+            lines += [f"{r['dataset']}: skipped ({r['skipped']})", ""]
+            continue
+        lines.append(f"{r['dataset']}  {r['root']}")
+        splits = ", ".join(f"{s} {n}" for s, n in r["splits"].items())
+        lines.append(f"  cases: {splits} (ranking split: {r['ranking_from'] if r['dataset'] == 'nnunet' else 'test'})"
+                     f"; inspected {r['inspected']} of {r['total_cases']}")
+        if r["shapes"]:
+            axes = "(D, H, W)" if r["volumes"] else "(H, W)"
+            lines.append(f"  shape {axes}: {' x '.join(map(str, r['shapes']['min']))} .. "
+                         f"{' x '.join(map(str, r['shapes']['max']))}")
+        if r["spacing"]:
+            sp = r["spacing"]
+            lines.append(f"  spacing (z, y, x) mm: median {' x '.join(_fmt(v) for v in sp['median'])}, range "
+                         f"{' x '.join(_fmt(v) for v in sp['min'])} .. {' x '.join(_fmt(v) for v in sp['max'])}")
+        if r["channels"]:
+            lines.append(f"  {'channel':<10}{'min':>10}{'p0.5':>10}{'p99.5':>10}{'max':>10}")
+            for ch in r["channels"]:
+                lines.append(f"  {ch['name']:<10}{_fmt(ch['min']):>10}{_fmt(ch['p0_5']):>10}{_fmt(ch['p99_5']):>10}"
+                             f"{_fmt(ch['max']):>10}")
+        unit = "voxels" if r["volumes"] else "pixels"
+        lines.append(f"  {'id':>3} {'class':<16}{unit + ' %':>10}{'in cases':>10}{'objects/case':>14}"
+                     f"{'median size':>13}")
+        for c in r["per_class"]:
+            lines.append(f"  {c['id']:>3} {c['name']:<16}{_fmt(100 * c['fraction'], 3):>10}"
+                         f"{c['cases_present']:>6}/{r['inspected']:<3}{_fmt(c['objects_per_case'], 3):>14}"
+                         f"{_fmt(c['median_object_size'], 4):>13}")
+        if r["warnings"]:
+            lines.append("  warnings:")
+            lines += [f"    - {w}" for w in r["warnings"]]
+        else:
+            lines.append("  warnings: none")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def as_json(reports: list[dict[str, Any]]) -> str:
+    return json.dumps(reports, indent=1, default=float)
