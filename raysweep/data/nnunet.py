@@ -384,9 +384,9 @@ def _holdout(dataset: str, name: str, value: Any) -> int | list[str] | None:
 
 
 def _draw(dataset: str, name: str, pool: list[str], value: int | list[str] | None, order: list[str],
-          where: str) -> list[str]:
+          where: str, total: int) -> list[str]:
     """The held-out cases: ``value`` as named (each must be in ``pool``) or the first that many of ``order`` in
-    ``pool`` (default: ``DEFAULT_HOLDOUT_FRACTION`` of the pool, at least 1)."""
+    ``pool`` (default: ``DEFAULT_HOLDOUT_FRACTION`` of ``total`` training cases, at least 1)."""
     if isinstance(value, list):
         bad = [c for c in value if c not in pool]
         if bad:
@@ -394,7 +394,7 @@ def _draw(dataset: str, name: str, pool: list[str], value: int | list[str] | Non
                              f" not among the cases it can hold out ({where}): {first_items(sorted(pool), 10)}")
         chosen = value
     else:
-        count = max(1, round(DEFAULT_HOLDOUT_FRACTION * len(pool))) if value is None else value
+        count = max(1, round(DEFAULT_HOLDOUT_FRACTION * total)) if value is None else value
         chosen = [c for c in order if c in set(pool)][:count]
     if len(chosen) >= len(pool):
         raise ValueError(f"{dataset}: option {name} holds out {len(chosen)} of the {len(pool)} cases {where}, leaving "
@@ -437,14 +437,14 @@ def compute_splits(desc: Description, fold: int = 0, split_seed: int = 0, val_ca
         if not val:
             raise ValueError(f"{splits_path}: fold {fold} has an empty val list; the selection split needs cases")
         test = sorted(desc.test) if desc.test is not None else _draw(
-            name, "test_cases", train_pool, test_cases, order, f"in fold {fold}'s train list of {splits_path.name}")
+            name, "test_cases", train_pool, test_cases, order, f"in fold {fold}'s train list of {splits_path.name}", len(training))
         train = sorted(set(train_pool) - set(test)) if desc.test is None else sorted(train_pool)
         return {"train": train, "val": sorted(val), "test": test}
     if desc.test is not None:
         test = sorted(desc.test)
         rest = training
     else:
-        test = _draw(name, "test_cases", training, test_cases, order, "in labelsTr")
+        test = _draw(name, "test_cases", training, test_cases, order, "in labelsTr", len(training))
         rest = [c for c in training if c not in set(test)]
     if isinstance(val_cases, list) and set(val_cases) & set(test):
         raise ValueError(f"{name}: option val_cases names {first_items(sorted(set(val_cases) & set(test)))}, held out "
@@ -452,7 +452,7 @@ def compute_splits(desc: Description, fold: int = 0, split_seed: int = 0, val_ca
     if val_cases == 0:
         raise ValueError(f"{name}: option val_cases is 0, but the val split (selection) needs cases; hold out at "
                          f"least 1")
-    val = _draw(name, "val_cases", rest, val_cases, order, "left after the test cases")
+    val = _draw(name, "val_cases", rest, val_cases, order, "left after the test cases", len(training))
     return {"train": sorted(set(rest) - set(val)), "val": val, "test": test}
 
 

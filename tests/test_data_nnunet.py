@@ -1,0 +1,314 @@
+"""nnunet: datasets written in the nnU-Net v2 raw and Decathlon layouts, read back through build_dataset."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from raysweep.data import DATASETS, build_dataset, check_dataset_options, dataset_info, list_cases
+from raysweep.data import nnunet as nn
+from raysweep.metrics import case_scores
+
+SPACING = (3.0, 0.5, 0.75)  # (z, y, x) mm, deliberately anisotropic and different in y and x
+D, H, W = 5, 16, 12
+
+
+def case_arrays(i):
+    """Deterministic (D, H, W) CT and MR images and a label with two classes and an ignore region for case i."""
+    rng = np.random.default_rng(i)
+    label = np.zeros((D, H, W), np.uint8)
+    label[1:4, 3:9, 2:7] = 1
+    label[2:4, 10:14, 6 + i % 3:10] = 2
+    ct = rng.normal(-100, 30, (D, H, W)).astype(np.float32)
+    ct[label == 1] = rng.normal(60 + i, 10, (label == 1).sum())
+    ct[label == 2] = rng.normal(200, 40, (label == 2).sum())
+    mr = rng.uniform(0, 500, (D, H, W)).astype(np.float32)
+    return ct, mr, label
+
+
+def save_nii(path, array, spacing=SPACING):
+    """Save a (D, H, W) array as NIfTI with nibabel's (x, y, z) axis order and the spacing in the affine."""
+    affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
+    nib.save(nib.Nifti1Image(np.asarray(array).transpose(2, 1, 0), affine), str(path))
+
+
+def write_nnunet(root, n_train=8, n_test=0, labels=None, channels=("CT", "MR"), extra=None):
+    for sub in ("imagesTr", "labelsTr"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for split, count, offset in (("Tr", n_train, 0), ("Ts", n_test, 100)):
+        if count:
+            (root / f"images{split}").mkdir(exist_ok=True)
+            (root / f"labels{split}").mkdir(exist_ok=True)
+        for i in range(offset, offset + count):
+            ct, mr, label = case_arrays(i)
+            save_nii(root / f"labels{split}" / f"c{i:03d}.nii.gz", label)
+            for c, arr in enumerate((ct, mr)[:len(channels)]):
+                save_nii(root / f"images{split}" / f"c{i:03d}_{c:04d}.nii.gz", arr)
+    meta = {"channel_names": {str(i): c for i, c in enumerate(channels)},
+            "labels": labels or {"background": 0, "liver": 1, "tumour": 2},
+            "numTraining": n_train, "file_ending": ".nii.gz", **(extra or {})}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.fixture
+def nn_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    nn._CT_STATS_MEMO.clear()
+    return write_nnunet(tmp_path / "Dataset001_Test")
+
+
+def test_info_from_dataset_json_and_registry_entry(nn_root):
+    info = dataset_info("nnunet", root=nn_root, image_size=32)
+    assert info.class_names == ("background", "liver", "tumour") and info.num_classes == 3
+    assert info.eval_classes == (1, 2) and info.in_channels == 2 and info.per_volume
+    assert info.image_size == (32, 32) and info.primary_metric == "dice"
+    reg = DATASETS["nnunet"]
+    assert (reg.select_split, reg.eval_split, reg.needs_root) == ("val", "test", True) and reg.num_classes == 0
+    assert dataset_info("synapse", root="anything") is DATASETS["synapse"]
+    with pytest.raises(ValueError, match="pass root"):
+        dataset_info("nnunet")
+
+
+def test_volumes_shapes_spacing_channels_and_slices(nn_root):
+    ds = build_dataset("nnunet", "train", root=nn_root, image_size=32)
+    assert ds.info.num_classes == 3 and len(ds) == D * len(ds.cases)
+    item = ds[0]
+    assert item["image"].shape == (2, 32, 32) and item["image"].dtype.is_floating_point
+    assert item["mask"].shape == (32, 32) and item["case"] == f"{ds.cases[0]}_slice000"
+    test = build_dataset("nnunet", "test", root=nn_root, image_size=32)
+    vol = next(test.volumes())
+    assert vol.image.shape == (D, 2, H, W) and vol.label.shape == (D, H, W)
+    np.testing.assert_allclose(vol.spacing, SPACING)
+    _, _, label = case_arrays(int(vol.case[1:]))
+    np.testing.assert_array_equal(vol.label, label)  # axes back in (D, H, W) order
+    assert test.volume_input(vol).shape == (D, 2, 32, 32)
+
+
+def test_hd95_in_millimetres_matches_a_direct_computation(nn_root):
+    from scipy import ndimage
+    from scipy.spatial.distance import cdist
+
+    vol = next(build_dataset("nnunet", "test", root=nn_root, image_size=32).volumes())
+    pred = np.roll(vol.label, 1, axis=0)  # one slice off: 3 mm
+    scores = case_scores(pred, vol.label, 3, spacing=vol.spacing, empty="strict")
+
+    def surface(m):
+        return np.argwhere(m & ~ndimage.binary_erosion(m, ndimage.generate_binary_structure(3, 1))) * SPACING
+
+    for c in (1, 2):
+        a, b = surface(pred == c), surface(vol.label == c)
+        d = cdist(a, b)
+        expected = np.percentile(np.concatenate([d.min(1), d.min(0)]), 95)
+        assert scores["hd95"][c] == pytest.approx(expected)
+    assert scores["hd95"][1] == pytest.approx(3.0)
+
+
+def test_normalisation_ct_foreground_and_zscore(nn_root):
+    ds = build_dataset("nnunet", "train", root=nn_root, image_size=32)
+    fg = np.concatenate([case_arrays(int(c[1:]))[0][case_arrays(int(c[1:]))[2] > 0] for c in ds.cases])
+    lo, hi = np.percentile(fg, [0.5, 99.5])
+    stats = ds.ct_stats[0]
+    assert stats["lower"] == pytest.approx(lo, rel=1e-5) and stats["upper"] == pytest.approx(hi, rel=1e-5)
+    assert stats["mean"] == pytest.approx(fg.mean(), rel=1e-5) and stats["std"] == pytest.approx(fg.std(), rel=1e-5)
+    val = build_dataset("nnunet", "val", root=nn_root, image_size=32)
+    assert val.ct_stats == ds.ct_stats  # statistics of the training cases, whatever the split
+    vol = next(val.volumes())
+    ct, mr, _ = case_arrays(int(vol.case[1:]))
+    np.testing.assert_allclose(vol.image[:, 0], (np.clip(ct, lo, hi) - fg.mean()) / fg.std(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(vol.image[:, 1], (mr - mr.mean()) / mr.std(), rtol=1e-4, atol=1e-4)
+
+
+def test_ct_statistics_cached_on_disk_and_stale_cache_detected(nn_root, tmp_path):
+    ds = build_dataset("nnunet", "train", root=nn_root, image_size=32)
+    files = list((tmp_path / "cache" / "nnunet").glob("ct-*.json"))
+    assert len(files) == 1
+    stored = json.loads(files[0].read_text())
+    assert stored["cases"] == ds.cases and stored["channels"]["0"]["mean"] == pytest.approx(ds.ct_stats[0]["mean"])
+    # the file is used: plant a value, drop the memory cache
+    stored["channels"]["0"]["mean"] = 12345.0
+    files[0].write_text(json.dumps(stored))
+    nn._CT_STATS_MEMO.clear()
+    assert build_dataset("nnunet", "val", root=nn_root, image_size=32).ct_stats[0]["mean"] == 12345.0
+    # a training file changes: the fingerprint no longer matches, the statistics are recomputed
+    case = ds.cases[0]
+    ct, _, label = case_arrays(int(case[1:]))
+    save_nii(nn_root / "imagesTr" / f"{case}_0000.nii.gz", ct + 1000 * (label > 0))
+    nn._CT_STATS_MEMO.clear()
+    fresh = build_dataset("nnunet", "val", root=nn_root, image_size=32).ct_stats[0]["mean"]
+    assert fresh != 12345.0 and fresh > ds.ct_stats[0]["mean"]
+
+
+def test_seeded_splits_are_disjoint_recorded_and_reproducible(nn_root):
+    splits = {s: list_cases("nnunet", s, root=nn_root) for s in ("train", "val", "test")}
+    assert sum(map(len, splits.values())) == 8
+    assert not set(splits["train"]) & set(splits["val"]) and not set(splits["val"]) & set(splits["test"])
+    assert not set(splits["train"]) & set(splits["test"])
+    assert len(splits["val"]) == 2 and len(splits["test"]) == 2  # 20% each, rounded
+    ds = build_dataset("nnunet", "val", root=nn_root, image_size=32)
+    assert [v.case for v in ds.volumes()] == splits["val"]
+    other = list_cases("nnunet", "test", root=nn_root, split_seed=1)
+    assert other != splits["test"]
+    test3 = list_cases("nnunet", "test", root=nn_root, test_cases=3)
+    pick = next(c for c in splits["train"] if c not in test3)
+    assert list_cases("nnunet", "val", root=nn_root, val_cases=[pick], test_cases=3) == [pick] and len(test3) == 3
+    with pytest.raises(ValueError, match=f"val_cases names {test3[0]}, held out for the test"):
+        list_cases("nnunet", "val", root=nn_root, test_cases=3, val_cases=test3[:1])
+
+
+def test_labelled_test_set_ranks_and_splits_final_decides_val(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    root = write_nnunet(tmp_path / "ds", n_train=6, n_test=2)
+    assert list_cases("nnunet", "test", root=root) == ["c100", "c101"]
+    with pytest.raises(ValueError, match="remove test_cases"):
+        list_cases("nnunet", "test", root=root, test_cases=1)
+    folds = [{"train": ["c000", "c001", "c002", "c003"], "val": ["c004", "c005"]},
+             {"train": ["c002", "c003", "c004", "c005"], "val": ["c000", "c001"]}]
+    (root / "splits_final.json").write_text(json.dumps(folds))
+    assert list_cases("nnunet", "val", root=root) == ["c004", "c005"]
+    assert list_cases("nnunet", "val", root=root, fold=1) == ["c000", "c001"]
+    assert list_cases("nnunet", "train", root=root, fold=1) == ["c002", "c003", "c004", "c005"]
+    with pytest.raises(ValueError, match="has 2 fold"):
+        list_cases("nnunet", "val", root=root, fold=2)
+    with pytest.raises(ValueError, match="splits_final.json decides"):
+        list_cases("nnunet", "val", root=root, val_cases=1)
+    # without labelsTs the test cases come out of the fold's train list, never its val list
+    import shutil
+
+    shutil.rmtree(root / "labelsTs")
+    test = list_cases("nnunet", "test", root=root, test_cases=1)
+    assert len(test) == 1 and test[0] in folds[0]["train"]
+    assert test[0] not in list_cases("nnunet", "train", root=root, test_cases=1)
+
+
+def test_msd_dataset_json_with_4d_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "Task01"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    training = []
+    for i in range(6):
+        ct, mr, label = case_arrays(i)
+        img4 = np.stack([ct, mr], -1).transpose(2, 1, 0, 3)  # (x, y, z, c)
+        nib.save(nib.Nifti1Image(img4, np.diag([SPACING[2], SPACING[1], SPACING[0], 1.0])),
+                 str(root / "imagesTr" / f"m{i}.nii.gz"))
+        save_nii(root / "labelsTr" / f"m{i}.nii.gz", label)
+        training.append({"image": f"./imagesTr/m{i}.nii.gz", "label": f"./labelsTr/m{i}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({
+        "modality": {"0": "FLAIR", "1": "T1w"}, "labels": {"0": "background", "1": "edema", "2": "tumour"},
+        "training": training, "test": [], "numTraining": 6}))
+    info = dataset_info("nnunet", root=root)
+    assert info.class_names == ("background", "edema", "tumour") and info.in_channels == 2
+    ds = build_dataset("nnunet", "test", root=root, image_size=16)
+    vol = next(ds.volumes())
+    assert vol.image.shape == (D, 2, H, W)
+    ct, _, _ = case_arrays(int(vol.case[1:]))
+    np.testing.assert_allclose(vol.image[:, 0], (ct - ct.mean()) / ct.std(), rtol=1e-4, atol=1e-4)  # not CT: z-score
+    (root / "labelsTr" / "m0.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="m0.nii.gz: listed in .*dataset.json"):
+        list_cases("nnunet", "train", root=root)
+
+
+def test_2d_png_dataset_per_image_with_rgb(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "Dataset120_Roads"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(root / "imagesTr" / f"r{i}_0000.png")
+        label = np.zeros((20, 24), np.uint8)
+        label[5:12, 3:20] = 1
+        Image.fromarray(label).save(root / "labelsTr" / f"r{i}.png")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {"background": 0, "road": 1},
+        "numTraining": 6, "file_ending": ".png"}))
+    info = dataset_info("nnunet", root=root)
+    assert not info.per_volume and info.in_channels == 3 and info.primary_metric == "dice"
+    ds = build_dataset("nnunet", "test", root=root, image_size=16)
+    item = ds[0]
+    assert item["image"].shape == (3, 16, 16) and item["case"] == list_cases("nnunet", "test", root=root)[0]
+    assert set(item["mask"].unique().tolist()) == {0, 1}
+    with pytest.raises(TypeError, match="per image"):
+        next(ds.volumes())
+
+
+def test_ignore_label_maps_to_255(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    root = write_nnunet(tmp_path / "ds", n_train=5, channels=("MR",),
+                        labels={"background": 0, "liver": 1, "tumour": 2, "ignore": 3})
+    ct, _, label = case_arrays(0)
+    label[0] = 3
+    save_nii(root / "labelsTr" / "c000.nii.gz", label)
+    ds = build_dataset("nnunet", "train", root=root, image_size=16, test_cases=["c001"], val_cases=["c002"])
+    assert ds.info.num_classes == 3
+    vol = next(ds.volumes())
+    assert vol.case == "c000" and (vol.label[0] == 255).all()
+
+
+# -------------------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_dataset_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    root = write_nnunet(tmp_path / "ds", n_train=4)
+    meta = json.loads((root / "dataset.json").read_text())
+
+    def check(change, match, error=ValueError):
+        (root / "dataset.json").write_text(json.dumps({**{k: v for k, v in meta.items() if k not in change},
+                                                       **{k: v for k, v in change.items() if v is not None}}))
+        with pytest.raises(error, match=match):
+            list_cases("nnunet", "train", root=root)
+
+    check({"labels": None}, r"dataset.json: missing key\(s\) 'labels'")
+    check({"file_ending": None}, "missing key.*'file_ending'")
+    check({"labels": {"background": 0, "whole": [1, 2], "core": 2}}, "dataset.json: region-based labels are not "
+          "supported")
+    check({"regions_class_order": [1, 2]}, "region-based labels are not supported")
+    check({"labels": {"background": 0, "liver": 2}}, r"ids must be 0..K-1 without gaps.*\[0, 2\]")
+    check({"numTraining": 5}, "numTraining is 5 but .* 4 label")
+    check({"channel_names": {"0": "CT"}}, "c000_0001.nii.gz: channel 1 but dataset.json declares 1")
+    (root / "dataset.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        list_cases("nnunet", "train", root=root)
+    (root / "dataset.json").unlink()
+    with pytest.raises(FileNotFoundError, match="dataset.json not found"):
+        list_cases("nnunet", "train", root=root)
+
+
+def test_bad_files_fail_when_the_dataset_is_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    root = write_nnunet(tmp_path / "ds", n_train=5, channels=("MR",))
+    opts = dict(root=root, image_size=16, test_cases=["c001"], val_cases=["c002"])  # c000 trains
+    ct, mr, label = case_arrays(0)
+
+    save_nii(root / "labelsTr" / "c000.nii.gz", label[:, :-1])  # shape
+    with pytest.raises(ValueError, match=r"c000_0000.nii.gz: image shape .* differs from its label"):
+        build_dataset("nnunet", "train", **opts)
+    save_nii(root / "labelsTr" / "c000.nii.gz", label, spacing=(3.0, 0.5, 0.9))  # affine
+    with pytest.raises(ValueError, match="c000_0000.nii.gz: affine .* differs from its label c000.nii.gz"):
+        build_dataset("nnunet", "train", **opts)
+    bad = label.copy()
+    bad[0, 0, 0] = 7
+    save_nii(root / "labelsTr" / "c000.nii.gz", bad)  # values
+    with pytest.raises(ValueError, match=r"c000.nii.gz: label values \[7\] are outside the class range 0..2"):
+        build_dataset("nnunet", "train", **opts)
+    save_nii(root / "labelsTr" / "c000.nii.gz", label)
+    (root / "imagesTr" / "c000_0000.nii.gz").write_bytes(b"\x1f\x8b garbage")  # corrupt
+    with pytest.raises(ValueError, match="c000_0000.nii.gz: cannot read the file"):
+        build_dataset("nnunet", "train", **opts)
+    (root / "imagesTr" / "c000_0000.nii.gz").unlink()  # missing
+    with pytest.raises(FileNotFoundError, match="c000_0000.nii.gz: image not found"):
+        list_cases("nnunet", "train", root=root)
+
+
+def test_options_checked_without_data():
+    with pytest.raises(ValueError, match="option fold must be an integer >= 0"):
+        check_dataset_options("nnunet", {"fold": -1})
+    with pytest.raises(ValueError, match="option val_cases must be null"):
+        check_dataset_options("nnunet", {"val_cases": "c000"})
+    with pytest.raises(ValueError, match="unknown option"):
+        check_dataset_options("nnunet", {"foldd": 1})
+    assert check_dataset_options("nnunet", {"image_size": 64})["image_size"] == (64, 64)
