@@ -1,0 +1,81 @@
+"""raysweep data inspect: statistics of generated datasets against direct counts, warnings, CLI text and JSON."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from raysweep.cli import main
+from raysweep.data import inspect as di
+from raysweep.data.examples import PALETTE, write_folder_example, write_nnunet_example
+
+from test_data_nnunet import case_arrays, save_nii, write_nnunet
+
+
+@pytest.fixture
+def nn_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    return write_nnunet(tmp_path / "ds", n_train=6)
+
+
+def test_statistics_match_direct_counts(nn_root):
+    r = di.inspect_dataset("nnunet", nn_root)
+    labels = [case_arrays(i)[2] for i in range(6)]
+    counts = np.bincount(np.concatenate([lb.ravel() for lb in labels]), minlength=3)
+    assert r["classes"] == ["background", "liver", "tumour"] and r["inspected"] == 6 and r["volumes"]
+    assert [c["fraction"] for c in r["per_class"]] == pytest.approx(list(counts / counts.sum()))
+    sizes = [s for lb in labels for s in np.bincount(ndimage.label(lb == 2)[0].ravel())[1:]]
+    assert r["per_class"][2]["median_object_size"] == np.median(sizes)
+    assert r["per_class"][2]["objects_per_case"] == len(sizes) / 6
+    assert r["spacing"]["median"] == pytest.approx([3.0, 0.5, 0.75])
+    cts = np.stack([case_arrays(i)[0] for i in range(6)])
+    assert r["channels"][0]["name"] == "CT" and r["channels"][0]["min"] == pytest.approx(cts.min())
+    assert r["splits"] == {"train": 4, "val": 1, "test": 1} and r["shapes"]["min"] == [5, 16, 12]
+    assert any("anisotropic" in w for w in r["warnings"])
+
+
+def test_warnings_rare_absent_out_of_range_and_geometry(nn_root):
+    ct, _, label = case_arrays(0)
+    bad = label.copy()
+    bad[0, 0, 0] = 9
+    save_nii(nn_root / "labelsTr" / "c000.nii.gz", bad)
+    save_nii(nn_root / "labelsTr" / "c001.nii.gz", label[:, :, :-1])
+    for i in range(2, 6):  # tumour absent from most cases
+        lb = case_arrays(i)[2]
+        lb[lb == 2] = 0
+        save_nii(nn_root / "labelsTr" / f"c{i:03d}.nii.gz", lb)
+    r = di.inspect_dataset("nnunet", nn_root)
+    text = "\n".join(r["warnings"])
+    assert "c000.nii.gz: label values [9] are outside" in text
+    assert "c001_0000.nii.gz: image shape" in text and "differs from its label" in text
+    assert "class 'tumour' is absent from 4 of 4 inspected cases" in text
+    assert r["inspected"] == 4 and len(r["problems"]) == 2
+
+
+def test_rare_class_and_subsampling(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    root = write_nnunet_example(tmp_path / "toy", num_training=10, num_test=0, size=64, depth=4)
+    r = di.inspect_dataset("nnunet", root, max_cases=3)
+    assert r["inspected"] == 3 and r["total_cases"] == 10
+    assert di._spread(list("abcdefghij"), 3) == ["a", "e", "j"]
+    rare = [c["name"] for c in r["per_class"][1:] if c["fraction"] < di.RARE_FRACTION]
+    assert all(f"class {n!r} covers" in "\n".join(r["warnings"]) for n in rare)
+
+
+def test_cli_folder_config_and_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    folder = write_folder_example(tmp_path / "imgs", num_images=8, size=32)
+    nn_root = write_nnunet_example(tmp_path / "nn", num_training=6, num_test=2, size=32, depth=4)
+    assert main(["data", "inspect", str(nn_root)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"nnunet  {nn_root}") and "ranking split: labelsTs" in out and "spacing (z, y, x) mm" in out
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"datasets:\n  folder:\n    root: {folder.name}\n    options:\n      palette: "
+                      f"{json.dumps(PALETTE)}\n  synthetic: {{}}\n")
+    assert main(["data", "inspect", str(config), "--json"]) == 0
+    reports = json.loads(capsys.readouterr().out)
+    assert reports[0]["dataset"] == "folder" and reports[0]["inspected"] == 8 and not reports[0]["problems"]
+    assert reports[1] == {"dataset": "synthetic", "skipped": reports[1]["skipped"]}
+    assert main(["data", "inspect", str(tmp_path)]) == 2
+    assert "not a dataset folder" in capsys.readouterr().err
