@@ -88,7 +88,7 @@ def test_cli_subsets_keep_the_config_sections():
 
 
 def test_shipped_configs_validate_up_to_their_data_roots():
-    for name in ("synapse", "cityscapes"):
+    for name in ("synapse", "cityscapes", "nnunet-example", "folder-example"):
         with pytest.raises(FileNotFoundError, match="root: data/"):
             load_config(f"configs/{name}.yaml")
 
