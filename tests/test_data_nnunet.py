@@ -312,3 +312,41 @@ def test_options_checked_without_data():
     with pytest.raises(ValueError, match="unknown option"):
         check_dataset_options("nnunet", {"foldd": 1})
     assert check_dataset_options("nnunet", {"image_size": 64})["image_size"] == (64, 64)
+
+
+# -------------------------------------------------------------------------------------------------- end to end
+
+
+def test_tiny_sweep_on_a_generated_nnunet_dataset_writes_a_report(ray_session, tmp_path, monkeypatch):
+    from raysweep.config import validate
+    from raysweep.data.examples import write_nnunet_example
+    from raysweep.report import build_report
+    from raysweep.results import read_results, read_sweep_meta
+    from raysweep.sweep import SweepRunner
+
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    root = write_nnunet_example(tmp_path / "Dataset900_Toy", num_training=4, num_test=6, size=32, depth=4)
+    cfg = validate({
+        "name": "nnunet-tiny",
+        "datasets": {"nnunet": {"root": str(root), "options": {"image_size": 32, "val_cases": 1}}},
+        "architectures": {"cnn": {"arch": "Unet", "encoder": "resnet18",
+                                  "options": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}}},
+        "losses": ["dice", "ce"],
+        "tuning": {"trials_per_group": 1, "seed": 0, "grace_period": 1, "reduction_factor": 2},
+        "confirmation": {"seeds": 1},
+        "resources": {"cpus_per_trial": 1},
+        "trial": {"train": {"steps": 2, "batch_size": 2}, "eval": {"every": 2, "overlays": 0}},
+    })
+    out = tmp_path / "out"
+    state = SweepRunner(cfg, out, progress=False).run()
+    assert state["tune_done"] and state["confirm_done"]
+    trials = read_results(out / "results")["trials"]
+    assert set(trials.loss) == {"dice", "ce"} and set(trials.status) <= {"completed", "stopped"}
+    protocol = read_sweep_meta(out / "results")["protocol"]
+    assert protocol["ranking"]["nnunet"]["cases"] == [f"toy_{1000 + i:03d}" for i in range(6)]
+    assert len(protocol["selection"]["nnunet"]["cases"]) == 1
+    cases = read_results(out / "results")["cases"]
+    assert set(cases.class_name) <= set(dataset_info("nnunet", root=root).class_names[1:])
+    assert cases.hd95.notna().any()  # per-volume, in mm
+    html = build_report(out / "results", out / "report.html")
+    assert "nnunet" in html.read_text()
