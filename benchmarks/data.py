@@ -1,7 +1,8 @@
 """Data-loading and evaluation throughput against the training step of the default model.
 
 For each dataset (synthetic; Synapse and Cityscapes on generated fixtures of the real sizes: 512 x 512 float32
-npz slices, 2048 x 1024 PNG pairs) this measures, in one process (= one DataLoader worker):
+npz slices, 2048 x 1024 PNG pairs; nnunet on a generated nnU-Net raw dataset of 224 x 224 x 16 CT NIfTI volumes,
+trained as 224 x 224 slices) this measures, in one process (= one DataLoader worker):
 
 * samples/s with the default training augmentation, without and with the boundary losses' per-class signed
   distance maps (the most expensive per-sample maps a loss asks for; computed from the augmented mask, as in a
@@ -32,6 +33,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raysweep.data import DATASETS, build_dataset  # noqa: E402
+from raysweep.data.examples import write_nnunet_example  # noqa: E402
 from raysweep.metrics import Evaluator, case_scores, confusion_matrix  # noqa: E402
 
 
@@ -176,6 +178,11 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         make_synapse(tmp / "synapse", 8 if q else 24, rng)
         make_cityscapes(tmp / "cityscapes", 3 if q else 8, rng)
+        import os
+
+        os.environ["RAYSWEEP_CACHE"] = str(tmp / "cache")  # the nnunet CT statistics: not in the user's cache
+        write_nnunet_example(tmp / "nnunet", num_training=4 if q else 8, num_test=0, size=224, depth=16,
+                             channels=("CT",))
         configs = [
             # name, dataset kwargs, network input size, batch for the step
             ("synthetic", dict(name="synthetic", split="train", seed=0), (64, 64), 16),
@@ -184,13 +191,18 @@ def main(argv: list[str] | None = None) -> None:
              8),
             ("cityscapes", dict(name="cityscapes", split="train", root=tmp / "cityscapes", seed=0, holdout_cities=0),
              (512, 512), 2),
+            # NIfTI volumes held in memory after the build (read, checked and normalised once): slices cost a copy
+            ("nnunet", dict(name="nnunet", split="train", root=tmp / "nnunet", seed=0, val_cases=1, test_cases=1,
+                            image_size=224), (224, 224), 8),
         ]
         for name, kwargs, size, batch in configs:
-            info = DATASETS[name]
-            n = {"synthetic": 400, "synapse": 60, "cityscapes": 12}[name] // (4 if q else 1)
-            plain = loader_rate(build_dataset(**kwargs), n)
-            maps = loader_rate(build_dataset(**kwargs, target_maps=distance_maps(info.num_classes)), n)
-            steps = {"synthetic": 10, "synapse": 4, "cityscapes": 2}[name] // (2 if q else 1)
+            ds = build_dataset(**kwargs)
+            info = ds.info  # nnunet: the classes of the files (DATASETS["nnunet"] has none)
+            n = {"synthetic": 400, "synapse": 60, "cityscapes": 12, "nnunet": 60}[name] // (4 if q else 1)
+            plain = loader_rate(ds, n)
+            ds.target_maps = distance_maps(info.num_classes)
+            maps = loader_rate(ds, n)
+            steps = {"synthetic": 10, "synapse": 4, "cityscapes": 2, "nnunet": 4}[name] // (2 if q else 1)
             train_rate = given.get(name) or step_rate(info.in_channels, info.num_classes, size, batch, max(steps, 1))
             rows.append((name, f"{size[0]}x{size[1]}", plain, maps, batch, train_rate, train_rate / plain,
                          train_rate / maps))
