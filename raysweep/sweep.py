@@ -789,7 +789,7 @@ class SweepRunner:
         """
         if "inverseform" not in self.cfg.losses:
             return
-        from .data import DATASETS, build_dataset
+        from .data import build_dataset
         from .losses.boundary import inverseform as inv
 
         for name, section in self.cfg.datasets.items():

@@ -1,7 +1,6 @@
 """The sweep: config validation, resources, the multiplexing searcher (Ray-free), and one end-to-end Ray run."""
 
 import json
-import textwrap
 
 import pytest
 

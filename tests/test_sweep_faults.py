@@ -111,7 +111,7 @@ def assert_complete_and_exactly_once(out: Path, cfg: dict) -> None:
     assert set(curves.trial_id) == set(trials.trial_id)
     for table in ("curves", "cases"):  # no file of a trial without a trials row
         assert trial_ids(results, table) <= set(trials.trial_id)
-    assert set(tables["cases"].trial_id) == set(confirm.trial_id)
+    assert set(tables["cases"].trial_id) == set(trials.trial_id)  # tune: selection cases; confirm: ranking
     # The searchers kept their history across the kills: the final searcher knows exactly the tune rows, and each
     # study holds its quota of finished trials (not quota + the trials of the killed sessions).
     exp = out / "ray" / f"{cfg['name']}-tune"
