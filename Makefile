@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job: the default sweep on the embedded synthetic data, then the report (results/default/report.html).
+## The main job: the default sweep on the embedded synthetic data, then the report (reports/default.html).
 run: $(STAMP)
 	$(BIN)/raysweep run
 

@@ -105,6 +105,17 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _report_path(out: str) -> str:
+    """Where the CLI writes a sweep's report by default: ``reports/<sweep name>.html`` in the current folder, the
+    sweep name being its output folder's name (``results/default`` -> ``reports/default.html``)."""
+    from pathlib import Path
+
+    path = Path(out).expanduser().resolve()
+    if (path / "trials").is_dir() or (path / "sweep.json").is_file():
+        path = path.parent  # given the results/ folder inside a sweep's --out
+    return str(Path("reports") / f"{path.name}.html")
+
+
 def _cmd_run(args) -> int:
     from .config import load_config
 
@@ -122,7 +133,7 @@ def _cmd_run(args) -> int:
         from .report import build_report
     except ImportError:
         return 0
-    html = build_report(f"{out}/results", f"{out}/report.html")
+    html = build_report(f"{out}/results", args.report or _report_path(out))
     print(f"report: {html}")
     return 0
 
@@ -130,7 +141,7 @@ def _cmd_run(args) -> int:
 def _cmd_report(args) -> int:
     from .report import build_report
 
-    html = build_report(args.results_dir, args.output)
+    html = build_report(args.results_dir, args.output or _report_path(args.results_dir))
     print(f"report: {html}")
     return 0
 
@@ -202,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", action="append", metavar="NAME", help="only these datasets (repeatable)")
     p.add_argument("--arch", action="append", metavar="NAME", help="only these architectures (repeatable)")
     p.add_argument("--loss", action="append", metavar="NAME", help="only these losses (repeatable)")
+    p.add_argument("-o", "--report", metavar="FILE.html", help="where to write the report (default: "
+                   "reports/<name of --out>.html, e.g. reports/default.html)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
@@ -212,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         "hyperparameter sensitivity, learning curves, run metadata. Works offline, without Ray or a GPU.",
     )
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="the sweep's --out folder or its results/ folder")
-    p.add_argument("-o", "--output", metavar="FILE.html", help="where to write (default: <out>/report.html)")
+    p.add_argument("-o", "--output", metavar="FILE.html", help="where to write (default: reports/<name of the "
+                   "sweep's --out folder>.html, e.g. reports/default.html)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(

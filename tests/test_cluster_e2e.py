@@ -224,7 +224,8 @@ def test_ray_up_submit_down_on_loopback(tmp_path):
         assert pids_matching(str(ray_tmp)), "ray up returned but no head process runs"
         t_up = time.time() - t0
         r = _ray_cli(["submit", str(cluster_yaml), str(REPO / "raysweep" / "run.py"), "--",
-                      "--config", str(sweep_yaml), "--out", str(out)], env, log, timeout=480)
+                      "--config", str(sweep_yaml), "--out", str(out), "-o", str(out / "report.html")], env, log,
+                     timeout=480)
         assert r.returncode == 0, log.read_text()[-5000:]
         assert "sweep finished" in r.stdout, log.read_text()[-5000:]
         t_submit = time.time() - t0

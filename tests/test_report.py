@@ -71,7 +71,7 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     answers = make_fixture(out / "results", title_override=EVIL, config_extra={"note": EVIL})
     html_path = out / "report.html"
-    assert cli.main(["report", str(out)]) == 0  # the --out folder is accepted; default output <out>/report.html
+    assert cli.main(["report", str(out), "-o", str(html_path)]) == 0  # the --out folder is accepted
     return {"out": out, "html": html_path.read_text(), "path": html_path, "answers": answers}
 
 
@@ -206,6 +206,21 @@ def test_overlays_of_best_and_worst(report):
     html = report["html"]
     assert 'alt="Boundary on case000"' in html and "on case001" in html
     assert html.count('class="overlay"') == 4  # 2 cases x (best, worst)
+
+
+def test_cli_writes_reports_to_the_reports_folder_by_default(tmp_path, monkeypatch, report):
+    """`raysweep report` names the report after the sweep's --out folder, under reports/ in the current folder,
+    whether given the --out folder or its results/ folder."""
+    import shutil
+
+    sweep = tmp_path / "runs" / "mysweep"
+    shutil.copytree(report["out"] / "results", sweep / "results")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["report", str(sweep)]) == 0
+    assert (tmp_path / "reports" / "mysweep.html").is_file()
+    (tmp_path / "reports" / "mysweep.html").unlink()
+    assert cli.main(["report", str(sweep / "results")]) == 0
+    assert (tmp_path / "reports" / "mysweep.html").is_file() and not (sweep / "report.html").exists()
 
 
 def test_rebuild_from_tune_only_and_empty_results(tmp_path, report):
