@@ -163,6 +163,8 @@ SWEEP_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "protocol": ((dict,), "the ranking protocol: `selection` and `ranking` (per dataset: split and case ids), "
                  "`early_stopping` (scope, rungs), `tuning` (quota, start-up trials), `confirmation` (seeds), "
                  "`power` (per cell: the smallest adjusted p-value the design allows)"),
+    "datasets": ((dict,), "per dataset, `raysweep data inspect`'s statistics (classes, pixel shares, objects per "
+                 "case, spacing, channels, warnings), or `skipped` with the reason"),
 }
 
 _TRIAL_ID = re.compile(r"^[A-Za-z0-9_.-]+$")

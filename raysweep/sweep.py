@@ -753,7 +753,17 @@ class SweepRunner:
             "planned": {"tune": searcher_total, "confirm": len(self.cfg.groups()) * self.cfg.confirmation["seeds"]},
             "groups": [{"dataset": g.dataset, "arch": g.arch, "loss": g.loss} for g in self.cfg.groups()],
             "protocol": self.protocol(),
+            "datasets": self.dataset_statistics(),
         })
+
+    def dataset_statistics(self) -> dict[str, Any]:
+        """What each dataset holds (``raysweep data inspect``: classes, pixel shares, objects, spacing, warnings), for
+        sweep.json and the report's data section: a ranking holds for data of this kind. Datasets inspect does not
+        read are recorded as skipped."""
+        from .data.inspect import inspect_config
+
+        print("inspecting the datasets (raysweep data inspect)", flush=True)
+        return {r["dataset"]: r for r in inspect_config(self.cfg.datasets)}
 
     def protocol(self) -> dict[str, Any]:
         """What makes the ranking fair, recorded in sweep.json: the cases that select and the cases that rank (per

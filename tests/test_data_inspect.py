@@ -72,10 +72,32 @@ def test_cli_folder_config_and_json(tmp_path, capsys, monkeypatch):
     assert out.startswith(f"nnunet  {nn_root}") and "ranking split: labelsTs" in out and "spacing (z, y, x) mm" in out
     config = tmp_path / "sweep.yaml"
     config.write_text(f"datasets:\n  folder:\n    root: {folder.name}\n    options:\n      palette: "
-                      f"{json.dumps(PALETTE)}\n  synthetic: {{}}\n")
+                      f"{json.dumps(PALETTE)}\n  synthetic: {{}}\n  synapse: {{root: {folder.name}}}\n")
     assert main(["data", "inspect", str(config), "--json"]) == 0
     reports = json.loads(capsys.readouterr().out)
     assert reports[0]["dataset"] == "folder" and reports[0]["inspected"] == 8 and not reports[0]["problems"]
-    assert reports[1] == {"dataset": "synthetic", "skipped": reports[1]["skipped"]}
+    assert reports[1]["dataset"] == "synthetic" and len(reports[1]["per_class"]) == 9  # generated, 16/4/8 volumes
+    assert reports[1]["splits"] == {"train": 16, "val": 4, "test": 8}
+    assert reports[2] == {"dataset": "synapse", "skipped": reports[2]["skipped"]}
     assert main(["data", "inspect", str(tmp_path)]) == 2
     assert "not a dataset folder" in capsys.readouterr().err
+
+
+def test_synthetic_is_inspected_as_the_sweep_sees_it():
+    """The embedded dataset with a sweep's per-split options: the splits' case counts, and class shares equal to a
+    direct count over the inspected volumes."""
+    import numpy as np
+
+    from raysweep.data import build_dataset
+    from raysweep.data.inspect import inspect_config
+
+    section = {"options": {"image_size": 32, "depth": 4}, "select_options": {"num_volumes": 2},
+               "eval_options": {"num_volumes": 3}, "train_options": {"num_volumes": 2}}
+    (r,) = inspect_config({"synthetic": section})
+    assert r["splits"] == {"train": 2, "val": 2, "test": 3} and r["inspected"] == 7 and r["volumes"]
+    labels = np.concatenate([v.label.ravel() for split, n in (("train", 2), ("val", 2), ("test", 3))
+                             for v in build_dataset("synthetic", split, image_size=32, depth=4,
+                                                    num_volumes=n).volumes()])
+    direct = np.bincount(labels, minlength=9) / labels.size
+    assert [c["fraction"] for c in r["per_class"]] == pytest.approx(direct.tolist())
+    assert r["spacing"]["median"] == [2.0, 1.0, 1.0]

@@ -223,6 +223,26 @@ def test_cli_writes_reports_to_the_reports_folder_by_default(tmp_path, monkeypat
     assert (tmp_path / "reports" / "mysweep.html").is_file() and not (sweep / "report.html").exists()
 
 
+def test_data_section_shows_the_inspected_statistics_of_sweep_json(tmp_path, report):
+    import shutil
+
+    from raysweep.data.inspect import inspect_config
+
+    shutil.copytree(report["out"] / "results", tmp_path / "results")
+    (stats,) = inspect_config({"synthetic": {"options": {"image_size": 32, "depth": 4, "num_volumes": 2}}})
+    stats["per_class"][1]["name"] = "<script>lobe</script>"
+    stats["warnings"] = ["class 'ring' is rare"]
+    results.update_sweep_meta(tmp_path / "results", datasets={"synthetic": stats,
+                                                                "synapse": {"dataset": "synapse", "skipped": "why"}})
+    html = build_report(tmp_path / "results").read_text()
+    data = html[html.index('<section id="data">'):html.index('<section id="overall">')]
+    fraction = f"{100 * stats['per_class'][7]['fraction']:.3g}"
+    assert "vessel" in data and fraction in data and "class &#39;ring&#39; is rare" in data
+    assert "&lt;script&gt;lobe&lt;/script&gt;" in data and "<script>lobe" not in html
+    assert "Not inspected: why." in data
+    assert '<section id="data">' not in report["html"]  # a sweep without statistics has no data section
+
+
 def test_rebuild_from_tune_only_and_empty_results(tmp_path, report):
     src = report["out"] / "results"
     f = results.read_results(src)

@@ -188,6 +188,8 @@ def test_end_to_end_sweep_writes_three_tables_and_resumes(ray_session, tmp_path)
     assert set(cases[cases.stage == "confirm"].case) == ranking
     assert protocol["early_stopping"]["scope"] == "group" and protocol["early_stopping"]["rungs"] == [1]
     assert protocol["power"]["synthetic/cnn"]["declarable"]
+    stats = meta["datasets"]["synthetic"]  # what the ranking holds for (raysweep data inspect)
+    assert len(stats["per_class"]) == 9 and stats["splits"] == {"train": 3, "val": 1, "test": 6}
     # Who proposed each tuning trial: every searchable group starts from its defaults; ce has nothing to tune.
     assert set(tune[tune.loss == "ce"].proposal) == {"fixed"}
     assert sorted(tune[tune.loss == "tversky"].proposal) == ["default", "default", "random", "random"]

@@ -34,6 +34,9 @@ RARE_FRACTION = 0.001
 #: A class absent from more than this share of the inspected cases is flagged.
 ABSENT_SHARE = 0.5
 DEFAULT_MAX_CASES = 40
+#: The datasets inspect reads: your own (nnunet, folder) and the embedded synthetic one. Synapse and Cityscapes are
+#: skipped (their loaders resize on read; their published statistics are well known).
+INSPECTED = ("nnunet", "folder", "synthetic")
 
 
 def detect(path: str | Path) -> str:
@@ -58,6 +61,28 @@ def _spread(items: list[str], n: int) -> list[str]:
         return list(items)
     idx = np.unique(np.round(np.linspace(0, len(items) - 1, n)).astype(int))
     return [items[i] for i in idx]
+
+
+def _synthetic_cases(options: Mapping[str, Any], split_options: Mapping[str, Mapping[str, Any]]
+                     ) -> tuple[dict[str, list[str]], dict, list[str], list[str]]:
+    """The embedded synthetic dataset's splits, per-case readers (volumes generated on first use, per split), class
+    names and channel names; ``split_options`` adds per-split options (a sweep's train/select/eval options)."""
+    from . import DATASETS, build_dataset, list_cases
+
+    info = DATASETS["synthetic"]
+    splits, built, readers = {}, {}, {}
+    for split in ("train", info.select_split, info.eval_split):
+        opts = {**options, **(split_options.get(split) or {})}
+        splits[split] = list_cases("synthetic", split, **opts)
+
+        def read(case: str, split=split, opts=opts):
+            if split not in built:
+                built[split] = {v.case: v for v in build_dataset("synthetic", split, **opts).volumes()}
+            vol = built[split][case]
+            return vol.image[..., None], vol.label, vol.spacing
+
+        readers.update({c: read for c in splits[split]})
+    return splits, readers, list(info.class_names), ["image"]
 
 
 def _cases(name: str, root: Path, options: Mapping[str, Any]) -> tuple[Any, dict[str, list[str]], dict, list]:
@@ -98,9 +123,12 @@ def _cases(name: str, root: Path, options: Mapping[str, Any]) -> tuple[Any, dict
     return None, splits, {c: read for c in pairs}, list(names)
 
 
-def inspect_dataset(name: str, root: str | Path, options: Mapping[str, Any] | None = None,
-                    max_cases: int = DEFAULT_MAX_CASES) -> dict[str, Any]:
-    """Statistics of the dataset ``name`` (``"nnunet"`` or ``"folder"``) under ``root``; see the module docstring.
+def inspect_dataset(name: str, root: str | Path | None, options: Mapping[str, Any] | None = None,
+                    max_cases: int = DEFAULT_MAX_CASES,
+                    split_options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Statistics of the dataset ``name`` (``"nnunet"`` or ``"folder"`` under ``root``, or the embedded
+    ``"synthetic"``, for which ``root`` is ignored and ``split_options`` may add per-split options); see the module
+    docstring.
 
     Returns a JSON-able dict: ``dataset``, ``root``, ``classes``, ``splits`` (cases per split), ``inspected``,
     ``total_cases``, ``volumes`` (bool), ``shapes`` (min/max of (D, H, W) or (H, W)), ``spacing`` (volumes: median,
@@ -112,10 +140,17 @@ def inspect_dataset(name: str, root: str | Path, options: Mapping[str, Any] | No
         ValueError / FileNotFoundError: the description (dataset.json, classes, listing, splits) is unusable; errors
             in single cases are reported in ``problems`` instead.
     """
-    if name not in ("nnunet", "folder"):
-        raise ValueError(f"inspect reads the nnunet and folder datasets, not {name!r}")
-    root = Path(root).expanduser()
-    desc, splits, readers, names = _cases(name, root, dict(options or {}))
+    if name not in INSPECTED:
+        raise ValueError(f"inspect reads the {', '.join(INSPECTED)} datasets, not {name!r}")
+    if name == "synthetic":
+        desc = None
+        splits, readers, names, channel_names = _synthetic_cases(dict(options or {}), split_options or {})
+        volumes = True
+    else:
+        root = Path(root).expanduser()
+        desc, splits, readers, names = _cases(name, root, dict(options or {}))
+        channel_names = list(desc.channels) if desc is not None else ["R", "G", "B"]
+        volumes = desc is not None and not desc.two_d
     all_cases = sorted(c for s in splits.values() for c in s)
     chosen = _spread(all_cases, max_cases)
     k = len(names)
@@ -123,12 +158,10 @@ def inspect_dataset(name: str, root: str | Path, options: Mapping[str, Any] | No
     present = np.zeros(k, np.int64)
     objects: list[list[int]] = [[] for _ in range(k)]
     shapes, spacings, problems = [], [], []
-    channel_names = list(desc.channels) if desc is not None else ["R", "G", "B"]
     mins = np.full(len(channel_names), np.inf)
     maxs = np.full(len(channel_names), -np.inf)
     lows: list[list[float]] = [[] for _ in channel_names]
     highs: list[list[float]] = [[] for _ in channel_names]
-    volumes = desc is not None and not desc.two_d
     for case in chosen:
         try:
             image, label, spacing = readers[case](case)
@@ -171,9 +204,10 @@ def inspect_dataset(name: str, root: str | Path, options: Mapping[str, Any] | No
             "median_object_size": float(np.median(sizes)) if sizes else None,
         })
     out: dict[str, Any] = {
-        "dataset": name, "root": str(root), "classes": names,
+        "dataset": name, "root": str(root) if root is not None else None, "classes": names,
         "splits": {s: len(splits[s]) for s in ("train", "val", "test")},
-        "ranking_from": ("labelsTs" if desc is not None and desc.test is not None else "held-out training cases"),
+        "ranking_from": ("labelsTs" if desc is not None and desc.test is not None else
+                         "its own test volumes" if name == "synthetic" else "held-out training cases"),
         "total_cases": len(all_cases), "inspected": read, "volumes": volumes,
         "shapes": ({"min": [int(min(s[i] for s in shapes)) for i in range(len(shapes[0]))],
                     "max": [int(max(s[i] for s in shapes)) for i in range(len(shapes[0]))]} if shapes else None),
@@ -223,8 +257,12 @@ def inspect_config(datasets: Mapping[str, Any] | list | None, base: str | Path =
     out = []
     for name, section in datasets.items():
         section = section or {}
-        if name not in ("nnunet", "folder"):
-            out.append({"dataset": name, "skipped": "inspect reads the nnunet and folder datasets (your own data)"})
+        if name not in INSPECTED:
+            out.append({"dataset": name, "skipped": f"inspect reads the {', '.join(INSPECTED)} datasets"})
+            continue
+        if name == "synthetic":
+            out.append(inspect_dataset(name, None, section.get("options") or {}, max_cases,
+                                       split_options=sweep_split_options(section)))
             continue
         if not section.get("root"):
             raise ValueError(f"datasets.{name}.root is required: the folder holding the data")
@@ -233,6 +271,17 @@ def inspect_config(datasets: Mapping[str, Any] | list | None, base: str | Path =
             root = Path(base) / root
         out.append(inspect_dataset(name, root, section.get("options") or {}, max_cases))
     return out
+
+
+def sweep_split_options(section: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-split options of a sweep config's dataset section: train, selection (``select_options``) and ranking
+    (``eval_options``) splits, keyed by split name."""
+    from . import DATASETS
+
+    info = DATASETS[section.get("name") or "synthetic"]
+    return {"train": dict(section.get("train_options") or {}),
+            info.select_split: dict(section.get("select_options") or {}),
+            info.eval_split: dict(section.get("eval_options") or {})}
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -248,7 +297,7 @@ def as_text(reports: list[dict[str, Any]]) -> str:
         if "skipped" in r:
             lines += [f"{r['dataset']}: skipped ({r['skipped']})", ""]
             continue
-        lines.append(f"{r['dataset']}  {r['root']}")
+        lines.append(f"{r['dataset']}  {r['root'] or '(embedded, generated)'}")
         splits = ", ".join(f"{s} {n}" for s, n in r["splits"].items())
         lines.append(f"  cases: {splits} (ranking split: {r['ranking_from'] if r['dataset'] == 'nnunet' else 'test'})"
                      f"; inspected {r['inspected']} of {r['total_cases']}")

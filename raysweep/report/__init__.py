@@ -381,6 +381,40 @@ def _metadata(trials: pd.DataFrame, meta: dict[str, Any], max_failed: int) -> di
     }
 
 
+def _data_section(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """sweep.json's ``datasets`` (``raysweep data inspect`` statistics) as one table per dataset: what kind of data
+    the ranking holds for. Skipped datasets and older sweeps (no key) give a line each."""
+    out = []
+    for name, r in sorted((meta.get("datasets") or {}).items()):
+        if not isinstance(r, dict):
+            continue
+        if "skipped" in r or not isinstance(r.get("per_class"), list):
+            out.append({"dataset": str(name), "skipped": str(r.get("skipped", "no statistics"))})
+            continue
+        cols = [("Class", "class id and name"), ("Pixels %", "share of the labelled pixels/voxels"),
+                ("In cases", "inspected cases that contain the class"),
+                ("Objects per case", "connected components per inspected case"),
+                ("Median object size", "pixels/voxels per connected component")]
+        rows = [[_cell(f"{c.get('id')} {c.get('name')}", c.get("id")), _num(100 * c["fraction"], "{:.3g}")
+                 if _finite(c.get("fraction")) else _cell("–"),
+                 _cell(f"{c.get('cases_present')}/{r.get('inspected')}", c.get("cases_present")),
+                 _num(c.get("objects_per_case"), "{:.2f}"), _num(c.get("median_object_size"), "{:.0f}")]
+                for c in r["per_class"] if isinstance(c, dict)]
+        splits = r.get("splits") if isinstance(r.get("splits"), dict) else {}
+        shapes = r.get("shapes") if isinstance(r.get("shapes"), dict) else None
+        spacing = r.get("spacing") if isinstance(r.get("spacing"), dict) else None
+        facts = [f"cases per split: {', '.join(f'{k} {v}' for k, v in splits.items())}; "
+                 f"{r.get('inspected')} of {r.get('total_cases')} inspected"]
+        if shapes:
+            facts.append(f"shape {' x '.join(map(str, shapes.get('min', [])))} .. "
+                         f"{' x '.join(map(str, shapes.get('max', [])))}")
+        if spacing:
+            facts.append(f"spacing (median) {' x '.join(f'{v:g}' for v in spacing.get('median', []))} mm")
+        out.append({"dataset": str(name), "skipped": None, "facts": facts, "table": _table(cols, rows),
+                    "warnings": [str(w) for w in r.get("warnings") or []]})
+    return out
+
+
 def _protocol_view(protocol: dict[str, Any] | None) -> list[tuple[str, str]]:
     """sweep.json's protocol as (key, text) pairs for the metadata; one "not recorded" line for older sweeps."""
     if not protocol:
@@ -511,6 +545,7 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
         "results_dir": str(rdir), "progress": _progress(trials, meta, per_cell), "summary": summary,
         "powerless": powerless, "overlaps": sorted({x["dataset"] for x in cells_ctx if x["roles"]["overlap"]}),
         "protocol": _protocol_view(protocol), "convergence_gain": stats.CONVERGENCE_GAIN,
+        "data": _data_section(meta),
         "convergence_top": stats.CONVERGENCE_TOP,
         "overall": overall_table, "family": _table(fam_cols, fam_rows) if ranked_cells else None,
         "family_plot": plots.family_ranks(ranked_cells), "cells": cells_ctx,
