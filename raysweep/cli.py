@@ -107,13 +107,15 @@ def _cmd_train(args) -> int:
 
 def _report_path(out: str) -> str:
     """Where the CLI writes a sweep's report by default: ``reports/<sweep name>.html`` in the current folder, the
-    sweep name being its output folder's name (``results/default`` -> ``reports/default.html``)."""
+    sweep name being its output folder's name (``results/default`` -> ``reports/default.html``); ``out`` may be the
+    sweep's --out folder or its results/ folder."""
     from pathlib import Path
 
-    path = Path(out).expanduser().resolve()
-    if (path / "trials").is_dir() or (path / "sweep.json").is_file():
-        path = path.parent  # given the results/ folder inside a sweep's --out
-    return str(Path("reports") / f"{path.name}.html")
+    from .report import default_report_path
+    from .results import resolve_results_dir
+
+    sweep = default_report_path(resolve_results_dir(out)).parent  # the --out folder, however it was named
+    return str(Path("reports") / f"{sweep.resolve().name}.html")
 
 
 def _cmd_run(args) -> int:

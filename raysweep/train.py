@@ -943,7 +943,7 @@ class _Trial:
     # -- the loop ----------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any] | None:
-        self._t_start = time.perf_counter()
+        self._t_checkpoint = time.perf_counter()  # the time interval counts from the start
         try:
             self.setup()
             self.resume()
@@ -1116,7 +1116,7 @@ class _Trial:
             return True
         if c["every"] > 0 and self.reports % c["every"] == 0:
             return True
-        since = time.perf_counter() - getattr(self, "_t_checkpoint", self._t_start)
+        since = time.perf_counter() - self._t_checkpoint
         return c["every_s"] is not None and since >= c["every_s"]
 
     def _emit(self, metrics: dict[str, Any], overlays: list[tuple[str, np.ndarray]], want_checkpoint: bool) -> None:
