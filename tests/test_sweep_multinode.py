@@ -193,8 +193,11 @@ def test_lost_worker_node_retries_its_trials_from_their_checkpoints(tmp_path):
     assert set(trials.status) == {"completed"} and (trials.steps_done == 16).all()
     # The trials that ran on the lost node failed once and were retried on the replacement node: those that had
     # saved a checkpoint resumed from it (not from step 0); one still starting up had none and starts afresh.
+    # A checkpoint counts once a later one exists: Tune restores only from checkpoints whose report the driver has
+    # processed, and the newest folder on disk may not be (the node can go between the write and the report). Seen
+    # once in a clean-clone CI run: a trial counted as checkpointed by any folder restarted from step 0.
     retried = {t for t, n in info["failures"].items() if n >= 1}
-    checkpointed = {t for t, names in info["checkpoints"].items() if names}
+    checkpointed = {t for t, names in info["checkpoints"].items() if len(names) >= 2}
     assert retried & checkpointed, (info["failures"], info["checkpoints"])
     extra = curves.assign(**{k: curves.extra.map(lambda e, k=k: json.loads(e)[k]) for k in ("pid", "resumed_from_step")})
     for trial_id in retried:
