@@ -290,7 +290,7 @@ def part_losses(s: Session, box: dict) -> None:
     cuda = torch.cuda.is_available() and not smoke
     dev = torch.device("cuda" if cuda else "cpu")
     box["device"] = str(dev)
-    names = sorted(LOSSES, key=lambda n: (LOSSES[n].category, n))
+    names = sorted(LOSSES, key=lambda n: (LOSSES[n].family, n))
     if s.args.loss:
         names = [n for n in names if n in s.args.loss]
     box["names"] = names

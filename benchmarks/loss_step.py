@@ -106,7 +106,7 @@ def main(argv=None) -> int:
             fly_cols = f"{fly:.0f} | {fly / ce_ms:.2f}"
         else:
             fly_cols = "- | -"
-        row = f"| {name} | {LOSSES[name].category} | {pre:.0f} | {pre / ce_ms:.2f} | {fly_cols} |"
+        row = f"| {name} | {LOSSES[name].family} | {pre:.0f} | {pre / ce_ms:.2f} | {fly_cols} |"
         emit(rows, row)
     save_table(rows, args.out)
     return 0

@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="also write the table (markdown) to this file")
     args = parser.parse_args(argv)
 
-    names = args.loss or sorted(LOSSES, key=lambda n: (LOSSES[n].category, n))
+    names = args.loss or sorted(LOSSES, key=lambda n: (LOSSES[n].family, n))
     unknown = [n for n in names if n not in LOSSES]
     if unknown:
         parser.error(f"unknown loss(es) {unknown}; known: {sorted(LOSSES)}")

@@ -8,20 +8,20 @@ import sys
 
 def _cmd_losses(args) -> int:
     from . import catalogue
-    from .losses import CATEGORIES
+    from .losses import FAMILIES
 
-    if args.category and args.category not in CATEGORIES:
-        raise ValueError(f"--category must be one of {', '.join(CATEGORIES)}, got {args.category!r}")
+    if args.family and args.family not in FAMILIES:
+        raise ValueError(f"--family must be one of {', '.join(FAMILIES)}, got {args.family!r}")
 
     if args.update_readme:
         changed = catalogue.update_readme(args.update_readme)
         print(f"{args.update_readme}: catalogue {'updated' if changed else 'already up to date'}")
     elif args.json:
-        print(catalogue.as_json(args.category))
+        print(catalogue.as_json(args.family))
     elif args.markdown:
         print(catalogue.as_markdown())
     else:
-        print(catalogue.as_text(args.category))
+        print(catalogue.as_text(args.family))
     return 0
 
 
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="machine-readable: one object per loss")
     fmt.add_argument("--markdown", action="store_true", help="the README table")
     fmt.add_argument("--update-readme", metavar="FILE", help="rewrite the catalogue between the markers in FILE")
-    p.add_argument("--category", metavar="FAMILY", help="only this family: pixel, region, boundary or combination")
+    p.add_argument("--family", metavar="FAMILY", help="only this family: pixel, region, boundary or combination")
     p.set_defaults(func=_cmd_losses)
 
     p = sub.add_parser(

@@ -43,9 +43,7 @@ SCHEMA_VERSION = 1
 _META_KEY = b"raysweep.schema_version"
 
 TABLES = ("trials", "curves", "cases")
-STAGES = ("tune", "confirm")
-STATUSES = ("completed", "diverged", "oom", "error", "stopped")
-FAMILIES = ("pixel", "region", "boundary", "combination")
+from .vocab import FAMILIES, STAGES, STATUSES
 PRIMARY_METRICS = ("dice", "miou")
 #: Who proposed a tuning trial's configuration: the survey's ``default`` (every group's first trial), the sampler at
 #: ``random`` (TPE's start-up trials), its ``model`` (TPE proper), or ``fixed`` (a loss with nothing to tune).

@@ -21,16 +21,12 @@ from .losses import LOSSES, Categorical, Float, Int
 COMPANIONS = {"ce": "ce", "dice": "dice"}
 COMPANION_WEIGHT = Float(0.1, 10.0, log=True)
 COMPANION_DEFAULT = 1.0
-#: Losses that already contain the companion of a pairing (pairing them again would double the term).
-_CONTAINS = {"ce": {"ce", "wce", "topk", "focal", "dmce", "rmi", "combo", "exp_log", "unified_focal", "dice_ce",
-                    "active_boundary", "boundary_aware", "inverseform", "conditional_boundary"},
-             "dice": {"dice", "log_cosh_dice", "combo", "exp_log", "dice_ce", "generalized_dice", "boundary"}}
 
 
 def companion_for(pairing: str, loss: str) -> str | None:
     """The companion loss a pairing policy adds to ``loss``, or None."""
     name = COMPANIONS.get(pairing)
-    return None if name is None or loss in _CONTAINS[name] else name
+    return None if name is None or name in LOSSES[loss].contains else name
 
 
 class GroupSpace:

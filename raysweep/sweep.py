@@ -39,7 +39,7 @@ from .config import Group, SweepConfig, n_startup_trials, power_limits, protocol
 from .search import GroupSpace, trial_config, tune_quota
 
 METRIC = "score"
-STAGES = ("tune", "confirm")
+from .vocab import STAGES
 #: Free space (bytes) the output folder must have before a sweep starts: Parquet rows are small, but every running
 #: trial keeps one or two model checkpoints (tens of MB each) until it ends.
 MIN_FREE_BYTES = 256 * 2**20
@@ -498,7 +498,7 @@ def trial_rows(sweep_id: str, trial_id: str, config: dict, result: dict, curves:
     trial = {
         **ids,
         "loss_title": spec.title if spec else None,
-        "family": spec.category if spec else None,
+        "family": spec.family if spec else None,
         "in_survey": bool(spec.in_survey) if spec else None,
         "params": json.dumps(point, sort_keys=True),
         "is_default": is_default,

@@ -153,6 +153,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .vocab import TRIAL_STATUSES
+
 __all__ = ["DEFAULTS", "SCHEDULE_KINDS", "STATUSES", "CombinedObjective", "resolve_config", "schedule_weight",
            "train_trial"]
 
@@ -185,7 +187,7 @@ SCHEDULE_KINDS: dict[str, dict[str, Any]] = {
     "linear": {"to": ..., "begin": 0.0, "end": 1.0},
     "steal": {"delta": ..., "every": None, "floor": None, "ceiling": None},
 }
-STATUSES = ("running", "completed", "diverged", "oom")
+STATUSES = TRIAL_STATUSES
 #: The primary metric reported for a diverged trial: the worst value of Dice and mIoU.
 DIVERGED_SCORE = 0.0
 _CHECKPOINT_FILE = "state.pt"

@@ -8,7 +8,7 @@ import torch
 
 from conftest import extras_for, make_batch
 from raysweep import catalogue, cli
-from raysweep.losses import CATEGORIES, EXTRA_INPUTS, LOSSES, Categorical, Float, Int, LossSpec, build_loss
+from raysweep.losses import FAMILIES, EXTRA_INPUTS, LOSSES, Categorical, Float, Int, LossSpec, build_loss
 
 # Every loss test may build "inverseform", which needs an InverseNet in the cache.
 pytestmark = pytest.mark.usefixtures("inversenet_cache")
@@ -22,9 +22,9 @@ SURVEY = {
     "combination": {"combo", "exp_log", "unified_focal"},
 }
 def test_registry_has_all_25_survey_losses_and_two_baselines():
-    for category, names in SURVEY.items():
+    for family, names in SURVEY.items():
         for name in names:
-            assert LOSSES[name].category == category and LOSSES[name].in_survey, name
+            assert LOSSES[name].family == family and LOSSES[name].in_survey, name
     assert not LOSSES["generalized_dice"].in_survey and not LOSSES["dice_ce"].in_survey
     assert set(LOSSES) == set().union(*SURVEY.values()) | {"generalized_dice", "dice_ce"}
     # The survey folds weighted CE into CE: 26 registry names for its 25 losses.
@@ -34,7 +34,7 @@ def test_registry_has_all_25_survey_losses_and_two_baselines():
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_spec_is_coherent(name):
     spec = LOSSES[name]
-    assert isinstance(spec, LossSpec) and spec.name == name and spec.category in CATEGORIES
+    assert isinstance(spec, LossSpec) and spec.name == name and spec.family in FAMILIES
     assert spec.title and spec.reference and spec.summary
     assert spec.needs <= set(EXTRA_INPUTS)
     for key, dim in spec.space.items():
@@ -55,7 +55,7 @@ def test_log_scale_where_the_literature_uses_it():
 
 
 def test_build_loss_rejects_unknown_names_and_hyperparameters():
-    with pytest.raises(ValueError, match="unknown loss 'dicee'.*did you mean dice"):
+    with pytest.raises(ValueError, match="unknown loss 'dicee'.*did you mean 'dice'"):
         build_loss("dicee")
     with pytest.raises(ValueError, match="no hyperparameter.*gamma.*valid ones: alpha, beta"):
         build_loss("tversky", gamma=2.0)
@@ -209,9 +209,9 @@ def test_cli_losses_text_and_json(capsys):
     assert cli.main(["losses"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in LOSSES)
-    assert cli.main(["losses", "--json", "--category", "region"]) == 0
+    assert cli.main(["losses", "--json", "--family", "region"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert {d["name"] for d in data} == {n for n, s in LOSSES.items() if s.category == "region"}
+    assert {d["name"] for d in data} == {n for n, s in LOSSES.items() if s.family == "region"}
     tv = next(d for d in data if d["name"] == "tversky")
     assert tv["defaults"]["alpha"] == 0.3 and tv["space"]["alpha"] == {"type": "float", "low": 0.05, "high": 1.0,
                                                                         "log": False}

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-IGNORE_INDEX = 255
+from ..vocab import IGNORE_INDEX
 
 #: ``target_maps(mask)``: mask is the augmented int64 (H, W) mask (ignore 255); each returned array becomes a float32
 #: tensor under its key in the item (for example ``{"dist": (C, H, W)}`` for the boundary losses).

@@ -3,7 +3,7 @@
 Usage::
 
     from raysweep.losses import LOSSES, build_loss
-    spec = LOSSES["tversky"]                           # LossSpec: category, defaults, search space, extra inputs
+    spec = LOSSES["tversky"]                           # LossSpec: family, defaults, search space, extra inputs
     loss = build_loss("tversky", alpha=0.3, beta=0.7)  # unknown names or hyperparameters -> ValueError
     value = loss(logits, target)                       # logits (B, C, H, W) float; target (B, H, W) int64 -> 0-dim
 
@@ -23,11 +23,13 @@ from . import pixel as _pixel  # noqa: F401
 from . import region as _region  # noqa: F401
 from ._functional import IGNORE_INDEX
 from .base import SegLoss
-from .registry import CATEGORIES, EXTRA_INPUTS, LOSSES, Categorical, Float, Int, LossSpec, build_loss
+from ..vocab import FAMILIES
+from .registry import COMPANION_TERMS, EXTRA_INPUTS, LOSSES, Categorical, Float, Int, LossSpec, build_loss
 
 __all__ = [
-    "CATEGORIES",
+    "COMPANION_TERMS",
     "EXTRA_INPUTS",
+    "FAMILIES",
     "IGNORE_INDEX",
     "LOSSES",
     "Categorical",

@@ -17,8 +17,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-#: The label of pixels that take no part in the loss (Cityscapes' convention, used throughout raysweep).
-IGNORE_INDEX = 255
+from ..vocab import IGNORE_INDEX  # the label of pixels that take no part in any loss
 
 
 @dataclass(frozen=True)

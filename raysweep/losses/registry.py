@@ -11,12 +11,16 @@ Optuna and Ray; the sweep translates them.
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-CATEGORIES = ("pixel", "region", "boundary", "combination")
+from ..checks import did_you_mean, jsonable
+from ..vocab import FAMILIES
+
+#: The companion terms a loss can declare it already contains (``LossSpec.contains``): the sweep's pairing policy
+#: never adds a term the loss has already.
+COMPANION_TERMS = ("ce", "dice")
 
 #: Extra keyword inputs a loss may take besides ``(logits, target)``. Each is produced by the data pipeline or the
 #: model and passed through by the trainer; a loss declares the ones it uses in ``LossSpec.needs``.
@@ -104,19 +108,21 @@ class LossSpec:
 
     Attributes:
         name: registry key, e.g. ``"tversky"``.
-        category: the survey's family: ``'pixel' | 'region' | 'boundary' | 'combination'``.
+        family: the survey's family: ``'pixel' | 'region' | 'boundary' | 'combination'``.
         title: human-readable name.
         reference: the original paper (authors, venue, year).
         defaults: every hyperparameter of the constructor with its default (``ignore_index`` excluded).
         space: search space per tunable hyperparameter; a subset of ``defaults``, each default lies inside.
         needs: extra keyword inputs the loss uses (keys of :data:`EXTRA_INPUTS`).
+        contains: the companion terms (:data:`COMPANION_TERMS`) the loss already has, so that a pairing policy never
+            adds the same term twice (``dice_ce`` contains both).
         in_survey: whether the loss is one of the survey's 25 (``False`` for the two baselines).
         cls: the ``torch.nn.Module`` class.
         summary: one line on what the loss does.
     """
 
     name: str
-    category: str
+    family: str
     title: str
     reference: str
     defaults: Mapping[str, Any]
@@ -124,6 +130,7 @@ class LossSpec:
     needs: frozenset
     in_survey: bool
     cls: type
+    contains: frozenset = frozenset()
     summary: str = ""
     has_parameters: bool = field(default=False)
 
@@ -131,24 +138,18 @@ class LossSpec:
         """A JSON-serialisable view (used by ``raysweep losses --json``)."""
         return {
             "name": self.name,
-            "category": self.category,
+            "family": self.family,
             "title": self.title,
             "reference": self.reference,
             "summary": self.summary,
-            "defaults": {k: _jsonable(v) for k, v in self.defaults.items()},
+            "defaults": {k: jsonable(v) for k, v in self.defaults.items()},
             "space": {k: d.to_dict() for k, d in self.space.items()},
             "needs": sorted(self.needs),
+            "contains": sorted(self.contains),
             "in_survey": self.in_survey,
             "learnable_parameters": self.has_parameters,
         }
 
-
-def _jsonable(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return value
 
 
 LOSSES: dict[str, LossSpec] = {}
@@ -157,11 +158,12 @@ LOSSES: dict[str, LossSpec] = {}
 def register(
     name: str,
     *,
-    category: str,
+    family: str,
     title: str,
     reference: str,
     space: Mapping[str, Dimension] | None = None,
     needs: frozenset | set = frozenset(),
+    contains: frozenset | set = frozenset(),
     in_survey: bool = True,
     has_parameters: bool = False,
 ):
@@ -170,8 +172,10 @@ def register(
     def decorate(cls):
         if name in LOSSES:
             raise ValueError(f"loss {name!r} registered twice")
-        if category not in CATEGORIES:
-            raise ValueError(f"loss {name!r}: category {category!r} not in {CATEGORIES}")
+        if family not in FAMILIES:
+            raise ValueError(f"loss {name!r}: family {family!r} not in {FAMILIES}")
+        if set(contains) - set(COMPANION_TERMS):
+            raise ValueError(f"loss {name!r}: contains {sorted(contains)}: only {COMPANION_TERMS} are companion terms")
         unknown = set(needs) - set(EXTRA_INPUTS)
         if unknown:
             raise ValueError(f"loss {name!r}: unknown extra inputs {sorted(unknown)}")
@@ -185,12 +189,13 @@ def register(
         doc = inspect.getdoc(cls) or ""
         LOSSES[name] = LossSpec(
             name=name,
-            category=category,
+            family=family,
             title=title,
             reference=reference,
             defaults=MappingProxyType(defaults),
             space=MappingProxyType(space_),
             needs=frozenset(needs),
+            contains=frozenset(contains),
             in_survey=in_survey,
             cls=cls,
             summary=doc.splitlines()[0] if doc else "",
@@ -228,9 +233,7 @@ def build_loss(name: str, **hyperparameters):
         ValueError: unknown loss name, unknown hyperparameter, or a value outside the loss's valid domain.
     """
     if name not in LOSSES:
-        close = [n for n in LOSSES if n.startswith(name[:3])] if name else []
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown loss {name!r}{hint}; known losses: {', '.join(sorted(LOSSES))}")
+        raise ValueError(f"unknown loss {name!r}{did_you_mean(name, LOSSES)}; known losses: {', '.join(sorted(LOSSES))}")
     spec = LOSSES[name]
     allowed = set(spec.defaults) | {"ignore_index"}
     unknown = sorted(set(hyperparameters) - allowed)

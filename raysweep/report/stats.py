@@ -39,9 +39,7 @@ from scipy import stats as sstats
 
 ALPHA = 0.05
 BOOTSTRAP = 2000
-RANKED_STATUSES = ("completed", "diverged")
-FAILED_STATUSES = ("diverged", "oom", "error")
-FAMILIES = ("pixel", "region", "boundary", "combination")
+from ..vocab import FAILED_STATUSES, FAMILIES, RANKED_STATUSES
 #: below this many complete cases, the report warns that the tests have little power.
 MIN_CASES = 10
 #: A run's last-20% gain is measured from its last report at or before this share of its budget to its final one.

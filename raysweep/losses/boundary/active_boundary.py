@@ -35,7 +35,8 @@ def neighbour_kl(log_probs: torch.Tensor) -> torch.Tensor:
 
 @register(
     "active_boundary",
-    category="boundary",
+    family="boundary",
+    contains={"ce"},
     title="Active Boundary Loss",
     reference="Wang et al., 'Active boundary loss for semantic segmentation', AAAI 2022",
     space={"weight": Float(0.1, 10.0, log=True), "theta": Float(5.0, 50.0, log=True)},

@@ -12,7 +12,8 @@ SCHEDULES = ("rebalance", "increase", "constant")
 
 @register(
     "boundary",
-    category="boundary",
+    family="boundary",
+    contains={"dice"},
     title="Boundary loss",
     reference="Kervadec et al., 'Boundary loss for highly unbalanced segmentation', MIDL 2019 / MedIA 2021",
     space={

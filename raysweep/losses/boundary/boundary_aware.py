@@ -25,7 +25,8 @@ def distance_bins(dist_map: torch.Tensor, labels: torch.Tensor, truncation: floa
 
 @register(
     "boundary_aware",
-    category="boundary",
+    family="boundary",
+    contains={"ce"},
     title="Boundary-aware loss",
     reference="Hayder, He & Salzmann, 'Boundary-aware instance segmentation', CVPR 2017",
     space={"truncation": Float(3.0, 30.0, log=True), "num_bins": Int(3, 8), "weight": Float(0.1, 10.0, log=True)},

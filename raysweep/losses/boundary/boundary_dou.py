@@ -26,7 +26,7 @@ def inner_boundary(onehot_target: torch.Tensor, width: int = 1) -> torch.Tensor:
 
 @register(
     "boundary_dou",
-    category="boundary",
+    family="boundary",
     title="Boundary difference over union loss",
     reference="Sun et al., 'Boundary difference over union loss for medical image segmentation', MICCAI 2023",
     space={"alpha_max": Float(0.5, 0.95)},

@@ -13,7 +13,8 @@ from ..registry import Float, register
 
 @register(
     "conditional_boundary",
-    category="boundary",
+    family="boundary",
+    contains={"ce"},
     title="Conditional Boundary Loss",
     reference="Wu, Guo, Liu, Lu, Liu & Shen, 'Conditional boundary loss for semantic segmentation', IEEE TIP 2023",
     space={"weight_a2c": Float(0.05, 5.0, log=True), "weight_a2pn": Float(0.05, 5.0, log=True)},

@@ -13,7 +13,7 @@ from ..registry import Categorical, Float, register
 
 @register(
     "hausdorff",
-    category="boundary",
+    family="boundary",
     title="Hausdorff distance loss",
     reference="Karimi & Salcudean, 'Reducing the Hausdorff distance in medical image segmentation with "
     "convolutional neural networks', IEEE TMI 2020",

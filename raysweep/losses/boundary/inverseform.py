@@ -218,7 +218,8 @@ def settings_key(**settings) -> str:
 
 @register(
     "inverseform",
-    category="boundary",
+    family="boundary",
+    contains={"ce"},
     title="InverseForm loss",
     reference="Borse, Wang, Zhang & Porikli, 'InverseForm: a loss function for structured boundary-aware "
     "segmentation', CVPR 2021",

@@ -29,7 +29,7 @@ def region_wise_map(dist_map: torch.Tensor, onehot_target: torch.Tensor, kind: s
 
 @register(
     "region_wise",
-    category="boundary",
+    family="boundary",
     title="Region-wise loss",
     reference="Valverde & Tohka, 'Region-wise loss for biomedical image segmentation', Pattern Recognition 2023",
     space={"map": Categorical(MAPS)},

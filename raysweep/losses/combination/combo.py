@@ -14,7 +14,8 @@ _EPS = 1e-7
 
 @register(
     "combo",
-    category="combination",
+    family="combination",
+    contains={"ce", "dice"},
     title="Combo loss",
     reference="Taghanaki et al., 'Combo loss: handling input and output imbalance in multi-organ segmentation', "
     "CMIG 2019",

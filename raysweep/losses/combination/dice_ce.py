@@ -11,7 +11,8 @@ from ..registry import Float, register
 
 @register(
     "dice_ce",
-    category="combination",
+    family="combination",
+    contains={"ce", "dice"},
     title="Dice + cross-entropy",
     reference="Isensee et al., nnU-Net, Nature Methods 2021 (MONAI DiceCELoss)",
     space={"lambda_ce": Float(0.1, 10.0, log=True)},

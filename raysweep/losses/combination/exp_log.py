@@ -11,7 +11,8 @@ _GAMMA = Float(0.1, 2.0, log=True)
 
 @register(
     "exp_log",
-    category="combination",
+    family="combination",
+    contains={"ce", "dice"},
     title="Exponential logarithmic loss",
     reference="Wong, Moradi, Tang & Syeda-Mahmood, '3D segmentation with exponential logarithmic loss for highly "
     "unbalanced object sizes', MICCAI 2018",

@@ -11,7 +11,8 @@ from ..registry import Float, register
 
 @register(
     "unified_focal",
-    category="combination",
+    family="combination",
+    contains={"ce"},
     title="Unified Focal loss",
     reference="Yeung, Sala, Schonlieb & Rundo, 'Unified Focal loss: generalising Dice and cross entropy-based "
     "losses to handle class imbalanced medical image segmentation', CMIG 2022",

@@ -13,7 +13,8 @@ from ..registry import Categorical, register
 
 @register(
     "ce",
-    category="pixel",
+    family="pixel",
+    contains={"ce"},
     title="Cross-entropy",
     reference="Long, Shelhamer & Darrell, FCN, CVPR 2015 (standard since)",
 )
@@ -62,7 +63,8 @@ def frequency_weights(freq: torch.Tensor, weighting: str) -> torch.Tensor:
 
 @register(
     "wce",
-    category="pixel",
+    family="pixel",
+    contains={"ce"},
     title="Weighted cross-entropy",
     reference="Long, Shelhamer & Darrell, CVPR 2015; median frequency: Eigen & Fergus, ICCV 2015; ENet: Paszke et al. 2016",
     space={"weighting": Categorical(("inverse", "sqrt_inverse", "log_inverse"))},

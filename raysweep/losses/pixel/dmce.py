@@ -12,7 +12,8 @@ from ..registry import Float, register
 
 @register(
     "dmce",
-    category="pixel",
+    family="pixel",
+    contains={"ce"},
     title="Distance-map-derived cross-entropy",
     reference="Caliva, Iriondo, Martinez, Majumdar & Pedoia, 'Distance map loss penalty term for semantic "
     "segmentation', MIDL 2019",

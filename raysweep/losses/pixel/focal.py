@@ -11,7 +11,8 @@ from ..registry import Float, register
 
 @register(
     "focal",
-    category="pixel",
+    family="pixel",
+    contains={"ce"},
     title="Focal loss",
     reference="Lin, Goyal, Girshick, He & Dollar, 'Focal loss for dense object detection', ICCV 2017",
     space={"gamma": Float(0.0, 5.0)},

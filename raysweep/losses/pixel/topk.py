@@ -11,7 +11,8 @@ from ..registry import Float, register
 
 @register(
     "topk",
-    category="pixel",
+    family="pixel",
+    contains={"ce"},
     title="TopK loss",
     reference="Wu, Shen & van den Hengel, 'Bridging category-level and instance-level semantic image segmentation', "
     "arXiv 2016; k=10% as in nnU-Net",

@@ -10,7 +10,8 @@ from ._space import REGION_SPACE
 
 @register(
     "dice",
-    category="region",
+    family="region",
+    contains={"dice"},
     title="Dice loss",
     reference="Milletari, Navab & Ahmadi, 'V-Net', 3DV 2016",
     space=REGION_SPACE,

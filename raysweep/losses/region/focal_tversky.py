@@ -11,7 +11,7 @@ from .tversky import ALPHA_BETA, TverskyLoss
 
 @register(
     "focal_tversky",
-    category="region",
+    family="region",
     title="Focal Tversky loss",
     reference="Abraham & Khan, 'A novel focal Tversky loss function with improved attention U-Net for lesion "
     "segmentation', ISBI 2019",

@@ -11,7 +11,8 @@ from ..registry import Categorical, register
 
 @register(
     "generalized_dice",
-    category="region",
+    family="region",
+    contains={"dice"},
     title="Generalised Dice loss",
     reference="Sudre, Li, Vercauteren, Ourselin & Cardoso, DLMIA 2017",
     space={"weighting": Categorical(("square", "simple", "uniform"))},

@@ -11,7 +11,7 @@ from ..registry import Categorical, register
 
 @register(
     "gwdl",
-    category="region",
+    family="region",
     title="Generalised Wasserstein Dice loss",
     reference="Fidon et al., 'Generalised Wasserstein Dice score for imbalanced multi-class segmentation', "
     "BrainLes (MICCAI) 2017",

@@ -10,7 +10,7 @@ from ._space import REGION_SPACE
 
 @register(
     "jaccard",
-    category="region",
+    family="region",
     title="Jaccard (IoU) loss",
     reference="Rahman & Wang, 'Optimizing intersection-over-union in deep neural networks', ISVC 2016",
     space=REGION_SPACE,

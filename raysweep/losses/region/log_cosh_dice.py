@@ -18,7 +18,8 @@ def log_cosh(x):
 
 @register(
     "log_cosh_dice",
-    category="region",
+    family="region",
+    contains={"dice"},
     title="Log-Cosh Dice loss",
     reference="Jadon, 'A survey of loss functions for semantic segmentation', CIBCB 2020",
     space=REGION_SPACE,

@@ -37,7 +37,7 @@ def lovasz_softmax_flat(probs: torch.Tensor, labels: torch.Tensor, classes: str 
 
 @register(
     "lovasz",
-    category="region",
+    family="region",
     title="Lovász-Softmax loss",
     reference="Berman, Rannen Triki & Blaschko, 'The Lovász-Softmax loss', CVPR 2018",
     space={"per_image": Categorical((False, True)), "classes": Categorical(("present", "all"))},

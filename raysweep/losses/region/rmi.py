@@ -62,7 +62,8 @@ def rmi_lower_bound(onehot: torch.Tensor, probs: torch.Tensor, radius: int) -> t
 
 @register(
     "rmi",
-    category="region",
+    family="region",
+    contains={"ce"},
     title="Region Mutual Information loss",
     reference="Zhao, Wang, Chen & Cai, 'Region mutual information loss for semantic segmentation', NeurIPS 2019",
     space={

@@ -10,7 +10,7 @@ from ._space import REGION_SPACE
 
 @register(
     "sens_spec",
-    category="region",
+    family="region",
     title="Sensitivity-specificity loss",
     reference="Brosch et al., 'Deep convolutional encoder networks for multiple sclerosis lesion segmentation', "
     "MICCAI 2015",

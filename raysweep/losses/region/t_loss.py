@@ -14,7 +14,7 @@ from ..registry import Float, register
 
 @register(
     "t_loss",
-    category="region",
+    family="region",
     title="Robust T-loss",
     reference="Gonzalez-Jimenez et al., 'Robust T-loss for medical image segmentation', MICCAI 2023",
     space={"nu": Float(0.1, 10.0, log=True)},

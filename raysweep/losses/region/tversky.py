@@ -12,7 +12,7 @@ ALPHA_BETA = Float(0.05, 1.0)
 
 @register(
     "tversky",
-    category="region",
+    family="region",
     title="Tversky loss",
     reference="Salehi, Erdogmus & Gholipour, 'Tversky loss function for image segmentation', MLMI 2017",
     space={"alpha": ALPHA_BETA, "beta": ALPHA_BETA, **REGION_SPACE},
