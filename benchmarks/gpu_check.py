@@ -32,7 +32,7 @@ from train import bare_steps_per_s, trial_config  # noqa: E402  (benchmarks/trai
 
 from raysweep.data import build_dataset  # noqa: E402
 from raysweep.models import MODELS  # noqa: E402
-from raysweep.train import train_trial  # noqa: E402
+from raysweep.trial import train_trial  # noqa: E402
 
 
 class UtilisationSampler:

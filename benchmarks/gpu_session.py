@@ -524,7 +524,7 @@ def measure_training(s: Session, model: str, amp: str, device: str, sampler, siz
 
     from raysweep.data import build_dataset
     from raysweep.models import MODELS
-    from raysweep.train import train_trial
+    from raysweep.trial import train_trial
 
     config = trial_cfg(model, size, batch, steps, workers, device, amp=amp)
     config["train"]["channels_last"] = channels_last
@@ -638,7 +638,7 @@ def child_main(spec_path: str) -> int:
     """One concurrent trial: build the data, wait for the go file, run train_trial, write the result."""
     spec = json.loads(Path(spec_path).read_text())
     from raysweep.data import build_dataset
-    from raysweep.train import train_trial
+    from raysweep.trial import train_trial
 
     res = {"pid": os.getpid()}
     try:

@@ -29,7 +29,7 @@ for w in sys.argv[2:]:
 EOF
   fi
   export PYTHONPATH="$SITE:$PWD"
-  "$PY" -c "import raysweep.train, raysweep.models, raysweep.losses, raysweep.data, segmentation_models_pytorch, albumentations, edt, sys; print('imports ok; ray/optuna imported:', [m for m in sys.modules if m.split('.')[0] in ('ray', 'optuna')])"
+  "$PY" -c "import raysweep.trial.loop, raysweep.models, raysweep.losses, raysweep.data, segmentation_models_pytorch, albumentations, edt, sys; print('imports ok; ray/optuna imported:', [m for m in sys.modules if m.split('.')[0] in ('ray', 'optuna')])"
   nvidia-smi 2>&1 | head -20
   timeout -k 10 "${GS_TIMEOUT:-480}" "$PY" benchmarks/gpu_session.py --budget "${GS_BUDGET:-420}" --out "$OUT/gpu_session.json" "$@"
   echo "gpu_session.py exit code $?"

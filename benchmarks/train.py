@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from raysweep.data import build_dataset  # noqa: E402
 from raysweep.losses import build_loss  # noqa: E402
 from raysweep.models import MODELS, build_model  # noqa: E402
-from raysweep.train import resolve_config, train_trial  # noqa: E402
+from raysweep.trial import resolve_config, train_trial  # noqa: E402
 
 
 def trial_config(model: str, loss: str, image_size: int, batch: int, steps: int, warmup: int, workers: int,

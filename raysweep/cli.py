@@ -73,7 +73,7 @@ def _cmd_data_inspect(args) -> int:
 def _cmd_train(args) -> int:
     import json
 
-    from .train import train_trial
+    from .trial import train_trial
 
     from .config import parse_yaml, read_yaml_mapping
 
@@ -282,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train one configuration without Ray (progress bar, final metrics); for debugging a loss",
-        description="Train and evaluate one trial config with raysweep.train.train_trial, outside Ray Tune. The "
-        "config schema (every key has a default) is in the raysweep.train module docstring.",
+        description="Train and evaluate one trial config with raysweep.trial.train_trial, outside Ray Tune. The "
+        "config schema (every key has a default) is in the raysweep.trial.schema module docstring.",
     )
     p.add_argument("--config", metavar="FILE", help="YAML trial config (default: the built-in CPU-sized defaults)")
     p.add_argument("--loss", metavar="NAME", help="the loss to train with (sets loss.name)")

@@ -16,11 +16,11 @@ A sweep config (``configs/default.yaml`` documents every key)::
                                   # a design whose ranking cases can never separate two losses at alpha is refused
                                   # (underpowered: warn runs it anyway)
     resources: {cpus_per_trial: 1, gpus_per_trial: 0.5, max_concurrent: null}   # whole CPUs >= 1; GPUs in [0, 1]
-    trial: {...}                  # the base train_trial config every trial starts from (raysweep.train)
+    trial: {...}                  # the base train_trial config every trial starts from (raysweep.trial.schema)
 
 Validation reads no data and starts nothing; it checks names against the registries (datasets, losses, smp
 architectures and encoders), dataset options by value, that every trial config the sweep composes passes
-``raysweep.train.resolve_config``, and the design's power (:mod:`raysweep.power`): with the ranking split's cases
+``raysweep.trial.resolve_config``, and the design's power (:mod:`raysweep.power`): with the ranking split's cases
 (listed, not read) and the cell's losses, some difference must be declarable at ``confirmation.alpha``.
 
 The protocol (``raysweep.search.evaluation_split``): tuning trials evaluate on each dataset's selection split
@@ -323,7 +323,7 @@ def validate(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
     from .data import DATASETS, check_dataset_options
     from .losses import LOSSES
     from .models import MODELS
-    from .train import resolve_config
+    from .trial.schema import resolve_config
 
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: a sweep config is a mapping of keys, got {type(raw).__name__}")
@@ -474,7 +474,7 @@ def protocol_cases(cfg: SweepConfig) -> dict[str, dict[str, dict[str, Any]]]:
     """
     from .data import list_cases
     from .search import evaluation_split
-    from .train import resolve_config
+    from .trial.schema import resolve_config
 
     max_cases = resolve_config(cfg.trial)["eval"]["max_cases"]
     out: dict[str, dict[str, dict[str, Any]]] = {"selection": {}, "ranking": {}}
@@ -560,7 +560,7 @@ def _check_model(names: dict, section: dict, where: str) -> None:
 def _check_trial_configs(cfg: SweepConfig, where: str) -> None:
     """Each (dataset, architecture) pair's trial config, as the sweep composes it, passes ``resolve_config``."""
     from .search import GroupSpace, trial_config
-    from .train import resolve_config
+    from .trial.schema import resolve_config
 
     loss = cfg.losses[0]
     for ds in cfg.datasets:

@@ -102,7 +102,7 @@ def trial_config(cfg: SweepConfig, group: Group, point: dict[str, Any], seed: in
     if stage == "confirm" and cfg.confirmation.get("evaluations"):
         # Confirmation runs evaluate on the (larger) ranking split, so less often; the evaluations are evenly spaced
         # and end at the budget, so the one at 80% of the steps gives the report's last-20% convergence gain.
-        from .train import resolve_config
+        from .trial.schema import resolve_config
 
         steps = resolve_config(cfg.trial)["train"]["steps"]
         trial["eval"]["every"] = max(1, math.ceil(steps / cfg.confirmation["evaluations"]))

@@ -62,8 +62,8 @@ _WRITE_FAILURES: dict[str, tuple[str, OSError]] = {}
 
 
 def sweep_trainable(config: dict) -> None:
-    """The function trainable: unpacks a sweep trial config and runs :func:`raysweep.train.train_trial`."""
-    from .train import train_trial
+    """The function trainable: unpacks a sweep trial config and runs :func:`raysweep.trial.train_trial`."""
+    from .trial import train_trial
 
     config = config.get("trial", config)  # the confirmation stage wraps configs in a grid_search entry
     train_trial(config["train"])
@@ -90,7 +90,7 @@ class GroupSearcher(_searcher_base()):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        from .train import resolve_config
+        from .trial.schema import resolve_config
 
         super().__init__(metric=metric, mode=mode)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -473,7 +473,7 @@ def trial_rows(sweep_id: str, trial_id: str, config: dict, result: dict, curves:
                error: str | None = None) -> tuple[list[dict], list[dict], list[dict]]:
     """``(trials, curves, cases)`` rows of one finished trial, in the schema of :mod:`raysweep.results`."""
     from .losses import LOSSES
-    from .train import resolve_config
+    from .trial.schema import resolve_config
 
     tags = config.get("sweep", {})
     train_cfg = resolve_config(config["train"])
@@ -769,7 +769,7 @@ class SweepRunner:
         """What makes the ranking fair, recorded in sweep.json: the cases that select and the cases that rank (per
         dataset), the early-stopping scope and rungs, the tuning quota and start-up trials, the confirmation seeds
         and each cell's power limit."""
-        from .train import resolve_config
+        from .trial.schema import resolve_config
 
         trial = resolve_config(self.cfg.trial)
         evals = _evaluations(self.cfg.trial)
@@ -969,7 +969,7 @@ def _dirname(trial) -> str:
 
 def _evaluations(trial_cfg: dict) -> int:
     """Reports per trial (ASHA's max_t), from the trial config's steps and evaluation interval."""
-    from .train import resolve_config
+    from .trial.schema import resolve_config
 
     full = resolve_config(trial_cfg)
     steps, every = full["train"]["steps"], full["eval"]["every"]
@@ -985,7 +985,7 @@ def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
     """Best sampled point per group: the highest final selection score among the group's tuning trials that
     completed their full budget (early-stopped, diverged and failed trials are never chosen: their scores are not
     comparable). A group without such a trial is absent (the confirmation stage then uses its defaults)."""
-    from .train import resolve_config
+    from .trial.schema import resolve_config
 
     steps = resolve_config(cfg.trial)["train"]["steps"]
     best: dict[str, tuple[float, dict]] = {}

@@ -4,7 +4,7 @@ Valid configs (``configs/default.yaml`` and the tests' tiny sweep) are mutated -
 wrong types and out-of-range numbers, unknown keys added at every level, unknown names -- and garbage YAML is read from
 files. The property: :func:`raysweep.config.validate` either accepts the config, and then the config round-trips
 (``to_dict()`` is plain JSON data that validates to the same config, ``groups()`` works, and every trial config the
-sweep would compose passes :func:`raysweep.train.resolve_config`), or it raises ``ValueError`` (``FileNotFoundError``
+sweep would compose passes :func:`raysweep.trial.resolve_config`), or it raises ``ValueError`` (``FileNotFoundError``
 for a missing file or data folder) whose message names the offending key. Any other exception (TypeError, KeyError,
 AttributeError, RecursionError, a yaml error ...) fails the test. No Ray, no training, no data read.
 """
@@ -25,7 +25,7 @@ from sweep_helpers import TINY_SWEEP
 
 from raysweep.config import load_config, parse_yaml, read_yaml_mapping, validate
 from raysweep.search import GroupSpace, trial_config
-from raysweep.train import resolve_config
+from raysweep.trial import resolve_config
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT = read_yaml_mapping(REPO / "configs" / "default.yaml")

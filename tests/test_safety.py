@@ -57,7 +57,7 @@ def evil_torch_file(path: Path, marker: Path, wrap=lambda e: {"model": e}) -> Pa
 # -- checkpoints and weights -------------------------------------------------------------------------------------
 
 def test_trial_checkpoint_with_pickled_code_is_refused(tmp_path, marker):
-    from raysweep.train import train_trial
+    from raysweep.trial import train_trial
 
     ckpt = tmp_path / "checkpoint_000002"
     evil_torch_file(ckpt / "state.pt", marker)
@@ -70,7 +70,7 @@ def test_trial_checkpoint_with_pickled_code_is_refused(tmp_path, marker):
 
 def test_a_genuine_checkpoint_still_loads(tmp_path):
     """The refusal is not a blanket one: train_trial's own state.pt (tensors, numbers, RNG states) resumes."""
-    from raysweep.train import train_trial
+    from raysweep.trial import train_trial
 
     first = train_trial({**TINY, "output_dir": str(tmp_path)})
     again = train_trial({**TINY, "checkpoint.resume": str(tmp_path / "checkpoint_000002")})

@@ -12,7 +12,7 @@ import yaml
 
 from raysweep.cli import main
 from raysweep.losses import LOSSES, build_loss
-from raysweep.train import DEFAULTS, CombinedObjective, resolve_config, schedule_weight, train_trial
+from raysweep.trial import DEFAULTS, CombinedObjective, resolve_config, schedule_weight, train_trial
 
 # Tiny sizes: 32 x 32 slices, 4 slices per volume, one training volume (2 batches of 2 per epoch), one test volume.
 TINY = {
@@ -142,7 +142,7 @@ def test_checkpoints_by_time_and_at_the_end(tmp_path, monkeypatch):
     advances 10 s per report), and `at_end` decides the final one."""
     import itertools
 
-    import raysweep.train as train_mod
+    import raysweep.trial.checkpoint as train_mod
 
     clock = itertools.count(0.0, 5.0)  # every reading of the clock advances it 5 s
     monkeypatch.setattr(train_mod.time, "perf_counter", lambda: next(clock))
@@ -170,16 +170,16 @@ def test_evaluation_packs_volumes_without_changing_the_scores():
         assert x["dice"] == pytest.approx(y["dice"], abs=1e-6, nan_ok=True)
     steps = {**config, "train.steps": 4, "eval.every": 2, "eval.hd95": "final"}
     reports = []
-    import raysweep.train as train_mod
+    import raysweep.trial.loop as train_mod
 
-    report = train_mod._Trial._report
+    report = train_mod.Trial._report
 
     def keep(self, status):
         reports.append(report(self, status))
         return reports[-1]
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(train_mod._Trial, "_report", keep)
+        m.setattr(train_mod.Trial, "_report", keep)
         train_trial(steps)
     assert len(reports) == 2 and math.isnan(reports[0]["hd95"]) and math.isfinite(reports[1]["hd95"])
 
@@ -317,7 +317,7 @@ def test_trial_reports_scheduled_weights_and_per_term_losses():
 
 
 def test_defaults_are_complete_and_documented():
-    import raysweep.train as train
+    import raysweep.trial.schema as train
 
     cfg = resolve_config()
     assert cfg["model"]["arch"] == "Unet" and cfg["optimizer"]["weight_decay"] == 0.01

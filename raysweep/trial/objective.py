@@ -1,0 +1,124 @@
+"""The trial's objective: its loss and companion terms, each with a scheduled weight (see :mod:`.schema`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..losses import LOSSES, build_loss
+from .schema import schedule_weight
+
+__all__ = ["CombinedObjective"]
+
+
+class CombinedObjective(nn.Module):
+    """The loss and its companion terms with scheduled weights.
+
+    Args:
+        terms: resolved term configs ``{name, params, weight, schedule}``; the first is the trial's loss.
+        steps: total training steps (for ``linear`` schedules).
+        steps_per_epoch: optimiser steps per pass over the training set (for ``steal`` schedules).
+        num_classes: the dataset's classes, passed to each loss's ``target_maps(num_classes)``; None to leave the
+            maps to the losses (they compute them from the target when absent, in the training loop: slower).
+
+    Attributes:
+        names: unique term names (the loss name, ``#2``-suffixed for repeats), used in report keys.
+        needs: union of the terms' ``LossSpec.needs``.
+        aux_channels: channels of the auxiliary head the terms need, or None.
+        target_maps: a picklable ``mask (H, W) int64 -> {key: float32 (C, H, W)}`` merging the terms' maps (each
+            distinct map computed once), or None when no term needs one.
+
+    ``forward(outputs, mask, maps, step)`` takes the model's output dict, the int64 mask (B, H, W), the batch's
+    target maps and the 0-based step; it returns ``(total 0-dim float32, per-term values (T,) float32)`` with the
+    weights of that step. Every term receives every available extra input and uses the ones it needs.
+    """
+
+    def __init__(self, terms: list[Mapping[str, Any]], steps: int, steps_per_epoch: int,
+                 num_classes: int | None = None) -> None:
+        super().__init__()
+        self.terms = nn.ModuleList()
+        self.names: list[str] = []
+        self.weights0: list[float] = []
+        self.schedules: list[dict[str, Any]] = []
+        self.needs: frozenset = frozenset()
+        self.steps, self.steps_per_epoch = int(steps), int(steps_per_epoch)
+        aux: dict[str, int] = {}
+        maps: list[Callable] = []
+        for term in terms:
+            name = term["name"]
+            module = build_loss(name, **dict(term["params"]))
+            spec = LOSSES[name]
+            label = name if name not in self.names else f"{name}#{self.names.count(name) + 1}"
+            while label in self.names:
+                label += "'"
+            self.terms.append(module)
+            self.names.append(label)
+            self.weights0.append(float(term["weight"]))
+            self.schedules.append(dict(term["schedule"]))
+            self.needs |= spec.needs
+            if "aux_logits" in spec.needs:
+                channels = getattr(module, "aux_channels", None)
+                if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+                    raise ValueError(f"loss {name!r} needs 'aux_logits' but has no positive int `aux_channels`")
+                aux[label] = channels
+            make_maps = getattr(module, "target_maps", None)
+            fn = make_maps(num_classes) if callable(make_maps) and num_classes is not None else None
+            if fn is not None and not any(_same_maps(fn, other) for other in maps):
+                maps.append(fn)
+        if len(set(aux.values())) > 1:
+            raise ValueError(f"terms need auxiliary heads of different sizes {aux}; the model has one auxiliary head")
+        self.aux_channels = next(iter(aux.values()), None)
+        self.target_maps = None if not maps else maps[0] if len(maps) == 1 else _MergedTargetMaps(maps)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the terms the (0-based) epoch: losses with an internal schedule (``boundary``) follow it."""
+        for module in self.terms:
+            if hasattr(module, "set_epoch"):
+                module.set_epoch(epoch)
+
+    def weights(self, step: int) -> list[float]:
+        """The terms' weights at 0-based ``step``."""
+        return [schedule_weight(w, s, step, self.steps, self.steps_per_epoch)
+                for w, s in zip(self.weights0, self.schedules)]
+
+    def forward(self, outputs: Mapping[str, torch.Tensor], mask: torch.Tensor, maps: Mapping[str, torch.Tensor],
+                step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = outputs["logits"]
+        extra = dict(maps)
+        for key in ("features", "aux_logits"):
+            if key in outputs:
+                extra[key] = outputs[key]
+        total = logits.new_zeros((), dtype=torch.float32)
+        values = []
+        for module, w in zip(self.terms, self.weights(step)):
+            if w == 0.0:  # not computed: saves the work, and a 0 * inf would be NaN
+                values.append(total.new_zeros(()))
+                continue
+            value = module(logits, mask, **extra).float()
+            total = total + w * value
+            values.append(value.detach())
+        return total, torch.stack(values)
+
+
+def _same_maps(a: Callable, b: Callable) -> bool:
+    """Two map makers of the same class and settings (two losses that both need ``dist_map``)."""
+    return type(a) is type(b) and getattr(a, "__dict__", None) is not None and vars(a) == vars(b)
+
+
+class _MergedTargetMaps:
+    """Several losses' ``target_maps`` as one picklable callable (for the DataLoader workers)."""
+
+    def __init__(self, fns: list[Callable]) -> None:
+        self.fns = tuple(fns)
+
+    def __call__(self, mask: np.ndarray) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for fn in self.fns:
+            out.update(fn(mask))
+        return out
+
+
