@@ -25,7 +25,7 @@ def jsonable(x: Any) -> Any:
     return x
 
 
-def did_you_mean(name: Any, known: Iterable[str], n: int = 3) -> str:
+def did_you_mean(name: Any, known: Iterable[str], n: int = 1) -> str:
     """``" (did you mean 'x'?)"`` for the closest known names, or ``""``; append it to an "unknown ..." message."""
     known = [str(k) for k in known]
     text = str(name)
