@@ -29,6 +29,13 @@ class ComboLoss(SegLoss):
     (batch-level sums, smoothing ``smooth``). The paper subtracts the Dice score; ``1 - Dice`` only shifts the value
     by the constant ``1 - alpha`` so the loss stays non-negative, with identical gradients.
 
+    Fidelity (``tests/test_fidelity_pixel_combo.py``): the authors' Keras ``Combo_loss`` (asgsaeid/ComboLoss@86d6247,
+    ``combo_loss.py``) is binary; applied to each class channel and averaged over classes it equals this loss
+    (``smooth=1`` as theirs) up to the constant ``1 - alpha``, within 1e-6 -- once its CE line is fixed. As released
+    it *adds* ``(1 - beta)(1 - t) log(1 - p)`` instead of subtracting it, which rewards confident false positives;
+    this class follows the paper's sign. Other differences: the Dice smoothing default (1e-5 here, 1 there) and the
+    ignore label (theirs has none).
+
     Args:
         alpha: weight of the CE term, in [0, 1].
         beta: false-negative weight inside the CE term, in [0, 1].

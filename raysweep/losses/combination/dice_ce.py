@@ -21,7 +21,12 @@ from ..registry import Float, register
 class DiceCELoss(SegLoss):
     """``lambda_dice * L_Dice + lambda_ce * CE`` with :class:`~raysweep.losses.region.dice.DiceLoss` semantics.
 
-    With the defaults it equals MONAI's ``DiceCELoss(softmax=True, to_onehot_y=True, batch=True)``.
+    With the defaults it equals MONAI's ``DiceCELoss(softmax=True, to_onehot_y=True, batch=True)``. Against nnU-Net's
+    ``DC_and_CE_loss`` (MIC-DKFZ/nnUNet@0e49508, ``nnunetv2/training/loss/compound_losses.py``, as
+    ``nnUNetTrainer._build_loss`` builds it) it agrees within 1e-6, ignore label included, up to the constant
+    ``lambda_dice``: nnU-Net's Dice term is ``-Dice``, here ``1 - Dice`` (non-negative, same gradients). nnU-Net
+    leaves the background out of the Dice (``do_bg=False``); the default here keeps it (MONAI's default) --
+    ``include_background=False`` gives nnU-Net's. ``per_image`` is nnU-Net's ``batch_dice=False``.
 
     Args:
         lambda_dice, lambda_ce: weights of the two terms (1 and 1, as MONAI and nnU-Net).

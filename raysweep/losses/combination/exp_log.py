@@ -23,7 +23,10 @@ class ExpLogLoss(SegLoss):
 
     As in Wong et al., the exponent of the CE part applies per pixel (SegLossOdyssey omits it) and the class weights
     are ``w_l = (sum_k f_k / f_l)^0.5`` from class pixel frequencies ``f``. ``gamma < 1`` focuses on the
-    less accurately segmented classes and pixels.
+    less accurately segmented classes and pixels. No code was released with the paper; the value is checked against
+    Wong et al.'s Eqs. 1-4 computed independently in ``tests/test_fidelity_pixel_combo.py``. The Dice sums run over
+    the whole batch (the batch is one "volume"), and ``f`` defaults to the batch's counts (the paper uses the
+    training set's: pass ``class_frequencies``).
 
     Args:
         weight_dice: weight of the Dice part (Wong: 0.8); the CE part gets ``1 - weight_dice``.

@@ -30,6 +30,15 @@ class UnifiedFocalLoss(SegLoss):
     * ``L_maFTL`` (asymmetric focal Tversky), mean over classes: ``1 - mTI`` for the background and
       ``(1 - mTI)^(1 - gamma)`` for rare classes, with ``mTI = (TP + s) / (TP + delta FN + (1 - delta) FP + s)``.
 
+    The authors' code (mlyg/unified-focal-loss@411c9c5, ``loss_functions.py``, ``asym_unified_focal_loss``) differs
+    from the paper in where lambda goes: it weighs the focal *Tversky* part by ``weight``; this class follows the
+    paper (Yeung et al., Eq. 15: ``lambda L_maF + (1 - lambda) L_maFTL``), so ``weight=w`` here is ``weight=1-w``
+    there (the same at the default 0.5). Their code is binary (channel 0 background, 1 foreground), takes
+    probabilities, uses per-image Tversky sums and ``smooth = 1e-7``; with ``per_image=True, smooth=1e-7`` this class
+    matches it on binary inputs within 1e-6 (``tests/test_fidelity_pixel_combo.py``). The multi-class form is their
+    issue #8 recipe (every non-background class rare), checked against the paper's equations in
+    ``tests/test_losses_values.py``. Batch-level sums are the default here, as for the other region terms.
+
     Args:
         weight: lambda, the weight of the focal part (0.5 in the paper).
         delta: false-negative weight / rare-class weight (0.6).

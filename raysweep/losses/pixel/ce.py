@@ -23,7 +23,7 @@ class CrossEntropyLoss(SegLoss):
 
     Shapes: logits ``(B, C, H, W)`` float, target ``(B, H, W)`` int64; returns a 0-dim tensor. Equal to
     ``torch.nn.functional.cross_entropy(logits, target, ignore_index=...)`` except that an all-ignored batch gives 0
-    (not NaN).
+    (not NaN); recorded in ``tests/test_fidelity_pixel_combo.py``.
     """
 
     def __init__(self, ignore_index: int | None = IGNORE_INDEX):
@@ -79,6 +79,9 @@ class WeightedCrossEntropyLoss(SegLoss):
         class_frequencies: pixel counts or frequencies ``(C,)`` of the training set; when None the current batch's
             valid-pixel counts are used.
         ignore_index: label excluded from the loss.
+
+    Equal to ``torch.nn.functional.cross_entropy(..., weight=w)`` (recorded in ``tests/test_fidelity_pixel_combo.py``);
+    frequency weights default to the batch's counts, not a training-set statistic (pass ``class_frequencies``).
 
     Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
     """

@@ -26,7 +26,10 @@ class DistanceMapCrossEntropyLoss(SegLoss):
     ``Phi_n = exp(-(d_n - 1) / decay)`` where ``d_n`` is the distance of pixel ``n`` to the nearest pixel of another
     class (1 on a region's inner boundary, growing inwards): the inverted, decaying distance map of Calivá et al., so
     boundary pixels weigh ``1 + weight`` and pixels deep inside a region weigh 1 (the ``+1`` keeps their gradient).
-    A class filling the whole image has no boundary: its pixels weigh 1.
+    A class filling the whole image has no boundary: its pixels weigh 1. No code was released with the paper; the
+    value is checked against the equation computed independently (brute-force distances) in
+    ``tests/test_fidelity_pixel_combo.py``. The exponential decay form of ``Phi`` is raysweep's choice (the paper
+    inverts and normalises the distance map; the survey names its decay the key hyperparameter).
 
     Args:
         decay: decay length of the weighting, in pixels (or spacing units) -- the survey's key hyperparameter.

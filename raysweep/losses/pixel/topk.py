@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from .._functional import IGNORE_INDEX, pixel_nll
 from ..base import SegLoss, check_range
 from ..registry import Float, register
@@ -21,6 +19,10 @@ from ..registry import Float, register
 class TopKLoss(SegLoss):
     """Mean cross-entropy of the ``k`` percent valid pixels with the highest cross-entropy in the batch.
 
+    The number kept is ``max(1, int(N * k / 100))`` for ``N`` valid pixels, truncated as in nnU-Net's ``TopKLoss``
+    (MIC-DKFZ/nnUNet, ``nnunetv2/training/loss/robust_ce_loss.py``), which this loss matches on images without
+    ignored pixels (``tests/test_fidelity_pixel_combo.py``).
+
     Args:
         k: percentage of valid pixels kept, in (0, 100]; at least one pixel is kept. ``k=100`` is plain CE.
         ignore_index: label excluded; ignored pixels are never selected and do not count in the k% base
@@ -34,7 +36,9 @@ class TopKLoss(SegLoss):
         self.k = check_range("k", k, 0.0, 100.0, low_open=True)
 
     def compute(self, logits, t, **extra):
-        n_keep = max(1, math.ceil(int(t.valid.sum()) * self.k / 100.0))
+        # int(), not ceil(): nnU-Net's TopKLoss truncates (int(N * k / 100)), and the registry cites it; at least one
+        # pixel is kept so that a small k on a small crop still has a loss.
+        n_keep = max(1, int(int(t.valid.sum()) * self.k / 100.0))
         # Ignored pixels get -1 (< any CE), so they are never among the top values.
         values = pixel_nll(logits, t).masked_fill(~t.valid, -1.0).flatten()
         return values.topk(n_keep, sorted=False).values.mean()
