@@ -139,7 +139,8 @@ def unified_focal(logits, target, lam, delta, gamma, smooth=1e-6):
 
 
 def rmi_term(onehot, probs, radius):
-    """Per (image, class) 0.5 * logdet(Sigma_Y|P + jitter I) / d with neighbourhood points, as in Zhao et al."""
+    """Per (image, class) 0.5 * logdet(S_Y|P + jitter I) / d with neighbourhood points, as in Zhao et al.'s code:
+    S are scatter matrices (covariances times the number of points n), the jitter added to S_P and S_Y|P."""
     b, c, h, w = probs.shape
     d = radius * radius
     out = np.zeros((b, c))
@@ -152,7 +153,7 @@ def rmi_term(onehot, probs, radius):
                     ys.append(onehot[bi, ci, i:i + radius, j:j + radius].reshape(-1))
                     ps.append(probs[bi, ci, i:i + radius, j:j + radius].reshape(-1))
             y, pr = np.array(ys).T, np.array(ps).T  # (d, n)
-            cov = np.cov(np.vstack([y, pr]), bias=True)
+            cov = np.cov(np.vstack([y, pr]), bias=True) * y.shape[1]  # unnormalised, as the authors' code
             sy, syp, sp = cov[:d, :d], cov[:d, d:], cov[d:, d:] + jitter * np.eye(d)
             post = sy - syp @ np.linalg.inv(sp) @ syp.T + jitter * np.eye(d)
             out[bi, ci] = 0.5 * np.linalg.slogdet(post)[1] / d

@@ -248,9 +248,9 @@ def test_rmi_matches_reference():
     logits, target = make_batch(b=1, c=3, h=8, w=8, ignore_frac=0.05, seed=11)
     loss = build_loss("rmi", weight_ce=0.3, radius=2, pool_size=1)
     valid = (target != 255).unsqueeze(1).double()
-    p = torch.softmax(logits.double(), 1) * valid + 1e-6 * valid
+    p = torch.softmax(logits.double(), 1) * valid + 1e-6  # the authors' floor also lands on ignored pixels
     onehot = F.one_hot(target.masked_fill(target == 255, 0), 3).permute(0, 3, 1, 2).double() * valid
-    rmi = ref.rmi_term(onehot.numpy(), p.numpy(), 2).mean()
+    rmi = ref.rmi_term(onehot.numpy(), p.numpy(), 2).mean(0).sum()  # mean over images, sum over classes (authors)
     ce = F.cross_entropy(logits, target, ignore_index=255)
     assert close(loss(logits, target), 0.3 * ce + 0.7 * rmi, rtol=1e-4)
 

@@ -9,9 +9,11 @@ from .._functional import IGNORE_INDEX, onehot, pixel_nll, masked_mean
 from ..base import SegLoss, check_range
 from ..registry import Categorical, Float, register
 
-#: Added to the diagonals of the covariances (the original uses 5e-4), so the log-determinant is always defined.
+#: Added to the diagonals of the *unnormalised* (scatter) matrices, as the original's ``_POS_ALPHA``, so that the
+#: inverse and the log-determinant are always defined. Added after dividing by the number of points it would
+#: regularise n times more strongly (an earlier raysweep did that: the term moved by 1.6 % at 22x22 points).
 _JITTER = 5e-4
-#: Added to the probabilities, as in the original, so that all-zero neighbourhoods keep a defined covariance.
+#: Added to the masked probabilities, as in the original, so that all-zero neighbourhoods keep a defined covariance.
 _CLIP_MIN = 1e-6
 
 
@@ -39,20 +41,24 @@ def rmi_lower_bound(onehot: torch.Tensor, probs: torch.Tensor, radius: int) -> t
     Each pixel and its ``radius x radius`` neighbourhood form a ``d = radius^2``-dimensional point. With the
     covariances of label points ``Y`` and prediction points ``P``, ``Sigma_{Y|P} = Sigma_Y - Sigma_YP Sigma_P^-1
     Sigma_YP^T`` is the posterior covariance of ``Y`` given ``P``; minimising its log-determinant maximises a lower
-    bound of the mutual information ``I(Y; P)`` (Zhao et al., eq. 13). Covariances are normalised by the number of
-    points, so the value does not depend on the image size.
+    bound of the mutual information ``I(Y; P)`` (Zhao et al., eq. 13).
+
+    As in the authors' code (ZJULearning/RMI ``rmi_lower_bound``), the covariances are *not* divided by the number of
+    points ``n`` and the jitter goes on the unnormalised matrices. The value therefore carries ``0.5 log n`` per class
+    (a constant for a given input size, with no effect on the gradient) and is usually positive.
     """
     b, c = probs.shape[:2]
     d = radius * radius
     y = F.unfold(onehot, radius).view(b, c, d, -1).double()
     p = F.unfold(probs, radius).view(b, c, d, -1).double()
-    n = y.shape[-1]
     y = y - y.mean(-1, keepdim=True)
     p = p - p.mean(-1, keepdim=True)
     eye = torch.eye(d, dtype=torch.float64, device=probs.device)
-    cov_y = y @ y.transpose(-1, -2) / n
-    cov_p = p @ p.transpose(-1, -2) / n + _JITTER * eye
-    cov_yp = y @ p.transpose(-1, -2) / n
+    # Scatter matrices (n times the covariances), as the original: the jitter's strength relative to the data
+    # depends on this choice, and the original's 5e-4 is meant for unnormalised ones.
+    cov_y = y @ y.transpose(-1, -2)
+    cov_p = p @ p.transpose(-1, -2) + _JITTER * eye
+    cov_yp = y @ p.transpose(-1, -2)
     chol_p = torch.linalg.cholesky_ex(0.5 * (cov_p + cov_p.transpose(-1, -2)))[0]
     # Sigma_YP Sigma_P^-1 Sigma_YP^T through a Cholesky solve rather than an explicit inverse.
     explained = cov_yp @ torch.cholesky_solve(cov_yp.transpose(-1, -2), chol_p)
@@ -73,18 +79,23 @@ def rmi_lower_bound(onehot: torch.Tensor, probs: torch.Tensor, radius: int) -> t
     },
 )
 class RMILoss(SegLoss):
-    """``weight_ce * CE + (1 - weight_ce) * mean_c RMI_c``: cross-entropy plus the region mutual information term.
+    """``weight_ce * CE + (1 - weight_ce) * sum_c mean_b RMI_bc``: cross-entropy plus the region mutual information.
 
-    The original pairs RMI with a per-class sigmoid BCE; raysweep's losses are softmax-based, so RMI is computed on
-    softmax probabilities and paired with the softmax cross-entropy. The RMI term is a lower bound and is usually
-    negative; only its decrease matters.
+    The RMI term equals the authors' ``RMILoss.rmi_lower_bound`` (ZJULearning/RMI@10a40cd: max-pool with padding
+    ``pool_size // 2``, unnormalised covariances with the 5e-4 jitter, ``/ d``, mean over images, *sum* over classes)
+    when fed the same probabilities. Deliberate difference: the original pairs RMI with a per-class sigmoid BCE and
+    computes RMI on sigmoid probabilities; raysweep's losses are softmax-based, so RMI is computed on softmax
+    probabilities and paired with the softmax cross-entropy. Only the term's decrease matters (it carries a constant
+    ``0.5 log n`` per class, see :func:`rmi_lower_bound`).
 
     Args:
         weight_ce: weight of the cross-entropy term, in [0, 1] (the original's lambda, 0.5).
         radius: neighbourhood side (3 means 3x3, 9-dimensional points).
-        pool_size: max-pooling kernel and stride applied to labels and probabilities before the RMI term
-            (the original's downsampling, 3); 1 disables it. It keeps the cost small at high resolution.
-        ignore_index: ignored pixels are excluded from the CE and zeroed in both maps of the RMI term.
+        pool_size: max-pooling kernel and stride (padding ``pool_size // 2``) applied to labels and probabilities
+            before the RMI term (the original's downsampling, 3); 1 disables it. It keeps the cost small at high
+            resolution. Skipped when the image is smaller than ``pool_size * radius`` (the original always pools).
+        ignore_index: ignored pixels are excluded from the CE; in the RMI term their labels are 0 and their
+            probabilities the 1e-6 floor (as the original's ``labels < num_classes`` mask).
 
     Computed in float64 on any device; the log-determinant never fails (Cholesky with adaptive jitter).
     Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
@@ -103,10 +114,12 @@ class RMILoss(SegLoss):
     def compute(self, logits, t, **extra):
         ce = masked_mean(pixel_nll(logits, t), t.valid)
         valid = t.valid.unsqueeze(1).float()
-        labels, probs = onehot(t), (logits.softmax(1) + _CLIP_MIN) * valid
+        labels, probs = onehot(t), logits.softmax(1) * valid + _CLIP_MIN
         if self.pool_size > 1 and min(logits.shape[-2:]) >= self.pool_size * self.radius:
-            labels = F.max_pool2d(labels, self.pool_size, self.pool_size)
-            probs = F.max_pool2d(probs, self.pool_size, self.pool_size)
+            pad = self.pool_size // 2  # the original pads (11x11, not 10x10, from 32x32 with size 3)
+            labels = F.max_pool2d(labels, self.pool_size, self.pool_size, padding=pad)
+            probs = F.max_pool2d(probs, self.pool_size, self.pool_size, padding=pad)
         radius = min(self.radius, *probs.shape[-2:])
-        rmi = rmi_lower_bound(labels, probs, radius).mean(0).mean().float()
+        # Mean over images, sum over classes: the original's reduction (_IS_SUM = 1).
+        rmi = rmi_lower_bound(labels, probs, radius).mean(0).sum().float()
         return self.weight_ce * ce + (1.0 - self.weight_ce) * rmi
