@@ -156,13 +156,16 @@ def test_boundary_term_and_schedule():
 
     assert np.isclose(float(loss.boundary_term(logits, check_inputs(logits, target, 255))), (probs * sd).mean(),
                       rtol=1e-5)
-    gdl = build_loss("generalized_dice")(logits, target)
-    assert loss.weights() == (0.99, 0.01)
+    # The region term is the authors' per-image GDL with 1e-10 smoothing (LIVIAETS/boundary-loss, losses.py).
+    gdl = build_loss("generalized_dice", per_image=True, smooth=1e-10)(logits, target)
+    # The schedule is their StealWeight exactly (issue 13): region 1 - 0.01 e floored at 0.1, boundary 0.01 + 0.01 e
+    # uncapped (tests/test_fidelity_boundary_b.py checks it against their scheduler).
+    assert loss.weights() == (1.0, 0.01)
     loss.set_epoch(10)
-    assert loss.weights() == pytest.approx((0.89, 0.11))
+    assert loss.weights() == pytest.approx((0.9, 0.11))
     loss.set_epoch(1000)
-    assert loss.weights() == pytest.approx((0.1, 0.9))  # the region term keeps a floor of 0.1
-    assert torch.allclose(loss(logits, target), 0.1 * gdl + 0.9 * t(np.array((probs * sd).mean(), np.float32)),
+    assert loss.weights() == pytest.approx((0.1, 10.01))  # the region term keeps a floor of 0.1
+    assert torch.allclose(loss(logits, target), 0.1 * gdl + 10.01 * t(np.array((probs * sd).mean(), np.float32)),
                           rtol=1e-4)
     inc = build_loss("boundary", schedule="increase")
     inc.set_epoch(1000)

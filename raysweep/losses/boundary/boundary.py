@@ -29,19 +29,29 @@ class BoundaryLoss(SegLoss):
 
     ``L_B`` alone has a trivial minimum (predict nothing, or negative values everywhere inside); Kervadec et al.
     always pair it with a region loss (GDL) and move weight from one to the other during training. That scheme is
-    part of this loss and of its search space:
+    part of this loss and of its search space (``e`` = epoch, from 0):
 
-    * ``rebalance`` (MedIA 2021): ``(1 - a) L_R + a L_B`` with ``a = min(alpha + epoch * alpha_step, 0.9)`` (the
-      region weight keeps a floor of 0.1, as their ``StealWeight``);
-    * ``increase`` (MIDL 2019): ``L_R + a L_B`` with ``a = alpha + epoch * alpha_step``;
+    * ``rebalance`` (MedIA 2021): the authors' ``StealWeight``, ``w_R = max(0.1, 1 - e * alpha_step)`` and
+      ``w_B = alpha + e * alpha_step``: the region weight stops at its floor of 0.1 (epoch 90 with the defaults) while
+      the boundary weight keeps growing (1.22 at epoch 121), exactly as their scheduler does;
+    * ``increase`` (MIDL 2019): their ``AddWeightLoss``, ``w_R = 1`` and ``w_B = alpha + e * alpha_step``;
     * ``constant``: ``L_R + alpha L_B``.
 
-    The trainer calls :meth:`set_epoch` at the start of every epoch; the schedule starts at epoch 0. The value can be
-    negative (``L_B`` is, once predictions sit inside the regions).
+    As in the authors' code (LIVIAETS/boundary-loss, ``losses.py``), the region loss is per image with a 1e-10
+    smoothing (``GeneralizedDice``/``DiceLoss`` there; ``per_image=True, smooth=1e-10`` here), and ``phi`` is their
+    ``one_hot2dist`` (0 on the inner boundary, negative inside, zero for an absent class). Deliberate differences:
+    ignored pixels take no part in either term (their code has no ignore label); a class absent from an image gets the
+    largest finite GDL weight of that image instead of their ``1 / (0 + 1e-10)^2``; a class filling the whole image
+    gets a zero map (SciPy's transform of an all-foreground mask measures to a virtual pixel outside the image).
+    ``tests/test_fidelity_boundary_b.py`` compares the terms, the schedule and the total with their code.
+
+    The trainer calls :meth:`set_epoch` at the start of every epoch (their ``main.py`` steps the scheduler at the end
+    of every epoch from the initial weights ``(1, alpha)``: the same sequence). The value can be negative (``L_B``
+    is, once predictions sit inside the regions).
 
     Args:
         alpha: boundary weight at epoch 0 (the paper's 0.01).
-        alpha_step: increase of that weight per epoch (0.01).
+        alpha_step: weight moved per epoch (their ``to_steal``, 0.01).
         region: the region loss: ``generalized_dice`` (the paper's) or ``dice``.
         schedule: one of :data:`SCHEDULES`.
         ignore_index: label excluded from both terms.
@@ -59,7 +69,8 @@ class BoundaryLoss(SegLoss):
         self.alpha_step = check_range("alpha_step", alpha_step, 0.0, 1.0)
         self.region = check_choice("region", region, ("generalized_dice", "dice"))
         self.schedule = check_choice("schedule", schedule, SCHEDULES)
-        self.region_loss = build_loss(region, ignore_index=ignore_index)
+        # Per image, smoothing 1e-10: the authors' GeneralizedDice and DiceLoss (losses.py).
+        self.region_loss = build_loss(region, smooth=1e-10, per_image=True, ignore_index=ignore_index)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -68,12 +79,12 @@ class BoundaryLoss(SegLoss):
 
     def weights(self) -> tuple[float, float]:
         """``(region weight, boundary weight)`` at the current epoch."""
-        a = self.alpha + self.epoch * self.alpha_step
+        moved = self.epoch * self.alpha_step
         if self.schedule == "rebalance":
-            a = min(a, 0.9)
-            return 1.0 - a, a
+            # StealWeight: the region weight loses alpha_step per epoch down to 0.1; the boundary weight is uncapped.
+            return max(0.1, 1.0 - moved), self.alpha + moved
         if self.schedule == "increase":
-            return 1.0, a
+            return 1.0, self.alpha + moved
         return 1.0, self.alpha
 
     def boundary_term(self, logits, t, dist_map=None):

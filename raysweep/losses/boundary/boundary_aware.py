@@ -41,6 +41,15 @@ class BoundaryAwareLoss(SegLoss):
     (``raysweep.models.build_model(..., aux_channels=loss.aux_channels)``), trained on the binary bin maps of
     :func:`distance_bins`. The distance supervision sharpens the features near boundaries.
 
+    Hayder et al. released no code; ``tests/test_fidelity_boundary_b.py`` checks this loss against their equation
+    computed independently (brute-force distances in NumPy). Readings of the paper, stated because they change
+    values: it is written for instance masks inside a box (pixels outside the object are not encoded), while here every
+    pixel belongs to the region of its class, so every pixel gets a distance; ``Q`` ("the pixels on the object
+    boundary") is taken as the pixels just across the boundary, so ``D >= 1`` on the region's own boundary pixels and
+    the ``K`` uniform bins span ``[1, R]``; the ``K`` binary cross-entropies are averaged rather than summed (a
+    factor ``K`` absorbed by ``weight``). Ignored pixels count as "another class" for the distances and are excluded
+    from both terms.
+
     Args:
         truncation: ``R``, the distance (pixels) beyond which all pixels share the last bin.
         num_bins: ``K``; also the number of channels of the auxiliary head.

@@ -39,8 +39,16 @@ class BoundaryDoULoss(SegLoss):
     the area ``S_c`` of class ``c`` in the batch, capped at ``alpha_max``: near 1 for large compact objects (the loss
     then focuses on the boundary), lower for small or thin ones.
 
-    Unlike the authors' code, a class absent from the target is not a constant 1 with zero gradient: its loss is
-    ``sum p^2 / (sum p^2 + 1)``, so false positives on it are still pushed down.
+    This is the authors' ``BoundaryDoULoss`` (sunfan-bvb/BoundaryDoULoss, ``TransUNet/utils.py``): same soft sets,
+    same cross-kernel boundary count with a zero-padded border, same ``alpha`` cap and smoothing, batch-level sums, mean
+    over all classes with background; ``tests/test_fidelity_boundary_b.py`` records their values. Deliberate
+    differences:
+
+    * a class absent from the target is not their constant 1 with zero gradient (``(z + s) / (z + s)``): its loss is
+      ``sum p^2 / (sum p^2 + 1)``, so false positives on it are still pushed down (the fidelity test checks that the
+      two differ by exactly that, on a batch with one class removed);
+    * ignored pixels take no part in any sum (their code has no ignore label; the probabilities of a 255 pixel would
+      count in ``sum p^2``).
 
     Args:
         alpha_max: cap of ``alpha`` (the authors' 0.8).

@@ -33,6 +33,13 @@ class HausdorffLoss(SegLoss):
       soft erosions with a cross-shaped kernel (each min-max normalised per image and class). Pure tensor operations,
       no distance transform.
 
+    Karimi & Salcudean released no code. Both variants equal PatRyg99/HausdorffLoss (``hausdorff_loss.py``), the
+    implementation MONAI's and kornia's say they derive from, applied per class channel as MONAI does (theirs is
+    binary): ``tests/test_fidelity_boundary_b.py`` records its values. Deliberate differences: ignored pixels are
+    excluded; in the erosion variant gradients flow (theirs runs in NumPy under ``no_grad``) and a constant eroded
+    map normalises to 0 (theirs leaves it as is); an all-foreground mask gets a zero field (theirs measures to a
+    virtual pixel outside the image).
+
     Args:
         alpha: exponent of the distances (2 in the paper and MONAI) or of the erosion index.
         include_background: include class 0 (False by default, as MONAI).

@@ -234,6 +234,23 @@ class InverseFormLoss(SegLoss):
     (prediction, truth) pair and averages the norms of its outputs (the distance of the estimated transform from the
     identity). Gradients reach the prediction through the frozen net.
 
+    Against the authors' code (Qualcomm-AI-research/InverseForm, ``models/loss/utils.py``; compared in
+    ``tests/test_fidelity_boundary_b.py`` with identical seeded weights in their InverseNet architecture, since their
+    checkpoint cannot be downloaded):
+
+    * ``InverseTransform2D`` starts with ``inputs = F.log_softmax(inputs)`` over the single edge channel, which is
+      identically 0: the released InverseForm term is a constant of the target with no gradient to the prediction.
+      With that line fixed to the sigmoid their edge BCE implies (edge logits -> probabilities), their term equals
+      :meth:`inverse_form` with ``grid=(3, 6)`` and the 224-pixel official net (their 672 x 1344 resize, 3 x 6 tiles),
+      up to the ``1e-6`` under the square root here (a finite gradient at zero distance; < 1e-4 relative);
+    * their ``bce2d`` (class-balanced edge BCE) equals the ``beta`` term on the same edge maps.
+
+    Deliberate differences, following the paper's ``L_CE + beta L_BCE + gamma L_IF``: no separate edge head (the
+    boundary map is the soft gradient of the softmax probabilities); plain cross-entropy, not their image-histogram
+    weighted ``ImageBasedCrossEntropyLoss2d`` summed over images, and no 0.1-weighted edge-attention CE (a
+    training-recipe term of their HRNet code, not in the paper's loss); ignored pixels are excluded from every term; a
+    net trained by raysweep by default (see the module docstring).
+
     Args:
         beta: weight of the boundary BCE (the authors' edge weight 0.3).
         gamma: weight of the InverseForm term (0.3).

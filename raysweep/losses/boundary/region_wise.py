@@ -38,6 +38,15 @@ def region_wise_map(dist_map: torch.Tensor, onehot_target: torch.Tensor, kind: s
 class RegionWiseLoss(SegLoss):
     """``mean_{n,c} p_n^c z_n^c``: softmax probabilities weighed by a region-wise map ``z`` (see :func:`region_wise_map`).
 
+    With ``map='rrw'`` this is the authors' ``RWLoss`` (jmlipman/RegionWiseLoss,
+    ``nnUNet/training/loss_functions/rwexp_loss.py``; ``tests/test_fidelity_boundary_b.py`` records its values).
+    ``map='signed_distance'`` is Kervadec's map (LIVIAETS ``one_hot2dist``, 0 on the inner boundary), so it equals the
+    Boundary loss's ``L_B``; the RW repository's own ``BoundaryLoss`` baseline instead uses ``-EDT`` inside (-1 on
+    the inner boundary) and, for a class absent from an image, reuses the previous class's maps (a stale variable):
+    neither is followed. Deliberate differences: ignored pixels are excluded (no ignore label there); a class filling
+    the whole image gets -1 everywhere (SciPy's transform of an all-foreground mask measures to a virtual pixel outside
+    the image).
+
     Args:
         map: ``'rrw'`` (rectified region-wise maps, default) or ``'signed_distance'``.
         ignore_index: label excluded from the mean.
