@@ -74,7 +74,7 @@ def topk(logits, target, k):
     for b, i, j in zip(*np.nonzero(valid)):
         ce.append(-math.log(p[b, target[b, i, j], i, j]))
     ce = np.sort(np.array(ce))[::-1]
-    n = max(1, math.ceil(len(ce) * k / 100))
+    n = max(1, int(len(ce) * k / 100))  # truncated, as nnU-Net's TopKLoss
     return float(ce[:n].mean())
 
 
