@@ -28,19 +28,22 @@ FAILED_STATUSES = ("diverged", "oom", "error")
 IGNORE_INDEX = 255
 
 
-def result_status(trial_status: str | None, *, errored: bool = False, stopped: bool = False) -> str:
-    """The results-table status of a trial from what it last reported.
+def result_status(reported: str | None, steps_done: int, budget: int, errored: bool = False) -> str:
+    """A trial's status in the results tables (:data:`STATUSES`) from the last ``status`` it reported.
 
     Args:
-        trial_status: the last ``status`` metric the trial reported (one of :data:`TRIAL_STATUSES`), or None.
+        reported: the trial's last ``status`` metric (:data:`TRIAL_STATUSES`), or None when it reported nothing.
+        steps_done, budget: optimiser steps it ran and was allotted; a trial still ``running`` when it ended was
+            stopped by the scheduler if it had steps left.
         errored: the trial raised (Tune marked it ERROR).
-        stopped: the scheduler stopped it before its budget.
     """
     if errored:
         return "error"
-    if trial_status in ("diverged", "oom", "completed"):
-        return trial_status
-    return "stopped" if stopped else "error"
+    if reported is None:
+        return "completed"
+    if reported == "running":
+        return "stopped" if steps_done < budget else "completed"
+    return reported
 
 
 __all__ = ["FAILED_STATUSES", "FAMILIES", "IGNORE_INDEX", "RANKED_STATUSES", "STAGES", "STATUSES", "TRIAL_STATUSES",

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from sweep_helpers import TINY_SWEEP
 
 from raysweep.config import load_config, parse_yaml, read_yaml_mapping, validate
-from raysweep.search import GroupSpace, trial_config
+from raysweep.config import compose_trial
+from raysweep.search import GroupSpace
 from raysweep.trial import resolve_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,8 +48,8 @@ def check_accepted(cfg) -> None:
     assert len(groups) == len(cfg.datasets) * len(cfg.architectures) * len(cfg.losses) > 0
     resolve_config(cfg.trial)
     for g in groups[:: max(1, len(groups) // 8)]:  # a spread of groups: every dataset x architecture pair is checked
-        resolve_config(trial_config(cfg, g, GroupSpace(g.loss, cfg.pairing).defaults(), seed=cfg.tuning["seed"],
-                                    stage="tune")["train"])
+        resolve_config(compose_trial(cfg, g, GroupSpace(g.loss, cfg.pairing).defaults(), seed=cfg.tuning["seed"],
+                                     stage="tune")["trial"])
 
 
 def _components(path) -> list[str]:

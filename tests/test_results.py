@@ -89,7 +89,7 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
             f.write(b"PAR1 partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(results.pq, "write_table", crash)
+    monkeypatch.setattr(results.store.pq, "write_table", crash)
     with pytest.raises(OSError, match="disk full"):
         results.write_trial_rows(tmp_path, "t-1", {**TRIAL, "final_metric": 0.1}, CURVES, CASES)
     monkeypatch.undo()

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from raysweep.config import load_config, validate
-from raysweep.search import GroupSpace, companion_for, trial_config
+from raysweep.config import compose_trial
+from raysweep.search import GroupSpace, companion_for
 from raysweep.sweep import GroupSearcher, trial_resources
 
 TINY = {
@@ -97,15 +98,19 @@ def test_shipped_configs_validate_up_to_their_data_roots():
 
 def test_group_space_defaults_first_and_pairing():
     space = GroupSpace("tversky", "ce")
-    assert space.companion == "ce" and space.defaults()["loss/alpha"] == 0.3
+    assert space.companion == "ce" and space.defaults()["alpha"] == 0.3 and "companion_weight" in space.defaults()
     assert companion_for("ce", "focal") is None  # focal already is a CE
     assert GroupSpace("ce", "none").is_empty()
     cfg = validate({**TINY, "pairing": "dice"})
     group = cfg.groups()[0]
-    trial = trial_config(cfg, group, {"loss/alpha": 0.5, "companion/weight": 2.0}, seed=7, stage="tune")
-    assert trial["train"]["loss"] == {"name": "tversky", "params": {"alpha": 0.5}}
-    assert trial["train"]["companions"] == [{"name": "dice", "weight": 2.0}]
-    assert trial["train"]["seed"] == 7 and trial["sweep"]["stage"] == "tune"
+    envelope = compose_trial(cfg, group, {"alpha": 0.5, "companion_weight": 2.0}, seed=7, stage="tune")
+    trial, tags = envelope["trial"], envelope["tags"]
+    assert trial["loss"] == {"name": "tversky", "params": {"alpha": 0.5}}
+    assert trial["companions"] == [{"name": "dice", "weight": 2.0}]
+    assert trial["seed"] == 7 and tags["stage"] == "tune" and tags["params"] == {"alpha": 0.5, "companion_weight": 2.0}
+    assert not tags["is_default"] and tags["family"] == "region" and tags["budget_steps"] == 4
+    assert compose_trial(cfg, group, GroupSpace("tversky", "dice").defaults(), seed=7, stage="tune")["tags"][
+        "is_default"]
 
 
 def test_searcher_gives_equal_quotas_round_robin_with_defaults_first():
@@ -116,14 +121,14 @@ def test_searcher_gives_equal_quotas_round_robin_with_defaults_first():
     for i in range(searcher.total):
         config = searcher.suggest(f"t{i}")
         assert isinstance(config, dict)
-        configs.append(config["sweep"])
+        configs.append(config["tags"])
         searcher.on_trial_complete(f"t{i}", {"score": 0.1 * i, "step": 4})
     assert searcher.suggest("extra") == searcher.FINISHED
     keys = [f"{c['arch']}/{c['loss']}" for c in configs]
     assert keys[:4] == ["cnn/tversky", "cnn/ce", "transformer/tversky", "transformer/ce"]  # round robin
     first_tversky = next(c for c in configs if c["loss"] == "tversky")
-    assert first_tversky["point"] == GroupSpace("tversky", "none").defaults()
-    tversky_points = [c["point"] for c in configs if c["loss"] == "tversky"]
+    assert first_tversky["params"] == GroupSpace("tversky", "none").defaults()
+    tversky_points = [c["params"] for c in configs if c["loss"] == "tversky"]
     assert tversky_points[1] != tversky_points[0] or tversky_points[3] != tversky_points[2]
 
 
@@ -225,7 +230,7 @@ def test_cluster_yamls_pass_rays_own_validation(path):
 def _fake_trial(trial_id, loss, arch="cnn"):
     from types import SimpleNamespace
 
-    return SimpleNamespace(trial_id=trial_id, config={"sweep": {"dataset": "synthetic", "arch": arch, "loss": loss}})
+    return SimpleNamespace(trial_id=trial_id, config={"tags": {"dataset": "synthetic", "arch": arch, "loss": loss}})
 
 
 def _full_budget_trials(scheduler, offsets, qualities, max_t):
@@ -288,7 +293,7 @@ def test_searcher_proposals_startup_trials_and_pruned_stops():
     proposals = []
     for i in range(6):
         config = searcher.suggest(f"t{i}")
-        proposals.append(config["sweep"]["proposal"])
+        proposals.append(config["tags"]["proposal"])
         stopped = i == 1
         searcher.on_trial_complete(f"t{i}", {"score": 0.1 * i, "step": 2 if stopped else 4,
                                              "status": "running" if stopped else "completed"})
@@ -306,16 +311,16 @@ def test_confirmation_picks_among_full_budget_trials_only():
     cfg = validate(TINY)  # 4 steps per trial
 
     def result(loss, point, score, step, status):
-        return SimpleNamespace(config={"sweep": {"dataset": "synthetic", "arch": "cnn", "loss": loss,
-                                                  "point": point}},
+        return SimpleNamespace(config={"tags": {"dataset": "synthetic", "arch": "cnn", "loss": loss,
+                                                 "params": point}},
                                metrics={"score": score, "step": step, "status": status})
 
-    grid = [result("tversky", {"loss/alpha": 0.1}, 0.9, 2, "running"),   # stopped early: never chosen
-            result("tversky", {"loss/alpha": 0.2}, 0.5, 4, "completed"),
-            result("tversky", {"loss/alpha": 0.3}, 0.4, 4, "completed"),
-            result("tversky", {"loss/alpha": 0.4}, 0.0, 3, "diverged"),
+    grid = [result("tversky", {"alpha": 0.1}, 0.9, 2, "running"),   # stopped early: never chosen
+            result("tversky", {"alpha": 0.2}, 0.5, 4, "completed"),
+            result("tversky", {"alpha": 0.3}, 0.4, 4, "completed"),
+            result("tversky", {"alpha": 0.4}, 0.0, 3, "diverged"),
             result("ce", {}, 0.7, 2, "running")]                         # no full-budget trial: absent
-    assert best_points(grid, cfg) == {"synthetic/cnn/tversky": {"loss/alpha": 0.2}}
+    assert best_points(grid, cfg) == {"synthetic/cnn/tversky": {"alpha": 0.2}}
 
 
 def test_confirmation_seeds_are_distinct_and_not_the_tuning_seed():
@@ -325,8 +330,8 @@ def test_confirmation_seeds_are_distinct_and_not_the_tuning_seed():
     seeds = confirmation_seeds(cfg)
     assert len(set(seeds)) == 4 and 5 not in seeds
     group = cfg.groups()[0]
-    configs = [trial_config(cfg, group, {}, seed=s, stage="confirm") for s in seeds]
-    assert sorted(c["train"]["seed"] for c in configs) == sorted(seeds)
+    configs = [compose_trial(cfg, group, {}, seed=s, stage="confirm") for s in seeds]
+    assert sorted(c["trial"]["seed"] for c in configs) == sorted(seeds)
 
 
 def test_tuning_selects_on_validation_cases_and_confirmation_ranks_on_test_cases():
@@ -334,8 +339,8 @@ def test_tuning_selects_on_validation_cases_and_confirmation_ranks_on_test_cases
 
     cfg = validate(TINY)
     group = cfg.groups()[0]
-    tune = trial_config(cfg, group, {}, seed=0, stage="tune")["train"]
-    confirm = trial_config(cfg, group, {}, seed=1, stage="confirm")["train"]
+    tune = compose_trial(cfg, group, {}, seed=0, stage="tune")["trial"]
+    confirm = compose_trial(cfg, group, {}, seed=1, stage="confirm")["trial"]
     assert (tune["eval"]["split"], tune["dataset"]["eval_options"]) == ("val", {"num_volumes": 1})
     assert (confirm["eval"]["split"], confirm["dataset"]["eval_options"]) == ("test", {"num_volumes": 6})
     cases = protocol_cases(cfg)
@@ -368,25 +373,27 @@ def test_resume_drops_the_rows_of_a_trial_the_restored_experiment_does_not_know(
     from types import SimpleNamespace
 
     from raysweep import results
-    from raysweep.sweep import ResultsCallback, trial_rows
+    from raysweep.results import trial_rows
+    from raysweep.sweep import ResultsCallback
 
     cfg = validate(TINY)
     group = cfg.groups()[0]
-    config = trial_config(cfg, group, {"loss/alpha": 0.3, "loss/beta": 0.7}, seed=0, stage="tune",
-                          proposal="default")
+    config = compose_trial(cfg, group, {"alpha": 0.3, "beta": 0.7}, seed=0, stage="tune", proposal="default")
     result = {"status": "completed", "step": 4, "score": 0.5, "dice": 0.5, "primary_metric": "dice",
               "training_iteration": 2}
     rdir = tmp_path / "results"
     for trial_id in ("known", "orphan"):
-        results.write_trial_rows(rdir, trial_id, *trial_rows("s", trial_id, config, result,
-                                                             [{"training_iteration": 1, "step": 2, "metric": 0.4}]))
+        results.write_trial_rows(rdir, trial_id, *trial_rows("s", trial_id, config["tags"], result,
+                                                             [{"training_iteration": 1, "step": 2, "metric": 0.4}],
+                                                             versions={"torch": "x"}))
     assert results.stage_trial_ids(rdir, "tune") == {"known", "orphan"}
 
     def trial(trial_id, status):
         return SimpleNamespace(trial_id=trial_id, status=status, config=config, last_result=dict(result),
                                path=None, storage=None)
 
-    callback = ResultsCallback(rdir, tmp_path / "overlays", sweep_id="s", stage="tune", planned=3, progress=False)
+    callback = ResultsCallback(rdir, tmp_path / "overlays", sweep_id="s", stage="tune", planned=3,
+                               versions={"torch": "x"}, progress=False)
     callback.on_step_begin(0, [trial("known", "TERMINATED"), trial("unwritten", "TERMINATED"),
                                trial("running", "RUNNING")])
     assert results.stage_trial_ids(rdir, "tune") == {"known", "unwritten"}

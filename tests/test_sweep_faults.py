@@ -38,7 +38,7 @@ KILL_MID_WRITE = textwrap.dedent('''
     import raysweep.results as results
 
     K = int(os.environ["KILL_AT_TRIALS_WRITE"])
-    atomic_write, seen = results._atomic_write, [0]
+    atomic_write, seen = results.store._atomic_write, [0]
 
     def dying_write(path, write):
         if Path(path).parent.name == "trials":
@@ -50,7 +50,7 @@ KILL_MID_WRITE = textwrap.dedent('''
                 return atomic_write(path, write_then_die)
         return atomic_write(path, write)
 
-    results._atomic_write = dying_write
+    results.store._atomic_write = dying_write
     from raysweep.cli import main
     sys.exit(main(sys.argv[1:]))
 ''')
@@ -345,7 +345,7 @@ def test_disk_full_mid_sweep_stops_cleanly_and_resumes(ray_session, tmp_path, tm
     storage = str(tmp_path / "ray")
     filler = out / "filler"
     writes = {"n": 0, "full": False}
-    write_trial_rows, write_table = results.write_trial_rows, results.pq.write_table
+    write_trial_rows, write_table = results.write_trial_rows, results.store.pq.write_table
 
     def fill_after_two(*args, **kwargs):
         written = write_trial_rows(*args, **kwargs)
@@ -364,7 +364,7 @@ def test_disk_full_mid_sweep_stops_cleanly_and_resumes(ray_session, tmp_path, tm
         return write_table(table, where, **kwargs)
 
     monkeypatch.setattr(results, "write_trial_rows", fill_after_two)
-    monkeypatch.setattr(results.pq, "write_table", write_table_on_full_disk)
+    monkeypatch.setattr(results.store.pq, "write_table", write_table_on_full_disk)
     cfg = validate(cfg_dict)
     with pytest.raises(ResultsWriteError, match="could not write the results of trial .*No space left on device.*"
                                                 "run the same command again to resume"):
@@ -401,7 +401,7 @@ def faulty_trainable(config: dict) -> None:
     from raysweep.losses import LOSSES
     from raysweep.sweep import sweep_trainable
 
-    loss = config.get("trial", config)["sweep"]["loss"]
+    loss = config["tags"]["loss"]
     if loss == "tversky":
         raise RuntimeError("injected failure in the tversky trial")
     if loss == "focal":

@@ -331,15 +331,17 @@ def _overlays(rdir: Path, c: stats.CellStats, runs: pd.DataFrame) -> list[dict[s
     return out
 
 
-def _sensitivity(trials: pd.DataFrame, c: stats.CellStats, losses: list[str]) -> list[dict[str, Any]]:
+def _sensitivity(trials: pd.DataFrame, c: stats.CellStats, losses: list[str], spaces: dict[str, Any]
+                 ) -> list[dict[str, Any]]:
     out = []
     names = stats.display_names(trials)
     for loss in losses:
         tune = stats.tuning_trials(trials, c.dataset, c.arch, loss)
         if tune.empty:
             continue
-        importance = stats.param_importance(tune)
-        plot = plots.sensitivity(tune, c.primary, importance)
+        dims = stats.param_dims(tune, spaces.get(loss))
+        importance = stats.param_importance(tune, spaces.get(loss))
+        plot = plots.sensitivity(tune, c.primary, importance, dims)
         n_params = sum(1 for x in tune.columns if x.startswith("param:"))
         out.append({"loss": names.get(loss, loss), "id": loss, "n": len(tune), "n_params": n_params, "plot": plot,
                     "importance": sorted((importance or {}).items(), key=lambda kv: -kv[1])})
@@ -532,7 +534,7 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
             "top_titles": [c.table.loc[x, "title"] for x in c.top_group],
             "size": _size_section(c, cases, trials),
             "curves": plots.learning_curves(curves, c, set(runs["trial_id"])), "budget": plots.budget_curves(t, c),
-            "overlays": _overlays(rdir, c, runs), "sensitivity": _sensitivity(trials, c, losses),
+            "overlays": _overlays(rdir, c, runs), "sensitivity": _sensitivity(trials, c, losses, meta.get("spaces") or {}),
             "power": _power(c, protocol, alpha), "tuning": _tuning_section(trials, curves, c, protocol),
             "roles": _roles(cases, protocol, c.dataset),
             "not_converged": [c.table.loc[x, "title"] for x in c.not_converged],

@@ -151,13 +151,15 @@ def budget_curves(trials: pd.DataFrame, cell: CellStats) -> str | None:
 
 
 @_plain_text
-def sensitivity(tune: pd.DataFrame, primary: str, importance: dict[str, float] | None) -> str | None:
+def sensitivity(tune: pd.DataFrame, primary: str, importance: dict[str, float] | None,
+                dims: dict[str, dict]) -> str | None:
     """One panel per tuned parameter: final metric of each tuning trial against the parameter's value.
 
     Filled dots: completed trials; hollow: early-stopped (ASHA, fewer steps); the default configuration in red.
-    Parameters spanning over two decades get a log axis. Panels are ordered by importance where known.
+    ``dims`` (:func:`raysweep.report.stats.param_dims`) gives each axis its search range and scale (log where the
+    search sampled log-uniformly). Panels are ordered by importance where known.
     """
-    cols = [c for c in tune.columns if c.startswith("param:") and tune[c].nunique(dropna=True) > 1]
+    cols = [f"param:{name}" for name in dims]
     scored = tune[tune["final_metric"].notna()]
     if not cols or scored.empty:
         return None
@@ -176,9 +178,12 @@ def sensitivity(tune: pd.DataFrame, primary: str, importance: dict[str, float] |
             ax.plot(x, g["final_metric"], "o", ms=4, color="C0", mfc=mfc, alpha=0.8, ls="none")
         d = scored[scored["is_default"].astype(bool)]
         ax.plot(pd.to_numeric(d[col], errors="coerce"), d["final_metric"], "o", ms=6, color="C3", mfc="none")
-        v = pd.to_numeric(scored[col], errors="coerce").dropna()
-        if len(v) and v.min() > 0 and v.max() / v.min() > 100:
+        dim = dims[name]
+        if dim.get("log"):
             ax.set_xscale("log")
+        if dim["type"] in ("float", "int"):  # the whole searched range, so clustering shows
+            lo, hi = dim["low"], dim["high"]
+            ax.set_xlim(*((lo / 1.2, hi * 1.2) if dim.get("log") else (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))))
         label = name if len(name) < 28 else "..." + name[-25:]
         if importance and name in importance:
             label += f"\n(importance {importance[name]:.2f})"

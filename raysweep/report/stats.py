@@ -39,7 +39,7 @@ from scipy import stats as sstats
 
 ALPHA = 0.05
 BOOTSTRAP = 2000
-from ..vocab import FAILED_STATUSES, FAMILIES, RANKED_STATUSES
+from ..vocab import FAILED_STATUSES, FAMILIES, RANKED_STATUSES  # noqa: F401 (FAILED_STATUSES: for the report)
 #: below this many complete cases, the report warns that the tests have little power.
 MIN_CASES = 10
 #: A run's last-20% gain is measured from its last report at or before this share of its budget to its final one.
@@ -634,33 +634,56 @@ def tuning_trials(trials: pd.DataFrame, dataset: str, arch: str, loss: str) -> p
     return pd.concat([g, params.add_prefix("param:")], axis=1)
 
 
-def param_importance(tune: pd.DataFrame) -> dict[str, float] | None:
+def param_dims(tune: pd.DataFrame, space: dict[str, dict] | None) -> dict[str, dict]:
+    """The tuned parameters that vary in ``tune`` (``param:<name>`` columns) with their search dimension.
+
+    ``space`` is the group's space from sweep.json's ``spaces`` (``{name: {"type", "low", "high", "log"} or
+    {"type": "categorical", "choices"}}``), which says the bounds and the scale exactly. Sweeps written before
+    sweep.json recorded spaces get a dimension read off the values (log scale when positive and spanning over two
+    decades), the only place that guesses.
+    """
+    out = {}
+    for c in tune.columns:
+        if not c.startswith("param:") or tune[c].nunique(dropna=True) < 2:
+            continue
+        name, v = c[len("param:"):], tune[c].dropna()
+        dim = (space or {}).get(name)
+        if dim is None:
+            if pd.api.types.is_bool_dtype(v) or v.dtype == object:
+                dim = {"type": "categorical", "choices": sorted(set(v), key=str)}
+            else:
+                lo, hi = float(v.min()), float(v.max())
+                kind = "int" if pd.api.types.is_integer_dtype(v) else "float"
+                dim = {"type": kind, "low": lo, "high": hi, "log": lo > 0 and hi / lo > 100}
+        out[name] = dim
+    return out
+
+
+def param_importance(tune: pd.DataFrame, space: dict[str, dict] | None = None) -> dict[str, float] | None:
     """Optuna's PED-ANOVA importance of each tuned parameter for the final metric of the group's tuning trials.
 
-    The study is rebuilt from the rows (completed and early-stopped trials with a score); distributions come from
-    the observed values (float log-uniform when positive and spanning over two decades). None when Optuna is not
-    installed, fewer than two parameters vary, or fewer than 8 trials have a score. Normalised to sum to 1.
+    The study is rebuilt from the rows (completed and early-stopped trials with a score), with the group's search
+    dimensions (:func:`param_dims`). None when Optuna is not installed, fewer than two parameters vary, or fewer
+    than 8 trials have a score. Normalised to sum to 1.
     """
     try:
         import optuna
     except ImportError:
         return None
-    cols = [c for c in tune.columns if c.startswith("param:") and tune[c].nunique(dropna=True) > 1]
+    dims = param_dims(tune, space)
+    cols = [f"param:{name}" for name in dims]
     rows = tune[tune["final_metric"].notna() & tune["status"].isin(("completed", "stopped"))]
     rows = rows.dropna(subset=cols)
     if len(cols) < 2 or len(rows) < 8:
         return None
     dists = {}
-    for c in cols:
-        v = rows[c]
-        name = c[len("param:"):]
-        if pd.api.types.is_bool_dtype(v) or v.dtype == object:
-            dists[name] = optuna.distributions.CategoricalDistribution(sorted(set(v), key=str))
-        elif pd.api.types.is_integer_dtype(v):
-            dists[name] = optuna.distributions.IntDistribution(int(v.min()), int(v.max()))
+    for name, d in dims.items():
+        if d["type"] == "categorical":
+            dists[name] = optuna.distributions.CategoricalDistribution(list(d["choices"]))
+        elif d["type"] == "int":
+            dists[name] = optuna.distributions.IntDistribution(int(d["low"]), int(d["high"]), log=bool(d["log"]))
         else:
-            lo, hi = float(v.min()), float(v.max())
-            dists[name] = optuna.distributions.FloatDistribution(lo, hi, log=lo > 0 and hi / lo > 100)
+            dists[name] = optuna.distributions.FloatDistribution(float(d["low"]), float(d["high"]), log=bool(d["log"]))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ExperimentalWarning

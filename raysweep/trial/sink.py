@@ -80,13 +80,15 @@ class TuneSink(Sink):
             return checkpoint.read_dir(Path(d)), str(d)
 
     def report(self, metrics: dict[str, Any], overlays: Overlays, state: Callable[[], dict] | None) -> None:
+        if overlays:
+            # The trial folder always holds the latest overlays; the sweep copies them to <out>/overlays/<trial_id>/
+            # when the trial ends (checkpoints, which hold a copy too, are deleted then).
+            write_overlays(Path(self.tune.get_context().get_trial_dir()) / "overlays", overlays)
         if state is not None:
             with tempfile.TemporaryDirectory(prefix="raysweep-ckpt-") as d:
                 _write_artifacts(Path(d), metrics, overlays, state())
                 self.tune.report(metrics, checkpoint=self.tune.Checkpoint.from_directory(d))
             return
-        if overlays:
-            write_overlays(Path(self.tune.get_context().get_trial_dir()) / "overlays", overlays)
         self.tune.report(metrics)
 
     def fail(self, metrics: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""The sweep configuration: YAML in, a validated :class:`SweepConfig` out, before Ray starts.
+"""The sweep config: its keys, their defaults and checks, and the validated :class:`SweepConfig`.
 
 A sweep config (``configs/default.yaml`` documents every key)::
 
@@ -38,8 +38,6 @@ compared on resume.
 from __future__ import annotations
 
 import copy
-import difflib
-import io
 import json
 import math
 import re
@@ -47,7 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
+from ..checks import did_you_mean
+from .yaml_io import _check_plain, _show
 
 PAIRINGS = ("none", "ce", "dice")
 SCHEDULERS = ("asha", "none")
@@ -64,9 +63,6 @@ _NAME_RE = re.compile(r"^[\w][\w.-]{0,99}$")
 _MAX_COUNT = 10**6
 #: Seeds stay below 2**31 so that seed + confirmation seeds fits every RNG (numpy takes < 2**32).
 _MAX_SEED = 2**31 - 1
-#: Limits of what a config file may expand to (YAML aliases can multiply a small file).
-_MAX_NODES = 100_000
-_MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -97,8 +93,6 @@ class SweepConfig:
     trial: dict
     source: dict = field(default_factory=dict)
     text: str = ""
-    #: dataset -> InverseNet checkpoint path for the inverseform loss (filled by the sweep before trials start)
-    inversenets: dict = field(default_factory=dict)
 
     def groups(self) -> list[Group]:
         return [Group(d, a, loss) for d in self.datasets for a in self.architectures for loss in self.losses]
@@ -108,146 +102,12 @@ class SweepConfig:
         return {k: copy.deepcopy(getattr(self, k)) for k in _TOP_KEYS}
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Reading YAML
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 booleans and duplicate keys refused."""
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen: dict = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
-                try:
-                    if key is not None and key in seen:
-                        raise yaml.constructor.ConstructorError(
-                            "while constructing a mapping", node.start_mark,
-                            f"found duplicate key {key!r} (first at line {seen[key].line + 1}); each key may appear "
-                            "once per mapping", key_node.start_mark)
-                    if key is not None:
-                        seen[key] = key_node.start_mark
-                except TypeError:  # unhashable: the base class reports it
-                    pass
-        return super().construct_mapping(node, deep=deep)
-
-
-# YAML 1.2 core-schema booleans and floats instead of PyYAML's YAML 1.1 ones: `off`, `no`, `yes`, `on` stay strings,
-# and `1e-3` is a float (PyYAML reads it as a string).
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
-def parse_yaml(text: str, source: str = "<string>"):
-    """Parse YAML text the way config files are read: YAML 1.2 booleans and floats (``off`` is a string, ``1e-3`` a
-    float), a key given twice in one mapping refused. Also for ``--set KEY=VALUE`` values.
-
-    Raises ValueError naming ``source`` and the line for invalid YAML.
-    """
-    def named():
-        stream = io.StringIO(text)
-        stream.name = source  # PyYAML names it in its messages
-        return stream
-
-    try:
-        # The events first (PyYAML's parser is iterative, its composer recursive): a document nested too deeply is
-        # refused here, at once, instead of by a RecursionError that takes seconds to unwind.
-        depth = 0
-        for event in yaml.parse(named(), Loader=_Loader):
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > _MAX_DEPTH:
-                    raise ValueError(f"{source}: the YAML is nested too deeply (more than {_MAX_DEPTH} levels at line "
-                                     f"{event.start_mark.line + 1})")
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-        return yaml.load(named(), Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{source} is not valid YAML: {exc}") from None
-    except RecursionError:
-        raise ValueError(f"{source}: the YAML is nested too deeply") from None
-
-
-def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
-    """Read a YAML file that must hold a mapping; ``FileNotFoundError`` / ``ValueError`` name the file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} {path} not found")
-    if not path.is_file():
-        raise ValueError(f"{what} {path} is not a file; pass the path of a YAML file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not a UTF-8 text file (undecodable byte at offset {exc.start}); a {what} is "
-                         "YAML text") from None
-    raw = parse_yaml(text, str(path))
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: a {what} is a mapping of keys, got {type(raw).__name__}")
-    _check_plain(raw, str(path))
-    return dict(raw)
-
-
-def _check_plain(value: Any, where: str) -> None:
-    """Refuse what JSON cannot hold faithfully (and what no config key takes): non-string keys, NaN/inf, dates,
-    bytes, sets; and structures nested or expanded (YAML aliases) past sane limits. Iterative: no recursion."""
-    todo = [(value, where, 0)]
-    seen = 0
-    while todo:
-        v, path, depth = todo.pop()
-        seen += 1
-        if seen > _MAX_NODES or depth > _MAX_DEPTH:
-            raise ValueError(f"{where}: the config is too large or nested too deeply (more than {_MAX_NODES} values "
-                             f"or {_MAX_DEPTH} levels, e.g. at {path}); YAML aliases may have multiplied it")
-        if isinstance(v, Mapping):
-            for key, item in v.items():
-                if not isinstance(key, str):
-                    raise ValueError(f"{path}: key {_show(key)} is a {type(key).__name__}; config keys are strings "
-                                     "(quote it)")
-                todo.append((item, f"{path}.{key}", depth + 1))
-        elif isinstance(v, (list, tuple)):
-            todo.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(v))
-        elif isinstance(v, float):
-            if not math.isfinite(v):
-                raise ValueError(f"{path}: {v} is not allowed; use a finite number")
-        elif v is not None and not isinstance(v, (str, int, bool)):
-            raise ValueError(f"{path}: {_show(v)} is a {type(v).__name__}; config values are strings, numbers, "
-                             "booleans, null, lists or mappings (quote it to make it a string)")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Checks
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 5] + " ...]"
 
 
 def _unknown(keys, allowed, where: str) -> None:
     for key in keys:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), list(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where}: unknown key {_show(key)}{hint}; valid keys: {', '.join(map(str, allowed))}")
+            raise ValueError(f"{where}: unknown key {_show(key)}{did_you_mean(key, allowed)}; valid keys: {', '.join(map(str, allowed))}")
 
 
 def _mapping(value: Any, where: str, what: str) -> dict:
@@ -289,41 +149,18 @@ def _choice(value, where: str, choices: tuple) -> str:
     return value
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Loading and validation
 
 
-def load_config(path: str | Path | None = None, select: Mapping[str, Any] | None = None) -> SweepConfig:
-    """Read and validate a sweep config (``configs/default.yaml`` when ``path`` is None).
-
-    ``select`` narrows ``datasets``, ``architectures`` or ``losses`` to the given names (the CLI's subsets); a
-    selected dataset or architecture keeps its section from the file, and a name the file lacks gets an empty one.
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the key for anything invalid.
-    """
-    path = Path(path) if path is not None else Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-    raw = read_yaml_mapping(path, "sweep config")
-    for key, names in (select or {}).items():
-        if key == "losses":
-            raw["losses"] = list(names)
-            continue
-        section = raw.get(key) or {}
-        if isinstance(section, (list, tuple)):
-            section = {n: {} for n in section if isinstance(n, str)}
-        raw[key] = {n: (section.get(n) if isinstance(section, Mapping) else None) or {} for n in names}
-    cfg = validate(raw, where=path.name)
-    cfg.text = path.read_bytes().decode("utf-8-sig")
-    return cfg
-
-
-def validate(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
-    """Validate a sweep config mapping; see :func:`load_config`. Reads no data and starts nothing.
+def parse(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
+    """Check every key and value of a sweep config mapping, one by one; :func:`raysweep.config.validate` adds the
+    checks of what the config composes (trial configs, power). Reads no data and starts nothing.
 
     Raises ``ValueError`` naming the key (``FileNotFoundError`` for a data folder that does not exist).
     """
-    from .data import DATASETS, check_dataset_options
-    from .losses import LOSSES
-    from .models import MODELS
-    from .trial.schema import resolve_config
+    from ..data import DATASETS, check_dataset_options
+    from ..losses import LOSSES
+    from ..models import MODELS
+    from ..trial.schema import resolve_config
 
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: a sweep config is a mapping of keys, got {type(raw).__name__}")
@@ -340,9 +177,7 @@ def validate(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
     ds_out = {}
     for ds, section in datasets.items():
         if ds not in DATASETS:
-            close = difflib.get_close_matches(ds, list(DATASETS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where}.datasets: unknown dataset {_show(ds)}{hint}; choose from {', '.join(DATASETS)}")
+            raise ValueError(f"{where}.datasets: unknown dataset {_show(ds)}{did_you_mean(ds, DATASETS)}; choose from {', '.join(DATASETS)}")
         at = f"{where}.datasets.{ds}"
         section = _mapping(section, at, ", ".join(_DATASET_KEYS[1:]))
         _unknown(section, _DATASET_KEYS, at)
@@ -396,9 +231,7 @@ def validate(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
                          f"{_show(losses)}")
     for loss in losses:
         if not isinstance(loss, str) or loss not in LOSSES:
-            close = difflib.get_close_matches(str(loss), list(LOSSES), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where}.losses: unknown loss {_show(loss)}{hint}; see `raysweep losses`")
+            raise ValueError(f"{where}.losses: unknown loss {_show(loss)}{did_you_mean(loss, LOSSES)}; see `raysweep losses`")
     losses = list(dict.fromkeys(losses))
 
     pairing = _choice(raw.get("pairing", "none"), f"{where}.pairing", PAIRINGS)
@@ -451,86 +284,16 @@ def validate(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
         raise ValueError(f"{where}.trial.train.device must be auto, cpu or cuda in a sweep (Ray gives each trial its "
                          f"GPU, which the trial sees as cuda), got {_show(resolved['train']['device'])}")
 
-    cfg = SweepConfig(name=name, datasets=ds_out, architectures=arch_out, losses=losses, pairing=pairing,
-                      tuning=tuning, confirmation=confirmation, resources=resources, trial=dict(trial),
-                      source=dict(raw))
-    _check_trial_configs(cfg, where)
-    _check_power(cfg, where)
-    return cfg
+    return SweepConfig(name=name, datasets=ds_out, architectures=arch_out, losses=losses, pairing=pairing,
+                       tuning=tuning, confirmation=confirmation, resources=resources, trial=dict(trial),
+                       source=dict(raw))
 
-
-def n_startup_trials(cfg: SweepConfig) -> int:
-    """TPE's random start-up trials per group: ``tuning.n_startup_trials``, or for ``auto`` a third of the group's
-    quota and at least 2 (Optuna's default of 10 would leave a small quota random throughout)."""
-    n = cfg.tuning["n_startup_trials"]
-    return max(2, cfg.tuning["trials_per_group"] // 3) if n == "auto" else n
-
-
-def protocol_cases(cfg: SweepConfig) -> dict[str, dict[str, dict[str, Any]]]:
-    """The cases that select (tuning) and the cases that rank (confirmation), per dataset, as the trials will see
-    them (``eval.max_cases`` applied): ``{"selection": {dataset: {"split", "cases"}}, "ranking": {...}}``.
-
-    Lists file names only; reads no image. Raises ValueError if a dataset's two lists share a case.
-    """
-    from .data import list_cases
-    from .search import evaluation_split
-    from .trial.schema import resolve_config
-
-    max_cases = resolve_config(cfg.trial)["eval"]["max_cases"]
-    out: dict[str, dict[str, dict[str, Any]]] = {"selection": {}, "ranking": {}}
-    for name, section in cfg.datasets.items():
-        for role, stage in (("selection", "tune"), ("ranking", "confirm")):
-            split, options = evaluation_split(cfg, name, stage)
-            cases = list_cases(name, split, root=section.get("root"), **{**section.get("options", {}), **options})
-            out[role][name] = {"split": split, "cases": cases[:max_cases] if max_cases else cases}
-        shared = set(out["selection"][name]["cases"]) & set(out["ranking"][name]["cases"])
-        if shared:
-            raise ValueError(f"datasets.{name}: the selection and ranking splits share {len(shared)} case(s), e.g. "
-                             f"{sorted(shared)[0]!r}; hyperparameters must not be selected on the cases that rank")
-    return out
-
-
-def power_limits(cfg: SweepConfig, cases: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``{"<dataset>/<arch>": raysweep.power.PowerLimit}``: each cell's ranking cases against its losses."""
-    from .power import power_limit
-
-    cases = cases or protocol_cases(cfg)
-    alpha = cfg.confirmation["alpha"]
-    return {f"{d}/{a}": power_limit(len(cases["ranking"][d]["cases"]), len(cfg.losses), alpha)
-            for d in cfg.datasets for a in cfg.architectures}
-
-
-def _check_power(cfg: SweepConfig, where: str) -> None:
-    """Refuse (or, with ``confirmation.underpowered: warn``, warn about) a design that can never declare a
-    difference between two losses: the ranking would name a winner that no test could ever support."""
-    if cfg.confirmation["seeds"] == 0 or len(cfg.losses) < 2:
-        return
-    try:
-        limits = power_limits(cfg)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{where}: {exc}") from None
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    for cell, limit in limits.items():
-        if limit.declarable:
-            continue
-        dataset = cell.split("/")[0]
-        message = (f"{where}: the design cannot separate any two losses in cell {cell}. {limit.sentence()} Raise "
-                   f"the ranking cases to at least {limit.cases_needed} (datasets.{dataset}.eval_options: e.g. "
-                   "num_volumes of synthetic, or more test cases on disk; trial.eval.max_cases must not cut them), "
-                   "rank fewer losses, or set confirmation.underpowered: warn to run it anyway (the report then "
-                   "states that no difference can be declared).")
-        if cfg.confirmation["underpowered"] == "error":
-            raise ValueError(message)
-        import warnings
-
-        warnings.warn(message, stacklevel=3)
 
 
 def _check_model(names: dict, section: dict, where: str) -> None:
     """The architecture, encoder, option names and a local weights path of one ``architectures`` entry, without
     building the model (smp's names are read; nothing is downloaded)."""
-    from . import models
+    from .. import models
 
     for key in ("arch", "encoder"):
         if key in section and section[key] is not None and (not isinstance(section[key], str) or not section[key]):
@@ -541,9 +304,7 @@ def _check_model(names: dict, section: dict, where: str) -> None:
                          f"got {_show(weights)}")
     arch, encoder = names["arch"], names["encoder"]
     if arch.lower() not in models.architectures():
-        close = difflib.get_close_matches(arch.lower(), models.architectures(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"{where}.arch: unknown smp architecture {arch!r}{hint}; choose one of "
+        raise ValueError(f"{where}.arch: unknown smp architecture {arch!r}{did_you_mean(arch.lower(), models.architectures())}; choose one of "
                          f"{', '.join(models.architectures())} (case-insensitive)")
     options = section.get("options") or {}
     for key, check in (("encoder", lambda: models._check_encoder(encoder)),
@@ -556,20 +317,3 @@ def _check_model(names: dict, section: dict, where: str) -> None:
         except ValueError as exc:
             raise ValueError(f"{where}.{key}: {exc}") from None
 
-
-def _check_trial_configs(cfg: SweepConfig, where: str) -> None:
-    """Each (dataset, architecture) pair's trial config, as the sweep composes it, passes ``resolve_config``."""
-    from .search import GroupSpace, trial_config
-    from .trial.schema import resolve_config
-
-    loss = cfg.losses[0]
-    for ds in cfg.datasets:
-        for arch in cfg.architectures:
-            group = Group(ds, arch, loss)
-            for stage in ("tune", "confirm"):  # the stages evaluate on different splits
-                config = trial_config(cfg, group, GroupSpace(loss, cfg.pairing).defaults(), seed=0, stage=stage)
-                try:
-                    resolve_config(config["train"])
-                except ValueError as exc:
-                    raise ValueError(f"{where}: the {stage} trials of datasets.{ds} x architectures.{arch} would be "
-                                     f"invalid: {exc}") from None

@@ -1,0 +1,56 @@
+"""The sweep config: YAML in, a validated :class:`SweepConfig` out, before Ray starts; and what it composes.
+
+* :mod:`.yaml_io`: reading YAML files (YAML 1.2 scalars, duplicate keys refused, plain data only);
+* :mod:`.model`: the keys, their defaults and checks (:func:`~.model.parse`), :class:`SweepConfig`, :class:`Group`;
+* :mod:`.compose`: each trial's config and tags (:func:`compose_trial`), the protocol's case lists, power, quotas.
+
+:func:`validate` = the key-by-key checks, then the checks of what the config composes (every trial config it makes
+passes :func:`raysweep.trial.resolve_config`; the design has the power to separate losses).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from .compose import (check_composed, compose_trial, evaluation_split, n_startup_trials, power_limits,
+                      protocol_cases, tune_quota)
+from .model import PAIRINGS, SCHEDULERS, UNDERPOWERED, Group, SweepConfig, parse
+from .yaml_io import parse_yaml, read_yaml_mapping
+
+
+def validate(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
+    """Validate a sweep config mapping (see :func:`load_config`). Reads no data and starts nothing.
+
+    Raises ``ValueError`` naming the key (``FileNotFoundError`` for a data folder that does not exist).
+    """
+    cfg = parse(raw, where)
+    check_composed(cfg, where)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, select: Mapping[str, Any] | None = None) -> SweepConfig:
+    """Read and validate a sweep config (``configs/default.yaml`` when ``path`` is None).
+
+    ``select`` narrows ``datasets``, ``architectures`` or ``losses`` to the given names (the CLI's subsets); a
+    selected dataset or architecture keeps its section from the file, and a name the file lacks gets an empty one.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the key for anything invalid.
+    """
+    path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+    raw = read_yaml_mapping(path, "sweep config")
+    for key, names in (select or {}).items():
+        if key == "losses":
+            raw["losses"] = list(names)
+            continue
+        section = raw.get(key) or {}
+        if isinstance(section, (list, tuple)):
+            section = {n: {} for n in section if isinstance(n, str)}
+        raw[key] = {n: (section.get(n) if isinstance(section, Mapping) else None) or {} for n in names}
+    cfg = validate(raw, where=path.name)
+    cfg.text = path.read_bytes().decode("utf-8-sig")
+    return cfg
+
+
+__all__ = ["PAIRINGS", "SCHEDULERS", "UNDERPOWERED", "Group", "SweepConfig", "compose_trial", "evaluation_split",
+           "load_config", "n_startup_trials", "parse", "parse_yaml", "power_limits", "protocol_cases",
+           "read_yaml_mapping", "tune_quota", "validate"]

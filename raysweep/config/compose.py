@@ -1,0 +1,167 @@
+"""What a sweep config composes: each trial's config and tags, the protocol's case lists, power and quotas.
+
+:func:`compose_trial` is the one place a trial config is built from the sweep config, a group and a sampled point;
+the trial's *tags* (what a results row needs: stage, group, seed, the point, whether it is the group's defaults,
+the budget, the loss's title and family) are set here too, so nothing downstream re-derives them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Mapping
+
+from ..losses import LOSSES
+from ..power import power_limit
+from ..search import COMPANION_DEFAULT, COMPANION_KEY, GroupSpace, companion_for
+from ..trial.schema import resolve_config
+from .model import Group, SweepConfig
+
+__all__ = ["check_composed", "compose_trial", "evaluation_split", "n_startup_trials", "power_limits",
+           "protocol_cases", "tune_quota"]
+
+
+def tune_quota(cfg: SweepConfig, group: Group) -> int:
+    """Tuning trials of a group: ``tuning.trials_per_group``, or 1 (its defaults) when it has nothing to tune."""
+    return 1 if GroupSpace(group.loss, cfg.pairing).is_empty() else cfg.tuning["trials_per_group"]
+
+
+def evaluation_split(cfg: SweepConfig, dataset: str, stage: str) -> tuple[str, dict[str, Any]]:
+    """The split a trial of ``stage`` evaluates on, and that split's dataset options.
+
+    Tuning trials (and so the choice of each group's best configuration) see only the *selection* split
+    (``DATASETS[name].select_split``, with the dataset section's ``select_options``); confirmation runs, the only
+    runs that rank, see only the *ranking* split (``eval_split``, with ``eval_options``). The two share no case.
+    """
+    from ..data import DATASETS
+
+    info, section = DATASETS[dataset], cfg.datasets[dataset]
+    if stage == "tune":
+        return info.select_split, dict(section.get("select_options") or {})
+    return info.eval_split, dict(section.get("eval_options") or {})
+
+
+def compose_trial(cfg: SweepConfig, group: Group, point: Mapping[str, Any], seed: int, stage: str,
+                  proposal: str | None = None, inversenets: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One trial of the sweep: ``{"trial": <train_trial config>, "tags": {...}}`` (both stages, one envelope).
+
+    Args:
+        point: the sampled hyperparameters by their own names, and ``companion_weight`` when the pairing adds one.
+        stage: ``tune`` (evaluates on the selection split) or ``confirm`` (the ranking split).
+        proposal: tune trials: who proposed ``point`` (``default``, ``random``, ``model`` or ``fixed``).
+        inversenets: dataset -> InverseNet checkpoint path, for the ``inverseform`` loss.
+    """
+    trial = copy.deepcopy(cfg.trial)
+    point = dict(point)
+    params = {k: v for k, v in point.items() if k != COMPANION_KEY}
+    trial["seed"] = seed
+    section = copy.deepcopy(cfg.datasets[group.dataset])
+    section.pop("select_options", None)  # not a trial key: it becomes eval_options of the tune stage
+    split, section["eval_options"] = evaluation_split(cfg, group.dataset, stage)
+    trial["dataset"] = section
+    trial.setdefault("eval", {})["split"] = split
+    budget = resolve_config(cfg.trial)["train"]["steps"]
+    if stage == "confirm" and cfg.confirmation.get("evaluations"):
+        # Confirmation runs evaluate on the (larger) ranking split, so less often; the evaluations are evenly spaced
+        # and end at the budget, so the one at 80% of the steps gives the report's last-20% convergence gain.
+        trial["eval"]["every"] = max(1, math.ceil(budget / cfg.confirmation["evaluations"]))
+    trial["model"] = copy.deepcopy(cfg.architectures[group.arch])
+    if group.loss == "inverseform" and (inversenets or {}).get(group.dataset):
+        params.setdefault("inversenet", inversenets[group.dataset])
+    trial["loss"] = {"name": group.loss, "params": params}
+    companion = companion_for(cfg.pairing, group.loss)
+    trial["companions"] = ([{"name": companion, "weight": float(point.get(COMPANION_KEY, COMPANION_DEFAULT))}]
+                           if companion else [])
+    spec = LOSSES[group.loss]
+    tags = {"sweep": cfg.name, "stage": stage, "dataset": group.dataset, "arch": group.arch, "loss": group.loss,
+            "seed": seed, "params": point, "is_default": point == GroupSpace(group.loss, cfg.pairing).defaults(),
+            "proposal": proposal if stage == "tune" else None, "budget_steps": budget, "pairing": cfg.pairing,
+            "title": spec.title, "family": spec.family, "in_survey": spec.in_survey}
+    return {"trial": trial, "tags": tags}
+
+
+def check_composed(cfg: SweepConfig, where: str) -> None:
+    """What only the composed config shows: every trial config it makes is valid, and the design has power."""
+    _check_trial_configs(cfg, where)
+    _check_power(cfg, where)
+
+
+def n_startup_trials(cfg: SweepConfig) -> int:
+    """TPE's random start-up trials per group: ``tuning.n_startup_trials``, or for ``auto`` a third of the group's
+    quota and at least 2 (Optuna's default of 10 would leave a small quota random throughout)."""
+    n = cfg.tuning["n_startup_trials"]
+    return max(2, cfg.tuning["trials_per_group"] // 3) if n == "auto" else n
+
+
+def protocol_cases(cfg: SweepConfig) -> dict[str, dict[str, dict[str, Any]]]:
+    """The cases that select (tuning) and the cases that rank (confirmation), per dataset, as the trials will see
+    them (``eval.max_cases`` applied): ``{"selection": {dataset: {"split", "cases"}}, "ranking": {...}}``.
+
+    Lists file names only; reads no image. Raises ValueError if a dataset's two lists share a case.
+    """
+    from ..data import list_cases
+
+    max_cases = resolve_config(cfg.trial)["eval"]["max_cases"]
+    out: dict[str, dict[str, dict[str, Any]]] = {"selection": {}, "ranking": {}}
+    for name, section in cfg.datasets.items():
+        for role, stage in (("selection", "tune"), ("ranking", "confirm")):
+            split, options = evaluation_split(cfg, name, stage)
+            cases = list_cases(name, split, root=section.get("root"), **{**section.get("options", {}), **options})
+            out[role][name] = {"split": split, "cases": cases[:max_cases] if max_cases else cases}
+        shared = set(out["selection"][name]["cases"]) & set(out["ranking"][name]["cases"])
+        if shared:
+            raise ValueError(f"datasets.{name}: the selection and ranking splits share {len(shared)} case(s), e.g. "
+                             f"{sorted(shared)[0]!r}; hyperparameters must not be selected on the cases that rank")
+    return out
+
+
+def power_limits(cfg: SweepConfig, cases: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``{"<dataset>/<arch>": raysweep.power.PowerLimit}``: each cell's ranking cases against its losses."""
+    cases = cases or protocol_cases(cfg)
+    alpha = cfg.confirmation["alpha"]
+    return {f"{d}/{a}": power_limit(len(cases["ranking"][d]["cases"]), len(cfg.losses), alpha)
+            for d in cfg.datasets for a in cfg.architectures}
+
+
+def _check_power(cfg: SweepConfig, where: str) -> None:
+    """Refuse (or, with ``confirmation.underpowered: warn``, warn about) a design that can never declare a
+    difference between two losses: the ranking would name a winner that no test could ever support."""
+    if cfg.confirmation["seeds"] == 0 or len(cfg.losses) < 2:
+        return
+    try:
+        limits = power_limits(cfg)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{where}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    for cell, limit in limits.items():
+        if limit.declarable:
+            continue
+        dataset = cell.split("/")[0]
+        message = (f"{where}: the design cannot separate any two losses in cell {cell}. {limit.sentence()} Raise "
+                   f"the ranking cases to at least {limit.cases_needed} (datasets.{dataset}.eval_options: e.g. "
+                   "num_volumes of synthetic, or more test cases on disk; trial.eval.max_cases must not cut them), "
+                   "rank fewer losses, or set confirmation.underpowered: warn to run it anyway (the report then "
+                   "states that no difference can be declared).")
+        if cfg.confirmation["underpowered"] == "error":
+            raise ValueError(message)
+        import warnings
+
+        warnings.warn(message, stacklevel=3)
+
+
+
+def _check_trial_configs(cfg: SweepConfig, where: str) -> None:
+    """Each (dataset, architecture) pair's trial config, as the sweep composes it, passes ``resolve_config``."""
+    loss = cfg.losses[0]
+    for ds in cfg.datasets:
+        for arch in cfg.architectures:
+            group = Group(ds, arch, loss)
+            for stage in ("tune", "confirm"):  # the stages evaluate on different splits
+                config = compose_trial(cfg, group, GroupSpace(loss, cfg.pairing).defaults(), seed=0, stage=stage)
+                try:
+                    resolve_config(config["trial"])
+                except ValueError as exc:
+                    raise ValueError(f"{where}: the {stage} trials of datasets.{ds} x architectures.{arch} would be "
+                                     f"invalid: {exc}") from None
+

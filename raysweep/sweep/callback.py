@@ -1,0 +1,223 @@
+"""The results callback: on the driver, every trial lands in Parquet as it ends, with its overlays, and a progress
+line is printed."""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from .. import results
+from .scheduler import METRIC
+
+__all__ = ["WRITE_FAILURES", "ResultsCallback", "delete_checkpoints"]
+
+# results_dir -> the first write error of the running stage. Module state rather than an attribute: on a restored
+# experiment Tune runs the callback it unpickled from tuner.pkl, not the one the driver built.
+WRITE_FAILURES: dict[str, tuple[str, OSError]] = {}
+
+
+def _callback_base():
+    from ray.tune import Callback
+
+    return Callback
+
+
+class ResultsCallback(_callback_base()):
+    """Writes every trial to Parquet on the driver as it ends (``raysweep.results``), copies its last overlays to
+    ``overlays_dir/<trial_id>/`` (before its checkpoints are deleted), and shows progress.
+
+    Rows are keyed by trial id and written atomically, so a restored experiment rewrites rather than duplicates them.
+    The per-report curve rows of running trials are kept in the callback's state, which Tune saves with the
+    experiment.
+    """
+
+    def __init__(self, results_dir: Path, overlays_dir: Path, sweep_id: str, stage: str, planned: int,
+                 versions: Mapping[str, str], quota: int = 1, progress: bool = True):
+        self.results_dir = Path(results_dir)
+        self.overlays_dir = Path(overlays_dir)
+        self.versions = dict(versions)  # recorded once per stage (environment()), not per trial
+        self.sweep_id, self.stage = sweep_id, stage
+        self.curves: dict[str, list[dict]] = {}
+        self.written: set[str] = set()
+        self.progress = _Progress(stage, planned, progress)
+        self.quota = quota
+        self._ended: list[tuple[Any, str]] = []  # (filesystem, trial path) of trials ended since the last snapshot
+        self._ended_before: list[tuple[Any, str]] = []  # ... ended before the last snapshot
+
+    def on_step_begin(self, iteration, trials, **info):
+        """Once per driver session, before any trial runs, make the Parquet folder agree with the experiment.
+
+        - Rows of this stage whose trial the experiment does not know are dropped. Tune snapshots the experiment
+          (trials, searcher, this callback) every ~10 s; a trial that ended after the last snapshot of a killed
+          driver has a row but is unknown to the restored experiment, whose searcher proposes a replacement. Keeping
+          the row would leave one trial too many in the group.
+        - Trials the experiment records as ended but that have no row (their write failed: disk full, read-only
+          folder) are written now, from the result and curves saved with the experiment.
+        - Leftovers of a writer killed mid-trial are removed: temporary files, and curves/cases files whose trial
+          has no ``trials`` row (the ``trials`` file is written last). Readers ignore both anyway.
+        """
+        if getattr(self, "_reconciled", False):
+            return
+        self._reconciled = True
+        known = {t.trial_id for t in trials}
+        have = results.stage_trial_ids(self.results_dir, self.stage)
+        for trial_id in have - known:
+            results.remove_trial_rows(self.results_dir, trial_id)
+        results.remove_incomplete(self.results_dir)
+        for t in trials:
+            if t.status == "TERMINATED" and t.trial_id not in have:
+                self._write(t, trials, error=None, show=False)
+
+    def get_state(self) -> dict | None:
+        """Called by Tune for each experiment snapshot. Also frees disk: the checkpoints of trials that ended before
+        the previous snapshot are deleted (that snapshot, complete by now, records them as ended, so no restore will
+        ever read them; a running trial's checkpoints are kept until then)."""
+        for fs, path in self._ended_before:
+            delete_checkpoints(fs, path)
+        self._ended_before, self._ended = self._ended, []
+        return {"curves": self.curves, "written": sorted(self.written)}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = results.curve_row(result)
+        rows = self.curves.setdefault(trial.trial_id, [])
+        # A trial restarted from a checkpoint reports again the iterations after it: keep the new rows (a report
+        # that reached the driver but whose checkpoint did not survive the failure is superseded).
+        while rows and row["training_iteration"] is not None and (rows[-1]["training_iteration"] or 0) >= row[
+                "training_iteration"]:
+            rows.pop()
+        rows.append(row)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._write(trial, trials, error=None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._write(trial, trials, error=_error_summary(trial))
+
+    def _write(self, trial, trials, error: str | None, show: bool = True) -> None:
+        tags = trial.config["tags"]
+        result = dict(trial.last_result or {})
+        rows = results.trial_rows(self.sweep_id, trial.trial_id, tags, result, self.curves.get(trial.trial_id, []),
+                                  versions=self.versions, error=error)
+        fs = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
+        try:
+            if fs is not None and trial.path:
+                _copy_overlays(fs, trial.path, self.overlays_dir / trial.trial_id)
+            results.write_trial_rows(self.results_dir, trial.trial_id, *rows)
+        except OSError as exc:
+            # Disk full or folder gone read-only: Tune would log this and go on, so that every later trial's results
+            # were lost too. Stop the experiment the way Ctrl+C does instead: Tune saves its state, SweepRunner
+            # raises a clear error, and the same command resumes; the trial is written then (on_step_begin).
+            WRITE_FAILURES.setdefault(str(self.results_dir), (trial.trial_id, exc))
+            _interrupt_tune()
+            return
+        self.curves.pop(trial.trial_id, None)
+        self.written.add(trial.trial_id)
+        if fs is not None and trial.path:
+            self._ended.append((fs, trial.path))
+        if show:
+            running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
+            key = f"{tags['dataset']}/{tags['arch']}/{tags['loss']}"
+            self.progress.finished(key, result.get(METRIC), rows[0][0]["status"], running, self.quota)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_reconciled", None)  # a restored copy (tuner.pkl) reconciles again
+        state["_ended"], state["_ended_before"] = [], []  # this driver session's disk bookkeeping only
+        return state
+
+    def set_state(self, state: dict) -> None:
+        self.curves = state.get("curves", {})
+        self.written = set(state.get("written", []))
+
+
+def _error_summary(trial) -> str:
+    """The exception line of a failed trial's last traceback (``TypeError: ...``), its attempts, and where the full
+    tracebacks are (Tune's ``error.txt`` in the trial folder)."""
+    text = ""
+    try:
+        text = Path(trial.error_file).read_text() if getattr(trial, "error_file", None) else ""
+    except OSError:
+        pass
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # Ray colours its tracebacks
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith((" ", "Failure #"))]
+    last = lines[-1][:500] if lines else "the trial raised an error"
+    attempts = getattr(trial, "num_failures", 0) or 1
+    where = f"; tracebacks in {trial.error_file}" if getattr(trial, "error_file", None) else ""
+    return f"{last} ({attempts} attempt{'s' if attempts > 1 else ''}{where})"
+
+
+def _interrupt_tune() -> bool:
+    """End the running ``Tuner.fit`` as Ctrl+C does (Tune saves the experiment; running trials resume later).
+
+    Calls Tune's SIGINT handler directly, which ``fit`` installs in the main thread. Returns False where it is not
+    installed (``fit`` in another thread, or ``TUNE_DISABLE_SIGINT_HANDLER=1``): the stage then runs to its end and
+    SweepRunner reports the failure afterwards.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and getattr(handler, "__name__", "") == "signal_interrupt_tune_run":
+        handler(signal.SIGINT, None)
+        return True
+    return False
+
+
+def delete_checkpoints(fs, trial_path: str) -> None:
+    """Delete the ``checkpoint_*`` folders of one ended trial (local or remote storage). Best effort."""
+    from pyarrow import fs as pafs
+
+    try:
+        for info in fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True)):
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
+                fs.delete_dir(info.path)
+    except OSError:
+        pass  # a checkpoint left behind costs disk, never correctness
+
+
+class _Progress:
+    """One line per finished trial on the driver: stage, done/planned, groups complete, running, best, ETA."""
+
+    def __init__(self, stage: str, planned: int, enabled: bool):
+        self.stage, self.planned, self.enabled = stage, planned, enabled
+        self.t0 = time.time()
+        self.done = 0
+        self.best: tuple[float, str] | None = None
+        self.per_group: dict[str, int] = {}
+
+    def finished(self, key: str, score: float | None, status: str, running: int, group_quota: int) -> None:
+        self.done += 1
+        self.per_group[key] = self.per_group.get(key, 0) + 1
+        if _finite(score) and (self.best is None or score > self.best[0]):
+            self.best = (score, key)
+        if not self.enabled:
+            return
+        elapsed = time.time() - self.t0
+        eta = elapsed / self.done * max(self.planned - self.done, 0)
+        groups = sum(1 for n in self.per_group.values() if n >= group_quota)
+        best = f"{self.best[0]:.3f} ({self.best[1]})" if self.best else "-"
+        print(f"[{self.stage}] {self.done}/{self.planned} trials, {groups} groups done, {running} running | "
+              f"last: {key} {status} {score if _finite(score) else float('nan'):.3f} | best {best} | "
+              f"{elapsed / 60:.1f} min elapsed, ~{eta / 60:.1f} min left", flush=True)
+
+
+def _copy_overlays(fs, trial_path: str, dest: Path) -> None:
+    """Copy a trial's last overlay PNGs (``<trial>/overlays/``, written at every report that renders them) to
+    ``dest``, replacing older ones; nothing when the trial wrote none. Raises OSError (a write failure)."""
+    from pyarrow import fs as pafs
+
+    found = fs.get_file_info(pafs.FileSelector(f"{trial_path}/overlays", allow_not_found=True))
+    pngs = [f for f in found if f.type == pafs.FileType.File and f.base_name.endswith(".png")]
+    if not pngs:
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.png"):
+        old.unlink()
+    for f in pngs:
+        with fs.open_input_stream(f.path) as src:
+            (dest / f.base_name).write_bytes(src.read())
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,458 @@
+"""The sweep runner: runs (or resumes) the two stages of a sweep into an output folder.
+
+Stage ``tune``: one ``Tuner`` whose searcher (:class:`GroupSearcher`) hands out trials round-robin across one Optuna
+study per group, with an equal quota each, the survey's defaults first; :class:`GroupScheduler` stops weak trials early
+with one ASHA bracket per group, so a trial only ever competes with trials of its own (dataset, arch, loss) group and
+every group gets the same rung schedule. The loss is never a tunable categorical (TPE would starve the losses that
+start slowly) and no two Tuners run at once (Ray does not support it), so the cluster stays busy with no barrier
+between groups. Tuning trials evaluate on each dataset's *selection* split.
+
+Stage ``confirm``: the best configuration of each group, among its tuning trials that ran their full budget, is
+retrained with ``confirmation.seeds`` new, distinct seeds and evaluated on the *ranking* split, which shares no case
+with the selection split; the ranking uses only these runs. ``sweep.json``'s ``protocol`` records both case lists,
+the rung schedule, the seeds and each cell's power limit.
+
+Every trial lands in Parquet through :class:`ResultsCallback` on the driver (idempotent by trial id). Running the same
+command on the same output folder resumes: a stage whose experiment exists is restored (``Tuner.restore``), a finished
+stage is skipped. See ``raysweep run --help``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .. import results
+from ..config import Group, SweepConfig, compose_trial, n_startup_trials, power_limits, protocol_cases, tune_quota
+from ..search import GroupSpace
+from ..trial.schema import resolve_config
+from .callback import WRITE_FAILURES, ResultsCallback, delete_checkpoints
+from .outdir import OutputLock, ResultsWriteError, _iso, check_writable, state_key
+from .scheduler import METRIC, GroupScheduler, asha_rungs
+from .searcher import FixedSearcher, GroupSearcher
+
+__all__ = ["SweepRunner", "best_points", "confirmation_seeds", "environment", "sweep_trainable", "trial_resources"]
+
+
+def sweep_trainable(config: dict) -> None:
+    """The function trainable: runs :func:`raysweep.trial.train_trial` on a sweep trial's envelope."""
+    from ..trial import train_trial
+
+    train_trial(config["trial"])
+
+
+class _tune_environment:
+    """Tune settings for the sweep's duration only (a library call must not change its caller's environment)."""
+
+    SETTINGS = {
+        "RAY_CHDIR_TO_TRIAL_DIR": "0",
+        "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+        # raysweep prints its own progress line per trial; Tune's tables and snapshot warnings would drown it.
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    }
+
+    def __enter__(self):
+        self.saved = {k: os.environ.get(k) for k in self.SETTINGS}
+        for k, v in self.SETTINGS.items():
+            os.environ.setdefault(k, v)
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def trial_resources(cfg: SweepConfig, cluster: dict[str, float]) -> tuple[dict[str, float], int]:
+    """Per-trial resources and the concurrency they allow on ``cluster`` (``ray.cluster_resources()``).
+
+    A GPU is requested only when the cluster has one (a GPU request on a CPU cluster would wait forever), so one
+    config runs on a laptop and on a GPU cluster; fractional GPUs let several trials share one. A config that insists
+    on CUDA (``trial.train.device: cuda``) on a cluster without GPUs is an error, raised before any trial starts.
+    """
+    cpus = float(cfg.resources["cpus_per_trial"])
+    total_cpu = float(cluster.get("CPU", 1))
+    total_gpu = float(cluster.get("GPU", 0))
+    if cpus > total_cpu:
+        raise ValueError(f"resources.cpus_per_trial={cpus:g} but the cluster has {total_cpu:g} CPUs; lower it")
+    device = str((cfg.trial.get("train") or {}).get("device", "auto"))
+    if device.startswith("cuda") and total_gpu == 0:
+        raise ValueError(f"trial.train.device is {device!r} but the Ray cluster has no GPU: set it to 'auto' (GPU "
+                         "where the cluster has one, else CPU) or 'cpu', or run on a cluster with GPUs")
+    gpus = float(cfg.resources["gpus_per_trial"]) if total_gpu > 0 else 0.0
+    res = {"cpu": cpus, "gpu": gpus}
+    slots = int(total_cpu // cpus)
+    if gpus > 0:
+        slots = min(slots, int(total_gpu // gpus + 1e-9))
+    if cfg.resources["max_concurrent"]:
+        slots = min(slots, int(cfg.resources["max_concurrent"]))
+    return res, max(1, slots)
+
+
+class SweepRunner:
+    """Runs (or resumes) a sweep into ``out_dir``: ``ray/`` (Tune experiments), ``results/`` (Parquet, sweep.json),
+    ``overlays/`` and the HTML report."""
+
+    def __init__(self, cfg: SweepConfig, out_dir: str | Path, address: str | None = None, fresh: bool = False,
+                 progress: bool = True, storage: str | None = None):
+        self.cfg = cfg
+        self.out = Path(out_dir).expanduser().resolve()
+        # Tune's experiment folders: shared storage (s3://, gs://, NFS) on a multi-node cluster; Parquet results are
+        # written by the driver and stay under out_dir.
+        self.storage = storage or str(self.out / "ray")
+        self.address = address
+        self.fresh = fresh
+        self.progress = progress
+        self.results_dir = self.out / "results"
+        self.state_path = self.out / "state.json"
+        self.inversenets: dict[str, str] = {}  # dataset -> InverseNet checkpoint (inverseform loss)
+        self.env: dict[str, Any] = {}
+
+    # state: which stages are done and the best points found, so a rerun skips finished work
+    def _state(self) -> dict:
+        if self.state_path.exists():
+            return json.loads(self.state_path.read_text())
+        return {}
+
+    def _save_state(self, state: dict) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_path)
+
+    def run(self) -> dict:
+        """Run or resume the sweep; returns its state (``state.json``).
+
+        Raises:
+            ResultsWriteError: ``out_dir`` is not writable or has too little free space (checked before anything
+                starts), or results could not be written mid-sweep (the sweep stops and can be resumed).
+            OutputInUse: another ``raysweep run`` is using ``out_dir``.
+            ValueError: ``out_dir`` holds a sweep with a different config (and ``fresh`` is not set).
+        """
+        check_writable(self.out)
+        with OutputLock(self.out):
+            if self.fresh:
+                for sub in ("ray", "results", "overlays", "state.json"):
+                    p = self.out / sub
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            state = self._state()
+            if state and state.get("config") != self.cfg.to_dict():
+                raise ValueError(f"{self.out} holds a sweep with a different config; pass --fresh to start over or "
+                                 "choose another --out")
+            state.setdefault("config", self.cfg.to_dict())
+            state.setdefault("sweep_id", uuid.uuid4().hex[:12])
+            state.setdefault("started", time.time())
+            self._save_state(state)
+
+            self.env = environment()  # once per run: versions and the git commit are the same for every trial
+            with _tune_environment():
+                return self._run(state)
+
+    def _run(self, state: dict) -> dict:
+        import ray
+
+        if not ray.is_initialized():
+            if self.address is None and os.environ.get("RAY_ADDRESS"):
+                self.address = os.environ["RAY_ADDRESS"]  # Ray's own way to name a cluster
+            if self.address in (None, "local"):
+                # address="local": always a private instance. Without it Ray joins whatever cluster `ray start` last
+                # recorded in /tmp/ray (run.py passes --address auto for that case).
+                ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
+                         dashboard_host="127.0.0.1")
+            else:
+                ray.init(address=self.address, log_to_driver=False)
+        cluster = ray.cluster_resources()
+        resources, slots = trial_resources(self.cfg, cluster)  # before any work: it checks the config's demands
+        self.inversenets = self._ensure_inversenets()
+        self._write_meta(state, cluster, slots)
+        t0 = time.time()
+        if not state.get("tune_done"):
+            best = self._tune(state, resources, slots)
+            state.update(tune_done=True, best=best)
+            self._save_state(state)
+            self._prune_checkpoints("tune")
+        if self.cfg.confirmation["seeds"] > 0 and not state.get("confirm_done"):
+            self._confirm(state, resources, slots)
+            state["confirm_done"] = True
+            self._save_state(state)
+            self._prune_checkpoints("confirm")
+        state["ended"] = time.time()
+        state["wall_s"] = state.get("wall_s", 0.0) + (time.time() - t0)
+        self._save_state(state)
+        results.update_sweep_meta(self.results_dir, ended_at=_iso(state["ended"]), wall_s=state["wall_s"])
+        return state
+
+    def _write_meta(self, state: dict, cluster: dict, slots: int) -> None:
+        env = self.env
+        searcher_total = sum(tune_quota(self.cfg, g) for g in self.cfg.groups())
+        results.write_sweep_meta(self.results_dir, {
+            "sweep_id": state["sweep_id"],
+            "config": self.cfg.to_dict(),
+            "config_text": self.cfg.text or "",
+            "started_at": _iso(state["started"]),
+            "ended_at": None,
+            "wall_s": state.get("wall_s", 0.0),
+            "git_commit": env["git_commit"],
+            "versions": {**env["versions"], "python": env["python"]},
+            "hardware": {"platform": env["platform"], "cpus": cluster.get("CPU"), "gpus": cluster.get("GPU", 0),
+                         "nodes": len([k for k in cluster if k.startswith("node:") and "internal" not in k]),
+                         "concurrent_trials": slots},
+            "planned": {"tune": searcher_total, "confirm": len(self.cfg.groups()) * self.cfg.confirmation["seeds"]},
+            "groups": [{"dataset": g.dataset, "arch": g.arch, "loss": g.loss} for g in self.cfg.groups()],
+            "spaces": {loss: GroupSpace(loss, self.cfg.pairing).to_dict() for loss in self.cfg.losses},
+            "protocol": self.protocol(),
+            "datasets": self.dataset_statistics(),
+        })
+
+    def dataset_statistics(self) -> dict[str, Any]:
+        """What each dataset holds (``raysweep data inspect``: classes, pixel shares, objects, spacing, warnings), for
+        sweep.json and the report's data section: a ranking holds for data of this kind. Datasets inspect does not
+        read are recorded as skipped."""
+        from ..data.inspect import inspect_config
+
+        print("inspecting the datasets (raysweep data inspect)", flush=True)
+        return {r["dataset"]: r for r in inspect_config(self.cfg.datasets)}
+
+    def protocol(self) -> dict[str, Any]:
+        """What makes the ranking fair, recorded in sweep.json: the cases that select and the cases that rank (per
+        dataset), the early-stopping scope and rungs, the tuning quota and start-up trials, the confirmation seeds
+        and each cell's power limit."""
+        trial = resolve_config(self.cfg.trial)
+        evals = _evaluations(self.cfg.trial)
+        t = self.cfg.tuning
+        asha = t["scheduler"] == "asha" and evals > 1
+        cases = protocol_cases(self.cfg)
+        return {
+            "alpha": self.cfg.confirmation["alpha"],
+            **cases,
+            "early_stopping": {"scheduler": "asha" if asha else "none", "scope": "group",
+                               "time_attr": "training_iteration", "grace_period": min(t["grace_period"], evals),
+                               "reduction_factor": t["reduction_factor"], "max_t": evals,
+                               "rungs": asha_rungs(evals, min(t["grace_period"], evals), t["reduction_factor"])
+                               if asha else [],
+                               "eval_every": trial["eval"]["every"], "budget_steps": trial["train"]["steps"]},
+            "tuning": {"trials_per_group": t["trials_per_group"], "n_startup_trials": n_startup_trials(self.cfg),
+                       "seed": t["seed"], "sampler": "tpe"},
+            "confirmation": {"seeds": confirmation_seeds(self.cfg)},
+            "power": {cell: limit.to_dict() for cell, limit in power_limits(self.cfg, cases).items()},
+        }
+
+    def _ensure_inversenets(self) -> dict[str, str]:
+        """Train (once, cached in the output folder) the InverseNet each dataset needs for the inverseform loss.
+
+        The authors' checkpoint cannot be downloaded, so raysweep's own net is trained on the dataset's training
+        masks before any trial starts; trials load it by path (on a multi-node cluster, --out must be shared).
+        """
+        if "inverseform" not in self.cfg.losses:
+            return {}
+        from ..data import build_dataset
+        from ..losses.boundary import inverseform as inv
+
+        paths = {}
+        for name, section in self.cfg.datasets.items():
+            path = self.out / "inversenet" / f"{name}.pt"
+            if not path.exists():
+                print(f"training the InverseNet for {name} (inverseform loss), once per output folder", flush=True)
+                options = {**section.get("options", {}), **section.get("train_options", {})}
+                kwargs = {"root": section["root"]} if section.get("root") else {}
+                ds = build_dataset(name, "train", **kwargs, **options)
+                stride = max(1, len(ds) // 256)
+                masks = [ds[i]["mask"].numpy() for i in range(0, len(ds), stride)][:256]
+                edges = inv.edge_tiles_from_masks(masks, ds.info.num_classes, tile=32)
+                net, summary = inv.train_inversenet(edges, steps=400, seed=self.cfg.tuning["seed"],
+                                                    progress=self.progress)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = inv.save_inversenet(net, f"raysweep-{name}-{state_key(self.out)}", summary)
+                tmp.replace(path)
+                print(f"  {summary['explained']:.0%} of the transforms explained; saved {path}", flush=True)
+            paths[name] = str(path)
+        return paths
+
+    # ------------------------------------------------------------------ stages
+
+    def _tuner(self, stage: str, trainable, **kwargs):
+        from ray import tune
+
+        path = f"{self.storage.rstrip('/')}/{self.cfg.name}-{stage}"
+        if tune.Tuner.can_restore(path):
+            return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        return tune.Tuner(trainable, **kwargs)
+
+    def _run_config(self, stage: str, state: dict, planned: int):
+        from ray import tune
+
+        callback = ResultsCallback(self.results_dir, self.out / "overlays", sweep_id=state["sweep_id"], stage=stage,
+                                   planned=planned, versions=self.env["versions"], progress=self.progress,
+                                   quota=self.cfg.tuning["trials_per_group"] if stage == "tune"
+                                   else self.cfg.confirmation["seeds"])
+        return tune.RunConfig(
+            name=f"{self.cfg.name}-{stage}",
+            storage_path=self.storage,
+            callbacks=[callback],
+            verbose=0,
+            # A lost node or a crashed worker: the trial restarts from its last checkpoint, up to twice.
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        )
+
+    def _with_threads(self, resources):
+        from ray import tune
+
+        return tune.with_resources(sweep_trainable, resources)
+
+    def _tune(self, state: dict, resources: dict, slots: int) -> dict:
+        from ray import tune
+
+        searcher = GroupSearcher(self._threaded_cfg(resources), self.inversenets)
+        evals = _evaluations(self.cfg.trial)
+        scheduler = None
+        if self.cfg.tuning["scheduler"] == "asha" and evals > 1:
+            scheduler = GroupScheduler(max_t=evals, grace_period=min(self.cfg.tuning["grace_period"], evals),
+                                       reduction_factor=self.cfg.tuning["reduction_factor"])
+        tuner = self._tuner(
+            "tune", self._with_threads(resources),
+            tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
+                                        num_samples=-1, max_concurrent_trials=slots, reuse_actors=True,
+                                        trial_dirname_creator=_dirname),
+            run_config=self._run_config("tune", state, searcher.total),
+        )
+        grid = tuner.fit()
+        self._raise_write_failure("tune")
+        return best_points(grid, self.cfg)
+
+    def _confirm(self, state: dict, resources: dict, slots: int) -> None:
+        from ray import tune
+
+        cfg = self._threaded_cfg(resources)
+        envelopes = []
+        for g in cfg.groups():
+            point = state["best"].get(g.key)
+            if point is None:
+                print(f"[confirm] {g.key}: no tuning trial ran its full budget; confirming the survey's defaults",
+                      flush=True)
+                point = GroupSpace(g.loss, cfg.pairing).defaults()
+            for seed in confirmation_seeds(cfg):
+                envelopes.append(compose_trial(cfg, g, point, seed=seed, stage="confirm",
+                                               inversenets=self.inversenets))
+        tuner = self._tuner(
+            "confirm", self._with_threads(resources),
+            tune_config=tune.TuneConfig(search_alg=FixedSearcher(envelopes), num_samples=-1,
+                                        max_concurrent_trials=slots, reuse_actors=True,
+                                        trial_dirname_creator=_dirname),
+            run_config=self._run_config("confirm", state, len(envelopes)),
+        )
+        tuner.fit()
+        self._raise_write_failure("confirm")
+
+    def _raise_write_failure(self, stage: str) -> None:
+        failure = WRITE_FAILURES.pop(str(self.results_dir), None)
+        if failure is None:
+            return
+        trial_id, exc = failure
+        raise ResultsWriteError(
+            exc.errno, f"could not write the results of trial {trial_id} ({exc.strerror or exc}: "
+            f"{exc.filename or self.results_dir}). The {stage} stage stopped and saved its state; files already "
+            f"written are unchanged. Free disk space or make {self.out} writable, then run the same command again "
+            "to resume.")
+
+    def _prune_checkpoints(self, stage: str) -> None:
+        """Delete every trial checkpoint of a finished stage: its experiment is never restored again."""
+        from pyarrow import fs as pafs
+
+        path = f"{self.storage.rstrip('/')}/{self.cfg.name}-{stage}"
+        try:
+            fs, root = pafs.FileSystem.from_uri(path if "://" in path else Path(path).as_uri())
+            trial_dirs = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        except (OSError, ValueError):
+            return
+        for info in trial_dirs:
+            if info.type == pafs.FileType.Directory:
+                delete_checkpoints(fs, info.path)
+
+    def _threaded_cfg(self, resources: dict) -> SweepConfig:
+        """The config with each trial's torch threads and device pinned to its resources."""
+        import copy
+
+        cfg = copy.copy(self.cfg)
+        trial = copy.deepcopy(cfg.trial)
+        train = trial.setdefault("train", {})
+        train.setdefault("threads", max(1, int(resources["cpu"])))
+        if resources["gpu"] == 0:
+            train["device"] = "cpu"  # never touch a GPU the trial did not ask for
+        train.setdefault("progress", False)
+        cfg.trial = trial
+        return cfg
+
+
+def _dirname(trial) -> str:
+    tags = trial.config["tags"]
+    return f"{tags['loss']}-{tags['arch']}-{trial.trial_id}"
+
+
+def _evaluations(trial_cfg: dict) -> int:
+    """Reports per trial (ASHA's max_t), from the trial config's steps and evaluation interval."""
+    full = resolve_config(trial_cfg)
+    steps, every = full["train"]["steps"], full["eval"]["every"]
+    return 1 if not every else math.ceil(steps / every)
+
+
+def confirmation_seeds(cfg: SweepConfig) -> list[int]:
+    """The training seeds of each group's confirmation runs: distinct, and distinct from the tuning seed."""
+    return [cfg.tuning["seed"] + 1 + k for k in range(cfg.confirmation["seeds"])]
+
+
+def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
+    """Best sampled point per group: the highest final selection score among the group's tuning trials that
+    completed their full budget (early-stopped, diverged and failed trials are never chosen: their scores are not
+    comparable). A group without such a trial is absent (the confirmation stage then uses its defaults)."""
+    steps = resolve_config(cfg.trial)["train"]["steps"]
+    best: dict[str, tuple[float, dict]] = {}
+    for result in grid:
+        tags = (result.config or {}).get("tags")
+        metrics = result.metrics or {}
+        score = metrics.get(METRIC)
+        if not tags or not _finite(score) or metrics.get("status") != "completed" or \
+                int(metrics.get("step") or 0) < steps:
+            continue
+        key = Group(tags["dataset"], tags["arch"], tags["loss"]).key
+        if key not in best or float(score) > best[key][0]:
+            best[key] = (float(score), tags["params"])
+    return {k: v[1] for k, v in best.items()}
+
+
+def environment() -> dict[str, Any]:
+    """Versions, hardware and git commit (``-dirty`` with uncommitted changes), for sweep.json and every trial row.
+    Computed once per run."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("raysweep", "torch", "ray", "optuna", "segmentation-models-pytorch", "pyarrow", "numpy"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=here).stdout.strip() or None
+        if commit and subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                     text=True, timeout=10, cwd=here).stdout.strip():
+            commit += "-dirty"
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"versions": versions, "python": sys.version.split()[0], "platform": platform.platform(),
+            "cpus": os.cpu_count(), "git_commit": commit}
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,165 @@
+"""The searchers: the tuning stage's per-group Optuna studies, and the confirmation stage's fixed list of runs.
+
+Both hand Tune the same envelope, ``{"trial": <train_trial config>, "tags": {...}}``
+(:func:`raysweep.config.compose_trial`), so every later step reads a trial's config and tags the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any, Mapping
+
+from ..config import Group, SweepConfig, compose_trial, n_startup_trials, tune_quota
+from ..search import GroupSpace
+from ..trial.schema import resolve_config
+from .scheduler import METRIC
+
+__all__ = ["FixedSearcher", "GroupSearcher"]
+
+
+def _searcher_base():
+    from ray.tune.search import Searcher
+
+    return Searcher
+
+
+class GroupSearcher(_searcher_base()):
+    """Multiplexes one Optuna study per group behind a single Tune searcher, with an equal quota per group.
+
+    Suggestions go round-robin over the groups that still have quota; results and completions are routed to the study
+    that proposed the trial. A group whose loss has nothing to tune gets a single trial (its defaults). Returns
+    ``Searcher.FINISHED`` once every quota is issued. Pickled whole by Tune (module-level classes only).
+    """
+
+    def __init__(self, cfg: SweepConfig, inversenets: Mapping[str, str] | None = None, metric: str = METRIC,
+                 mode: str = "max"):
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        super().__init__(metric=metric, mode=mode)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.cfg = cfg
+        self.inversenets = dict(inversenets or {})
+        self.groups = cfg.groups()
+        self.quota: dict[str, int] = {}
+        self.subs: dict[str, Any] = {}
+        self.spaces: dict[str, GroupSpace] = {}
+        self.budget = resolve_config(cfg.trial)["train"]["steps"]
+        self.n_startup = n_startup_trials(cfg)
+        # Trials of each group told to its study as COMPLETE or PRUNED: what TPE counts against n_startup_trials.
+        self.finished: dict[str, int] = {g.key: 0 for g in self.groups}
+        seed = cfg.tuning["seed"]
+        for i, g in enumerate(self.groups):
+            space = GroupSpace(g.loss, cfg.pairing)
+            self.spaces[g.key] = space
+            self.quota[g.key] = tune_quota(cfg, g)
+            if space.is_empty():
+                continue
+            self.subs[g.key] = OptunaSearch(
+                space=space, metric=metric, mode=mode, points_to_evaluate=[space.defaults()],
+                sampler=optuna.samplers.TPESampler(seed=seed * 10007 + i, n_startup_trials=self.n_startup),
+                study_name=f"{cfg.name}-{g.key}",  # unique: groups never merge into one study
+            )
+        self.issued = {g.key: 0 for g in self.groups}
+        self.owner: dict[str, Group] = {}
+        self.cursor = 0
+
+    @property
+    def total(self) -> int:
+        """Tuning trials planned, all groups together."""
+        return sum(self.quota.values())
+
+    def suggest(self, trial_id: str):
+        n = len(self.groups)
+        for k in range(n):
+            g = self.groups[(self.cursor + k) % n]
+            if self.issued[g.key] >= self.quota[g.key]:
+                continue
+            self.cursor = (self.cursor + k + 1) % n
+            sub = self.subs.get(g.key)
+            if sub is None:
+                point, proposal = {}, "fixed"
+            else:
+                point = sub.suggest(trial_id)
+                if not isinstance(point, dict):  # the study has nothing to propose now
+                    continue
+                # The first point is the survey's defaults (points_to_evaluate); after it, TPE samples at random
+                # until n_startup trials of the group have finished (Optuna's own rule, counted here).
+                proposal = ("default" if self.issued[g.key] == 0 else
+                            "random" if self.finished[g.key] < self.n_startup else "model")
+            self.issued[g.key] += 1
+            self.owner[trial_id] = g
+            return compose_trial(self.cfg, g, point, seed=self.cfg.tuning["seed"], stage="tune", proposal=proposal,
+                                 inversenets=self.inversenets)
+        return self.FINISHED if all(self.issued[k] >= q for k, q in self.quota.items()) else None
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        sub = self._sub(trial_id)
+        if sub is not None and METRIC in result:
+            sub.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        sub = self._sub(trial_id)
+        if sub is None:
+            return
+        if result is not None and not _finite(result.get(METRIC)):
+            error = True  # Optuna cannot store NaN; an OOM trial says nothing about its config
+        if not error and result is not None and int(result.get("step") or 0) < self.budget \
+                and result.get("status") == "running":
+            # Stopped early by the group's ASHA: PRUNED, not COMPLETE, so TPE ranks it by its intermediate values
+            # (reported at every evaluation) instead of mistaking a partial-budget score for a final one.
+            result = None
+        sub.on_trial_complete(trial_id, result=result, error=error)
+        if not error:
+            self.finished[self.owner[trial_id].key] += 1
+
+    def _sub(self, trial_id: str):
+        g = self.owner.get(trial_id)
+        return None if g is None else self.subs.get(g.key)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class FixedSearcher(_searcher_base()):
+    """Hands out a fixed list of trial envelopes in order (the confirmation runs), then ``FINISHED``.
+
+    A searcher rather than a ``grid_search`` so that both stages give Tune the same envelope; its state (how many
+    were issued) is saved with the experiment, so a restored stage issues only the runs it had not started.
+    """
+
+    def __init__(self, envelopes: list[dict[str, Any]]):
+        super().__init__(metric=METRIC, mode="max")
+        self.envelopes = list(envelopes)
+        self.issued = 0
+
+    @property
+    def total(self) -> int:
+        return len(self.envelopes)
+
+    def suggest(self, trial_id: str):
+        if self.issued >= len(self.envelopes):
+            return self.FINISHED
+        self.issued += 1
+        return self.envelopes[self.issued - 1]
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
