@@ -7,7 +7,8 @@ function run, and the shims applied. Each row is ``(loss, case, raysweep hyperpa
 (``same``; ``times_D``: their per-image NLL is raysweep's per-element NLL times ``D = C*H*W``; ``times_C``: they sum
 over classes where raysweep averages; ``vnet``: V-Net sums the per-image Dice score over the batch).
 
-Losses without released code (``jaccard``) are compared with the paper's equation computed here in NumPy. The table
+``jaccard`` (no released code), and the multi-class forms of ``dice`` and ``tversky`` (whose released code is binary),
+are compared with the paper's equation computed here in NumPy. The table
 that summarises this file is ``docs/fidelity/region.md``.
 """
 
@@ -35,6 +36,10 @@ def case_inputs(name: str):
         logits, target = fidelity_inputs(**CASES[name[:-5]])
         return 30.0 * (logits == logits.max(axis=1, keepdims=True)).astype(np.float64), target
     return fidelity_inputs(**CASES[name])
+
+
+def rel_diff(ours: float, theirs: float) -> float:
+    return abs(ours - theirs) / max(abs(theirs), 1e-12)
 
 
 def on_their_scale(value: float, scale: str, logits: np.ndarray) -> float:
@@ -132,15 +137,90 @@ RMI = [
     ('rmi', 'small_ignore', {'weight_ce': 0.0, 'radius': 2, 'pool_size': 4}, 3.618048667907715, 'same'),
 ]
 
-RECORDED = LOVASZ + GWDL + TLOSS + RMI
+# ---- dice: faustomilletari/VNet@584c1502f369f2547e7ed384f9cc25beb09f65e1, pyLayer.py, DiceLoss.forward (Caffe
+# Python layer), run by docs/fidelity/harness/region_vnet.py. Shims: Python 2 prints rewritten, stub caffe module.
+# The released forward is the Dice score of the argmax per image, summed over the batch (scale "vnet"), so it is
+# compared on hard predictions ("binary_hard"), foreground class only.
+DICE_VNET = [
+    ('dice', 'binary_hard', {'per_image': True, 'include_background': False, 'smooth': 1e-05}, 1.6205871105194092, 'vnet'),
+]
+
+# ---- log_cosh_dice, and the Dice it wraps: shruti-jadon/Semantic-Segmentation-Loss-Functions@
+# 00d33353e2f9d15da0488d19c51e11cfd30ef3bd, loss_functions.py, Semantic_loss_functions.log_cosh_dice_loss and
+# .dice_loss (y_true = foreground one-hot, y_pred = foreground softmax, float32 (B, H, W, 1)), run by
+# docs/fidelity/harness/region_tf.py (TF 2.21 CPU; shim: keras -> tf_keras for the Keras 2 backend). Their Dice
+# flattens everything (batch and channels) with smooth 1: raysweep's batch-level Dice of the foreground class.
+LOG_COSH_DICE = [
+    ('log_cosh_dice', 'binary', {'smooth': 1.0, 'include_background': False}, 0.02999315783381462, 'same'),
+    ('log_cosh_dice', 'binary_hard', {'smooth': 1.0, 'include_background': False}, 0.017846833914518356, 'same'),
+]
+
+DICE_JADON = [
+    ('dice', 'binary', {'smooth': 1.0, 'include_background': False}, 0.24614697694778442, 'same'),
+    ('dice', 'binary_hard', {'smooth': 1.0, 'include_background': False}, 0.1894904375076294, 'same'),
+]
+
+# ---- tversky, focal_tversky: nabsabraham/focal-tversky-unet@347d39117c24540400dfe80d106d2fb06d2b99e1, losses.py,
+# tversky_loss and focal_tversky (alpha = 0.7 on FN, 0.3 on FP, smooth 1, exponent gamma = 0.75 = 1 / (4/3)), run by
+# region_tf.py (shim: keras -> tf_keras). Binary, batch-flattened: raysweep's foreground class, batch-level.
+# Salehi et al. released no Tversky code; Abraham & Khan's tversky() is the one the focal Tversky loss builds on.
+TVERSKY = [
+    ('tversky', 'binary', {'alpha': 0.3, 'beta': 0.7, 'smooth': 1.0, 'include_background': False}, 0.2465527057647705, 'same'),
+    ('tversky', 'binary_hard', {'alpha': 0.3, 'beta': 0.7, 'smooth': 1.0, 'include_background': False}, 0.19264501333236694, 'same'),
+]
+
+FOCAL_TVERSKY = [
+    ('focal_tversky', 'binary', {'gamma': 1.3333333333333333, 'alpha': 0.3, 'beta': 0.7, 'smooth': 1.0, 'include_background': False}, 0.34989064931869507, 'same'),
+    ('focal_tversky', 'binary_hard', {'gamma': 1.3333333333333333, 'alpha': 0.3, 'beta': 0.7, 'smooth': 1.0, 'include_background': False}, 0.29078254103660583, 'same'),
+]
+
+# ---- generalized_dice, sens_spec: NifTK/NiftyNet@935bf4334cd00fa9f9d50f6a95ddcbfdde4031e0,
+# niftynet/layer/loss_segmentation.py, generalised_dice_loss(type_weight) and sensitivity_specificity_loss(r), on
+# float32 softmax (n_voxels, C) per image, averaged over the batch as LossFunction.layer_op does; run by region_tf.py.
+# Shims: tf -> tf.compat.v1 (eager), stub niftynet.engine / base_layer imports. NiftyNet's GDL has no smoothing
+# (denominator floored at 1; raysweep smooth=0) and replaces infinite weights by the largest finite one, as raysweep.
+# Its sens_spec names the two parts the other way round but computes r * error on the class's pixels +
+# (1 - r) * error on the others, as raysweep; it sums over classes where raysweep averages (scale "times_C").
+GDL = [
+    ('generalized_dice', 'small', {'weighting': 'square', 'per_image': True, 'smooth': 0.0}, 0.42311325669288635, 'same'),
+    ('generalized_dice', 'small', {'weighting': 'simple', 'per_image': True, 'smooth': 0.0}, 0.4154956042766571, 'same'),
+    ('generalized_dice', 'small', {'weighting': 'uniform', 'per_image': True, 'smooth': 0.0}, 0.4074893295764923, 'same'),
+    ('generalized_dice', 'binary', {'weighting': 'square', 'per_image': True, 'smooth': 0.0}, 0.23124507069587708, 'same'),
+    ('generalized_dice', 'binary', {'weighting': 'simple', 'per_image': True, 'smooth': 0.0}, 0.22978678345680237, 'same'),
+    ('generalized_dice', 'binary', {'weighting': 'uniform', 'per_image': True, 'smooth': 0.0}, 0.2283138632774353, 'same'),
+    ('generalized_dice', 'wide', {'weighting': 'square', 'per_image': True, 'smooth': 0.0}, 0.48534315824508667, 'same'),
+    ('generalized_dice', 'wide', {'weighting': 'simple', 'per_image': True, 'smooth': 0.0}, 0.4723482131958008, 'same'),
+    ('generalized_dice', 'wide', {'weighting': 'uniform', 'per_image': True, 'smooth': 0.0}, 0.4611414074897766, 'same'),
+    ('generalized_dice', 'small_absent', {'weighting': 'square', 'per_image': True, 'smooth': 0.0}, 0.5967596173286438, 'same'),
+    ('generalized_dice', 'small_absent', {'weighting': 'simple', 'per_image': True, 'smooth': 0.0}, 0.569739818572998, 'same'),
+    ('generalized_dice', 'small_absent', {'weighting': 'uniform', 'per_image': True, 'smooth': 0.0}, 0.5416628122329712, 'same'),
+]
+
+SENS_SPEC = [
+    ('sens_spec', 'small', {'r': 0.05, 'per_image': True, 'smooth': 1e-05}, 0.2664062827825546, 'times_C'),
+    ('sens_spec', 'small', {'r': 0.5, 'per_image': True, 'smooth': 1e-05}, 0.6185134947299957, 'times_C'),
+    ('sens_spec', 'binary', {'r': 0.05, 'per_image': True, 'smooth': 1e-05}, 0.24154146015644073, 'times_C'),
+    ('sens_spec', 'binary', {'r': 0.5, 'per_image': True, 'smooth': 1e-05}, 0.24154146015644073, 'times_C'),
+    ('sens_spec', 'wide', {'r': 0.05, 'per_image': True, 'smooth': 1e-05}, 0.28058671951293945, 'times_C'),
+    ('sens_spec', 'wide', {'r': 0.5, 'per_image': True, 'smooth': 1e-05}, 0.8612514734268188, 'times_C'),
+    ('sens_spec', 'small_absent', {'r': 0.05, 'per_image': True, 'smooth': 1e-05}, 0.3786328136920929, 'times_C'),
+    ('sens_spec', 'small_absent', {'r': 0.5, 'per_image': True, 'smooth': 1e-05}, 0.7088574767112732, 'times_C'),
+]
+
+RECORDED = LOVASZ + GWDL + TLOSS + RMI + DICE_VNET + LOG_COSH_DICE + DICE_JADON + TVERSKY + FOCAL_TVERSKY + GDL + SENS_SPEC
 
 
-# ---- jaccard: Rahman & Wang (ISVC 2016) released no code. Their equation, computed here independently:
-# L = 1 - (1/C) sum_c (I_c + s) / (U_c + s), I_c = sum_n t_n^c y_n^c, U_c = sum_n (t_n^c + y_n^c - t_n^c y_n^c), on
-# softmax probabilities y over the valid pixels (the paper's sums run over all pixels; ignored ones are dropped).
+# ---- Paper equations, computed here independently (NumPy, explicit loops over images and classes), for the
+# multi-class settings the released code does not cover:
+# jaccard: Rahman & Wang (ISVC 2016) released no code. L = 1 - (1/C) sum_c (I_c + s) / (U_c + s),
+#   I_c = sum_n t_n^c y_n^c, U_c = sum_n (t_n^c + y_n^c - t_n^c y_n^c).
+# dice (survey eq., L1 denominator): L = 1 - (1/C) sum_c (2 I_c + s) / (sum_n t_n^c + sum_n y_n^c + s).
+# tversky (Salehi; alpha on false positives, beta on false negatives):
+#   L = 1 - (1/C) sum_c (I_c + s) / (I_c + alpha sum_n y(1 - t) + beta sum_n t(1 - y) + s).
+# y = softmax probabilities over the valid pixels (ignored pixels are dropped).
 
 
-def jaccard_paper(logits, target, smooth=1e-5, per_image=False):
+def overlap_paper(kind, logits, target, smooth=1e-5, per_image=False, alpha=0.3, beta=0.7):
     b, c = logits.shape[:2]
     e = np.exp(logits - logits.max(1, keepdims=True))
     y = e / e.sum(1, keepdims=True)
@@ -149,30 +229,36 @@ def jaccard_paper(logits, target, smooth=1e-5, per_image=False):
     for imgs in groups:
         per_class = []
         for k in range(c):
-            inter = union = 0.0
+            inter = st = sy = fp = fn = 0.0
             for i in imgs:
                 valid = target[i] != 255
                 t = (target[i] == k)[valid].astype(float)
                 p = y[i, k][valid]
                 inter += float((t * p).sum())
-                union += float((t + p - t * p).sum())
-            per_class.append(1.0 - (inter + smooth) / (union + smooth))
+                st += float(t.sum())
+                sy += float(p.sum())
+                fp += float((p * (1 - t)).sum())
+                fn += float((t * (1 - p)).sum())
+            if kind == "jaccard":
+                score = (inter + smooth) / (st + sy - inter + smooth)
+            elif kind == "dice":
+                score = (2 * inter + smooth) / (st + sy + smooth)
+            else:
+                score = (inter + smooth) / (inter + alpha * fp + beta * fn + smooth)
+            per_class.append(1.0 - score)
         losses.append(np.mean(per_class))
     return float(np.mean(losses))
 
 
+@pytest.mark.parametrize("kind", ["jaccard", "dice", "tversky"])
 @pytest.mark.parametrize("case", ["small", "binary", "wide", "small_ignore", "small_absent"])
 @pytest.mark.parametrize("smooth,per_image", [(1e-5, False), (1.0, False), (1e-5, True)])
-def test_jaccard_matches_paper_equation(case, smooth, per_image):
+def test_overlap_losses_match_paper_equations(kind, case, smooth, per_image):
     logits, target = case_inputs(case)
-    ours = float(build_loss("jaccard", smooth=smooth, per_image=per_image)(torch.from_numpy(logits).float(),
-                                                                           torch.from_numpy(target)))
-    theirs = jaccard_paper(logits, target, smooth, per_image)
-    assert abs(ours - theirs) / abs(theirs) <= RTOL
-
-
-def rel_diff(ours: float, theirs: float) -> float:
-    return abs(ours - theirs) / max(abs(theirs), 1e-12)
+    hp = {"smooth": smooth, "per_image": per_image}
+    ours = float(build_loss(kind, **hp)(torch.from_numpy(logits).float(), torch.from_numpy(target)))
+    theirs = overlap_paper(kind, logits, target, smooth, per_image)
+    assert rel_diff(ours, theirs) <= RTOL
 
 
 def raysweep_value(loss, case, hp, scale):
@@ -187,3 +273,10 @@ def test_matches_authors_code(loss, case, hp, theirs, scale):
     ours = raysweep_value(loss, case, hp, scale)
     assert rel_diff(ours, theirs) <= RTOL, f"{loss} {case} {hp}: raysweep {ours!r}, authors {theirs!r}"
 
+
+
+def test_every_region_loss_is_covered():
+    from raysweep.losses.registry import LOSSES
+
+    region = {name for name, spec in LOSSES.items() if spec.family == "region"}
+    assert region <= {r[0] for r in RECORDED} | {"jaccard"}

@@ -22,6 +22,13 @@ class DiceLoss(RegionLoss):
     With the defaults (batch-level sums, background included, ``smooth=1e-5``) it equals MONAI's
     ``DiceLoss(softmax=True, to_onehot_y=True, batch=True)``; ``per_image=True`` equals ``batch=False``.
 
+    Fidelity (``tests/test_fidelity_region.py``): V-Net's released Caffe layer (faustomilletari/VNet@584c150,
+    ``pyLayer.py``) computes in its forward the Dice score of the *argmax* per image, and the soft Dice with a
+    squared denominator (``sum p^2 + sum t^2``, the V-Net paper's eq. 1) only in its hand-written backward. raysweep
+    follows the survey's L1 denominator (as MONAI, smp and nnU-Net); the two agree on hard predictions, where
+    raysweep equals V-Net's forward. On soft predictions it equals Jadon's ``dice_loss`` (foreground, smooth 1) and
+    the survey's equation.
+
     Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor. See
     :class:`~raysweep.losses.base.RegionLoss` for the arguments.
     """

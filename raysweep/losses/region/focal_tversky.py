@@ -24,6 +24,10 @@ class FocalTverskyLoss(TverskyLoss):
     less than that of hard ones. Other peers differ: smp applies the power after the class mean, the Unified Focal
     paper writes ``(1 - TI)^(1 - gamma)``.
 
+    Equals the authors' ``focal_tversky`` (nabsabraham/focal-tversky-unet@347d391, exponent 0.75) on a binary
+    foreground with ``smooth=1, include_background=False``. Their code flattens all channels into one index;
+    raysweep follows the paper's per-class sum, as a mean over classes.
+
     Args:
         gamma: focal parameter, ``> 0`` (the survey recommends [1, 3]).
         alpha, beta: false-positive and false-negative weights, as in :class:`TverskyLoss`.

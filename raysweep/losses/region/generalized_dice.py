@@ -27,7 +27,10 @@ class GeneralizedDiceLoss(RegionLoss):
             weight instead (so false positives on it are still penalised).
         smooth, per_image, include_background, ignore_index: see :class:`~raysweep.losses.base.RegionLoss`.
 
-    With the defaults it equals MONAI's ``GeneralizedDiceLoss(softmax=True, to_onehot_y=True, batch=True)``.
+    With the defaults it equals MONAI's ``GeneralizedDiceLoss(softmax=True, to_onehot_y=True, batch=True)``. With
+    ``per_image=True, smooth=0`` it equals Sudre's NiftyNet ``generalised_dice_loss`` (NifTK/NiftyNet@935bf43), which
+    works per image and floors the denominator at 1 instead of smoothing. The default (batch-level weights) is a
+    deliberate choice: per-image weights ``1/n_c^2`` explode for classes small or absent in one image.
     Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
     """
 

@@ -33,7 +33,10 @@ class GeneralizedWassersteinDiceLoss(SegLoss):
         per_image: one score per image, averaged (MONAI's convention), instead of one over the batch.
         ignore_index: label excluded from every sum.
 
-    With ``per_image=True`` it equals MONAI's ``GeneralizedWassersteinDiceLoss`` (which has no ignore_index).
+    With ``per_image=True`` it equals MONAI's ``GeneralizedWassersteinDiceLoss`` (which has no ignore_index) and,
+    with ``smooth=2.2e-16`` (their ``np.spacing(1)``), the authors' loss (LucasFidon/GeneralizedWassersteinDiceLoss
+    @4aa35ab), which is per image only. The default ``per_image=False`` (one score over the batch) is raysweep's
+    convention for all overlap losses.
     Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
     """
 

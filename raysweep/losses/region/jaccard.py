@@ -18,6 +18,9 @@ from ._space import REGION_SPACE
 class JaccardLoss(RegionLoss):
     """``1 - mean_c (TP_c + s) / (TP_c + FP_c + FN_c + s)`` on softmax probabilities.
 
+    Rahman & Wang released no code; this is their ``I / U`` with ``U = sum (t + y - t y)`` (``= TP + FP + FN``),
+    checked against the equation in ``tests/test_fidelity_region.py``.
+
     Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor. See
     :class:`~raysweep.losses.base.RegionLoss` for the arguments.
     """

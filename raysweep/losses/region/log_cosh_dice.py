@@ -27,6 +27,11 @@ def log_cosh(x):
 class LogCoshDiceLoss(DiceLoss):
     """``log(cosh(L_Dice))`` where ``L_Dice`` is :class:`~raysweep.losses.region.dice.DiceLoss` (same arguments).
 
+    Equals Jadon's ``log_cosh_dice_loss`` (shruti-jadon/Semantic-Segmentation-Loss-Functions@00d3335) on a binary
+    foreground with ``smooth=1, include_background=False``. Deliberate difference: Jadon's Dice flattens every channel
+    into one score (with softmax and one-hot that is a soft pixel accuracy); raysweep averages the per-class Dice
+    losses, as the survey's Dice does, before taking ``log cosh``.
+
     Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
     """
 

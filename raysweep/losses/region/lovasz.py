@@ -51,7 +51,8 @@ class LovaszSoftmaxLoss(SegLoss):
             ``'all'`` over every class (absent classes then penalise false positives).
         ignore_index: pixels with this label are dropped before sorting.
 
-    With the defaults it equals smp's ``LovaszLoss(mode='multiclass', per_image=False)``.
+    With the defaults it equals smp's ``LovaszLoss(mode='multiclass', per_image=False)``; with every setting, Berman's
+    ``lovasz_softmax(softmax(logits), target, classes, per_image, ignore)`` (bermanmaxim/LovaszSoftmax@7d48792).
     Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
     """
 

@@ -27,6 +27,11 @@ class SensitivitySpecificityLoss(RegionLoss):
             term is a mean over the huge background and would otherwise be negligible; SegLossOdyssey uses 0.1.
         smooth, per_image, include_background, ignore_index: see :class:`~raysweep.losses.base.RegionLoss`.
 
+    Brosch et al. released no code. With ``per_image=True`` it equals NiftyNet's ``sensitivity_specificity_loss``
+    (NifTK/NiftyNet@935bf43, per image, ``epsilon`` 1e-5 as ``smooth``) divided by ``C``: NiftyNet sums over
+    classes, raysweep averages (the survey's ``1/C``) so the scale does not grow with the number of classes.
+    (NiftyNet names the two parts the other way round; the arithmetic is the same.)
+
     Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
     """
 

@@ -28,11 +28,17 @@ class TLoss(SegLoss):
     over images of ``NLL / D``. Small ``nu`` is heavy-tailed (robust to label noise); ``nu -> inf`` tends to the
     Gaussian (MSE). The original is binary (foreground probability only); here every class's residual counts.
 
+    Equals the authors' ``TLoss`` (Digital-Dermatology/t-loss@f132e87) fed the C residual maps of an image stacked
+    into one map, with their constant log-precisions ``lambdas`` set to 0, divided by ``D``. Deliberate differences:
+    ``Sigma = I`` as in the paper (their code fixes ``lambdas = 1``, i.e. ``Sigma = e^-1 I``); every class's residual
+    (theirs is binary, foreground only); the per-element scale ``NLL / D`` (theirs grows with the image size), with
+    ``D`` counting valid pixels (theirs is fixed at ``image_size^2``).
+
     **nu is learned**: it is the ``nn.Parameter`` ``log_nu`` of this module (``nu = exp(log_nu) + epsilon``), so the
     optimiser must include the loss's parameters, e.g. ``AdamW([*model.parameters(), *loss.parameters()])``.
 
     Args:
-        nu: initial degrees of freedom ``> 0`` (the original initialises its raw parameter at 1, i.e. nu = e).
+        nu: initial degrees of freedom ``> 0`` (the authors start at ``e``: their raw parameter starts at 1).
         epsilon: added to nu for numerical safety.
         ignore_index: ignored pixels contribute no residual and do not count in ``D``.
 

@@ -25,6 +25,10 @@ class TverskyLoss(RegionLoss):
         beta: weight of false negatives. ``alpha = beta = 0.5`` is Dice, ``alpha = beta = 1`` is Jaccard.
         smooth, per_image, include_background, ignore_index: see :class:`~raysweep.losses.base.RegionLoss`.
 
+    Salehi et al. released no code. On a binary foreground (``smooth=1, include_background=False``) it equals
+    ``tversky_loss`` of Abraham & Khan (nabsabraham/focal-tversky-unet@347d391: 0.7 on FN, 0.3 on FP), which
+    flattens all channels into one index; raysweep averages the per-class losses (the survey's eq. 14).
+
     Shapes: logits ``(B, C, H, W)``, target ``(B, H, W)`` int64; returns a 0-dim tensor.
     """
 
