@@ -14,7 +14,7 @@ import pytest
 
 from raysweep import cli, results
 from raysweep.power import power_limit
-from raysweep.report import build_report, stats
+from raysweep.report import build_report, stats, tuning
 
 from report_fixture import CLEAR, TIE, make_fixture
 
@@ -169,8 +169,8 @@ def test_size_view_and_families(report):
 
 
 def test_sensitivity_and_importance(report, frames):
-    tune = stats.tuning_trials(frames["trials"], *TIE, "focal")
-    imp = stats.param_importance(tune)
+    tune = tuning.tuning_trials(frames["trials"], *TIE, "focal")
+    imp = tuning.param_importance(tune)
     assert max(imp, key=imp.get) == "gamma"
     assert "Focal: 10 tuning trials, 2 parameters; most important: gamma" in report["html"]
 

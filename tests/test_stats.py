@@ -17,7 +17,7 @@ from scipy import stats as sstats
 
 from raysweep import results
 from raysweep.power import power_limit
-from raysweep.report import stats
+from raysweep.report import stats, tuning
 
 from report_fixture import write_planted_cell
 
@@ -246,7 +246,7 @@ def test_tune_case_rows_change_no_ranking_number(tmp_path, planted, same_ids):
     pd.testing.assert_frame_equal(cell.matrix, ref.matrix)
     pd.testing.assert_frame_equal(cell.wilcoxon_holm, ref.wilcoxon_holm)
     assert cell.friedman == ref.friedman and cell.n_cases == ref.n_cases == 16 and cell.top_group == ref.top_group
-    roles = stats.case_roles(frames["cases"], None, "d")
+    roles = tuning.case_roles(frames["cases"], None, "d")
     assert roles["overlap"] == (ids if same_ids else []) and roles["source"] == "cases table"
     assert roles["selection"]["cases"] == sorted(ids)
 
@@ -255,11 +255,11 @@ def test_case_roles_from_protocol():
     cases = pd.DataFrame({"dataset": ["d"] * 3, "stage": ["tune", "confirm", "confirm"], "case": ["v1", "t1", "t2"]})
     proto = {"selection": {"d": {"split": "val", "cases": ["v1", "v2"]}},
              "ranking": {"d": {"split": "test", "cases": ["t1", "t2"]}}}
-    r = stats.case_roles(cases, proto, "d")
+    r = tuning.case_roles(cases, proto, "d")
     assert r["source"] == "protocol" and r["selection"] == {"split": "val", "cases": ["v1", "v2"]}
     assert r["ranking"]["split"] == "test" and r["overlap"] == []
     proto["ranking"]["d"]["cases"].append("v2")  # the protocol itself lists a case in both roles
-    assert stats.case_roles(cases, proto, "d")["overlap"] == ["v2"]
+    assert tuning.case_roles(cases, proto, "d")["overlap"] == ["v2"]
 
 
 # -- convergence ---------------------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ def test_rung_counts_planted_curves():
         "steps_done": [100, 100, 40, 30, 20, 10, 0], "budget_steps": 100})
     curves = pd.DataFrame([{"trial_id": t, "training_iteration": i, "step": 10 * i, "metric": 0.5}
                            for t, n in reached.items() for i in range(1, n + 1)])
-    counts = stats.rung_counts(trials, curves, "d", "m", [1, 2, 4, 8], 10)
+    counts = tuning.rung_counts(trials, curves, "d", "m", [1, 2, 4, 8], 10)
     r = counts.loc["x"]
     by_hand = {m: sum(v >= m for v in reached.values()) for m in (1, 2, 4, 8, 10)}
     assert by_hand == {1: 6, 2: 5, 4: 3, 8: 2, 10: 1}

@@ -156,7 +156,7 @@ def sensitivity(tune: pd.DataFrame, primary: str, importance: dict[str, float] |
     """One panel per tuned parameter: final metric of each tuning trial against the parameter's value.
 
     Filled dots: completed trials; hollow: early-stopped (ASHA, fewer steps); the default configuration in red.
-    ``dims`` (:func:`raysweep.report.stats.param_dims`) gives each axis its search range and scale (log where the
+    ``dims`` (:func:`raysweep.report.tuning.param_dims`) gives each axis its search range and scale (log where the
     search sampled log-uniformly). Panels are ordered by importance where known.
     """
     cols = [f"param:{name}" for name in dims]
