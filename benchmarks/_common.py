@@ -1,11 +1,15 @@
-"""Shared set-up of the benchmark scripts."""
+"""Shared set-up of the benchmark modules: InverseNet, inputs (label maps, a loss's extra inputs), tables, JSON."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 
 import numpy as np
+import torch
+
+from raysweep.checks import jsonable as _jsonable
 
 
 def ensure_inversenet() -> None:
@@ -32,6 +36,68 @@ def ensure_inversenet() -> None:
         masks.append(m)
     net, summary = inv.train_inversenet(inv.edge_tiles_from_masks(masks, 4, 64), steps=50, progress=False)
     inv.save_inversenet(net, "default", summary)
+
+
+def smooth_noise(n: int, num_classes: int, size: int, seed: int = 0, blur: float = 40.0) -> np.ndarray:
+    """``(n, num_classes, size, size)`` float64 uniform noise smoothed per channel (Gaussian, sigma ``size / blur``)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    return ndimage.gaussian_filter(rng.random((n, num_classes, size, size)), (0, 0, size / blur, size / blur))
+
+
+def label_maps(n: int, num_classes: int, size: int, seed: int = 0, blur: float = 40.0) -> np.ndarray:
+    """``(n, size, size)`` int64 label maps: the argmax of :func:`smooth_noise`, many touching regions of varied
+    size (``blur`` larger = smaller regions)."""
+    return smooth_noise(n, num_classes, size, seed, blur).argmax(1).astype(np.int64)
+
+
+def fake_extras(name: str, logits: torch.Tensor, dist_map: torch.Tensor | None = None, *, seed: int = 0,
+                features: str = "decoder") -> dict[str, torch.Tensor]:
+    """What a training loop passes to loss ``name`` besides ``(logits, target)``, per its ``LossSpec.needs``.
+
+    ``dist_map`` (precomputed ``(B, C, H, W)`` float32, as the DataLoader workers provide it) is passed on when given
+    and needed; the model outputs are random, from ``seed``, on ``logits``'s device: ``aux_logits`` ``(B, num_bins,
+    H, W)``; ``features`` ``(B, 16, H, W)`` (``"decoder"``: a U-Net decoder's output) or ``(B, 8, H/2, W/2)``
+    (``"small"``: what tests/conftest.py's ``extras_for`` passes). Maps a loss computes from the target itself
+    (``boundary``, ``rw_map``) are left to the loss.
+    """
+    from raysweep.losses import LOSSES
+
+    spec = LOSSES[name]
+    g = torch.Generator().manual_seed(seed)
+    b, _, h, w = logits.shape
+    out = {}
+    if "dist_map" in spec.needs and dist_map is not None:
+        out["dist_map"] = dist_map
+    if "aux_logits" in spec.needs:
+        out["aux_logits"] = torch.randn(b, spec.defaults["num_bins"], h, w, generator=g).to(logits.device)
+    if "features" in spec.needs:
+        shape = (b, 16, h, w) if features == "decoder" else (b, 8, max(h // 2, 1), max(w // 2, 1))
+        out["features"] = torch.randn(*shape, generator=g).to(logits.device)
+    return out
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def jsonable(x):
+    """Strict JSON for the benchmark records: :func:`raysweep.checks.jsonable`, except that NaN is written as
+    ``"nan"`` (a failed reading stays distinguishable from a missing one), one-element tensors become numbers and
+    anything else JSON cannot hold its ``repr``."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if (isinstance(x, torch.Tensor) and x.numel() == 1) or (isinstance(x, np.generic) and x.ndim == 0):
+        x = x.item()
+    if isinstance(x, float) and math.isnan(x):
+        return "nan"
+    x = _jsonable(x)
+    return x if isinstance(x, (str, int, float, bool)) or x is None else repr(x)
 
 
 def emit(rows: list[str], row: str) -> None:

@@ -1,6 +1,6 @@
 """Forward+backward time and peak memory of every loss, beside its peer implementations in the same process.
 
-    python benchmarks/losses.py [--quick] [--loss NAME ...] [--repeats N] [--device cpu|cuda] [--out FILE.md]
+    python -m benchmarks.losses [--quick] [--loss NAME ...] [--repeats N] [--device cpu|cuda] [--out FILE.md]
 
 Sizes: (B=8, C=9, 224x224) (Synapse at TransUNet's resolution) and (B=2, C=19, 512x1024) (Cityscapes at half
 resolution); ``--quick`` runs only the first. Time is the best of ``--repeats`` runs after one warm-up run (the
@@ -9,8 +9,9 @@ Peak memory is the extra memory a forward+backward needs on top of its inputs: o
 statistics; on CPU from the process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` before
 each measurement), with glibc's mmap threshold lowered so that freed buffers leave the resident set at once.
 Ratios are ours / peer: below 1 means raysweep is faster (or lighter). Losses that use distance maps get them
-precomputed (as in training, where the DataLoader workers compute them); ``benchmarks/maps.py`` times the maps and
-``benchmarks/loss_step.py`` the whole training step with maps precomputed and on the fly.
+precomputed (as in training, where the DataLoader workers compute them); :mod:`benchmarks.maps` times the maps and
+:mod:`benchmarks.loss_step` the whole training step with maps precomputed and on the fly.
+:func:`measure` is the measurement (also :mod:`benchmarks.gpu_session`'s), :func:`time_losses` the table's rows.
 """
 
 from __future__ import annotations
@@ -19,21 +20,23 @@ import argparse
 import gc
 import os
 import re
+import statistics
 import sys
 import time
-from pathlib import Path
+from contextlib import nullcontext
+from typing import Iterator
 
 # Freed tensors must leave the resident set immediately for the CPU peak-memory reading; glibc reads this at start-up.
-if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux"):
+if __name__ == "__main__" and os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux"):
     os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    os.execv(sys.executable, [sys.executable, *sys.argv])
+    os.execv(sys.executable, [sys.executable, "-m", __spec__.name if __spec__ else "benchmarks.losses", *sys.argv[1:]])
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import emit, ensure_inversenet, save_table  # noqa: E402
 from raysweep.losses import LOSSES, build_loss  # noqa: E402
 from raysweep.losses.maps import batch_signed_distance  # noqa: E402
+
+from ._common import emit, ensure_inversenet, fake_extras, save_table, sync  # noqa: E402
 
 SIZES = {"8x9x224x224": (8, 9, 224, 224), "2x19x512x1024": (2, 19, 512, 1024)}
 
@@ -121,39 +124,35 @@ def _status_bytes(key: str) -> int:
         return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) * 1024
 
 
-def extras(name: str, logits: torch.Tensor, target: torch.Tensor, dist_map: torch.Tensor) -> dict:
-    """What a training loop passes to loss ``name`` besides (logits, target): precomputed maps and head outputs."""
-    needs = LOSSES[name].needs
-    b, _, h, w = logits.shape
-    out = {}
-    if "dist_map" in needs:
-        out["dist_map"] = dist_map
-    if "aux_logits" in needs:
-        out["aux_logits"] = torch.randn(b, LOSSES[name].defaults["num_bins"], h, w, device=logits.device)
-    if "features" in needs:
-        out["features"] = torch.randn(b, 16, h, w, device=logits.device)
-    return out
+def measure(fn, logits, target, repeats: int, *, amp_dtype=None, max_s: float | None = None, **extra) -> dict:
+    """Time and memory of ``fn(logits, target, **extra).backward()`` (under ``torch.autocast(amp_dtype)`` if given).
 
-
-def measure(fn, logits, target, repeats: int, **extra) -> tuple[float, float]:
-    """``(best ms, peak extra MiB)`` of ``fn(logits, target, **extra).backward()``."""
+    One warm-up call (timed: ``first_call_ms``), one call measuring the peak extra memory (``peak_extra_mib``: on CUDA
+    from the caching allocator, on CPU from ``VmHWM``; NaN where unreadable), then ``repeats`` timed calls (fewer,
+    at least 2, if ``max_s`` is given and the warm-up says they would take longer), synchronised. Returns ``{"ms":
+    median, "ms_min": best, "reps", "first_call_ms", "peak_extra_mib"}``, times in ms.
+    """
     device = logits.device
+    ctx = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else nullcontext
 
     def step():
         x = logits.detach().requires_grad_(True)
-        fn(x, target, **extra).backward()
+        with ctx():
+            value = fn(x, target, **extra)
+        value.backward()
         return x.grad
 
-    step()  # warm-up (lazy initialisation, caches)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    step()  # warm-up (lazy initialisation, cuDNN/cuBLAS handles, caches)
+    sync(device)
+    first = time.perf_counter() - t0
     gc.collect()
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
         step()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
+        sync(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
     else:
         try:
             with open("/proc/self/clear_refs", "w") as f:
@@ -163,14 +162,50 @@ def measure(fn, logits, target, repeats: int, **extra) -> tuple[float, float]:
             peak = _status_bytes("VmHWM") - base
         except OSError:
             peak = float("nan")
+    n = repeats if max_s is None or first * repeats < max_s else max(2, int(max_s / max(first, 1e-6)))
     times = []
-    for _ in range(repeats):
+    for _ in range(n):
         t0 = time.perf_counter()
         step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         times.append(time.perf_counter() - t0)
-    return min(times) * 1e3, peak / 2**20
+    return {"ms": 1e3 * statistics.median(times), "ms_min": 1e3 * min(times), "reps": n, "first_call_ms": 1e3 * first,
+            "peak_extra_mib": peak / 2**20}
+
+
+def make_inputs(b: int, c: int, h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded logits ``(B, C, H, W)`` (N(0, 4)) and a uniform random target ``(B, H, W)`` with 5 % ignored pixels."""
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(b, c, h, w, generator=g) * 2).to(device)
+    target = torch.randint(0, c, (b, h, w), generator=g)
+    target[torch.rand(b, h, w, generator=g) < 0.05] = 255
+    return logits, target.to(device)
+
+
+def time_losses(names, sizes: dict, device, repeats: int) -> Iterator[dict]:
+    """Each loss in ``names`` and its peers at each size of ``sizes`` (``{label: (B, C, H, W)}``): one dict per
+    (loss, size, peer), fastest peer first, with ``loss, size, ms, mib, peer, peer_ms, peer_mib`` (best ms), yielded
+    as measured."""
+    if "inverseform" in names:
+        ensure_inversenet()
+    for size_name, (b, c, h, w) in sizes.items():
+        logits, target = make_inputs(b, c, h, w, device)
+        dist_map = None
+        if any("dist_map" in LOSSES[n].needs for n in names):
+            dist_map = batch_signed_distance(target, c)  # precomputed, as the DataLoader workers provide it
+        for name in names:
+            ours = build_loss(name).to(device)
+            r = measure(ours, logits, target, repeats, **fake_extras(name, logits, dist_map))
+            peer_rows = []
+            for label, fn in peers(name):
+                p = measure(fn, logits, target, repeats)
+                peer_rows.append((label, p["ms_min"], p["peak_extra_mib"]))
+            if not peer_rows:
+                peer_rows = [("-", float("nan"), float("nan"))]
+            # Fastest peer first: the target is to be no slower than the fastest one.
+            for label, pms, pmib in sorted(peer_rows, key=lambda row: row[1]):
+                yield {"loss": name, "size": size_name, "ms": r["ms_min"], "mib": r["peak_extra_mib"], "peer": label,
+                       "peer_ms": pms, "peer_mib": pmib}
 
 
 def main(argv=None) -> int:
@@ -188,36 +223,15 @@ def main(argv=None) -> int:
         parser.error(f"unknown loss(es) {unknown}; known: {sorted(LOSSES)}")
     sizes = dict(list(SIZES.items())[:1]) if args.quick else SIZES
     device = torch.device(args.device)
-    if "inverseform" in names:
-        ensure_inversenet()
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} repeats={args.repeats}",
           flush=True)
     header = "| loss | size | ours ms | ours MiB | peer | peer ms | peer MiB | time ours/peer | mem ours/peer |"
     rows = [header, "|---|---|---|---|---|---|---|---|---|"]
     print(header, flush=True)
-    for size_name, (b, c, h, w) in sizes.items():
-        g = torch.Generator().manual_seed(0)
-        logits = (torch.randn(b, c, h, w, generator=g) * 2).to(device)
-        target = torch.randint(0, c, (b, h, w), generator=g)
-        target[torch.rand(b, h, w, generator=g) < 0.05] = 255
-        target = target.to(device)
-        dist_map = None
-        if any("dist_map" in LOSSES[n].needs for n in names):
-            dist_map = batch_signed_distance(target, c)  # precomputed, as the DataLoader workers provide it
-        for name in names:
-            ours = build_loss(name).to(device)
-            ms, mib = measure(ours, logits, target, args.repeats, **extras(name, logits, target, dist_map))
-            peer_rows = []
-            for label, fn in peers(name):
-                pms, pmib = measure(fn, logits, target, args.repeats)
-                peer_rows.append((label, pms, pmib))
-            if not peer_rows:
-                peer_rows = [("-", float("nan"), float("nan"))]
-            # Fastest peer first: the target is to be no slower than the fastest one.
-            for label, pms, pmib in sorted(peer_rows, key=lambda r: r[1]):
-                row = (f"| {name} | {size_name} | {ms:.1f} | {mib:.0f} | {label} | {pms:.1f} | {pmib:.0f} | "
-                       f"{ms / pms:.2f} | {mib / pmib if pmib else float('nan'):.2f} |")
-                emit(rows, row)
+    for r in time_losses(names, sizes, device, args.repeats):
+        emit(rows, f"| {r['loss']} | {r['size']} | {r['ms']:.1f} | {r['mib']:.0f} | {r['peer']} | {r['peer_ms']:.1f} | "
+                   f"{r['peer_mib']:.0f} | {r['ms'] / r['peer_ms']:.2f} | "
+                   f"{r['mib'] / r['peer_mib'] if r['peer_mib'] else float('nan'):.2f} |")
     save_table(rows, args.out)
     return 0
 
