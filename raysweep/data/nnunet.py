@@ -114,6 +114,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("RAYSWEEP_CACHE") or Path.home() / ".cache" / "raysweep") / "nnunet"
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# splits
+
+
 def _holdout(dataset: str, name: str, value: Any) -> int | list[str] | None:
     """``val_cases``/``test_cases``: None (the default share), a count >= 0 or a list of distinct case ids."""
     if value is None:
@@ -201,7 +205,7 @@ def compute_splits(desc: Description, fold: int = 0, split_seed: int = 0, val_ca
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# reading
+# normalisation
 
 
 def is_ct(modality: str) -> bool:

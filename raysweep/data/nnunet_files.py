@@ -267,7 +267,7 @@ def describe(root: str | Path) -> Description:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# splits
+# reading one case
 
 
 def _read_error(path: Path, err: Exception) -> ValueError | FileNotFoundError:
@@ -381,7 +381,3 @@ def read_case(desc: Description, case: str, files: tuple[tuple[Path, ...], Path]
         raise ValueError(f"{err} (dataset.json declares {desc.num_classes} classes: "
                          f"{', '.join(desc.class_names)})") from None
     return image.astype(np.float32, copy=False), label, spacing
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# normalisation
