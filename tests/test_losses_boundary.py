@@ -285,8 +285,8 @@ def test_conditional_boundary_needs_features_and_rewards_consistent_ones():
     from raysweep.losses._functional import check_inputs
 
     t = check_inputs(logits, target, 255)
-    a2c_good, a2pn_good = loss.boundary_terms(logits, t, consistent)
-    a2c_bad, a2pn_bad = loss.boundary_terms(logits, t, noisy)
+    a2c_good, a2pn_good, _ = loss.boundary_terms(logits, t, consistent)  # third term: neighbour classification
+    a2c_bad, a2pn_bad, _ = loss.boundary_terms(logits, t, noisy)
     assert a2c_good < 1e-6 < a2c_bad and a2pn_good < a2pn_bad
     feats = noisy.clone().requires_grad_(True)
     loss(logits, target, features=feats).backward()

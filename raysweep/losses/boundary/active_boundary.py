@@ -21,7 +21,8 @@ _OUTSIDE = 1e5
 
 
 def _shift(x: torch.Tensor, dy: int, dx: int, fill: float | None = None) -> torch.Tensor:
-    """``out[..., i, j] = x[..., i + dy, j + dx]`` for ``(B, C, H, W)`` or ``(B, H, W)``; border replicated or ``fill``."""
+    """``out[..., i, j] = x[..., i + dy, j + dx]`` for ``(B, C, H, W)`` or ``(B, H, W)``; border replicated or
+    ``fill``."""
     h, w = x.shape[-2:]
     x4 = x if x.ndim == 4 else x.unsqueeze(1)
     padded = F.pad(x4, (1, 1, 1, 1), mode="replicate") if fill is None else F.pad(x4, (1, 1, 1, 1), value=fill)
