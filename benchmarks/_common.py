@@ -52,6 +52,27 @@ def label_maps(n: int, num_classes: int, size: int, seed: int = 0, blur: float =
     return smooth_noise(n, num_classes, size, seed, blur).argmax(1).astype(np.int64)
 
 
+def blob_batch(b: int, c: int, h: int, w: int, seed: int = 0, ignore_frac: float = 0.05, scale: float = 2.0):
+    """Logits ``(b, c, h, w)`` float32 (N(0, scale^2)) and a target ``(b, h, w)`` int64: a disc per foreground class
+    over 10 % uniform noise, ``ignore_frac`` of the pixels 255 (the boundary family sees real regions)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, c, h, w, generator=g) * scale
+    target = torch.randint(0, c, (b, h, w), generator=g)
+    # a few blobs make the boundary family see real regions, not salt-and-pepper noise
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    for i in range(b):
+        base = torch.zeros(h, w, dtype=torch.long)
+        for k in range(1, c):
+            cy, cx = (torch.randint(h // 8, h - h // 8, (1,), generator=g).item(),
+                      torch.randint(w // 8, w - w // 8, (1,), generator=g).item())
+            r = torch.randint(max(h // 10, 2), max(h // 4, 3), (1,), generator=g).item()
+            base[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = k
+        noise = torch.rand(h, w, generator=g) < 0.1
+        target[i] = torch.where(noise, target[i], base)
+    target[torch.rand(b, h, w, generator=g) < ignore_frac] = 255
+    return logits, target
+
+
 def fake_extras(name: str, logits: torch.Tensor, dist_map: torch.Tensor | None = None, *, seed: int = 0,
                 features: str = "decoder") -> dict[str, torch.Tensor]:
     """What a training loop passes to loss ``name`` besides ``(logits, target)``, per its ``LossSpec.needs``.

@@ -12,16 +12,17 @@ trained as 224 x 224 slices) this measures, in one process (= one DataLoader wor
 * evaluation: the metric time per evaluated case (per-volume Dice + HD95 for the 3-D datasets, confusion matrix for
   Cityscapes), in training steps.
 
-Run ``python benchmarks/data.py`` (about 1.5 minutes on 2 CPU cores; ``--medpy`` adds medpy's time for the same
-Synapse volume, ~1.5 minutes more) or ``python benchmarks/data.py --quick`` (under a minute). The step
+Run ``python -m benchmarks.data`` (about 1.5 minutes on 2 CPU cores; ``--medpy`` adds medpy's time for the same
+Synapse volume, ~1.5 minutes more) or ``python -m benchmarks.data --quick`` (under a minute). The step
 time here is the CPU's; on a GPU the step is 20-100x faster, so read the "workers to keep up" column with the
-device's step rate in mind (``--step-rate synapse=800`` replaces a measured rate, in samples/s).
+device's step rate in mind (``--step-rate synapse=800`` replaces a measured rate, in samples/s). :func:`measure`
+returns the figures that ``main`` prints.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -30,30 +31,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from raysweep.data import DATASETS, build_dataset  # noqa: E402
-from raysweep.data.examples import write_nnunet_example  # noqa: E402
-from raysweep.metrics import Evaluator, case_scores, confusion_matrix  # noqa: E402
-
-
-def distance_maps(num_classes: int):
-    """The boundary losses' per-class signed distance maps (``raysweep.losses.maps.DistanceMaps``), the most
-    expensive per-sample maps a loss asks for; a SciPy stand-in if that module is not there."""
-    try:
-        from raysweep.losses.maps import DistanceMaps
-
-        return DistanceMaps(num_classes)
-    except ImportError:
-        def scipy_maps(mask: np.ndarray) -> dict[str, np.ndarray]:
-            out = np.zeros((num_classes, *mask.shape), np.float32)
-            for c in np.unique(mask[mask < num_classes]):
-                fg = mask == c
-                if not fg.all():
-                    out[c] = ndimage.distance_transform_edt(~fg) - ndimage.distance_transform_edt(fg)
-            return {"dist_map": out}
-
-        return scipy_maps
+from raysweep.data import DATASETS, build_dataset
+from raysweep.data.examples import write_nnunet_example
+from raysweep.losses.maps import DistanceMaps
+from raysweep.metrics import Evaluator, case_scores, confusion_matrix
 
 
 # -- fixtures of realistic size -----------------------------------------------------------------------------------
@@ -155,22 +136,10 @@ def eval_time_volume(shape: tuple[int, int, int], rng: np.random.Generator, medp
     return ours, ref
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples and steps (about 1 minute)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for the step (default: all)")
-    parser.add_argument("--step-rate", nargs="*", default=[], metavar="DATASET=RATE",
-                        help="training samples/s to compare against instead of the measured CPU step, per dataset "
-                             "(e.g. a GPU's: synapse=800 cityscapes=120)")
-    parser.add_argument("--medpy", action="store_true", help="also time medpy's hd95 loop on the Synapse volume")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        given = {k: float(v) for k, v in (pair.split("=", 1) for pair in args.step_rate)}
-    except ValueError:
-        parser.error(f"--step-rate takes DATASET=RATE pairs, e.g. synapse=800; got {args.step_rate}")
-    q = args.quick
+def measure(q: bool, given: dict[str, float], medpy: bool) -> tuple[list[tuple], list[tuple]]:
+    """Loader, step and evaluation figures (``q``: quick sizes; ``given``: step rates per dataset instead of measured
+    ones; ``medpy``: also medpy's HD95 loop). Returns ``rows`` ``(dataset, input, loader/s, +maps/s, batch,
+    step samples/s, workers plain, workers +maps)`` and ``evals`` ``(dataset, what, seconds)``."""
     rng = np.random.default_rng(0)
     rows = []
     evals = []
@@ -178,8 +147,6 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp)
         make_synapse(tmp / "synapse", 8 if q else 24, rng)
         make_cityscapes(tmp / "cityscapes", 3 if q else 8, rng)
-        import os
-
         os.environ["RAYSWEEP_CACHE"] = str(tmp / "cache")  # the nnunet CT statistics: not in the user's cache
         write_nnunet_example(tmp / "nnunet", num_training=4 if q else 8, num_test=0, size=224, depth=16,
                              channels=("CT",))
@@ -200,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
             info = ds.info  # nnunet: the classes of the files (DATASETS["nnunet"] has none)
             n = {"synthetic": 400, "synapse": 60, "cityscapes": 12, "nnunet": 60}[name] // (4 if q else 1)
             plain = loader_rate(ds, n)
-            ds.target_maps = distance_maps(info.num_classes)
+            ds.target_maps = DistanceMaps(info.num_classes)  # the most expensive per-sample maps
             maps = loader_rate(ds, n)
             steps = {"synthetic": 10, "synapse": 4, "cityscapes": 2, "nnunet": 4}[name] // (2 if q else 1)
             train_rate = given.get(name) or step_rate(info.in_channels, info.num_classes, size, batch, max(steps, 1))
@@ -215,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         ev.add(vol.case, np.roll(vol.label, 1, axis=-1), vol.label, spacing=vol.spacing)
         evals.append(("synthetic", "volume 16x64x64, 8 classes, Dice+HD95", time.perf_counter() - start))
         shape = (40, 512, 512) if q else (148, 512, 512)
-        ours, ref = eval_time_volume(shape, rng, args.medpy)
+        ours, ref = eval_time_volume(shape, rng, medpy)
         evals.append(("synapse", f"volume {shape[0]}x512x512, 8 organs, Dice+HD95", ours))
         if ref is not None:
             evals.append(("synapse", "  same with medpy dc + hd95 (TransUNet's code)", ref))
@@ -225,7 +192,25 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(10):
             confusion_matrix(pred, label, 19)
         evals.append(("cityscapes", "image 512x1024, confusion matrix", (time.perf_counter() - start) / 10))
+    return rows, evals
 
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples and steps (about 1 minute)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for the step (default: all)")
+    parser.add_argument("--step-rate", nargs="*", default=[], metavar="DATASET=RATE",
+                        help="training samples/s to compare against instead of the measured CPU step, per dataset "
+                             "(e.g. a GPU's: synapse=800 cityscapes=120)")
+    parser.add_argument("--medpy", action="store_true", help="also time medpy's hd95 loop on the Synapse volume")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        given = {k: float(v) for k, v in (pair.split("=", 1) for pair in args.step_rate)}
+    except ValueError:
+        parser.error(f"--step-rate takes DATASET=RATE pairs, e.g. synapse=800; got {args.step_rate}")
+    rows, evals = measure(args.quick, given, args.medpy)
     step_s = {r[0]: r[4] / r[5] for r in rows}  # seconds per training step
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; loader = one process (one worker); "
           f"step = smp Unet(resnet18) fwd+bwd+AdamW, measured on CPU{' unless given' if given else ''}\n")

@@ -1,7 +1,7 @@
 """GPU check: steps/s of both default models at the Synapse recipe size with AMP, GPU utilisation, and the overhead
 of ``train_trial`` over a bare loop. Needs CUDA; not part of the tests.
 
-    python benchmarks/gpu_check.py [--steps 150] [--warmup 10] [--batch 24] [--image-size 224] [--workers 8]
+    python -m benchmarks.gpu_check [--steps 150] [--warmup 10] [--batch 24] [--image-size 224] [--workers 8]
                                    [--out gpu_check.json]
 
 Size: TransUNet's Synapse recipe, 224 x 224 slices, batch 24, one channel, 9 classes -- on the synthetic dataset at
@@ -10,7 +10,8 @@ that size (same tensor shapes and class count as Synapse; no files needed). Per 
 ``steps_per_s`` over the timed steps, its per-phase split and peak memory, the GPU utilisation sampled every 0.2 s by
 ``nvidia-smi`` (or ``torch.cuda.utilization``) over the ``train_trial`` call (data generated beforehand, so the
 samples cover model set-up, warm-up, training and two one-volume evaluations; the median is the training figure),
-and the bare-loop steps/s of ``benchmarks/train.py`` on the same model and data.
+and the bare-loop steps/s of :mod:`benchmarks.train` on the same model and data. :func:`measure_training` is the
+measurement (also :mod:`benchmarks.gpu_session`'s ``training`` part).
 """
 
 from __future__ import annotations
@@ -26,13 +27,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from train import bare_steps_per_s, trial_config  # noqa: E402  (benchmarks/train.py)
+from raysweep.data import build_dataset
+from raysweep.models import MODELS
+from raysweep.trial import train_trial
 
-from raysweep.data import build_dataset  # noqa: E402
-from raysweep.models import MODELS  # noqa: E402
-from raysweep.trial import train_trial  # noqa: E402
+from .train import bare_steps_per_s, trial_config
 
 
 class UtilisationSampler:
@@ -71,36 +70,73 @@ class UtilisationSampler:
         self._thread.join(timeout=5)
 
 
-def run_model(model: str, args, sampler: UtilisationSampler) -> dict:
-    config = trial_config(model, "dice_ce", args.image_size, args.batch, args.steps, args.warmup, args.workers,
-                          threads=None, device="cuda")
-    config["train"]["amp"] = args.amp
+def start_sampler(interval: float = 0.2) -> UtilisationSampler | None:
+    """A started :class:`UtilisationSampler`, or None where there is no GPU to sample."""
+    try:
+        if not torch.cuda.is_available() and shutil.which("nvidia-smi") is None:
+            return None
+        sampler = UtilisationSampler(interval)
+        sampler.start()
+        return sampler
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def summarise_result(result: dict) -> dict:
+    """The figures of a ``train_trial`` result worth keeping: status, step, rates, memory, phases, errors."""
+    return {k: v for k, v in result.items() if k.startswith("time/") or k in (
+        "status", "step", "steps_per_s", "peak_memory_mb", "loss", "dice", "error", "diverged_step", "oom_step")}
+
+
+def measure_training(config: dict, sampler: UtilisationSampler | None = None, with_bare: bool = True) -> dict:
+    """``train_trial(config)`` (:func:`benchmarks.train.trial_config`: the last report covers the timed steps) with
+    the GPU utilisation sampled over the call, and the bare loop's steps/s on the same config (``with_bare``).
+
+    Returns the run's settings, ``status``, ``steps_per_s``, ``images_per_s``, ``peak_memory_mb``, ``phases_ms``,
+    ``gpu_util_mean`` / ``_median``, ``gpu_mem_used_max_mib``, ``util_samples``, ``trial_wall_s``, ``data_gen_s``,
+    a summary of the ``result``, and ``bare_steps_per_s``, ``bare_wall_s`` and ``overhead`` (1 - trial / bare).
+    """
+    model, train, every = config["model"]["name"], config["train"], config["eval"]["every"]
     # Generate the synthetic data first (cached in-process), so that the utilisation samples taken during the
     # train_trial call cover model set-up and training, not data generation on the CPU.
+    t = time.perf_counter()
     build_dataset("synthetic", "train", **config["dataset"]["options"])
     build_dataset("synthetic", "test", **config["dataset"]["options"])
-    sampler.samples = []
-    torch.cuda.reset_peak_memory_stats()
+    data_s = time.perf_counter() - t
+    if str(train["device"]).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    if sampler is not None:
+        sampler.samples = []
+        sampler.active = True
     t0 = time.perf_counter()
-    sampler.active = True
     result = train_trial(config)
-    sampler.active = False
     wall = time.perf_counter() - t0
-    if result["status"] != "completed":
-        return {"model": model, "status": result["status"],
-                "result": {k: v for k, v in result.items() if k != "cases"}}
-    util = [u for u, _ in sampler.samples]
-    mem = [m for _, m in sampler.samples]
-    bare = bare_steps_per_s(config)
-    return {
-        "model": model, "arch": f"{MODELS[model]['arch']}/{MODELS[model]['encoder']}", "status": "completed",
-        "steps_per_s": result["steps_per_s"], "images_per_s": result["steps_per_s"] * args.batch,
-        "bare_steps_per_s": bare, "overhead": 1.0 - result["steps_per_s"] / bare,
-        "phases_ms": {k[5:-3]: round(v, 2) for k, v in result.items() if k.startswith("time/") and k.endswith("_ms")},
-        "peak_memory_mb": result["peak_memory_mb"], "gpu_util_mean": sum(util) / len(util) if util else None,
-        "gpu_util_median": sorted(util)[len(util) // 2] if util else None,
-        "gpu_mem_used_max_mib": max(mem) if mem else None, "util_samples": len(util), "trial_wall_s": wall,
-    }
+    if sampler is not None:
+        sampler.active = False
+    samples = sampler.samples if sampler is not None else []
+    util, mem = [u for u, _ in samples], [m for _, m in samples]
+    out = {"model": model, "arch": f"{MODELS[model]['arch']}/{MODELS[model]['encoder']}",
+           "amp": train.get("amp", "auto"), "image_size": config["dataset"]["options"]["image_size"],
+           "batch": train["batch_size"], "timed_steps": every, "warmup_steps": train["steps"] - every,
+           "workers": train["num_workers"], "data_gen_s": round(data_s, 2), "trial_wall_s": round(wall, 2),
+           "result": summarise_result(result), "status": result.get("status")}
+    if result.get("status") != "completed":
+        return out
+    out["steps_per_s"] = result["steps_per_s"]
+    out["images_per_s"] = result["steps_per_s"] * train["batch_size"]
+    out["peak_memory_mb"] = result.get("peak_memory_mb")
+    out["phases_ms"] = {k[5:-3]: round(v, 2) for k, v in result.items() if k.startswith("time/") and k.endswith("_ms")}
+    out["gpu_util_mean"] = sum(util) / len(util) if util else None
+    out["gpu_util_median"] = sorted(util)[len(util) // 2] if util else None
+    out["gpu_mem_used_max_mib"] = max(mem) if mem else None
+    out["util_samples"] = len(util)
+    if with_bare:
+        t = time.perf_counter()
+        bare = bare_steps_per_s(config)  # bare loop: AMP whenever CUDA (bf16 where supported), channels-last
+        out["bare_steps_per_s"] = bare
+        out["bare_wall_s"] = round(time.perf_counter() - t, 2)
+        out["overhead"] = 1.0 - result["steps_per_s"] / bare
+    return out
 
 
 def main(argv=None) -> int:
@@ -127,7 +163,8 @@ def main(argv=None) -> int:
     results = []
     try:
         for model in args.model or ["cnn", "transformer"]:
-            r = run_model(model, args, sampler)
+            r = measure_training(trial_config(model, "dice_ce", args.image_size, args.batch, args.steps, args.warmup,
+                                              args.workers, threads=None, device="cuda", amp=args.amp), sampler)
             results.append(r)
             print(json.dumps(r), flush=True)
     finally:

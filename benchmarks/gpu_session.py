@@ -1,8 +1,8 @@
 """One GPU session, measured in one go: environment, every loss on CUDA, distance maps, training throughput with AMP,
 and several trials sharing one GPU (fractional ``gpus_per_trial``). Not part of the tests.
 
-    python benchmarks/gpu_session.py [--out gpu_session.json] [--budget 450] [--parts env,losses,maps,training,fractional]
-    python benchmarks/gpu_session.py --smoke --out /tmp/gs.json      # every code path on the CPU, tiny sizes
+    python -m benchmarks.gpu_session [--out gpu_session.json] [--budget 450] [--parts env,losses,maps,training,fractional]
+    python -m benchmarks.gpu_session --smoke --out /tmp/gs.json      # every code path on the CPU, tiny sizes
 
 Parts (each in its own try/except; the JSON is rewritten after every part, so a part that fails or a run that is
 killed still leaves the figures measured so far; every part also stops early when the time budget runs out and says
@@ -11,21 +11,24 @@ what it skipped):
 1. ``env``: torch / CUDA / cuDNN versions, device, bf16 support, ``nvidia-smi``, versions of the carried packages.
 2. ``losses``: every registered loss at (B=2, C=4, 64x64) with ignored pixels: value and gradient on CPU (fp32) and on
    CUDA (fp32), their differences, and finiteness (and difference to fp32) with bf16 and fp16 logits under
-   ``torch.autocast``; then forward+backward time (median of ``--loss-reps`` after warm-up, synchronised) and peak
+   ``torch.autocast`` (:func:`benchmarks.precision.agreement`); then forward+backward time
+   (:func:`benchmarks.losses.measure`) (median of ``--loss-reps`` after warm-up, synchronised) and peak
    extra memory on CUDA at (8, 9, 224, 224), fp32 logits and bf16 logits under autocast, with the ratio to ``ce``.
    Losses that take ``dist_map`` get it precomputed (as the DataLoader workers provide it) and are also timed without
    it (maps computed by the loss on the CPU, on the fly).
 3. ``maps``: :func:`raysweep.losses.maps.distance_field` on a CUDA batch of masks (the Hausdorff DT loss's per-step
    work): which path ran (cuCIM or the CPU ``edt`` fallback) and its time; the CPU time; CuPy's own
    ``cupyx.scipy.ndimage.distance_transform_edt`` as a GPU alternative (time and agreement); the per-sample target
-   maps (``signed_distance_map``) that the DataLoader workers compute.
+   maps (``signed_distance_map``) that the DataLoader workers compute (:func:`benchmarks.maps.on_device`).
 4. ``training``: ``train_trial`` steps/s of the ``cnn`` and ``transformer`` models at 224x224, batch 24, AMP auto
    (bf16), ``--workers`` DataLoader workers, with phases, peak memory, GPU utilisation and the bare-loop steps/s of
-   ``benchmarks/train.py`` (overhead); and the ``cnn`` with AMP off (the AMP speed-up).
+   :mod:`benchmarks.train` (overhead); and the ``cnn`` with AMP off (the AMP speed-up)
+   (:func:`benchmarks.gpu_check.measure_training`).
 5. ``fractional``: N = 1, 2, 4 concurrent ``train_trial`` processes on the same GPU (what ``gpus_per_trial`` 1, 0.5,
    0.25 means in a sweep), started together behind a barrier once each has built its data: per-process and
    aggregate steps/s, peak memory per process, GPU utilisation; for the recipe size (cnn, 224, batch 24) and, if time
-   is left, for the default sweep's trial (configs/default.yaml: U-Net/ResNet-18 depth 3, 32x32, batch 8).
+   is left, for the default sweep's trial (configs/default.yaml: U-Net/ResNet-18 depth 3, 32x32, batch 8)
+   (:func:`benchmarks.fractional.run_concurrent`).
 
 Timing note: a ``train_trial`` reports ``steps_per_s`` over the steps since its previous report, so each trial here
 runs ``2 * T`` steps with ``eval.every = T``: the first T steps are the warm-up (cuDNN autotuning, worker start-up) and
@@ -40,22 +43,18 @@ import math
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from contextlib import nullcontext
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT))
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from . import fractional, gpu_check, losses, maps, precision
+from ._common import ensure_inversenet, jsonable
+from .train import trial_config
 
 T0 = time.perf_counter()
 
@@ -66,23 +65,6 @@ def elapsed() -> float:
 
 def log(*args) -> None:
     print(f"[{elapsed():6.1f}s]", *args, flush=True)
-
-
-def jsonable(x):
-    """Strict JSON: non-finite floats become strings, tensors and numpy scalars plain numbers."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        x = x.item()
-    if isinstance(x, torch.Tensor) and x.numel() == 1:
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return repr(x)
 
 
 class Session:
@@ -171,120 +153,8 @@ def part_env(s: Session, box: dict) -> None:
 # 2. losses
 
 
-def make_batch(b, c, h, w, seed=0, ignore_frac=0.05, scale=2.0):
-    g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(b, c, h, w, generator=g) * scale
-    target = torch.randint(0, c, (b, h, w), generator=g)
-    # a few blobs make the boundary family see real regions, not salt-and-pepper noise
-    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    for i in range(b):
-        base = torch.zeros(h, w, dtype=torch.long)
-        for k in range(1, c):
-            cy, cx = (torch.randint(h // 8, h - h // 8, (1,), generator=g).item(),
-                      torch.randint(w // 8, w - w // 8, (1,), generator=g).item())
-            r = torch.randint(max(h // 10, 2), max(h // 4, 3), (1,), generator=g).item()
-            base[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = k
-        noise = torch.rand(h, w, generator=g) < 0.1
-        target[i] = torch.where(noise, target[i], base)
-    target[torch.rand(b, h, w, generator=g) < ignore_frac] = 255
-    return logits, target
-
-
-def loss_extras(name, logits, dist_map, seed=0, features_like="conftest"):
-    """What a training loop passes besides (logits, target) (tests/conftest.py ``extras_for`` plus the dist map)."""
-    from raysweep.losses import LOSSES
-
-    spec = LOSSES[name]
-    g = torch.Generator().manual_seed(seed)
-    b, _, h, w = logits.shape
-    out = {}
-    if "dist_map" in spec.needs and dist_map is not None:
-        out["dist_map"] = dist_map
-    if "aux_logits" in spec.needs:
-        out["aux_logits"] = torch.randn(b, spec.defaults["num_bins"], h, w, generator=g)
-    if "features" in spec.needs:
-        if features_like == "conftest":
-            out["features"] = torch.randn(b, 8, max(h // 2, 1), max(w // 2, 1), generator=g)
-        else:  # U-Net decoder output: D = 16 at full resolution
-            out["features"] = torch.randn(b, 16, h, w, generator=g)
-    return out
-
-
-def value_and_grad(name, logits, target, extras, device, amp_dtype=None):
-    from raysweep.losses import build_loss
-
-    torch.manual_seed(0)
-    loss = build_loss(name).to(device)
-    x = logits.detach().to(device)
-    ex = {}
-    for k, v in extras.items():
-        v = v.to(device)
-        if amp_dtype is not None and k != "dist_map":
-            v = v.to(amp_dtype)  # model outputs are half precision under autocast; maps stay float32
-        ex[k] = v
-    if amp_dtype is not None:
-        x = x.to(amp_dtype)
-    x.requires_grad_(True)
-    ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    with ctx:
-        v = loss(x, target.to(device), **ex)
-    v.backward()
-    grad = x.grad.detach().float().cpu() if x.grad is not None else torch.zeros(logits.shape)
-    return v.detach().float().cpu(), grad, str(v.dtype)
-
-
-def compare(ref_v, ref_g, v, g) -> dict:
-    scale = float(ref_g.abs().max())
-    return {"value": float(v), "value_abs_diff": abs(float(v) - float(ref_v)),
-            "value_rel_diff": abs(float(v) - float(ref_v)) / max(abs(float(ref_v)), 1e-12),
-            "grad_max_abs_diff": float((g - ref_g).abs().max()),
-            "grad_rel_diff": float((g - ref_g).abs().max()) / max(scale, 1e-30),
-            "value_finite": bool(torch.isfinite(v)), "grad_finite": bool(torch.isfinite(g).all())}
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_loss(loss, logits, target, extras, device, reps, amp_dtype=None, max_s=8.0) -> dict:
-    """Median wall ms of forward+backward (synchronised), and peak extra memory (CUDA) of one step."""
-    ctx = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else nullcontext
-
-    def step():
-        x = logits.detach().requires_grad_(True)
-        with ctx():
-            v = loss(x, target, **extras)
-        v.backward()
-        return v
-
-    t = time.perf_counter()
-    step()  # warm-up: lazy init, cuDNN/cuBLAS handles, caches
-    sync(device)
-    first = time.perf_counter() - t
-    step()
-    sync(device)
-    peak = None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        sync(device)
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    n = reps if first * reps < max_s else max(2, int(max_s / max(first, 1e-6)))
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return {"ms": 1e3 * statistics.median(times), "ms_min": 1e3 * min(times), "reps": n,
-            "first_call_ms": 1e3 * first, "peak_extra_mib": peak}
-
-
 def part_losses(s: Session, box: dict) -> None:
     from raysweep.losses import LOSSES, build_loss
-    from raysweep.losses.maps import batch_signed_distance
 
     smoke = s.args.smoke
     cuda = torch.cuda.is_available() and not smoke
@@ -300,8 +170,6 @@ def part_losses(s: Session, box: dict) -> None:
     if "inverseform" in names:
         t = time.perf_counter()
         try:
-            from _common import ensure_inversenet
-
             ensure_inversenet()
             build_loss("inverseform")
             box["inversenet"] = {"trained_s": round(time.perf_counter() - t, 2),
@@ -311,274 +179,32 @@ def part_losses(s: Session, box: dict) -> None:
     box["skipped"] = skip
 
     # --- agreement: CPU fp32 vs CUDA fp32, and bf16/fp16 autocast
-    logits, target = make_batch(2, 4, 64, 64, seed=0)
-    dmap = batch_signed_distance(target, 4)
-    agree = box.setdefault("agreement", {})
-    box["agreement_size"] = [2, 4, 64, 64]
-    for name in names:
-        if name in skip:
-            continue
-        if s.left() < 60:
-            agree[name] = {"skipped": "time budget"}
-            continue
-        row = agree.setdefault(name, {})
-        try:
-            ex = loss_extras(name, logits, dmap)
-            ref_v, ref_g, _ = value_and_grad(name, logits, target, ex, torch.device("cpu"))
-            row["cpu_value"] = float(ref_v)
-            row["cpu_grad_finite"] = bool(torch.isfinite(ref_g).all())
-            v, g, _ = value_and_grad(name, logits, target, ex, dev)
-            row["fp32"] = compare(ref_v, ref_g, v, g)
-            for label, dt in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
-                try:
-                    v, g, vdt = value_and_grad(name, logits, target, ex, dev, amp_dtype=dt)
-                    row[label] = compare(ref_v, ref_g, v, g)
-                    row[label]["out_dtype"] = vdt
-                except Exception as exc:  # noqa: BLE001
-                    row[label] = {"error": f"{type(exc).__name__}: {exc}"[:400]}
-        except Exception as exc:  # noqa: BLE001
-            row["error"] = f"{type(exc).__name__}: {exc}"[:400]
-        f = row.get("fp32", {})
-        log(f"agree {name:<22} cpu={row.get('cpu_value', float('nan')):.6g} dv={f.get('value_abs_diff', float('nan')):.2e}"
-            f" dg_rel={f.get('grad_rel_diff', float('nan')):.2e} bf16_finite={row.get('bf16', {}).get('grad_finite')}"
-            f" fp16_finite={row.get('fp16', {}).get('grad_finite')} {row.get('error', '')}")
+    box["agreement_size"] = list(precision.SIZE)
+    box["agreement"] = precision.agreement([n for n in names if n not in skip], dev, stop=lambda: s.left() < 60,
+                                           log=log)
     s.save()
 
     # --- speed and memory at the Synapse recipe size
-    size = (2, 4, 64, 64) if smoke else tuple(s.args.loss_size)
-    reps = 3 if smoke else s.args.loss_reps
-    box["timing_size"] = list(size)
-    box["timing_device"] = str(dev)
-    timing = box.setdefault("timing", {})
-    logits, target = make_batch(*size, seed=1)
-    t = time.perf_counter()
-    dmap_cpu = batch_signed_distance(target, size[1])
-    box["target_maps_batch_cpu_ms"] = 1e3 * (time.perf_counter() - t)
-    logits, target, dmap = logits.to(dev), target.to(dev), dmap_cpu.to(dev)
     deadline = elapsed() + (s.args.loss_timing_s if not smoke else 120)
-    order = ["ce"] + [n for n in names if n != "ce"] if "ce" in names else names
-    for name in order:
-        if name in skip:
-            timing[name] = {"skipped": skip[name]}
-            continue
-        if elapsed() > deadline or s.left() < 30:
-            timing[name] = {"skipped": "time budget"}
-            continue
-        row = timing.setdefault(name, {})
-        try:
-            loss = build_loss(name).to(dev)
-            ex = {k: v.to(dev) for k, v in loss_extras(name, logits.cpu(), dmap_cpu, features_like="unet").items()}
-            row["fp32"] = time_loss(loss, logits, target, ex, dev, reps)
-            if cuda or smoke:
-                amp_dt = torch.bfloat16
-                ex_h = {k: (v if k == "dist_map" else v.to(amp_dt)) for k, v in ex.items()}
-                row["bf16_autocast"] = time_loss(loss, logits.to(amp_dt), target, ex_h, dev, reps, amp_dtype=amp_dt)
-            if "dist_map" in LOSSES[name].needs:
-                ex_nomap = {k: v for k, v in ex.items() if k != "dist_map"}
-                row["fp32_maps_on_the_fly"] = time_loss(loss, logits, target, ex_nomap, dev, max(3, reps // 2))
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception as exc:  # noqa: BLE001
-            row["error"] = f"{type(exc).__name__}: {exc}"[:400]
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        log(f"time  {name:<22} fp32 {row.get('fp32', {}).get('ms', float('nan')):8.2f} ms  "
-            f"bf16 {row.get('bf16_autocast', {}).get('ms', float('nan')):8.2f} ms  "
-            f"peak {row.get('fp32', {}).get('peak_extra_mib') or float('nan'):8.1f} MiB {row.get('error', '')}")
-    ce = timing.get("ce", {}).get("fp32", {}).get("ms")
-    ce_bf = timing.get("ce", {}).get("bf16_autocast", {}).get("ms")
-    for name, row in timing.items():
-        if ce and "fp32" in row:
-            row["ratio_to_ce"] = row["fp32"]["ms"] / ce
-        if ce_bf and "bf16_autocast" in row:
-            row["bf16_ratio_to_ce"] = row["bf16_autocast"]["ms"] / ce_bf
+    losses.device_timing(box, names, (2, 4, 64, 64) if smoke else tuple(s.args.loss_size), dev,
+                         3 if smoke else s.args.loss_reps, autocast=cuda or smoke, skip=skip,
+                         stop=lambda: elapsed() > deadline or s.left() < 30, log=log)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # 3. distance maps
 
 
-def label_maps(n, c, size, seed=0):
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    noise = ndimage.gaussian_filter(rng.random((n, c, size, size)), (0, 0, size / 40, size / 40))
-    return noise.argmax(1).astype(np.int64)
-
-
-def timed(fn, device, reps):
-    fn()
-    sync(device)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        out = fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return out, 1e3 * statistics.median(times)
-
-
 def part_maps(s: Session, box: dict) -> None:
-    import importlib.util
-
-    from raysweep.losses import maps as M
-
     smoke = s.args.smoke
-    cuda = torch.cuda.is_available() and not smoke
-    dev = torch.device("cuda" if cuda else "cpu")
+    dev = torch.device("cuda" if torch.cuda.is_available() and not smoke else "cpu")
     b, c, size = (2, 4, 64) if smoke else (8, 9, 224)
-    reps = 2 if smoke else 5
-    labels = label_maps(b, c, size)
-    masks_cpu = torch.from_numpy(np.stack([labels == k for k in range(c)], 1)).flatten(0, 1)  # (B*C, H, W) bool
-    box["masks_shape"] = list(masks_cpu.shape)
-    box["cucim_installed"] = importlib.util.find_spec("cucim") is not None
-    box["cupy_installed"] = importlib.util.find_spec("cupy") is not None
-    masks = masks_cpu.to(dev)
-    flat = masks.flatten(1)
-    has_boundary = flat.any(1) & ~flat.all(1)
-    box["masks_with_boundary"] = int(has_boundary.sum())
-    if masks.is_cuda:
-        gpu_edt = M._gpu_edt()
-        box["distance_field_path"] = (f"GPU ({gpu_edt.__module__})" if gpu_edt is not None else
-                                      "edt on CPU (neither cuCIM nor CuPy importable; copies masks to the host and back)")
-    else:
-        box["distance_field_path"] = "edt on CPU (tensor on CPU: smoke run)"
-    ref, ms = timed(lambda: M.distance_field(masks), dev, reps)
-    box["distance_field_ms"] = ms
-    ref = ref.cpu()
-    _, box["distance_field_cpu_input_ms"] = timed(lambda: M.distance_field(masks_cpu), torch.device("cpu"), reps)
-    log(f"maps: distance_field path={box['distance_field_path']} {ms:.1f} ms on {tuple(masks.shape)}; "
-        f"from CPU tensors {box['distance_field_cpu_input_ms']:.1f} ms")
-
-    # CuPy's own EDT (CuPy >= 13 ships cupyx.scipy.ndimage.distance_transform_edt): a cuCIM-free GPU path
-    alt = box.setdefault("cupyx_edt", {})
-    if not cuda:
-        alt["skipped"] = "needs CUDA" if not smoke else "smoke run (CPU)"
-    else:
-        try:
-            import cupy
-            from cupyx.scipy.ndimage import distance_transform_edt as cx_edt
-
-            alt["cupy"] = cupy.__version__
-
-            def cupy_field():
-                out = torch.zeros(masks.shape, dtype=torch.float32, device=dev)
-                for i in torch.nonzero(has_boundary).flatten().tolist():
-                    m = cupy.asarray(masks[i])
-                    out[i] = torch.as_tensor(cx_edt(m) + cx_edt(~m), device=dev)
-                return out
-
-            t = time.perf_counter()
-            cupy_field()
-            sync(dev)
-            alt["first_call_ms"] = 1e3 * (time.perf_counter() - t)  # kernel compilation
-            got, alt["ms"] = timed(cupy_field, dev, reps)
-            alt["max_abs_diff_vs_edt"] = float((got.cpu() - ref).abs().max())
-
-            alt["note"] = "per-mask loop like maps._distance_field_gpu, always cupyx"
-        except Exception as exc:  # noqa: BLE001
-            alt["error"] = f"{type(exc).__name__}: {exc}"[:600]
-        log(f"maps: cupyx EDT {alt}")
-
-    # target maps: what the DataLoader workers compute per sample (CPU)
-    t = time.perf_counter()
-    for lab in labels:
-        M.signed_distance_map(lab, c)
-    box["signed_distance_map_ms_per_sample"] = 1e3 * (time.perf_counter() - t) / len(labels)
-    log(f"maps: signed_distance_map {box['signed_distance_map_ms_per_sample']:.1f} ms / sample ({c} classes, {size}^2)")
+    box.update(maps.on_device(dev, b, c, size, reps=2 if smoke else 5, log=log,
+                              cpu_note="smoke run (CPU)" if smoke else "needs CUDA"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # 4. training throughput
-
-
-def trial_cfg(model, image_size, batch, timed_steps, workers, device, amp="auto", threads=None, arch=None,
-              depth=None, sync_every=None):
-    """``2 * timed_steps`` steps, a report after the first half (warm-up) and at the end (the timed half)."""
-    ds_opts = {"image_size": image_size}
-    if depth is not None:
-        ds_opts["depth"] = depth
-    cfg = {
-        "dataset": {"name": "synthetic", "options": ds_opts},
-        "model": {"name": model},
-        "loss": {"name": "dice_ce"},
-        "train": {"steps": 2 * timed_steps, "batch_size": batch, "num_workers": workers, "threads": threads,
-                  "device": device, "amp": amp, "progress": False, "sync_every": sync_every},
-        "eval": {"every": timed_steps, "max_cases": 1, "hd95": False, "overlays": 0, "report_cases": False},
-        "checkpoint": {"every": 0},
-    }
-    if arch:
-        cfg["model"].update(arch)
-    return cfg
-
-
-def summarise_result(result: dict) -> dict:
-    keep = {k: v for k, v in result.items() if k.startswith("time/") or k in (
-        "status", "step", "steps_per_s", "peak_memory_mb", "loss", "dice", "error", "diverged_step", "oom_step")}
-    return keep
-
-
-def measure_training(s: Session, model: str, amp: str, device: str, sampler, size, batch, steps, workers,
-                     with_bare=True, channels_last="auto") -> dict:
-    from train import bare_steps_per_s  # benchmarks/train.py
-
-    from raysweep.data import build_dataset
-    from raysweep.models import MODELS
-    from raysweep.trial import train_trial
-
-    config = trial_cfg(model, size, batch, steps, workers, device, amp=amp)
-    config["train"]["channels_last"] = channels_last
-    t = time.perf_counter()
-    build_dataset("synthetic", "train", **config["dataset"]["options"])  # cached in-process: out of the timing
-    build_dataset("synthetic", "test", **config["dataset"]["options"])
-    data_s = time.perf_counter() - t
-    cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    if sampler is not None:
-        sampler.samples = []
-        sampler.active = True
-    t0 = time.perf_counter()
-    result = train_trial(config)
-    wall = time.perf_counter() - t0
-    if sampler is not None:
-        sampler.active = False
-    util = [u for u, _ in sampler.samples] if sampler is not None else []
-    mem = [m for _, m in sampler.samples] if sampler is not None else []
-    out = {"model": model, "arch": f"{MODELS[model]['arch']}/{MODELS[model]['encoder']}", "amp": amp,
-           "image_size": size, "batch": batch, "timed_steps": steps, "warmup_steps": steps, "workers": workers,
-           "data_gen_s": round(data_s, 2), "trial_wall_s": round(wall, 2), "result": summarise_result(result),
-           "status": result.get("status")}
-    if result.get("status") != "completed":
-        return out
-    out["steps_per_s"] = result["steps_per_s"]
-    out["images_per_s"] = result["steps_per_s"] * batch
-    out["peak_memory_mb"] = result.get("peak_memory_mb")
-    out["phases_ms"] = {k[5:-3]: round(v, 2) for k, v in result.items() if k.startswith("time/") and k.endswith("_ms")}
-    out["gpu_util_mean"] = sum(util) / len(util) if util else None
-    out["gpu_util_median"] = sorted(util)[len(util) // 2] if util else None
-    out["gpu_mem_used_max_mib"] = max(mem) if mem else None
-    out["util_samples"] = len(util)
-    if with_bare:
-        t = time.perf_counter()
-        bare = bare_steps_per_s(config)  # bare loop: AMP whenever CUDA (bf16 where supported), channels-last
-        out["bare_steps_per_s"] = bare
-        out["bare_wall_s"] = round(time.perf_counter() - t, 2)
-        out["overhead"] = 1.0 - result["steps_per_s"] / bare
-    return out
-
-
-def new_sampler():
-    try:
-        from gpu_check import UtilisationSampler  # benchmarks/gpu_check.py
-
-        sampler = UtilisationSampler(0.2)
-        if not torch.cuda.is_available() and shutil.which("nvidia-smi") is None:
-            return None
-        sampler.start()
-        return sampler
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def part_training(s: Session, box: dict) -> None:
@@ -590,7 +216,7 @@ def part_training(s: Session, box: dict) -> None:
     workers = 2 if smoke else s.args.workers
     box.update({"device": device, "image_size": size, "batch": batch, "timed_steps": steps, "workers": workers})
     runs = box.setdefault("runs", [])
-    sampler = new_sampler() if cuda else None
+    sampler = gpu_check.start_sampler() if cuda else None
     box["util_sampler"] = sampler is not None
     # --train-plan: model:amp[:channels_last[:batch]] items; the bare loop only for the first of each model.
     plan, seen = [], set()
@@ -608,8 +234,9 @@ def part_training(s: Session, box: dict) -> None:
                 runs.append({"model": model, "amp": amp, "status": "skipped", "reason": "time budget"})
                 continue
             try:
-                r = measure_training(s, model, amp, device, sampler, size, batch, steps, workers, with_bare=bare,
-                                     channels_last=cl)
+                config = trial_config(model, "dice_ce", size, batch, steps, steps, workers, None, device, amp=amp)
+                config["train"]["channels_last"] = cl
+                r = gpu_check.measure_training(config, sampler, with_bare=bare)
                 r["channels_last"] = cl
             except Exception as exc:  # noqa: BLE001
                 r = {"model": model, "amp": amp, "status": "error", "error": f"{type(exc).__name__}: {exc}"[:600],
@@ -634,120 +261,6 @@ def part_training(s: Session, box: dict) -> None:
 # 5. several trials on one GPU
 
 
-def child_main(spec_path: str) -> int:
-    """One concurrent trial: build the data, wait for the go file, run train_trial, write the result."""
-    spec = json.loads(Path(spec_path).read_text())
-    from raysweep.data import build_dataset
-    from raysweep.trial import train_trial
-
-    res = {"pid": os.getpid()}
-    try:
-        cfg = spec["config"]
-        opts = cfg["dataset"]["options"]
-        build_dataset("synthetic", "train", **opts)
-        build_dataset("synthetic", "test", **opts)
-        import segmentation_models_pytorch  # noqa: F401  (import outside the timing)
-
-        if cfg["train"]["device"].startswith("cuda"):
-            torch.zeros(1, device="cuda")  # CUDA context before the barrier
-        Path(spec["ready"]).write_text("1")
-        t_wait = time.time()
-        while not Path(spec["go"]).exists():
-            if time.time() - t_wait > spec["wait_s"]:
-                raise TimeoutError("no go signal")
-            time.sleep(0.02)
-        res["t_start"] = time.time()
-        result = train_trial(cfg)
-        res["t_end"] = time.time()
-        res.update(summarise_result(result))
-    except Exception as exc:  # noqa: BLE001
-        res["status"] = "error"
-        res["error"] = f"{type(exc).__name__}: {exc}"[:600]
-        res["traceback"] = traceback.format_exc()[-2000:]
-    Path(spec["result"]).write_text(json.dumps(jsonable(res)))
-    return 0
-
-
-def run_concurrent(s: Session, n: int, make_cfg, sampler, timeout_s: float, tmp: Path) -> dict:
-    procs, specs = [], []
-    env = dict(os.environ)
-    if torch.cuda.is_available():
-        env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
-    env["PYTHONUNBUFFERED"] = "1"
-    go = tmp / f"go_{n}_{time.time_ns()}"
-    t_launch = time.perf_counter()
-    for i in range(n):
-        spec = {"config": make_cfg(i), "ready": str(tmp / f"ready_{n}_{i}"), "go": str(go),
-                "result": str(tmp / f"result_{n}_{i}.json"), "wait_s": timeout_s}
-        for k in ("ready", "result"):
-            Path(spec[k]).unlink(missing_ok=True)
-        p_spec = tmp / f"spec_{n}_{i}.json"
-        p_spec.write_text(json.dumps(spec))
-        logf = open(tmp / f"child_{n}_{i}.log", "w")
-        procs.append((subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", str(p_spec)],
-                                       env=env, stdout=logf, stderr=subprocess.STDOUT), logf))
-        specs.append(spec)
-    out = {"n": n}
-    deadline = time.perf_counter() + timeout_s
-    try:
-        while not all(Path(sp["ready"]).exists() for sp in specs):
-            if time.perf_counter() > deadline or any(p.poll() is not None for p, _ in procs):
-                break
-            time.sleep(0.05)
-        out["setup_s"] = round(time.perf_counter() - t_launch, 2)
-        if sampler is not None:
-            sampler.samples = []
-            sampler.active = True
-        t_go = time.perf_counter()
-        go.write_text("1")
-        for p, _ in procs:
-            try:
-                p.wait(timeout=max(1.0, deadline - time.perf_counter()))
-            except subprocess.TimeoutExpired:
-                pass
-        out["run_s"] = round(time.perf_counter() - t_go, 2)
-    finally:
-        if sampler is not None:
-            sampler.active = False
-        for p, logf in procs:
-            if p.poll() is None:
-                p.kill()  # only the children started here, by handle
-                p.wait(timeout=10)
-                out.setdefault("killed", 0)
-                out["killed"] += 1
-            logf.close()
-    children = []
-    for i, sp in enumerate(specs):
-        try:
-            children.append(json.loads(Path(sp["result"]).read_text()))
-        except Exception as exc:  # noqa: BLE001
-            tail = (tmp / f"child_{n}_{i}.log").read_text()[-1500:] if (tmp / f"child_{n}_{i}.log").exists() else ""
-            children.append({"status": "no result", "error": f"{type(exc).__name__}: {exc}", "log_tail": tail})
-    out["children"] = children
-    ok = [c for c in children if c.get("status") == "completed" and c.get("steps_per_s")]
-    out["completed"] = len(ok)
-    if ok:
-        rates = [c["steps_per_s"] for c in ok]
-        out["per_process_steps_per_s"] = rates
-        out["aggregate_steps_per_s"] = sum(rates)
-        out["mean_per_process_steps_per_s"] = sum(rates) / len(rates)
-        out["peak_memory_mb_per_process"] = [c.get("peak_memory_mb") for c in ok]
-        starts, ends = [c["t_start"] for c in ok], [c["t_end"] for c in ok]
-        steps_total = sum(c.get("step", 0) for c in ok)
-        out["start_spread_s"] = max(starts) - min(starts)
-        out["end_spread_s"] = max(ends) - min(ends)
-        # conservative: all steps (warm-up and evaluations included) over the union of the windows
-        out["aggregate_steps_per_s_wall_incl_warmup"] = steps_total / (max(ends) - min(starts))
-    if sampler is not None and sampler.samples:
-        util = [u for u, _ in sampler.samples]
-        mem = [m for _, m in sampler.samples]
-        out["gpu_util_mean"] = sum(util) / len(util)
-        out["gpu_util_median"] = sorted(util)[len(util) // 2]
-        out["gpu_mem_used_max_mib"] = max(mem)
-        out["util_samples"] = len(util)
-    return out
-
-
 def part_fractional(s: Session, box: dict) -> None:
     smoke = s.args.smoke
     cuda = torch.cuda.is_available() and not smoke
@@ -758,7 +271,7 @@ def part_fractional(s: Session, box: dict) -> None:
     box["counts"] = counts
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # this process's cached blocks would count against the children
-    sampler = new_sampler() if cuda else None
+    sampler = gpu_check.start_sampler() if cuda else None
     tmp = Path(tempfile.mkdtemp(prefix="gpu_session_"))
     box["tmp"] = str(tmp)
 
@@ -799,13 +312,13 @@ def part_fractional(s: Session, box: dict) -> None:
                 steps = st["steps"](n)
 
                 def make_cfg(i, st=st, steps=steps, n=n):
-                    cfg = trial_cfg(st["model"], st["size"], st["batch"], steps, st["workers"](n), device,
-                                    threads=st["threads"], arch=st["arch"], depth=st["depth"])
+                    cfg = trial_config(st["model"], "dice_ce", st["size"], st["batch"], steps, steps, st["workers"](n),
+                                       st["threads"], device, amp="auto", depth=st["depth"], arch=st["arch"])
                     cfg["seed"] = i
                     return cfg
 
                 timeout = min(s.left() - s.args.reserve_s / 2, 150.0 if not smoke else 120.0)
-                r = run_concurrent(s, n, make_cfg, sampler, timeout, tmp)
+                r = fractional.run_concurrent(n, make_cfg, sampler, timeout, tmp)
                 r["timed_steps_per_process"] = steps
                 r["workers_per_process"] = st["workers"](n)
                 r["threads_per_process"] = st["threads"]
@@ -933,10 +446,7 @@ def main(argv=None) -> int:
                         help="training runs, model:amp[:cl|nocl[:batch]] comma-separated")
     parser.add_argument("--fractions", default="1,2,4", help="concurrent trials per GPU")
     parser.add_argument("--frac-target-s", type=float, default=12.0, help="timed seconds per N (at the N=1 rate/N)")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        return child_main(args.child)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     s = Session(args)
     if not args.smoke and not torch.cuda.is_available():

@@ -11,7 +11,8 @@ each measurement), with glibc's mmap threshold lowered so that freed buffers lea
 Ratios are ours / peer: below 1 means raysweep is faster (or lighter). Losses that use distance maps get them
 precomputed (as in training, where the DataLoader workers compute them); :mod:`benchmarks.maps` times the maps and
 :mod:`benchmarks.loss_step` the whole training step with maps precomputed and on the fly.
-:func:`measure` is the measurement (also :mod:`benchmarks.gpu_session`'s), :func:`time_losses` the table's rows.
+:func:`measure` is the measurement, :func:`time_losses` the table's rows; :func:`device_timing` (fp32, bf16 autocast
+and maps on the fly, relative to CE, on one device) is :mod:`benchmarks.gpu_session`'s.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch  # noqa: E402
 from raysweep.losses import LOSSES, build_loss  # noqa: E402
 from raysweep.losses.maps import batch_signed_distance  # noqa: E402
 
-from ._common import emit, ensure_inversenet, fake_extras, save_table, sync  # noqa: E402
+from ._common import blob_batch, emit, ensure_inversenet, fake_extras, save_table, sync  # noqa: E402
 
 SIZES = {"8x9x224x224": (8, 9, 224, 224), "2x19x512x1024": (2, 19, 512, 1024)}
 
@@ -116,6 +117,59 @@ def peers(name: str):
             out.append(("kornia", kl.FocalLoss(alpha=None, gamma=2.0, reduction="mean", ignore_index=255)))
     except ImportError:
         pass
+    return out
+
+
+def device_timing(out: dict, names, size, device, reps: int, *, autocast: bool, skip=None, stop=lambda: False,
+                  log=print) -> dict:
+    """Each loss of ``names`` on ``device`` at ``size`` ``(B, C, H, W)`` (:func:`~benchmarks._common.blob_batch`
+    inputs, distance maps precomputed): :func:`measure` in fp32 (median of ``reps``, at most ~8 s), under bf16
+    autocast if ``autocast``, and, for losses that take ``dist_map``, with the maps computed by the loss on the fly.
+
+    Fills ``out`` (and returns it) as it goes: ``timing_size``, ``timing_device``, ``target_maps_batch_cpu_ms`` and
+    ``timing`` ``{loss: {fp32, bf16_autocast, fp32_maps_on_the_fly, ratio_to_ce, bf16_ratio_to_ce} | {skipped} |
+    {error}}``; ``ce`` is timed first. ``skip`` ``{loss: reason}`` are not run; the rest are skipped once ``stop()``.
+    """
+    skip = skip or {}
+    out["timing_size"] = list(size)
+    out["timing_device"] = str(device)
+    timing = out.setdefault("timing", {})
+    logits, target = blob_batch(*size, seed=1)
+    t = time.perf_counter()
+    dmap = batch_signed_distance(target, size[1])
+    out["target_maps_batch_cpu_ms"] = 1e3 * (time.perf_counter() - t)
+    logits, target, dmap = logits.to(device), target.to(device), dmap.to(device)
+    for name in ["ce"] + [n for n in names if n != "ce"] if "ce" in names else names:
+        if name in skip or stop():
+            timing[name] = {"skipped": skip.get(name, "time budget")}
+            continue
+        row = timing.setdefault(name, {})
+        try:
+            loss = build_loss(name).to(device)
+            ex = fake_extras(name, logits, dmap)
+            row["fp32"] = measure(loss, logits, target, reps, max_s=8.0, **ex)
+            if autocast:
+                amp_dt = torch.bfloat16
+                ex_h = {k: (v if k == "dist_map" else v.to(amp_dt)) for k, v in ex.items()}
+                row["bf16_autocast"] = measure(loss, logits.to(amp_dt), target, reps, amp_dtype=amp_dt, max_s=8.0,
+                                               **ex_h)
+            if "dist_map" in LOSSES[name].needs:
+                ex_nomap = {k: v for k, v in ex.items() if k != "dist_map"}
+                row["fp32_maps_on_the_fly"] = measure(loss, logits, target, max(3, reps // 2), max_s=8.0, **ex_nomap)
+        except Exception as exc:  # noqa: BLE001
+            row["error"] = f"{type(exc).__name__}: {exc}"[:400]
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log(f"time  {name:<22} fp32 {row.get('fp32', {}).get('ms', float('nan')):8.2f} ms  "
+            f"bf16 {row.get('bf16_autocast', {}).get('ms', float('nan')):8.2f} ms  "
+            f"peak {row.get('fp32', {}).get('peak_extra_mib') or float('nan'):8.1f} MiB {row.get('error', '')}")
+    ce = timing.get("ce", {}).get("fp32", {}).get("ms")
+    ce_bf = timing.get("ce", {}).get("bf16_autocast", {}).get("ms")
+    for row in timing.values():
+        if ce and "fp32" in row:
+            row["ratio_to_ce"] = row["fp32"]["ms"] / ce
+        if ce_bf and "bf16_autocast" in row:
+            row["bf16_ratio_to_ce"] = row["bf16_autocast"]["ms"] / ce_bf
     return out
 
 

@@ -1,6 +1,6 @@
 """Overhead of ``train_trial``'s loop over a minimal bare PyTorch loop: same model, data, loss, optimiser, AMP.
 
-    python benchmarks/train.py [--quick] [--model cnn|transformer ...] [--loss NAME] [--image-size N] [--batch N]
+    python -m benchmarks.train [--quick] [--model cnn|transformer ...] [--loss NAME] [--image-size N] [--batch N]
                                [--steps N] [--warmup N] [--repeats N] [--workers N] [--threads N] [--device D]
 
 For each model, both loops run ``warmup`` steps and then ``steps`` timed steps, in the same process, alternately,
@@ -9,7 +9,8 @@ machine. ``train_trial``'s figure is its own ``steps_per_s`` over the timed step
 evaluation and checkpoints are outside the timed interval, as they are outside the bare loop). The bare loop is what
 a hand-written script does: a shuffling DataLoader over the same dataset, ``net(x)``, the loss, backward, AdamW and the
 one-cycle schedule, under the same autocast and memory format. Overhead = 1 - trial / bare; the target is <= 5 %.
-``--quick`` runs the Transformer only, with fewer steps.
+``--quick`` runs the Transformer only, with fewer steps. :func:`trial_config` is the one benchmark trial config
+(also :mod:`benchmarks.gpu_check`'s and :mod:`benchmarks.gpu_session`'s), :func:`compare` the measurement.
 """
 
 from __future__ import annotations
@@ -18,31 +19,40 @@ import argparse
 import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from raysweep.data import build_dataset  # noqa: E402
-from raysweep.losses import build_loss  # noqa: E402
-from raysweep.models import MODELS, build_model  # noqa: E402
-from raysweep.trial import resolve_config, train_trial  # noqa: E402
+from raysweep.data import build_dataset
+from raysweep.losses import build_loss
+from raysweep.models import MODELS, build_model
+from raysweep.trial import resolve_config, train_trial
 
 
 def trial_config(model: str, loss: str, image_size: int, batch: int, steps: int, warmup: int, workers: int,
-                 threads: int, device: str) -> dict:
+                 threads: int | None, device: str, *, amp: str | None = None, depth: int | None = None,
+                 arch: dict | None = None) -> dict:
     """A trial whose last report covers the ``steps`` timed steps only (``steps_per_s`` is per report interval):
-    reports every ``steps`` steps, after at least ``warmup`` warm-up steps (rounded up to a multiple of ``steps``)."""
+    reports every ``steps`` steps, after at least ``warmup`` warm-up steps (rounded up to a multiple of ``steps``).
+
+    Synthetic data of ``image_size`` (``depth`` slices per volume if given); ``amp`` sets ``train.amp`` if given;
+    ``arch`` updates the ``model`` section (``arch``, ``encoder``, ``options``). Everything else keeps
+    :func:`raysweep.trial.resolve_config`'s defaults, except that nothing is written (no overlays, checkpoints or
+    per-case rows) and evaluation is one case without HD95."""
     warm = -(-warmup // steps) * steps if warmup > 0 else 0
-    return {
+    cfg = {
         "dataset": {"name": "synthetic", "options": {"image_size": image_size}},
-        "model": {"name": model},
+        "model": {"name": model, **(arch or {})},
         "loss": {"name": loss},
         "train": {"steps": warm + steps, "batch_size": batch, "num_workers": workers, "threads": threads,
                   "device": device, "progress": False},
         "eval": {"every": steps, "max_cases": 1, "hd95": False, "overlays": 0, "report_cases": False},
         "checkpoint": {"every": 0},
     }
+    if depth is not None:
+        cfg["dataset"]["options"]["depth"] = depth
+    if amp is not None:
+        cfg["train"]["amp"] = amp
+    return cfg
 
 
 def trial_steps_per_s(config: dict) -> tuple[float, dict]:
@@ -106,11 +116,12 @@ def bare_steps_per_s(config: dict) -> float:
     return (total - warmup) / (time.perf_counter() - start)
 
 
-def compare(model: str, args) -> dict:
-    config = trial_config(model, args.loss, args.image_size, args.batch, args.steps, args.warmup, args.workers,
-                          args.threads, args.device)
+def compare(config: dict, repeats: int) -> dict:
+    """The bare loop and ``train_trial`` on ``config`` (:func:`trial_config`), alternately, ``repeats`` times:
+    ``{model, arch, bare, trial, overhead, phases, all_bare, all_trial}`` (best steps/s; phases of the best trial)."""
+    model = config["model"]["name"]
     bare, trial, phases = [], [], None
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         bare.append(bare_steps_per_s(config))
         rate, result = trial_steps_per_s(config)
         trial.append(rate)
@@ -147,7 +158,8 @@ def main(argv=None) -> int:
     print(f"{'model':<28}{'bare steps/s':>13}{'trial steps/s':>14}{'overhead':>10}   trial step split (ms)")
     worst = -float("inf")
     for model in models:
-        r = compare(model, args)
+        r = compare(trial_config(model, args.loss, args.image_size, args.batch, args.steps, args.warmup,
+                                 args.workers, args.threads, args.device), args.repeats)
         worst = max(worst, r["overhead"])
         split = " ".join(f"{k}={v:.1f}" for k, v in r["phases"].items())
         print(f"{r['model'] + ' (' + r['arch'] + ')':<28}{r['bare']:>13.2f}{r['trial']:>14.2f}"
