@@ -30,11 +30,11 @@ test: $(STAMP)
 ## Benchmarks (see README, "Benchmarks"); BENCH_ARGS=--quick for a short run. Tables also land in benchmarks/results/.
 BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python benchmarks/losses.py $(BENCH_ARGS) --out benchmarks/results/losses.md
-	$(BIN)/python benchmarks/maps.py $(BENCH_ARGS) --out benchmarks/results/maps.md
-	$(BIN)/python benchmarks/loss_step.py $(BENCH_ARGS) --out benchmarks/results/loss_step.md
-	$(BIN)/python benchmarks/data.py $(BENCH_ARGS)
-	$(BIN)/python benchmarks/train.py $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.losses $(BENCH_ARGS) --out benchmarks/results/losses.md
+	$(BIN)/python -m benchmarks.maps $(BENCH_ARGS) --out benchmarks/results/maps.md
+	$(BIN)/python -m benchmarks.loss_step $(BENCH_ARGS) --out benchmarks/results/loss_step.md
+	$(BIN)/python -m benchmarks.data $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.train $(BENCH_ARGS)
 
 ## Regenerate the README's loss catalogue from the registry.
 readme: $(STAMP)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# One GPU session (benchmarks/gpu_session.py) on a machine without internet: installs the carried wheels (.whl/,
+# One GPU session (python -m benchmarks.gpu_session) on a machine without internet: installs the carried wheels (.whl/,
 # ignored by git) into $SITE, then runs every part with a time budget and writes $OUT/gpu_session.json and
 # $OUT/gpu_session.log.
 #
-#   bash benchmarks/gpu_session.sh [gpu_session.py args, e.g. --smoke or --parts training,fractional]
+#   bash benchmarks/gpu_session.sh [benchmarks.gpu_session args, e.g. --smoke or --parts training,fractional]
 #
 # Environment: OUT (default /tmp/gpu_session_out), PYTHON (python3), SITE (/tmp/site), WHL (.whl),
 # GS_BUDGET (420 s for the script's parts), GS_TIMEOUT (480 s hard kill of the script).
@@ -31,7 +31,7 @@ EOF
   export PYTHONPATH="$SITE:$PWD"
   "$PY" -c "import raysweep.trial.loop, raysweep.models, raysweep.losses, raysweep.data, segmentation_models_pytorch, albumentations, edt, sys; print('imports ok; ray/optuna imported:', [m for m in sys.modules if m.split('.')[0] in ('ray', 'optuna')])"
   nvidia-smi 2>&1 | head -20
-  timeout -k 10 "${GS_TIMEOUT:-480}" "$PY" benchmarks/gpu_session.py --budget "${GS_BUDGET:-420}" --out "$OUT/gpu_session.json" "$@"
-  echo "gpu_session.py exit code $?"
+  timeout -k 10 "${GS_TIMEOUT:-480}" "$PY" -m benchmarks.gpu_session --budget "${GS_BUDGET:-420}" --out "$OUT/gpu_session.json" "$@"
+  echo "benchmarks.gpu_session exit code $?"
   ls -la "$OUT"
 } 2>&1 | tee "$OUT/gpu_session.log"
