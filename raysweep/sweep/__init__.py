@@ -15,10 +15,11 @@ Trial configs and their tags are composed by :func:`raysweep.config.compose_tria
 
 from .callback import ResultsCallback
 from .outdir import MIN_FREE_BYTES, OutputInUse, OutputLock, ResultsWriteError, check_writable
-from .runner import SweepRunner, best_points, confirmation_seeds, environment, sweep_trainable, trial_resources
+from .runner import (SweepRunner, best_points, confirmation_seeds, environment, run_sweep, sweep_trainable,
+                     trial_resources)
 from .scheduler import METRIC, GroupScheduler, asha_rungs
 from .searcher import FixedSearcher, GroupSearcher
 
 __all__ = ["METRIC", "MIN_FREE_BYTES", "FixedSearcher", "GroupScheduler", "GroupSearcher", "OutputInUse",
            "OutputLock", "ResultsCallback", "ResultsWriteError", "SweepRunner", "asha_rungs", "best_points",
-           "check_writable", "confirmation_seeds", "environment", "sweep_trainable", "trial_resources"]
+           "check_writable", "confirmation_seeds", "environment", "run_sweep", "sweep_trainable", "trial_resources"]

@@ -40,7 +40,7 @@ from .outdir import OutputLock, ResultsWriteError, _iso, check_writable, state_k
 from .scheduler import METRIC, GroupScheduler, asha_rungs
 from .searcher import FixedSearcher, GroupSearcher
 
-__all__ = ["SweepRunner", "best_points", "confirmation_seeds", "environment", "sweep_trainable", "trial_resources"]
+__all__ = ["SweepRunner", "best_points", "run_sweep", "confirmation_seeds", "environment", "sweep_trainable", "trial_resources"]
 
 
 def sweep_trainable(config: dict) -> None:
@@ -392,6 +392,31 @@ class SweepRunner:
         train.setdefault("progress", False)
         cfg.trial = trial
         return cfg
+
+
+def run_sweep(config: str | Path | SweepConfig | None = None, out: str | Path | None = None, *,
+              address: str | None = None, fresh: bool = False, storage: str | None = None,
+              progress: bool = True) -> Path:
+    """Run (or resume) a sweep; return its results folder (``<out>/results``, read it with ``read_results``).
+
+    Args:
+        config: a :class:`~raysweep.config.SweepConfig`, a YAML path, or None for ``configs/default.yaml``.
+        out: the output folder (default ``results/<config name>``); running again on it resumes.
+        address: a Ray cluster address (None: a private local instance, or ``RAY_ADDRESS``).
+        fresh: discard what ``out`` holds and start over.
+        storage: where Tune keeps its experiments (shared storage on a multi-node cluster).
+        progress: print a line per finished trial.
+
+    Raises:
+        ValueError / FileNotFoundError: a bad config or data folder (before Ray starts); see
+        :meth:`SweepRunner.run` for the output folder's errors.
+    """
+    from ..config import load_config
+
+    cfg = config if isinstance(config, SweepConfig) else load_config(config)
+    out = Path(out) if out is not None else Path("results") / cfg.name
+    SweepRunner(cfg, out, address=address, fresh=fresh, progress=progress, storage=storage).run()
+    return out / "results"
 
 
 def _dirname(trial) -> str:

@@ -1,0 +1,114 @@
+"""The shape of the house (DESIGN.md): small modules, no import cycle, lower layers that know nothing of upper ones.
+
+Every ``import`` statement of every module counts, the ones inside functions too: a cycle hidden behind a
+function-level import is still a cycle.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "raysweep"
+MAX_LINES = 500
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Modules of raysweep, and top-level third-party packages, that ``name`` imports anywhere in its file."""
+    is_pkg = path.name == "__init__.py"
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_pkg else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module
+            for alias in node.names:  # `from . import x` and `from .pkg import submodule` name modules
+                out.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in MODULES else module)
+    return out
+
+
+GRAPH = {name: {m for m in _imports(name, path) if m in MODULES and m != name} for name, path in MODULES.items()}
+EXTERNAL = {name: {m.split(".")[0] for m in _imports(name, path) if not m.startswith("raysweep")}
+            for name, path in MODULES.items()}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_module_over_500_lines(name):
+    lines = len(MODULES[name].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{MODULES[name].relative_to(ROOT.parent)} has {lines} lines; split it by job"
+
+
+def test_no_import_cycle():
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(GRAPH[node]):
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for name in sorted(GRAPH):
+        if name not in state:
+            visit(name, [name])
+
+
+def _below(prefix: str) -> list[str]:
+    return [m for m in MODULES if m == prefix or m.startswith(prefix + ".")]
+
+
+@pytest.mark.parametrize("lower, forbidden", [
+    # the building blocks know nothing of Ray, Optuna, Parquet or HTML, nor of the layers above them
+    ("raysweep.losses", {"raysweep.trial", "raysweep.sweep", "raysweep.config", "raysweep.results",
+                         "raysweep.report", "raysweep.search", "raysweep.data", "raysweep.models", "ray", "optuna",
+                         "pyarrow", "jinja2"}),
+    ("raysweep.data", {"raysweep.trial", "raysweep.sweep", "raysweep.config", "raysweep.results", "raysweep.report",
+                       "raysweep.search", "ray", "optuna", "pyarrow", "jinja2"}),
+    ("raysweep.metrics", {"raysweep.trial", "raysweep.sweep", "raysweep.config", "raysweep.results",
+                          "raysweep.report", "ray", "optuna", "pyarrow"}),
+    # one training run knows nothing of searchers, sweeps or results tables
+    ("raysweep.trial", {"raysweep.sweep", "raysweep.search", "raysweep.config", "raysweep.results",
+                        "raysweep.report", "optuna", "pyarrow"}),
+    ("raysweep.search", {"raysweep.config", "raysweep.sweep", "raysweep.trial", "raysweep.data", "ray", "optuna"}),
+    # the tables and the report run without Ray or torch
+    ("raysweep.results", {"raysweep.sweep", "raysweep.trial", "raysweep.losses", "raysweep.data", "raysweep.report",
+                          "torch", "ray"}),
+    ("raysweep.report", {"raysweep.sweep", "raysweep.trial", "raysweep.losses", "raysweep.data", "raysweep.models",
+                         "torch", "ray"}),
+])
+def test_lower_layers_do_not_import_upper_ones(lower, forbidden):
+    bad = []
+    for name in _below(lower):
+        deps = GRAPH[name] | EXTERNAL[name]
+        hits = {f for f in forbidden if any(d == f or d.startswith(f + ".") for d in deps)}
+        bad += [f"{name} imports {h}" for h in sorted(hits)]
+    assert not bad, "; ".join(bad)
+
+
+def test_the_public_face_imports_nothing_heavy():
+    """``import raysweep`` is instant and its public names resolve (the notebook calls in the README)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, raysweep; heavy = [m for m in ('torch', 'ray', 'optuna', 'pyarrow') if m in sys.modules]; "
+            "assert not heavy, heavy; "
+            "names = [raysweep.load_config, raysweep.run_sweep, raysweep.read_results, raysweep.build_report, "
+            "raysweep.build_loss, raysweep.LOSSES, raysweep.build_dataset, raysweep.DATASETS]; "
+            "assert set(raysweep.__all__) >= {'load_config', 'run_sweep', 'read_results', 'build_report'}")
+    subprocess.run([sys.executable, "-c", code], check=True)
