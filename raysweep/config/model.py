@@ -25,8 +25,11 @@ architectures and encoders), dataset options by value, that every trial config t
 
 The protocol (``raysweep.search.evaluation_split``): tuning trials evaluate on each dataset's selection split
 (``DATASETS[name].select_split``, options from the dataset section's ``select_options``), confirmation runs on its
-ranking split (``eval_split``, ``eval_options``); the sweep records both case lists in ``sweep.json``. Every error is a ``ValueError`` (``FileNotFoundError`` for a missing file or data
-folder) that names the key and the fix; unknown keys get a "did you mean".
+ranking split (``eval_split``, ``eval_options``); the sweep records both case lists in ``sweep.json``. Every error
+is a ``ValueError`` (``FileNotFoundError`` for a missing file or data
+folder) that names the key and the fix; unknown keys get a "did you mean". The keys are the pydantic model
+:class:`SweepModel` (its JSON Schema, ``raysweep schema``, is ``docs/schema/sweep-config.schema.json``: editors that
+speak yaml-language-server complete and check configs with it); :func:`parse` turns its first error into that message.
 
 The YAML is read with YAML 1.2 scalars: only ``true`` / ``false`` are booleans (``off``, ``no``, ``yes``, ``on`` stay
 strings, so ``amp: off`` means what it says) and ``1e-3`` is a float (PyYAML alone reads it as a string); a key given
@@ -39,30 +42,26 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping, Optional, Union
 
-from ..checks import did_you_mean
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
+
+from ..checks import Bad, Must, config_error, did_you_mean
+from ..trial.schema import TrialConfig, choice, registry_names
 from .yaml_io import _check_plain, _show
 
 PAIRINGS = ("none", "ce", "dice")
 SCHEDULERS = ("asha", "none")
-_TOP_KEYS = ("name", "datasets", "architectures", "losses", "pairing", "tuning", "confirmation", "resources", "trial")
-_TUNING_KEYS = {"trials_per_group": 4, "seed": 0, "scheduler": "asha", "grace_period": 1, "reduction_factor": 2,
-                "n_startup_trials": "auto"}
-_CONFIRM_KEYS = {"seeds": 3, "evaluations": None, "alpha": 0.05, "underpowered": "error"}
 UNDERPOWERED = ("error", "warn")
-_RESOURCE_KEYS = {"cpus_per_trial": 1, "gpus_per_trial": 1.0, "max_concurrent": None}
-_DATASET_KEYS = ("name", "root", "options", "train_options", "eval_options", "select_options")
-_ARCH_KEYS = ("name", "arch", "encoder", "encoder_weights", "options")
-_NAME_RE = re.compile(r"^[\w][\w.-]{0,99}$")
+_NAME_RE = r"^[\w][\w.-]{0,99}$"
 #: Upper bound of counts (trials, seeds, ASHA's periods): past it a value is a typo, not a plan.
 _MAX_COUNT = 10**6
 #: Seeds stay below 2**31 so that seed + confirmation seeds fits every RNG (numpy takes < 2**32).
 _MAX_SEED = 2**31 - 1
+_SET_BY_SWEEP = ("dataset", "model", "loss", "companions", "seed", "output_dir")
 
 
 @dataclass(frozen=True)
@@ -99,221 +98,255 @@ class SweepConfig:
 
     def to_dict(self) -> dict:
         """The config as plain data (JSON-serialisable); ``validate(cfg.to_dict())`` gives the same config back."""
-        return {k: copy.deepcopy(getattr(self, k)) for k in _TOP_KEYS}
+        return {k: copy.deepcopy(getattr(self, k)) for k in SweepModel.model_fields}
 
 
+def _count(low: int, high: int = _MAX_COUNT) -> Any:
+    return Annotated[int, Field(ge=low, le=high)]
 
 
-def _unknown(keys, allowed, where: str) -> None:
-    for key in keys:
-        if key not in allowed:
-            raise ValueError(f"{where}: unknown key {_show(key)}{did_you_mean(key, allowed)}; valid keys: {', '.join(map(str, allowed))}")
+def _names(what: str, default: list[str]):
+    """A list of names or a mapping name -> section, as a mapping (null: ``default``)."""
+    def convert(value: Any) -> Any:
+        value = default if value is None else value
+        if isinstance(value, (list, tuple)):
+            bad = [v for v in value if not isinstance(v, str) or not v]
+            if bad:
+                raise Bad(f": {_show(bad[0])} is not a {what} name (a list holds names)")
+            value = {v: {} for v in value}
+        if not isinstance(value, Mapping) or not value:
+            raise Bad(f" must name at least one {what} (a list or a mapping), got {_show(value)}")
+        return dict(value)
+    return convert
 
 
-def _mapping(value: Any, where: str, what: str) -> dict:
-    """A mapping section (None -> {}); ValueError naming ``where`` otherwise."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{where} must be a mapping ({what}), got {_show(value)}")
-    return dict(value)
+def _whole(value: float) -> int:
+    if value != int(value):
+        raise ValueError
+    return int(value)
 
 
-def _section(raw: Mapping, key: str, defaults: dict, where: str) -> dict:
-    value = _mapping(raw.get(key), f"{where}.{key}", ", ".join(defaults))
-    _unknown(value, defaults, f"{where}.{key}")
-    return {**defaults, **value}
+def _losses(value: Any) -> list[str]:
+    known = registry_names("losses")
+    if value in ("survey", "all"):
+        from ..losses import LOSSES
+
+        value = [n for n, s in LOSSES.items() if s.in_survey or value == "all"]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise Bad(f" must be 'survey', 'all' or a non-empty list of loss names, got {_show(value)}")
+    for loss in value:
+        if not isinstance(loss, str) or loss not in known:
+            raise Bad(f": unknown loss {_show(loss)}{did_you_mean(loss, known)}; see `raysweep losses`")
+    return list(dict.fromkeys(value))
 
 
-def _names(value: Any, where: str, what: str) -> dict:
-    """A list of names or a mapping name -> section, as a mapping; ValueError naming ``where`` otherwise."""
-    if isinstance(value, (list, tuple)):
-        bad = [v for v in value if not isinstance(v, str) or not v]
-        if bad:
-            raise ValueError(f"{where}: {_show(bad[0])} is not a {what} name (a list holds names)")
-        value = {v: {} for v in value}
-    if not isinstance(value, Mapping) or not value:
-        raise ValueError(f"{where} must name at least one {what} (a list or a mapping), got {_show(value)}")
-    return dict(value)
+def _loss_enum(schema: dict) -> None:
+    names = registry_names("losses")
+    schema.update(anyOf=[{"enum": ["survey", "all", *names]}, {"type": "array", "items": {"enum": names}}])
 
 
-def _int(value, where: str, low: int, high: int = _MAX_COUNT) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{where} must be an integer >= {low} (at most {high}), got {_show(value)}")
-    return value
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null(cls, value: Any) -> Any:
+        return {} if value is None else value  # an empty section (`tuning:` with nothing under it)
 
 
-def _choice(value, where: str, choices: tuple) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{where} must be one of {', '.join(choices)}, got {_show(value)}")
-    return value
+class DatasetEntry(Section):
+    """One dataset of the sweep: its trial-config section (the key names the dataset)."""
+
+    name: Optional[str] = Field(None, description="the key (may be repeated; nothing else)")
+    root: Annotated[Optional[str], Field(pattern=r"\S"), Must("a folder path")] = Field(
+        None, description="folder of a file-based dataset (synapse, cityscapes, nnunet, folder)")
+    options: dict[str, Any] = Field({}, description="build_dataset options for every split (image_size, depth, ...)")
+    train_options: dict[str, Any] = Field({}, description="... for the training split only (label_noise, ...)")
+    eval_options: dict[str, Any] = Field({}, description="... for the ranking split, seen only by confirmation runs")
+    select_options: dict[str, Any] = Field({}, description="... for the selection split, seen by tuning trials")
 
 
+class ArchitectureEntry(Section):
+    """One architecture of the sweep: a raysweep.models.MODELS entry, or any smp architecture and encoder."""
+
+    name: Optional[str] = Field(None, description="the MODELS entry it starts from (default: the key if it is one)",
+                                json_schema_extra=lambda s: s.update(enum=registry_names("models")))
+    arch: Annotated[Optional[str], Field(min_length=1), Must("a name")] = Field(
+        None, description="any smp architecture (case-insensitive)")
+    encoder: Annotated[Optional[str], Field(min_length=1), Must("a name")] = Field(
+        None, description='any smp encoder or "tu-<timm name>"')
+    encoder_weights: Annotated[Optional[str], Field(min_length=1), Must(
+        "null, a weight name such as 'imagenet' or a file path")] = Field(
+        None, description='null | a weight name such as "imagenet" | path to a local encoder state dict')
+    options: dict[str, Any] = Field({}, description="smp architecture options (decoder_channels, ...)")
+
+
+class Tuning(Section):
+    """The tuning stage: per group, the same quota of trials and the same early stopping."""
+
+    trials_per_group: _count(1) = Field(4, description="tuning trials per (dataset, architecture, loss) group")
+    seed: _count(0, _MAX_SEED) = Field(0, description="the seed everything random derives from")
+    scheduler: choice(*SCHEDULERS) = Field("asha", description="asha (early stopping within a group) | none")
+    grace_period: _count(1) = Field(1, description="ASHA: evaluations before a trial can be stopped")
+    reduction_factor: _count(2) = Field(2, description="ASHA: 1/reduction_factor of the trials go on at each rung")
+    n_startup_trials: Annotated[Union[Literal["auto"], _count(0)], Must(
+        f"'auto' or an integer >= 0 (at most {_MAX_COUNT})")] = Field(
+        "auto", description="TPE's random start-up trials per group (auto: a third of the quota, >= 2)")
+
+
+class Confirmation(Section):
+    """The confirmation stage: the best config of each group retrained; the ranking comes from these runs only."""
+
+    seeds: _count(0) = Field(3, description="seeds each best config is retrained with (0: skip the stage)")
+    evaluations: Optional[_count(1)] = Field(None, description="evaluations on the ranking split, evenly spaced "
+                                             "(null: as trial.eval.every)")
+    alpha: Annotated[float, Field(gt=0, lt=1), Must("a significance level in (0, 1)")] = Field(
+        0.05, description="significance level of the ranking (Wilcoxon-Holm)")
+    underpowered: choice(*UNDERPOWERED) = Field("error", description="a design whose ranking cases can never "
+                                                "separate two losses at alpha: error (refused) | warn (run anyway)")
+
+
+class Resources(Section):
+    """What each trial gets from Ray."""
+
+    cpus_per_trial: Annotated[float, Field(ge=1, le=_MAX_COUNT), AfterValidator(_whole), Must(
+        "a whole number of CPUs >= 1 (each trial runs torch with that many threads)")] = Field(
+        1, description="whole CPUs per trial (torch threads)")
+    gpus_per_trial: Annotated[float, Field(ge=0, le=1), Must(
+        "a number in [0, 1] (a trial trains on one GPU; a fraction such as 0.5 lets trials share one)")] = Field(
+        1.0, description="GPU share per trial, in [0, 1] (only where the cluster has GPUs)")
+    max_concurrent: Optional[_count(1)] = Field(None, description="trials at once (null: as many as resources allow)")
+
+
+class SweepModel(Section):
+    """A raysweep sweep config (``raysweep run --config``): datasets x architectures x losses, tuned and ranked."""
+
+    model_config = ConfigDict(title="raysweep sweep config")
+
+    name: Annotated[str, Field(pattern=_NAME_RE), Must(
+        "1 to 100 letters, digits, '_', '-' or '.' (it names folders; no slashes or spaces, not starting with '.' "
+        "or '-')")] = Field("sweep", description="names the Ray experiment folders and the results")
+    datasets: Annotated[dict[str, DatasetEntry], BeforeValidator(
+        _names("dataset", ["synthetic"]), json_schema_input_type=Union[list[str], dict[str, Optional[DatasetEntry]]]),
+    ] = Field(
+        {"synthetic": {}}, validate_default=True, description="dataset names, or name -> its section of the trial "
+        "config", json_schema_extra=lambda s: s.update(propertyNames={"enum": registry_names("datasets")}))
+    architectures: Annotated[dict[str, ArchitectureEntry], BeforeValidator(
+        _names("model", ["cnn", "transformer"]),
+        json_schema_input_type=Union[list[str], dict[str, Optional[ArchitectureEntry]]])] = Field(
+        {"cnn": {}, "transformer": {}}, validate_default=True,
+        description="raysweep.models.MODELS keys, or name -> {name, arch, encoder, encoder_weights, options}")
+    losses: Annotated[list[str], BeforeValidator(_losses, json_schema_input_type=Any)] = Field(
+        "survey", validate_default=True, description="survey | all (survey + baselines) | [names]",
+        json_schema_extra=_loss_enum)
+    pairing: choice(*PAIRINGS) = Field("none", description="none | ce | dice: a companion term whose weight is tuned "
+                                       "with the loss")
+    tuning: Tuning = Field(Tuning(), description="the tuning stage")
+    confirmation: Confirmation = Field(Confirmation(), description="the confirmation stage")
+    resources: Resources = Field(Resources(), description="per-trial resources")
+    trial: Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v, json_schema_input_type=Optional[
+        TrialConfig]), Must("a mapping (the base train_trial config)")] = Field(
+        {}, description="the base train_trial config every trial starts from (raysweep.trial.schema); dataset, "
+        "model, loss, companions, seed, output_dir and eval.split are set by the sweep")
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, value: dict) -> dict:
+        from ..data import DATASETS, check_dataset_options
+
+        for ds, section in value.items():
+            if ds not in DATASETS:
+                raise Bad(f": unknown dataset {_show(ds)}{did_you_mean(ds, DATASETS)}; choose from "
+                          f"{', '.join(DATASETS)}")
+            if section.name not in (None, ds):
+                raise Bad(f" must be {ds!r} (the key names the dataset), got {_show(section.name)}", f"{ds}.name")
+            if DATASETS[ds].needs_root:
+                if not section.root:
+                    raise Bad(f" is required: the folder holding the {ds} data", f"{ds}.root")
+                if not Path(section.root).expanduser().is_dir():
+                    raise Bad(f": {section.root} is not a folder; download {ds} there or fix the path", f"{ds}.root",
+                              FileNotFoundError)
+            for key in ("options", "train_options", "eval_options", "select_options"):
+                try:
+                    check_dataset_options(ds, getattr(section, key))
+                except ValueError as exc:
+                    raise Bad(f": {str(exc).removeprefix(ds + ': ')}", f"{ds}.{key}") from None
+        return value
+
+    @field_validator("architectures")
+    @classmethod
+    def _architectures(cls, value: dict) -> dict:
+        models = registry_names("models")
+        for arch, section in value.items():
+            if arch not in models and "arch" not in section.model_fields_set:
+                raise Bad(f": unknown model {_show(arch)}; use one of {', '.join(models)} or give "
+                          "{arch: <smp architecture>, encoder: <name>}")
+            base = section.name or (arch if arch in models else models[0])
+            if base not in models:
+                raise Bad(f" must be one of {', '.join(models)} (the defaults it starts from), got {_show(base)}",
+                          f"{arch}.name")
+            _check_model(base, section, arch)
+        return value
+
+    @field_validator("trial")
+    @classmethod
+    def _trial(cls, trial: dict) -> dict:
+        from ..trial.schema import resolve_config
+
+        for key in _SET_BY_SWEEP:
+            if key in trial or any(k.startswith(key + ".") for k in trial):
+                raise Bad(" is set by the sweep; use datasets / architectures / losses / pairing instead", key)
+        if "eval.split" in trial or "split" in (trial.get("eval") if isinstance(trial.get("eval"), Mapping) else {}):
+            raise Bad(" is set by the sweep: tuning trials evaluate on each dataset's selection split and "
+                      "confirmation runs on its ranking split (never the same cases); use "
+                      "datasets.<name>.select_options / eval_options to size them", "eval.split")
+        device = resolve_config(trial)["train"]["device"]
+        if device not in ("auto", "cpu", "cuda"):
+            raise Bad(f" must be auto, cpu or cuda in a sweep (Ray gives each trial its GPU, which the trial sees as "
+                      f"cuda), got {_show(device)}", "train.device")
+        return trial
 
 
 def parse(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
-    """Check every key and value of a sweep config mapping, one by one; :func:`raysweep.config.validate` adds the
-    checks of what the config composes (trial configs, power). Reads no data and starts nothing.
+    """Check every key and value of a sweep config mapping (:class:`SweepModel`); :func:`raysweep.config.validate`
+    adds the checks of what the config composes (trial configs, power). Reads no data and starts nothing.
 
     Raises ``ValueError`` naming the key (``FileNotFoundError`` for a data folder that does not exist).
     """
-    from ..data import DATASETS, check_dataset_options
-    from ..losses import LOSSES
-    from ..models import MODELS
-    from ..trial.schema import resolve_config
-
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: a sweep config is a mapping of keys, got {type(raw).__name__}")
     _check_plain(raw, where)
     raw = json.loads(json.dumps(raw))  # a plain copy (tuples -> lists): what the sweep stores and compares on resume
-    _unknown(raw, _TOP_KEYS, where)
-    name = raw.get("name", "sweep")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(f"{where}.name must be 1 to 100 letters, digits, '_', '-' or '.' (it names folders; no "
-                         f"slashes or spaces, not starting with '.' or '-'), got {_show(name)}")
-
-    datasets = raw.get("datasets")
-    datasets = _names({"synthetic": {}} if datasets is None else datasets, f"{where}.datasets", "dataset")
-    ds_out = {}
-    for ds, section in datasets.items():
-        if ds not in DATASETS:
-            raise ValueError(f"{where}.datasets: unknown dataset {_show(ds)}{did_you_mean(ds, DATASETS)}; choose from {', '.join(DATASETS)}")
-        at = f"{where}.datasets.{ds}"
-        section = _mapping(section, at, ", ".join(_DATASET_KEYS[1:]))
-        _unknown(section, _DATASET_KEYS, at)
-        if section.get("name", ds) != ds:
-            raise ValueError(f"{at}.name must be {ds!r} (the key names the dataset), got {_show(section['name'])}")
-        root = section.get("root")
-        if root is not None and (not isinstance(root, str) or not root.strip()):
-            raise ValueError(f"{at}.root must be a folder path, got {_show(root)}")
-        if DATASETS[ds].needs_root:
-            if not root:
-                raise ValueError(f"{at}.root is required: the folder holding the {ds} data")
-            if not Path(root).expanduser().is_dir():
-                raise FileNotFoundError(f"{at}.root: {root} is not a folder; download {ds} there or fix the path")
-        for key in ("options", "train_options", "eval_options", "select_options"):
-            if key not in section:
-                continue
-            section[key] = _mapping(section[key], f"{at}.{key}", f"{ds} options")
-            try:
-                check_dataset_options(ds, section[key])
-            except ValueError as exc:
-                raise ValueError(f"{at}.{key}: {str(exc).removeprefix(ds + ': ')}") from None
-        ds_out[ds] = {**section, "name": ds}
-
-    archs = raw.get("architectures")
-    archs = _names(["cnn", "transformer"] if archs is None else archs, f"{where}.architectures", "model")
-    arch_out = {}
-    for arch, section in archs.items():
-        at = f"{where}.architectures.{arch}"
-        section = _mapping(section, at, ", ".join(_ARCH_KEYS[1:]))
-        if arch not in MODELS and "arch" not in section:
-            raise ValueError(f"{where}.architectures: unknown model {_show(arch)}; use one of {', '.join(MODELS)} or "
-                             "give {arch: <smp architecture>, encoder: <name>}")
-        _unknown(section, _ARCH_KEYS, at)
-        base = section.get("name", arch if arch in MODELS else next(iter(MODELS)))
-        if not isinstance(base, str) or base not in MODELS:
-            raise ValueError(f"{at}.name must be one of {', '.join(MODELS)} (the defaults it starts from), got "
-                             f"{_show(base)}")
-        if "options" in section:
-            section["options"] = _mapping(section["options"], f"{at}.options", "smp architecture options")
-        _check_model({**MODELS[base], **{k: v for k, v in section.items() if k in ("arch", "encoder") and v}},
-                     section, at)
-        arch_out[arch] = {**section, "name": base}
-
-    losses = raw.get("losses", "survey")
-    if losses in ("survey", "all"):
-        losses = [n for n, s in LOSSES.items() if s.in_survey or losses == "all"]
-    if isinstance(losses, str):
-        losses = [losses]
-    if not isinstance(losses, (list, tuple)) or not losses:
-        raise ValueError(f"{where}.losses must be 'survey', 'all' or a non-empty list of loss names, got "
-                         f"{_show(losses)}")
-    for loss in losses:
-        if not isinstance(loss, str) or loss not in LOSSES:
-            raise ValueError(f"{where}.losses: unknown loss {_show(loss)}{did_you_mean(loss, LOSSES)}; see `raysweep losses`")
-    losses = list(dict.fromkeys(losses))
-
-    pairing = _choice(raw.get("pairing", "none"), f"{where}.pairing", PAIRINGS)
-
-    tuning = _section(raw, "tuning", _TUNING_KEYS, where)
-    _int(tuning["trials_per_group"], f"{where}.tuning.trials_per_group", 1)
-    _int(tuning["seed"], f"{where}.tuning.seed", 0, _MAX_SEED)
-    _choice(tuning["scheduler"], f"{where}.tuning.scheduler", SCHEDULERS)
-    _int(tuning["grace_period"], f"{where}.tuning.grace_period", 1)
-    _int(tuning["reduction_factor"], f"{where}.tuning.reduction_factor", 2)
-    if tuning["n_startup_trials"] != "auto":
-        _int(tuning["n_startup_trials"], f"{where}.tuning.n_startup_trials", 0)
-
-    confirmation = _section(raw, "confirmation", _CONFIRM_KEYS, where)
-    _int(confirmation["seeds"], f"{where}.confirmation.seeds", 0)
-    alpha = confirmation["alpha"]
-    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 < alpha < 1):
-        raise ValueError(f"{where}.confirmation.alpha must be a significance level in (0, 1), got {_show(alpha)}")
-    _choice(confirmation["underpowered"], f"{where}.confirmation.underpowered", UNDERPOWERED)
-    if confirmation["evaluations"] is not None:
-        _int(confirmation["evaluations"], f"{where}.confirmation.evaluations", 1)
-
-    resources = _section(raw, "resources", _RESOURCE_KEYS, where)
-    cpus = resources["cpus_per_trial"]
-    if not (isinstance(cpus, (int, float)) and not isinstance(cpus, bool) and math.isfinite(cpus)
-            and cpus == int(cpus) and 1 <= cpus <= _MAX_COUNT):
-        raise ValueError(f"{where}.resources.cpus_per_trial must be a whole number of CPUs >= 1 (each trial runs "
-                         f"torch with that many threads), got {_show(cpus)}")
-    gpus = resources["gpus_per_trial"]
-    if not (isinstance(gpus, (int, float)) and not isinstance(gpus, bool) and 0 <= gpus <= 1):  # NaN fails too
-        raise ValueError(f"{where}.resources.gpus_per_trial must be a number in [0, 1] (a trial trains on one GPU; a "
-                         f"fraction such as 0.5 lets trials share one), got {_show(gpus)}")
-    if resources["max_concurrent"] is not None:
-        _int(resources["max_concurrent"], f"{where}.resources.max_concurrent", 1)
-
-    trial = _mapping(raw.get("trial"), f"{where}.trial", "the base train_trial config")
-    for key in ("dataset", "model", "loss", "companions", "seed", "output_dir"):
-        if key in trial or any(k.startswith(key + ".") for k in trial):
-            raise ValueError(f"{where}.trial.{key} is set by the sweep; use datasets / architectures / losses / "
-                             "pairing instead")
-    if "eval.split" in trial or "split" in (trial.get("eval") if isinstance(trial.get("eval"), Mapping) else {}):
-        raise ValueError(f"{where}.trial.eval.split is set by the sweep: tuning trials evaluate on each dataset's "
-                         "selection split and confirmation runs on its ranking split (never the same cases); use "
-                         "datasets.<name>.select_options / eval_options to size them")
     try:
-        resolved = resolve_config(trial)
-    except ValueError as exc:
-        raise ValueError(f"{where}.trial: {exc}") from None
-    if resolved["train"]["device"] not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"{where}.trial.train.device must be auto, cpu or cuda in a sweep (Ray gives each trial its "
-                         f"GPU, which the trial sees as cuda), got {_show(resolved['train']['device'])}")
+        m = SweepModel.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error(exc.errors(), SweepModel, where) from None
+    models = registry_names("models")
+    return SweepConfig(
+        name=m.name, losses=m.losses, pairing=m.pairing, trial=dict(raw.get("trial") or {}), source=dict(raw),
+        datasets={ds: {**s.model_dump(exclude_unset=True), "name": ds} for ds, s in m.datasets.items()},
+        architectures={a: {**s.model_dump(exclude_unset=True), "name": s.name or (a if a in models else models[0])}
+                       for a, s in m.architectures.items()},
+        tuning=m.tuning.model_dump(), confirmation=m.confirmation.model_dump(), resources=m.resources.model_dump())
 
-    return SweepConfig(name=name, datasets=ds_out, architectures=arch_out, losses=losses, pairing=pairing,
-                       tuning=tuning, confirmation=confirmation, resources=resources, trial=dict(trial),
-                       source=dict(raw))
 
-
-
-def _check_model(names: dict, section: dict, where: str) -> None:
+def _check_model(base: str, section: ArchitectureEntry, arch: str) -> None:
     """The architecture, encoder, option names and a local weights path of one ``architectures`` entry, without
     building the model (smp's names are read; nothing is downloaded)."""
     from .. import models
 
-    for key in ("arch", "encoder"):
-        if key in section and section[key] is not None and (not isinstance(section[key], str) or not section[key]):
-            raise ValueError(f"{where}.{key} must be a name, got {_show(section[key])}")
-    weights = section.get("encoder_weights")
-    if weights is not None and (not isinstance(weights, str) or not weights):
-        raise ValueError(f"{where}.encoder_weights must be null, a weight name such as 'imagenet' or a file path, "
-                         f"got {_show(weights)}")
-    arch, encoder = names["arch"], names["encoder"]
-    if arch.lower() not in models.architectures():
-        raise ValueError(f"{where}.arch: unknown smp architecture {arch!r}{did_you_mean(arch.lower(), models.architectures())}; choose one of "
-                         f"{', '.join(models.architectures())} (case-insensitive)")
-    options = section.get("options") or {}
+    name, encoder = section.arch or models.MODELS[base]["arch"], section.encoder or models.MODELS[base]["encoder"]
+    if name.lower() not in models.architectures():
+        raise Bad(f": unknown smp architecture {name!r}{did_you_mean(name.lower(), models.architectures())}; choose "
+                  f"one of {', '.join(models.architectures())} (case-insensitive)", f"{arch}.arch")
     for key, check in (("encoder", lambda: models._check_encoder(encoder)),
-                       ("options", lambda: models._check_arch_options(arch.lower(), encoder, options)),
-                       ("encoder_weights", lambda: models._local_weights_path(weights))):
+                       ("options", lambda: models._check_arch_options(name.lower(), encoder, section.options)),
+                       ("encoder_weights", lambda: models._local_weights_path(section.encoder_weights))):
         try:
             check()
         except FileNotFoundError as exc:
-            raise FileNotFoundError(f"{where}.{key}: {exc}") from None
+            raise Bad(f": {exc}", f"{arch}.{key}", FileNotFoundError) from None
         except ValueError as exc:
-            raise ValueError(f"{where}.{key}: {exc}") from None
-
+            raise Bad(f": {exc}", f"{arch}.{key}") from None
