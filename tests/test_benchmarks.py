@@ -1,0 +1,88 @@
+"""The benchmarks (``python -m benchmarks.<name>``) import as a package and their measurements run on the CPU at tiny
+sizes: a smoke check that a refactor of raysweep has not broken them, not a measurement."""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:  # `python -m pytest` has the repository root on the path; a bare `pytest` has only tests/
+    sys.path.insert(0, ROOT)
+
+MODULES = ["_common", "losses", "maps", "loss_step", "data", "train", "precision", "gpu_check", "fractional",
+           "gpu_session"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_imports_without_touching_sys_path(name):
+    before = list(sys.path)
+    module = importlib.import_module(f"benchmarks.{name}")
+    assert sys.path == before
+    if name != "_common":
+        assert callable(module.main)
+
+
+def test_fake_extras_follow_the_registry():
+    from benchmarks._common import blob_batch, fake_extras, label_maps
+    from raysweep.losses import LOSSES
+
+    logits, target = blob_batch(2, 4, 16, 16)
+    assert logits.shape == (2, 4, 16, 16) and target.shape == (2, 16, 16) and (target == 255).any()
+    dist = torch.zeros(2, 4, 16, 16)
+    for name, spec in LOSSES.items():
+        ex = fake_extras(name, logits, dist)
+        assert set(ex) == set(spec.needs) & {"dist_map", "aux_logits", "features"}, name
+    assert fake_extras("conditional_boundary", logits)["features"].shape == (2, 16, 16, 16)
+    assert fake_extras("conditional_boundary", logits, features="small")["features"].shape == (2, 8, 8, 8)
+    maps = label_maps(2, 5, 32)
+    assert maps.shape == (2, 32, 32) and maps.dtype.name == "int64" and maps.max() < 5
+
+
+def test_loss_measurements_run_on_cpu():
+    from benchmarks import losses
+
+    rows = list(losses.time_losses(["ce", "boundary"], {"tiny": (2, 3, 16, 16)}, torch.device("cpu"), repeats=1))
+    assert [r["loss"] for r in rows] == ["ce", "boundary"]  # ce: torch's peer; boundary: none
+    assert rows[0]["peer"] == "torch.cross_entropy" and rows[0]["ms"] > 0 and rows[0]["peer_ms"] > 0
+    out = losses.device_timing({}, ["dice", "boundary", "ce"], (2, 3, 16, 16), torch.device("cpu"), 2,
+                               autocast=True, skip={"dice": "not here"}, log=lambda *a: None)
+    assert list(out["timing"]) == ["ce", "dice", "boundary"]
+    assert out["timing"]["dice"] == {"skipped": "not here"}
+    b = out["timing"]["boundary"]
+    assert {"fp32", "bf16_autocast", "fp32_maps_on_the_fly", "ratio_to_ce"} <= set(b)
+    assert set(b["fp32"]) == {"ms", "ms_min", "reps", "first_call_ms", "peak_extra_mib"}
+
+
+def test_precision_and_maps_on_cpu():
+    from benchmarks import maps, precision
+    from benchmarks._common import jsonable
+
+    rows = precision.agreement(["ce", "hausdorff"], torch.device("cpu"), log=lambda *a: None)
+    for row in rows.values():
+        assert row["fp32"]["value_abs_diff"] == 0 and row["bf16"]["grad_finite"], row
+    box = maps.on_device(torch.device("cpu"), b=1, c=3, size=32, reps=1, log=lambda *a: None)
+    assert box["masks_shape"] == [3, 32, 32] and box["cupyx_edt"] == {"skipped": "needs CUDA"}
+    json.dumps(jsonable({"rows": rows, "maps": box, "nan": float("nan"), "inf": float("inf")}), allow_nan=False)
+    assert jsonable([float("nan"), torch.tensor(2.0)]) == ["nan", 2.0]
+
+
+def test_one_trial_config_resolves():
+    from benchmarks.train import trial_config
+    from raysweep.trial import resolve_config
+
+    cfg = resolve_config(trial_config("cnn", "dice_ce", 32, 2, 5, 5, 0, 1, "cpu", amp="off", depth=8,
+                                      arch={"encoder": "resnet18", "options": {"encoder_depth": 3}}))
+    assert cfg["train"]["steps"] == 10 and cfg["eval"]["every"] == 5 and cfg["train"]["amp"] == "off"
+    assert cfg["dataset"]["options"] == {"image_size": 32, "depth": 8} and cfg["model"]["encoder"] == "resnet18"
+
+
+def test_gpu_session_help(capsys):
+    from benchmarks import gpu_session
+
+    with pytest.raises(SystemExit) as exit_:
+        gpu_session.main(["--help"])
+    assert exit_.value.code == 0 and "--smoke" in capsys.readouterr().out
