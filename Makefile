@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # OpenMP threads that spin while waiting make torch ~10x slower on a busy 2-core machine; passive waiting fixes it.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test bench readme clean
+.PHONY: install run test bench readme schema clean
 
 # (Re)install when pyproject.toml changes. `pip install -e .[test]` brings torch, Ray, Optuna, smp and the test-only
 # oracles (MONAI, kornia, medpy).
@@ -39,6 +39,11 @@ bench: $(STAMP)
 ## Regenerate the README's loss catalogue from the registry.
 readme: $(STAMP)
 	$(BIN)/raysweep losses --update-readme README.md
+
+## Regenerate the config JSON Schemas (docs/schema/) from the config models; editors complete the YAML with them.
+schema: $(STAMP)
+	$(BIN)/raysweep schema -o docs/schema/sweep-config.schema.json
+	$(BIN)/raysweep schema --trial -o docs/schema/trial-config.schema.json
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

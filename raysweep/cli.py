@@ -179,6 +179,20 @@ Writes a self-contained HTML page (default compare.html in the current folder) a
 """
 
 
+def _cmd_schema(args) -> int:
+    from pathlib import Path
+
+    from .config.model import json_schema
+
+    text = json_schema(trial=args.trial)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"{args.output}: {'trial' if args.trial else 'sweep'} config schema written")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     # No heavy imports here: `raysweep report` must work where torch is not installed.
     parser = argparse.ArgumentParser(
@@ -292,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "--set loss.params.alpha=0.3 --set output_dir=runs/x")
     p.add_argument("--json", action="store_true", help="print the full final report as JSON")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "schema", help="print the JSON Schema of the sweep config (--trial: of the trial config), for editors",
+        description="Print the JSON Schema generated from the config models; docs/schema/ holds them (make schema) "
+        "and the YAML files point editors at them (README, 'Editor completion').")
+    p.add_argument("--trial", action="store_true", help="the trial config (raysweep train --config) instead")
+    p.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead of stdout")
+    p.set_defaults(func=_cmd_schema)
     return parser
 
 

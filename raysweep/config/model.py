@@ -147,6 +147,11 @@ def _loss_enum(schema: dict) -> None:
     schema.update(anyOf=[{"enum": ["survey", "all", *names]}, {"type": "array", "items": {"enum": names}}])
 
 
+def _dataset_enum(schema: dict) -> None:
+    names = {"enum": registry_names("datasets")}
+    schema["anyOf"][0]["items"], schema["anyOf"][1]["propertyNames"] = names, names
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -232,7 +237,7 @@ class SweepModel(Section):
         _names("dataset", ["synthetic"]), json_schema_input_type=Union[list[str], dict[str, Optional[DatasetEntry]]]),
     ] = Field(
         {"synthetic": {}}, validate_default=True, description="dataset names, or name -> its section of the trial "
-        "config", json_schema_extra=lambda s: s.update(propertyNames={"enum": registry_names("datasets")}))
+        "config", json_schema_extra=_dataset_enum)
     architectures: Annotated[dict[str, ArchitectureEntry], BeforeValidator(
         _names("model", ["cnn", "transformer"]),
         json_schema_input_type=Union[list[str], dict[str, Optional[ArchitectureEntry]]])] = Field(
@@ -330,6 +335,14 @@ def parse(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
         architectures={a: {**s.model_dump(exclude_unset=True), "name": s.name or (a if a in models else models[0])}
                        for a, s in m.architectures.items()},
         tuning=m.tuning.model_dump(), confirmation=m.confirmation.model_dump(), resources=m.resources.model_dump())
+
+
+def json_schema(trial: bool = False) -> str:
+    """The JSON Schema of the sweep config (``trial``: of the trial config), as the text ``docs/schema/`` holds:
+    what editors use to complete and check the YAML (``raysweep schema``)."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              **(TrialConfig if trial else SweepModel).model_json_schema()}
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
 def _check_model(base: str, section: ArchitectureEntry, arch: str) -> None:
