@@ -1,11 +1,12 @@
 """The sweep: config validation, resources, the multiplexing searcher (Ray-free), and one end-to-end Ray run."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
-from raysweep.config import load_config, validate
-from raysweep.config import compose_trial
+from raysweep.config import compose_trial, load_config, validate
 from raysweep.search import GroupSpace, companion_for
 from raysweep.sweep import GroupSearcher, trial_resources
 
@@ -163,7 +164,7 @@ def test_end_to_end_sweep_writes_three_tables_and_resumes(ray_session, tmp_path)
     from raysweep.results import read_results, read_sweep_meta
     from raysweep.sweep import SweepRunner
 
-    cfg = validate(TINY)
+    cfg = validate({**TINY, "trial": {**TINY["trial"], "eval": {**TINY["trial"]["eval"], "overlays": 1}}})
     out = tmp_path / "out"
     state = SweepRunner(cfg, out, progress=False).run()
     assert state["tune_done"] and state["confirm_done"]
@@ -199,6 +200,32 @@ def test_end_to_end_sweep_writes_three_tables_and_resumes(ray_session, tmp_path)
     assert set(tune[tune.loss == "ce"].proposal) == {"fixed"}
     assert sorted(tune[tune.loss == "tversky"].proposal) == ["default", "default", "random", "random"]
     assert confirm.proposal.isna().all()
+
+    # A hyperparameter keeps its name from the search space to the table; sweep.json records each loss's space.
+    from raysweep.losses import LOSSES
+
+    assert {tuple(sorted(json.loads(p))) for p in tune[tune.loss == "tversky"].params} == {
+        tuple(sorted(LOSSES["tversky"].space))}
+    assert meta["spaces"]["tversky"] == {k: d.to_dict() for k, d in LOSSES["tversky"].space.items()}
+    # Every trial that ran its budget brought its final overlays to where the report reads them (from any node:
+    # they travel with the final report); checkpoints are gone once the stages end.
+    for trial_id in trials[trials.status == "completed"].trial_id:
+        assert list((out / "overlays" / trial_id).glob("*.png")), trial_id
+    assert not list((out / "ray").rglob("checkpoint_*"))
+    from raysweep.report import build_report
+
+    html = build_report(out, tmp_path / "report.html").read_text()
+    assert 'class="overlay"' in html and "Predictions of the best and the worst loss" in html
+
+    # The README's schema section comes from real rows: what this sweep wrote has the documented structure.
+    from raysweep.results.examples import example_from, structure
+
+    documented = Path(__file__).resolve().parents[1] / "docs" / "results-example.json"
+    if os.environ.get("RAYSWEEP_UPDATE_EXAMPLE"):
+        documented.write_text(json.dumps(example_from(out), indent=1, sort_keys=True, default=str) + "\n")
+    assert structure(example_from(out)) == structure(json.loads(documented.read_text())), (
+        "the results a sweep writes changed: regenerate docs/results-example.json (RAYSWEEP_UPDATE_EXAMPLE=1 pytest "
+        "tests/test_sweep.py -k end_to_end) and the README (make readme)")
 
     # Running again on the same folder finds both stages done: nothing is rerun or duplicated.
     SweepRunner(cfg, out, progress=False).run()

@@ -3,6 +3,8 @@ line is printed."""
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import re
 import signal
@@ -27,8 +29,8 @@ def _callback_base():
 
 
 class ResultsCallback(_callback_base()):
-    """Writes every trial to Parquet on the driver as it ends (``raysweep.results``), copies its last overlays to
-    ``overlays_dir/<trial_id>/`` (before its checkpoints are deleted), and shows progress.
+    """Writes every trial to Parquet on the driver as it ends (``raysweep.results``), writes the overlays its final
+    report carried to ``overlays_dir/<trial_id>/``, and shows progress.
 
     Rows are keyed by trial id and written atomically, so a restored experiment rewrites rather than duplicates them.
     The per-report curve rows of running trials are kept in the callback's state, which Tune saves with the
@@ -102,10 +104,8 @@ class ResultsCallback(_callback_base()):
         result = dict(trial.last_result or {})
         rows = results.trial_rows(self.sweep_id, trial.trial_id, tags, result, self.curves.get(trial.trial_id, []),
                                   versions=self.versions, error=error)
-        fs = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
         try:
-            if fs is not None and trial.path:
-                _copy_overlays(fs, trial.path, self.overlays_dir / trial.trial_id)
+            _write_overlays(result.get("overlays"), self.overlays_dir / trial.trial_id)
             results.write_trial_rows(self.results_dir, trial.trial_id, *rows)
         except OSError as exc:
             # Disk full or folder gone read-only: Tune would log this and go on, so that every later trial's results
@@ -116,6 +116,7 @@ class ResultsCallback(_callback_base()):
             return
         self.curves.pop(trial.trial_id, None)
         self.written.add(trial.trial_id)
+        fs = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
         if fs is not None and trial.path:
             self._ended.append((fs, trial.path))
         if show:
@@ -202,21 +203,17 @@ class _Progress:
               f"{elapsed / 60:.1f} min elapsed, ~{eta / 60:.1f} min left", flush=True)
 
 
-def _copy_overlays(fs, trial_path: str, dest: Path) -> None:
-    """Copy a trial's last overlay PNGs (``<trial>/overlays/``, written at every report that renders them) to
-    ``dest``, replacing older ones; nothing when the trial wrote none. Raises OSError (a write failure)."""
-    from pyarrow import fs as pafs
-
-    found = fs.get_file_info(pafs.FileSelector(f"{trial_path}/overlays", allow_not_found=True))
-    pngs = [f for f in found if f.type == pafs.FileType.File and f.base_name.endswith(".png")]
-    if not pngs:
+def _write_overlays(encoded: str | None, dest: Path) -> None:
+    """Write the overlay PNGs a trial's final report carried (``{"<name>.png": base64}``) to ``dest``, replacing
+    older ones; nothing when it carried none. Raises OSError (a write failure)."""
+    if not isinstance(encoded, str) or not encoded:
         return
+    pngs = json.loads(encoded)
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("*.png"):
         old.unlink()
-    for f in pngs:
-        with fs.open_input_stream(f.path) as src:
-            (dest / f.base_name).write_bytes(src.read())
+    for name, data in pngs.items():
+        (dest / Path(name).name).write_bytes(base64.b64decode(data))
 
 
 def _finite(x) -> bool:

@@ -257,7 +257,9 @@ class Trial:
         timing = self.timer.means_ms()
         steps_done = self.timer.steps
         t0 = time.perf_counter()
-        n_overlays = self.cfg["eval"]["overlays"] if self.sink.keeps_overlays else 0
+        final = status == "completed"
+        render = self.sink.keeps_overlays or (final and self.sink.final_overlays)
+        n_overlays = self.cfg["eval"]["overlays"] if render else 0
         summary, rows, overlays = evaluate(p, self.cfg["eval"], self.cfg["train"]["num_workers"], n_overlays,
                                            final=status == "completed")
         eval_s = time.perf_counter() - t0

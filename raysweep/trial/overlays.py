@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["overlay", "slug", "write_overlays"]
+__all__ = ["encode_overlays", "overlay", "png_bytes", "slug", "write_overlays"]
 
 
 def slug(name: str) -> str:
@@ -49,14 +49,33 @@ def overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, ignore_index
     return np.concatenate([img, paint(truth), paint(pred)], axis=1).clip(0, 255).astype(np.uint8)
 
 
-def write_overlays(d: Path, overlays: list[tuple[str, np.ndarray]]) -> None:
-    """One PNG per case in ``d``, named by the case's slug."""
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An overlay as PNG bytes; small synthetic slices are enlarged (without smoothing the labels)."""
+    import io
+
     from PIL import Image
 
+    im = Image.fromarray(rgb)
+    if im.height < 128:
+        factor = -(-128 // im.height)
+        im = im.resize((im.width * factor, im.height * factor), Image.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def write_overlays(d: Path, overlays: list[tuple[str, np.ndarray]]) -> None:
+    """One PNG per case in ``d``, named by the case's slug."""
     d.mkdir(parents=True, exist_ok=True)
     for case, rgb in overlays:
-        im = Image.fromarray(rgb)
-        if im.height < 128:  # small synthetic slices: enlarge, without smoothing the labels
-            factor = -(-128 // im.height)
-            im = im.resize((im.width * factor, im.height * factor), Image.NEAREST)
-        im.save(d / f"{slug(case)}.png", optimize=True)
+        (d / f"{slug(case)}.png").write_bytes(png_bytes(rgb))
+
+
+def encode_overlays(overlays: list[tuple[str, np.ndarray]]) -> str:
+    """The overlays as JSON text ``{"<case slug>.png": "<base64 PNG>"}``: how a Tune trial's final report carries
+    them to the driver (the trial's folder on a worker is not the driver's, and may never be synced)."""
+    import base64
+    import json
+
+    return json.dumps({f"{slug(case)}.png": base64.b64encode(png_bytes(rgb)).decode("ascii")
+                       for case, rgb in overlays})

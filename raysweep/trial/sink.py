@@ -1,7 +1,8 @@
 """Where a trial's reports, checkpoints and overlays go: Ray Tune, or a local folder. Chosen once per trial.
 
-* :class:`TuneSink`: every report goes through ``ray.tune.report`` (a checkpoint directory attached when one is due),
-  overlays land in the trial folder, a restarted trial resumes from ``ray.tune.get_checkpoint()``.
+* :class:`TuneSink`: every report goes through ``ray.tune.report`` (a checkpoint directory attached when one is due);
+  the final report carries the overlays (``overlays``: JSON of base64 PNGs), which the sweep's results callback
+  writes next to the results; a restarted trial resumes from ``ray.tune.get_checkpoint()``.
 * :class:`LocalSink` (tests, ``raysweep train``): reports are returned; with ``output_dir`` set, checkpoints
   (``checkpoint_<step>``), ``overlays/`` and ``result.json`` are written there; ``checkpoint.resume`` names a
   checkpoint directory to resume from.
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..checks import jsonable
 from . import checkpoint
-from .overlays import write_overlays
+from .overlays import encode_overlays, write_overlays
 
 __all__ = ["LocalSink", "Sink", "TuneSink", "in_tune", "sink_for"]
 
@@ -42,8 +43,10 @@ def in_tune() -> bool:
 class Sink:
     """The interface: restore a state, send a report (with a checkpoint when ``state`` is given), end a trial."""
 
-    #: whether overlays are rendered at all (they cost an evaluation's worth of PNG encoding)
+    #: whether overlays are rendered at every report (they cost PNG encoding)
     keeps_overlays: bool = False
+    #: whether the final report renders them (for the driver)
+    final_overlays: bool = False
     #: whether the tqdm bar shows under ``train.progress: auto``
     shows_progress: bool = False
     #: whether reports carry ``training_iteration`` themselves (Tune adds its own)
@@ -65,7 +68,7 @@ class Sink:
 
 
 class TuneSink(Sink):
-    keeps_overlays = True
+    final_overlays = True
 
     def __init__(self) -> None:
         import ray.tune
@@ -81,12 +84,10 @@ class TuneSink(Sink):
 
     def report(self, metrics: dict[str, Any], overlays: Overlays, state: Callable[[], dict] | None) -> None:
         if overlays:
-            # The trial folder always holds the latest overlays; the sweep copies them to <out>/overlays/<trial_id>/
-            # when the trial ends (checkpoints, which hold a copy too, are deleted then).
-            write_overlays(Path(self.tune.get_context().get_trial_dir()) / "overlays", overlays)
+            metrics["overlays"] = encode_overlays(overlays)
         if state is not None:
             with tempfile.TemporaryDirectory(prefix="raysweep-ckpt-") as d:
-                _write_artifacts(Path(d), metrics, overlays, state())
+                _write_artifacts(Path(d), metrics, [], state())
                 self.tune.report(metrics, checkpoint=self.tune.Checkpoint.from_directory(d))
             return
         self.tune.report(metrics)
