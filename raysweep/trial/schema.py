@@ -23,8 +23,9 @@ loss and its companions, ``w_i(s) = schedule(weight_i, s)``:
   at ``s / steps == end``, then ``W``.
 * ``{kind: steal, delta: D, every: null, floor: null, ceiling: null}``: ``weight + D * (s // every)`` clipped to
   ``[floor, ceiling]``; ``every`` defaults to one epoch (``len(train set) // batch_size`` steps). Kervadec et al.'s
-  rebalancing ("StealWeight": 0.01 per epoch moves from the region term to the boundary term, region weight floored
-  at 0.1) -- which the ``boundary`` loss already applies to its own region term -- pairs any two terms, e.g.::
+  rebalancing (their ``StealWeight``: from the weights (1, 0.01), each epoch the region weight loses 0.01 down to a
+  floor of 0.1 and the boundary weight gains 0.01 with no cap, 1.22 at epoch 121) -- which the ``boundary`` loss
+  applies exactly to its own region term -- pairs any two terms, e.g.::
 
       loss: {name: hausdorff, weight: 0.01, schedule: {kind: steal, delta: 0.01}}
       companions: [{name: generalized_dice, weight: 1.0, schedule: {kind: steal, delta: -0.01, floor: 0.1}}]
