@@ -71,6 +71,7 @@ def build_report(results_dir: str | Path, out_html: str | Path | None = None, *,
 def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: Path, *, alpha: float = stats.ALPHA,
                   n_boot: int = stats.BOOTSTRAP, max_failed: int = 200) -> dict[str, Any]:
     """Everything the template shows, as plain Python values (strings unescaped: the template escapes)."""
+    frames = stats.cell_view(frames)  # a variant of a dataset is a cell of its own
     trials, curves, cases = frames["trials"], frames["curves"], frames["cases"]
     protocol = meta.get("protocol") if isinstance(meta.get("protocol"), dict) else None
     per_cell = [stats.cell_stats(trials, cases, d, a, alpha=alpha, n_boot=n_boot, curves=curves)

@@ -92,7 +92,7 @@ def compare(results_a: str | Path, results_b: str | Path, *, alpha: float = stat
             rdir = resolve_results_dir(path)
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{label}: {exc}") from None
-        frames = read_results(rdir)
+        frames = stats.cell_view(read_results(rdir))
         t = frames["trials"]
         per.append({cell: stats.cell_stats(t, frames["cases"], *cell, alpha=alpha, n_boot=n_boot)
                     for cell in stats.cells(t)})

@@ -83,6 +83,29 @@ def ranked_runs(trials: pd.DataFrame) -> pd.DataFrame:
     return conf[~conf["is_default"].astype(bool) | ~has_tuned.astype(bool)]
 
 
+def cell_label(dataset: str, variant: str | None) -> str:
+    """The report's name of a (dataset, variant): ``synthetic``, or ``synthetic:noise1`` for a variant."""
+    return f"{dataset}:{variant}" if variant else dataset
+
+
+def cell_view(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The results frames as the report groups them: ``dataset`` holds the cell's dataset label
+    (:func:`cell_label`), so that every (dataset, variant, arch) is a cell of its own; the registry name moves to
+    ``base_dataset`` (``variant`` stays). Frames already in this view are returned as they are."""
+    out = {}
+    for name, frame in frames.items():
+        if "base_dataset" in frame.columns or "dataset" not in frame.columns:
+            out[name] = frame
+            continue
+        frame = frame.copy()
+        variant = frame["variant"].fillna("") if "variant" in frame.columns else pd.Series("", index=frame.index)
+        frame["base_dataset"] = frame["dataset"]
+        frame["variant"] = variant
+        frame["dataset"] = [cell_label(d, v) for d, v in zip(frame["dataset"], variant)]
+        out[name] = frame
+    return out
+
+
 def cells(trials: pd.DataFrame) -> list[tuple[str, str]]:
     """(dataset, arch) pairs present in ``trials``, sorted."""
     return sorted({(d, a) for d, a in zip(trials["dataset"], trials["arch"])})

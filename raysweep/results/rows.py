@@ -16,7 +16,7 @@ from ..vocab import result_status
 __all__ = ["ID_COLUMNS", "curve_row", "trial_rows"]
 
 #: Identity columns every table carries (so any table can be grouped without a join).
-ID_COLUMNS = ("sweep_id", "trial_id", "stage", "dataset", "arch", "loss", "seed")
+ID_COLUMNS = ("sweep_id", "trial_id", "stage", "dataset", "variant", "arch", "loss", "seed")
 _CURVE_KEYS = ("training_iteration", "step", "epoch", "loss", "lr")
 _PHASES = ("step", "data", "forward", "loss", "backward", "optimizer")
 
@@ -37,8 +37,8 @@ def trial_rows(sweep_id: str, trial_id: str, tags: Mapping[str, Any], result: Ma
     """``(trials, curves, cases)`` rows of one ended trial, in the schema of :mod:`raysweep.results.schema`.
 
     Args:
-        tags: the trial's tags (``stage, dataset, arch, loss, seed, params, is_default, proposal, budget_steps,
-            title, family, in_survey``).
+        tags: the trial's tags (``stage, dataset, variant, arch, loss, seed, params, is_default, proposal,
+            budget_steps, title, family, in_survey``).
         result: its last report (empty if it never reported).
         curves: its ``curves`` rows (:func:`curve_row`), identity columns excluded.
         versions: package versions, recorded per row.
@@ -51,6 +51,7 @@ def trial_rows(sweep_id: str, trial_id: str, tags: Mapping[str, Any], result: Ma
     steps_done = int(result.get("step") or 0)
     status = result_status(result.get("status"), steps_done, budget, errored=error is not None)
     ids = {"sweep_id": sweep_id, "trial_id": trial_id, **{k: tags.get(k) for k in ID_COLUMNS[2:]}}
+    ids["variant"] = ids["variant"] or ""
     curve_vals = [c["metric"] for c in curves if _num(c.get("metric")) is not None]
     per_class = {k: v for k, v in result.items() if "/" in k and k.split("/")[0] in ("dice", "iou", "hd95", "miou")
                  and (v is None or isinstance(v, (int, float)))}

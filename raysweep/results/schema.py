@@ -49,6 +49,9 @@ _ID = [
     _f("trial_id", pa.string(), "Ray Tune trial id; unique within the sweep; letters, digits, `_`, `-`, `.`", False),
     _f("stage", pa.string(), "`tune` (search, possibly early-stopped) or `confirm` (full budget, K seeds)", False),
     _f("dataset", pa.string(), "dataset name (`synthetic`, `synapse`, `cityscapes`)", False),
+    _f("variant", pa.string(), "the dataset's variant (`datasets.<name>.variants` of the sweep config: a label "
+       "corruption or test-time shift; sweep.json's `variants` records each); empty for the dataset as it is, "
+       "and when read from files written before variants existed"),
     _f("arch", pa.string(), "model name (`cnn`, `transformer`, or any model key)", False),
     _f("loss", pa.string(), "loss registry name", False),
 ]
@@ -147,6 +150,8 @@ SWEEP_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
                  "`power` (per cell: the smallest adjusted p-value the design allows)"),
     "spaces": ((dict,), "per loss, its group's search space: `{name: {type, low, high, log} or {type, choices}}`, "
                "`companion_weight` included when the pairing adds one; the report reads bounds and scales from it"),
+    "variants": ((dict,), "per dataset with variants, each variant's `axis` and `level` (null for the clean "
+                 "reference) and `overrides` (the option sections it merges onto the dataset's)"),
     "datasets": ((dict,), "per dataset, `raysweep data inspect`'s statistics (classes, pixel shares, objects per "
                  "case, spacing, channels, warnings), or `skipped` with the reason"),
 }
