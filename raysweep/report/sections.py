@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..power import power_limit
 from ..results import PROPOSALS, overlay_dirs
-from ..vocab import FAILED_STATUSES
+from ..vocab import FAILED_STATUSES, cell_label
 from . import markup as mk
 from . import plots, stats, tuning
 from .sizes import size_view
@@ -37,8 +37,8 @@ def progress(trials: pd.DataFrame, meta: dict[str, Any], per_cell: list[stats.Ce
     ranked = set()
     for c in per_cell:
         ranked |= {(c.dataset, c.arch, loss) for loss in c.table.index}
-    unranked = [g for g in groups if isinstance(g, dict)
-                and (g.get("dataset"), g.get("arch"), g.get("loss")) not in ranked]
+    groups = [{**g, "dataset": cell_label(g.get("dataset"), g.get("variant"))} for g in groups if isinstance(g, dict)]
+    unranked = [g for g in groups if (g.get("dataset"), g.get("arch"), g.get("loss")) not in ranked]
     missing_any = any(isinstance(s["missing"], int) and s["missing"] > 0 for s in stages)
     finished = bool(meta.get("ended_at"))
     if finished and not missing_any and not unranked:
