@@ -28,6 +28,12 @@ FAILED_STATUSES = ("diverged", "oom", "error")
 IGNORE_INDEX = 255
 
 
+def cell_label(dataset: str, variant: str | None = None) -> str:
+    """How a (dataset, variant) is named in group keys, sweep.json's protocol and the report: ``synthetic``, or
+    ``synthetic:noise1`` for a variant (a variant of a dataset is a cell of its own)."""
+    return f"{dataset}:{variant}" if variant else dataset
+
+
 def result_status(reported: str | None, steps_done: int, budget: int, errored: bool = False) -> str:
     """A trial's status in the results tables (:data:`STATUSES`) from the last ``status`` it reported.
 
@@ -46,5 +52,5 @@ def result_status(reported: str | None, steps_done: int, budget: int, errored: b
     return reported
 
 
-__all__ = ["FAILED_STATUSES", "FAMILIES", "IGNORE_INDEX", "RANKED_STATUSES", "STAGES", "STATUSES", "TRIAL_STATUSES",
+__all__ = ["FAILED_STATUSES", "cell_label", "FAMILIES", "IGNORE_INDEX", "RANKED_STATUSES", "STAGES", "STATUSES", "TRIAL_STATUSES",
            "result_status"]

@@ -429,3 +429,37 @@ def test_resume_drops_the_rows_of_a_trial_the_restored_experiment_does_not_know(
     assert not list((rdir / "curves").glob("part-orphan*"))
     callback.on_step_begin(0, [])  # once per driver session: a second call changes nothing
     assert results.stage_trial_ids(rdir, "tune") == {"known", "unwritten"}
+
+
+def test_variants_are_cells_of_their_own():
+    """A dataset's variants (here the synthetic data's own label noise) each become a cell: every loss is tuned and
+    confirmed in each, with the variant's options merged over the dataset's; keys and the protocol name the cell."""
+    from raysweep.config import power_limits, protocol_cases
+
+    variants = {"clean": {}, "noisy": {"axis": "label noise", "level": 0.3, "train_options": {"label_noise": 0.3}}}
+    cfg = validate({**TINY, "datasets": {"synthetic": {**TINY["datasets"]["synthetic"], "variants": variants}}})
+    assert cfg.cells() == [("synthetic", "clean"), ("synthetic", "noisy")]
+    assert len(cfg.groups()) == 2 * len(validate(TINY).groups())
+    noisy = next(g for g in cfg.groups() if g.variant == "noisy")
+    assert noisy.key == f"synthetic:noisy/{noisy.arch}/{noisy.loss}"
+    envelope = compose_trial(cfg, noisy, {}, seed=0, stage="tune")
+    section = envelope["trial"]["dataset"]
+    assert section["train_options"]["label_noise"] == 0.3 and "variants" not in section
+    assert envelope["tags"]["variant"] == "noisy"
+    clean = compose_trial(cfg, next(g for g in cfg.groups() if g.variant == "clean"), {}, seed=0, stage="tune")
+    assert "label_noise" not in clean["trial"]["dataset"].get("train_options", {})
+    assert set(protocol_cases(cfg)["ranking"]) == {"synthetic:clean", "synthetic:noisy"}
+    assert "synthetic:noisy/cnn" in power_limits(cfg)
+
+
+@pytest.mark.parametrize("variants, match", [
+    ({"a": {"axis": "x", "level": 1}}, "exactly one variant without an axis"),
+    ({"clean": {}, "b": {}}, "exactly one variant without an axis"),
+    ({"clean": {}, "b": {"axis": "noise"}}, "variants.b.level.*needs a level"),
+    ({"clean": {}, "b": {"axis": "noise", "level": 1, "train_options": {"label_nosie": 0.1}}},
+     "variants.b.train_options.*label_nosie"),
+    ({"clean": {}, "bad name": {"axis": "noise", "level": 1}}, "variants"),
+])
+def test_bad_variants_are_refused(variants, match):
+    with pytest.raises(ValueError, match=match):
+        validate({**TINY, "datasets": {"synthetic": {**TINY["datasets"]["synthetic"], "variants": variants}}})

@@ -15,9 +15,10 @@ from ..losses import LOSSES
 from ..power import power_limit
 from ..search import COMPANION_DEFAULT, COMPANION_KEY, GroupSpace, companion_for
 from ..trial.schema import resolve_config
+from ..vocab import cell_label
 from .model import Group, SweepConfig
 
-__all__ = ["check_composed", "compose_trial", "evaluation_split", "n_startup_trials", "power_limits",
+__all__ = ["check_composed", "compose_trial", "dataset_section", "evaluation_split", "n_startup_trials", "power_limits",
            "protocol_cases", "tune_quota"]
 
 
@@ -26,7 +27,18 @@ def tune_quota(cfg: SweepConfig, group: Group) -> int:
     return 1 if GroupSpace(group.loss, cfg.pairing).is_empty() else cfg.tuning["trials_per_group"]
 
 
-def evaluation_split(cfg: SweepConfig, dataset: str, stage: str) -> tuple[str, dict[str, Any]]:
+def dataset_section(cfg: SweepConfig, dataset: str, variant: str = "") -> dict[str, Any]:
+    """A dataset's trial-config section as one variant sees it: the variant's option sections merged over the
+    dataset's (``variants``, ``axis`` and ``level`` are not trial keys and are left out)."""
+    section = copy.deepcopy(cfg.datasets[dataset])
+    overrides = (section.pop("variants", None) or {}).get(variant, {}) if variant else {}
+    for key in ("options", "train_options", "eval_options", "select_options"):
+        if overrides.get(key):
+            section[key] = {**section.get(key, {}), **copy.deepcopy(overrides[key])}
+    return section
+
+
+def evaluation_split(cfg: SweepConfig, dataset: str, stage: str, variant: str = "") -> tuple[str, dict[str, Any]]:
     """The split a trial of ``stage`` evaluates on, and that split's dataset options.
 
     Tuning trials (and so the choice of each group's best configuration) see only the *selection* split
@@ -35,7 +47,7 @@ def evaluation_split(cfg: SweepConfig, dataset: str, stage: str) -> tuple[str, d
     """
     from ..data import DATASETS
 
-    info, section = DATASETS[dataset], cfg.datasets[dataset]
+    info, section = DATASETS[dataset], dataset_section(cfg, dataset, variant)
     if stage == "tune":
         return info.select_split, dict(section.get("select_options") or {})
     return info.eval_split, dict(section.get("eval_options") or {})
@@ -55,9 +67,9 @@ def compose_trial(cfg: SweepConfig, group: Group, point: Mapping[str, Any], seed
     point = dict(point)
     params = {k: v for k, v in point.items() if k != COMPANION_KEY}
     trial["seed"] = seed
-    section = copy.deepcopy(cfg.datasets[group.dataset])
+    section = dataset_section(cfg, group.dataset, group.variant)
     section.pop("select_options", None)  # not a trial key: it becomes eval_options of the tune stage
-    split, section["eval_options"] = evaluation_split(cfg, group.dataset, stage)
+    split, section["eval_options"] = evaluation_split(cfg, group.dataset, stage, group.variant)
     trial["dataset"] = section
     trial.setdefault("eval", {})["split"] = split
     budget = resolve_config(cfg.trial)["train"]["steps"]
@@ -73,7 +85,8 @@ def compose_trial(cfg: SweepConfig, group: Group, point: Mapping[str, Any], seed
     trial["companions"] = ([{"name": companion, "weight": float(point.get(COMPANION_KEY, COMPANION_DEFAULT))}]
                            if companion else [])
     spec = LOSSES[group.loss]
-    tags = {"sweep": cfg.name, "stage": stage, "dataset": group.dataset, "arch": group.arch, "loss": group.loss,
+    tags = {"sweep": cfg.name, "stage": stage, "dataset": group.dataset, "variant": group.variant,
+            "arch": group.arch, "loss": group.loss,
             "seed": seed, "params": point, "is_default": point == GroupSpace(group.loss, cfg.pairing).defaults(),
             "proposal": proposal if stage == "tune" else None, "budget_steps": budget, "pairing": cfg.pairing,
             "title": spec.title, "family": spec.family, "in_survey": spec.in_survey}
@@ -94,8 +107,9 @@ def n_startup_trials(cfg: SweepConfig) -> int:
 
 
 def protocol_cases(cfg: SweepConfig) -> dict[str, dict[str, dict[str, Any]]]:
-    """The cases that select (tuning) and the cases that rank (confirmation), per dataset, as the trials will see
-    them (``eval.max_cases`` applied): ``{"selection": {dataset: {"split", "cases"}}, "ranking": {...}}``.
+    """The cases that select (tuning) and the cases that rank (confirmation), per dataset (and variant: keyed
+    ``synthetic:noise1``), as the trials will see them (``eval.max_cases`` applied):
+    ``{"selection": {dataset: {"split", "cases"}}, "ranking": {...}}``.
 
     Lists file names only; reads no image. Raises ValueError if a dataset's two lists share a case.
     """
@@ -103,12 +117,13 @@ def protocol_cases(cfg: SweepConfig) -> dict[str, dict[str, dict[str, Any]]]:
 
     max_cases = resolve_config(cfg.trial)["eval"]["max_cases"]
     out: dict[str, dict[str, dict[str, Any]]] = {"selection": {}, "ranking": {}}
-    for name, section in cfg.datasets.items():
+    for name, variant in cfg.cells():
+        label, section = cell_label(name, variant), dataset_section(cfg, name, variant)
         for role, stage in (("selection", "tune"), ("ranking", "confirm")):
-            split, options = evaluation_split(cfg, name, stage)
+            split, options = evaluation_split(cfg, name, stage, variant)
             cases = list_cases(name, split, root=section.get("root"), **{**section.get("options", {}), **options})
-            out[role][name] = {"split": split, "cases": cases[:max_cases] if max_cases else cases}
-        shared = set(out["selection"][name]["cases"]) & set(out["ranking"][name]["cases"])
+            out[role][label] = {"split": split, "cases": cases[:max_cases] if max_cases else cases}
+        shared = set(out["selection"][label]["cases"]) & set(out["ranking"][label]["cases"])
         if shared:
             raise ValueError(f"datasets.{name}: the selection and ranking splits share {len(shared)} case(s), e.g. "
                              f"{sorted(shared)[0]!r}; hyperparameters must not be selected on the cases that rank")
@@ -116,11 +131,13 @@ def protocol_cases(cfg: SweepConfig) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def power_limits(cfg: SweepConfig, cases: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``{"<dataset>/<arch>": raysweep.power.PowerLimit}``: each cell's ranking cases against its losses."""
+    """``{"<dataset>/<arch>": raysweep.power.PowerLimit}`` (``<dataset>`` with its variant, ``synthetic:noise1``):
+    each cell's ranking cases against its losses."""
     cases = cases or protocol_cases(cfg)
     alpha = cfg.confirmation["alpha"]
-    return {f"{d}/{a}": power_limit(len(cases["ranking"][d]["cases"]), len(cfg.losses), alpha)
-            for d in cfg.datasets for a in cfg.architectures}
+    return {f"{cell_label(d, v)}/{a}": power_limit(len(cases["ranking"][cell_label(d, v)]["cases"]), len(cfg.losses),
+                                                   alpha)
+            for d, v in cfg.cells() for a in cfg.architectures}
 
 
 def _check_power(cfg: SweepConfig, where: str) -> None:
@@ -137,7 +154,7 @@ def _check_power(cfg: SweepConfig, where: str) -> None:
     for cell, limit in limits.items():
         if limit.declarable:
             continue
-        dataset = cell.split("/")[0]
+        dataset = cell.split("/")[0].split(":")[0]
         message = (f"{where}: the design cannot separate any two losses in cell {cell}. {limit.sentence()} Raise "
                    f"the ranking cases to at least {limit.cases_needed} (datasets.{dataset}.eval_options: e.g. "
                    "num_volumes of synthetic, or more test cases on disk; trial.eval.max_cases must not cut them), "
@@ -152,16 +169,16 @@ def _check_power(cfg: SweepConfig, where: str) -> None:
 
 
 def _check_trial_configs(cfg: SweepConfig, where: str) -> None:
-    """Each (dataset, architecture) pair's trial config, as the sweep composes it, passes ``resolve_config``."""
+    """Each cell's trial config, as the sweep composes it for each architecture, passes ``resolve_config``."""
     loss = cfg.losses[0]
-    for ds in cfg.datasets:
+    for ds, variant in cfg.cells():
         for arch in cfg.architectures:
-            group = Group(ds, arch, loss)
+            group = Group(ds, arch, loss, variant)
             for stage in ("tune", "confirm"):  # the stages evaluate on different splits
                 config = compose_trial(cfg, group, GroupSpace(loss, cfg.pairing).defaults(), seed=0, stage=stage)
                 try:
                     resolve_config(config["trial"])
                 except ValueError as exc:
-                    raise ValueError(f"{where}: the {stage} trials of datasets.{ds} x architectures.{arch} would be "
+                    at = f"datasets.{ds}" + (f".variants.{variant}" if variant else "")
+                    raise ValueError(f"{where}: the {stage} trials of {at} x architectures.{arch} would be "
                                      f"invalid: {exc}") from None
-

@@ -51,6 +51,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 from ..checks import Bad, Must, config_error, did_you_mean
 from ..trial.schema import TrialConfig, choice, registry_names
+from ..vocab import cell_label
 from .yaml_io import _check_plain, _show
 
 PAIRINGS = ("none", "ce", "dice")
@@ -66,15 +67,21 @@ _SET_BY_SWEEP = ("dataset", "model", "loss", "companions", "seed", "output_dir")
 
 @dataclass(frozen=True)
 class Group:
-    """One (dataset, architecture, loss) cell: one Optuna study, one row of the ranking."""
+    """One (dataset, variant, architecture, loss) group: one Optuna study, one row of a cell's ranking."""
 
     dataset: str
     arch: str
     loss: str
+    variant: str = ""  # "" for the dataset as it is
+
+    @property
+    def cell(self) -> str:
+        """The (dataset, variant) as named in keys: ``synthetic`` or ``synthetic:noise1``."""
+        return cell_label(self.dataset, self.variant)
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}/{self.arch}/{self.loss}"
+        return f"{self.cell}/{self.arch}/{self.loss}"
 
 
 @dataclass
@@ -93,8 +100,16 @@ class SweepConfig:
     source: dict = field(default_factory=dict)
     text: str = ""
 
+    def variants(self, dataset: str) -> list[str]:
+        """The dataset's variants in config order, or ``[""]`` (the dataset as it is) when it lists none."""
+        return list(self.datasets[dataset].get("variants") or {}) or [""]
+
+    def cells(self) -> list[tuple[str, str]]:
+        """Every (dataset, variant) the sweep tunes and ranks in, with each architecture."""
+        return [(d, v) for d in self.datasets for v in self.variants(d)]
+
     def groups(self) -> list[Group]:
-        return [Group(d, a, loss) for d in self.datasets for a in self.architectures for loss in self.losses]
+        return [Group(d, a, loss, v) for d, v in self.cells() for a in self.architectures for loss in self.losses]
 
     def to_dict(self) -> dict:
         """The config as plain data (JSON-serialisable); ``validate(cfg.to_dict())`` gives the same config back."""
@@ -161,6 +176,19 @@ class Section(BaseModel):
         return {} if value is None else value  # an empty section (`tuning:` with nothing under it)
 
 
+class VariantEntry(Section):
+    """One variant of a dataset: option sections merged onto the dataset's, e.g. a label corruption of the training
+    split or a shift of the ranking split. A variant is a cell of its own: every loss is tuned and confirmed in it."""
+
+    axis: Optional[Annotated[str, Field(min_length=1)]] = Field(
+        None, description="the robustness axis it lies on (e.g. 'label noise'); null for the clean reference")
+    level: Optional[float] = Field(None, description="its position on the axis (the reference is level 0)")
+    options: dict[str, Any] = Field({}, description="build_dataset options for every split, merged over the dataset's")
+    train_options: dict[str, Any] = Field({}, description="... for the training split (label_corruption, ...)")
+    eval_options: dict[str, Any] = Field({}, description="... for the ranking split (shift, ...)")
+    select_options: dict[str, Any] = Field({}, description="... for the selection split")
+
+
 class DatasetEntry(Section):
     """One dataset of the sweep: its trial-config section (the key names the dataset)."""
 
@@ -171,6 +199,9 @@ class DatasetEntry(Section):
     train_options: dict[str, Any] = Field({}, description="... for the training split only (label_noise, ...)")
     eval_options: dict[str, Any] = Field({}, description="... for the ranking split, seen only by confirmation runs")
     select_options: dict[str, Any] = Field({}, description="... for the selection split, seen by tuning trials")
+    variants: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_][\w.-]{0,39}$")], VariantEntry] = Field(
+        {}, description="name -> a variant (label corruption, shift) that is a cell of its own; exactly one has no "
+        "axis (the clean reference)")
 
 
 class ArchitectureEntry(Section):
@@ -278,6 +309,7 @@ class SweepModel(Section):
                     check_dataset_options(ds, getattr(section, key))
                 except ValueError as exc:
                     raise Bad(f": {str(exc).removeprefix(ds + ': ')}", f"{ds}.{key}") from None
+            _check_variants(ds, section)
         return value
 
     @field_validator("architectures")
@@ -312,6 +344,28 @@ class SweepModel(Section):
             raise Bad(f" must be auto, cpu or cuda in a sweep (Ray gives each trial its GPU, which the trial sees as "
                       f"cuda), got {_show(device)}", "train.device")
         return trial
+
+
+def _check_variants(ds: str, section: DatasetEntry) -> None:
+    """A dataset's variants: one clean reference (no axis), a level on every axis variant, options that build."""
+    from ..data import check_dataset_options
+
+    if not section.variants:
+        return
+    references = [name for name, v in section.variants.items() if v.axis is None]
+    if len(references) != 1:
+        raise Bad(f" must have exactly one variant without an axis (the clean reference the others are measured "
+                  f"against), got {len(references)}: {references}", f"{ds}.variants")
+    for name, v in section.variants.items():
+        if v.axis is not None and v.level is None:
+            raise Bad(f" needs a level (its position on the {v.axis!r} axis; the reference is 0)",
+                      f"{ds}.variants.{name}.level")
+        for key in ("options", "train_options", "eval_options", "select_options"):
+            merged = {**getattr(section, key), **getattr(v, key)}
+            try:
+                check_dataset_options(ds, merged)
+            except ValueError as exc:
+                raise Bad(f": {str(exc).removeprefix(ds + ': ')}", f"{ds}.variants.{name}.{key}") from None
 
 
 def parse(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:

@@ -39,7 +39,7 @@ from scipy import stats as sstats
 
 ALPHA = 0.05
 BOOTSTRAP = 2000
-from ..vocab import FAMILIES, RANKED_STATUSES
+from ..vocab import FAMILIES, RANKED_STATUSES, cell_label
 #: below this many complete cases, the report warns that the tests have little power.
 MIN_CASES = 10
 #: A run's last-20% gain is measured from its last report at or before this share of its budget to its final one.
@@ -81,11 +81,6 @@ def ranked_runs(trials: pd.DataFrame) -> pd.DataFrame:
     keys = ["dataset", "arch", "loss"]
     has_tuned = conf.groupby(keys)["is_default"].transform(lambda s: (~s.astype(bool)).any())
     return conf[~conf["is_default"].astype(bool) | ~has_tuned.astype(bool)]
-
-
-def cell_label(dataset: str, variant: str | None) -> str:
-    """The report's name of a (dataset, variant): ``synthetic``, or ``synthetic:noise1`` for a variant."""
-    return f"{dataset}:{variant}" if variant else dataset
 
 
 def cell_view(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

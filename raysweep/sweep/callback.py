@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import results
+from ..vocab import cell_label
 from .scheduler import METRIC
 
 __all__ = ["WRITE_FAILURES", "ResultsCallback", "delete_checkpoints"]
@@ -121,7 +122,7 @@ class ResultsCallback(_callback_base()):
             self._ended.append((fs, trial.path))
         if show:
             running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
-            key = f"{tags['dataset']}/{tags['arch']}/{tags['loss']}"
+            key = f"{cell_label(tags['dataset'], tags.get('variant'))}/{tags['arch']}/{tags['loss']}"
             self.progress.finished(key, result.get(METRIC), rows[0][0]["status"], running, self.quota)
 
     def __getstate__(self) -> dict:

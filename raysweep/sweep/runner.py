@@ -208,7 +208,13 @@ class SweepRunner:
                          "nodes": len([k for k in cluster if k.startswith("node:") and "internal" not in k]),
                          "concurrent_trials": slots},
             "planned": {"tune": searcher_total, "confirm": len(self.cfg.groups()) * self.cfg.confirmation["seeds"]},
-            "groups": [{"dataset": g.dataset, "arch": g.arch, "loss": g.loss} for g in self.cfg.groups()],
+            "groups": [{"dataset": g.dataset, "variant": g.variant, "arch": g.arch, "loss": g.loss}
+                       for g in self.cfg.groups()],
+            "variants": {d: {name: {"axis": v.get("axis"), "level": v.get("level"),
+                                    "overrides": {k: v[k] for k in ("options", "train_options", "eval_options",
+                                                                    "select_options") if v.get(k)}}
+                             for name, v in s["variants"].items()}
+                         for d, s in self.cfg.datasets.items() if s.get("variants")},
             "spaces": {loss: GroupSpace(loss, self.cfg.pairing).to_dict() for loss in self.cfg.losses},
             "protocol": self.protocol(),
             "datasets": self.dataset_statistics(),
@@ -449,7 +455,7 @@ def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
         if not tags or not _finite(score) or metrics.get("status") != "completed" or \
                 int(metrics.get("step") or 0) < steps:
             continue
-        key = Group(tags["dataset"], tags["arch"], tags["loss"]).key
+        key = Group(tags["dataset"], tags["arch"], tags["loss"], tags.get("variant") or "").key
         if key not in best or float(score) > best[key][0]:
             best[key] = (float(score), tags["params"])
     return {k: v[1] for k, v in best.items()}

@@ -59,7 +59,7 @@ class GroupScheduler(_asha_base()):
         from ray.tune.schedulers import AsyncHyperBandScheduler
 
         tags = trial.config["tags"]
-        key = Group(tags["dataset"], tags["arch"], tags["loss"]).key
+        key = Group(tags["dataset"], tags["arch"], tags["loss"], tags.get("variant") or "").key
         if key not in self.groups:
             self.groups[key] = AsyncHyperBandScheduler(**self.asha)
         self.group_of[trial.trial_id] = key
