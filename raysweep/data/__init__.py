@@ -20,6 +20,13 @@ Each dataset has three disjoint roles of cases: ``"train"``, a selection split `
 trials) and a ranking split ``DATASETS[name].eval_split`` (confirmation runs). ``list_cases(name, split, ...)`` lists
 a split's case ids, as evaluation reports them, without reading image data.
 
+Robustness studies: every dataset takes ``label_corruption`` (training labels only: boundary erosion/dilation,
+dropped small components, class swaps; :mod:`raysweep.data.corruption`), and ``synthetic`` takes ``shift`` (a
+test-time shift of the ranking split's images: contrast, bias field, noise, resolution; :mod:`raysweep.data.shift`)::
+
+    ds = build_dataset("synthetic", "train", label_corruption={"kind": "boundary", "pixels": 2})
+    ds = build_dataset("synthetic", "test", shift={"contrast": 0.7, "noise": 0.05})
+
 Per-sample maps for the loss (distance maps, boundaries) are plugged in with ``target_maps=``, a function of the
 augmented mask (H, W) int64 returning ``{key: array}``; it runs in the DataLoader workers.
 """
@@ -31,8 +38,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from . import cityscapes, folder, nnunet, synapse, synthetic
-from .base import IGNORE_INDEX, DatasetInfo, SegmentationDataset, TargetMaps, Volume
+from . import cityscapes, corruption, folder, nnunet, synapse, synthetic
+from .base import GENERIC_OPTIONS, IGNORE_INDEX, DatasetInfo, SegmentationDataset, TargetMaps, Volume
 from .cityscapes import CityscapesDataset
 from .folder import FolderDataset
 from .nnunet import NnUNetDataset
@@ -70,9 +77,16 @@ def build_dataset(name: str, split: str = "train", *, root: str | Path | None = 
         FileNotFoundError: ``root`` or the expected layout under it does not exist.
     """
     cls = _check_call(name, split, root, options)
+    generic = {key: options.pop(key) for key in list(options) if key in GENERIC_OPTIONS}
+    corruption.check_split(name, split, generic.get(corruption.OPTION))
+    cls.check_options(generic)  # by value, before any data is read
     if DATASETS[name].needs_root:
-        return cls(root, split=split, target_maps=target_maps, **options)
-    return cls(split=split, target_maps=target_maps, **options)
+        ds = cls(root, split=split, target_maps=target_maps, **options)
+    else:
+        ds = cls(split=split, target_maps=target_maps, **options)
+    if generic.get(corruption.OPTION):
+        ds.set_label_corruption(generic[corruption.OPTION])  # swap ids checked against the classes the data has
+    return ds
 
 
 def dataset_info(name: str, *, root: str | Path | None = None, **options: Any) -> DatasetInfo:
@@ -94,7 +108,10 @@ def dataset_info(name: str, *, root: str | Path | None = None, **options: Any) -
     if DATASETS[name].needs_root and root is None:
         raise ValueError(f"{name} is read from files: pass root=PATH (the folder holding the dataset; see "
                          f"raysweep/data/{name}.py for the layout)")
-    return cls.dataset_info(root, **options) if DATASETS[name].needs_root else cls.dataset_info(**options)
+    info = cls.dataset_info(root, **options) if DATASETS[name].needs_root else cls.dataset_info(**options)
+    if options.get(corruption.OPTION):  # swap class ids against the classes read from root
+        corruption.check(name, corruption.OPTION, options[corruption.OPTION], info.num_classes or None)
+    return info
 
 
 def list_cases(name: str, split: str, *, root: str | Path | None = None, **options: Any) -> list[str]:
@@ -119,6 +136,7 @@ def list_cases(name: str, split: str, *, root: str | Path | None = None, **optio
             split or option, a bad option value, a missing ``root`` or layout, hold-out options that do not fit).
     """
     cls = _check_call(name, split, root, options)
+    corruption.check_split(name, split, options.get(corruption.OPTION))
     return cls.list_cases(split, root=root, **options)
 
 
@@ -134,6 +152,7 @@ def _check_call(name: str, split: str, root: str | Path | None, options: Mapping
                          + (" (the test split has no public labels)" if name == "cityscapes" else ""))
     accepted = [p for p in _pyinspect.signature(cls.__init__).parameters if p not in ("self", "root", "split",
                                                                                     "target_maps")]
+    accepted += list(GENERIC_OPTIONS)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
@@ -143,15 +162,29 @@ def _check_call(name: str, split: str, root: str | Path | None, options: Mapping
     return cls
 
 
-def check_dataset_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+def check_dataset_options(name: str, options: Mapping[str, Any], split: str | None = None) -> dict[str, Any]:
     """Check a dataset's options by value, reading no data (what a sweep config's validation calls).
 
-    Returns the options normalised (sizes as ``(H, W)`` tuples, paths as ``Path``). Raises ValueError naming the
-    dataset and the option for an unknown dataset or option, or a bad value; the constructors run the same checks.
+    Returns the options normalised (sizes as ``(H, W)`` tuples, paths as ``Path``, ``label_corruption`` as a list of
+    specs with defaults filled in). Raises ValueError naming the dataset and the option for an unknown dataset or
+    option, or a bad value; the constructors run the same checks. With ``split``, also the options that only one split
+    takes: ``label_corruption`` (``"train"`` only) and ``synthetic``'s ``shift`` (the ranking split ``"test"``
+    only); without it those are checked by value alone (``build_dataset`` refuses them for another split).
+    ``label_corruption``'s ``swap`` class ids are checked against ``DATASETS[name].num_classes`` where the classes are
+    fixed (not ``nnunet`` / ``folder``, whose classes :func:`dataset_info` and :func:`build_dataset` check them
+    against).
     """
     if name not in _CLASSES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(map(repr, _CLASSES))}")
-    return _CLASSES[name].check_options(options)
+    out = _CLASSES[name].check_options(options)
+    if split is not None:
+        if split not in DATASETS[name].splits:
+            raise ValueError(f"{name}: unknown split {split!r}; choose one of "
+                             f"{', '.join(map(repr, DATASETS[name].splits))}")
+        corruption.check_split(name, split, options.get(corruption.OPTION))
+        if name == "synthetic":
+            synthetic.check_shift_split(split, options.get("shift"))
+    return out
 
 
 __all__ = [
@@ -169,6 +202,7 @@ __all__ = [
     "build_dataset",
     "check_dataset_options",
     "cityscapes",
+    "corruption",
     "dataset_info",
     "folder",
     "list_cases",

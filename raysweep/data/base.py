@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from ..vocab import IGNORE_INDEX
+from . import corruption
 
 #: ``target_maps(mask)``: mask is the augmented int64 (H, W) mask (ignore 255); each returned array becomes a float32
 #: tensor under its key in the item (for example ``{"dist": (C, H, W)}`` for the boundary losses).
@@ -192,6 +193,11 @@ def seeded_order(names: Sequence[str], seed: int) -> list[str]:
     return [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
 
 
+#: Options every dataset accepts, beside its own ``option_checks``: ``label_corruption`` (training labels only; see
+#: :mod:`raysweep.data.corruption`). ``build_dataset`` takes them off before calling the constructor.
+GENERIC_OPTIONS: Mapping[str, Callable[[str, str, Any], Any]] = {corruption.OPTION: corruption.check}
+
+
 class Volume(NamedTuple):
     """One 3-D case for per-volume evaluation, at native resolution.
 
@@ -235,11 +241,15 @@ class SegmentationDataset(Dataset):
         range). The constructors call it too, so a config that passes it fails later only on the data themselves.
         """
         name = cls.info.name
-        unknown = sorted(set(options) - set(cls.option_checks), key=str)
+        checks = {**cls.option_checks, **GENERIC_OPTIONS}
+        unknown = sorted(set(options) - set(checks), key=str)
         if unknown:
             raise ValueError(f"{name}: unknown option(s) {', '.join(map(str, unknown))}; accepted: "
-                             f"{', '.join(cls.option_checks)}")
-        return {key: cls.option_checks[key](name, key, value) for key, value in options.items()}
+                             f"{', '.join(checks)}")
+        out = {key: checks[key](name, key, value) for key, value in options.items()}
+        if corruption.OPTION in options and cls.info.num_classes:  # class ids of swap pairs, when the classes are fixed
+            corruption.check(name, corruption.OPTION, options[corruption.OPTION], cls.info.num_classes)
+        return out
 
     @classmethod
     def list_cases(cls, split: str, root: str | Path | None = None, **options: Any) -> list[str]:
@@ -264,6 +274,21 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.target_maps = target_maps
         self._seeded_pid: int | None = None
+        #: parsed ``label_corruption`` specs applied to each training item's mask (empty: none); set with
+        #: :meth:`set_label_corruption` (``build_dataset(..., label_corruption=...)`` does).
+        self.label_corruption: tuple[corruption.Corruption, ...] = ()
+
+    def set_label_corruption(self, value: Any) -> None:
+        """Corrupt this dataset's training masks with ``value`` (the ``label_corruption`` option; see
+        :mod:`raysweep.data.corruption`): applied to every item's mask after ``_load``, before the transform,
+        seeded by ``(spec seed, item index)``. None or ``[]`` turns it off.
+
+        Raises:
+            ValueError: a bad spec (naming the key), ``swap`` class ids outside ``0..num_classes-1``, or a split other
+                than ``"train"`` (selection and ranking labels stay clean).
+        """
+        corruption.check_split(self.info.name, self.split, value)
+        self.label_corruption = corruption.parse(value, self.info.name, self.info.num_classes or None)
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -276,7 +301,10 @@ class SegmentationDataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"{self.info.name} {self.split}: index {index} out of range for {len(self)} items")
         self._seed_worker()
-        image, mask, case = self._load(int(index) % len(self))
+        index = int(index) % len(self)
+        image, mask, case = self._load(index)
+        if self.label_corruption:  # training labels only (set_label_corruption checks the split), before augmenting
+            mask = corruption.apply(self.label_corruption, mask, index)
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]

@@ -12,7 +12,10 @@ It is built to separate losses the way Synapse does, at a size a CPU can train o
 
 Volume ``v`` of split ``s`` depends only on ``(seed, s, v, image_size, depth)``, not on how many volumes are made.
 Label noise for robustness studies (``label_noise``, ``missing_small``) is applied to the ``train`` split only; ``val``
-and ``test`` labels stay clean.
+and ``test`` labels stay clean. They are the synthetic-only special cases of the ``label_corruption`` option every
+dataset takes (:mod:`raysweep.data.corruption`: boundary erosion/dilation by k pixels, dropped small components, class
+swaps such as ``bean_left`` / ``bean_right``), which is the general form. A test-time shift of the ranking split's
+images (``shift``: contrast, bias field, noise, resolution; :mod:`raysweep.data.shift`) applies to ``test`` only.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import ndimage
 
+from . import shift as _shift
 from .base import (
     DatasetInfo,
     SegmentationDataset,
@@ -212,6 +216,22 @@ def _case_id(split: str, v: int) -> str:
     return f"{split}{v:03d}"
 
 
+def check_shift_split(split: str, value: object) -> None:
+    """ValueError unless ``split`` is the ranking split ``"test"`` or ``value`` asks for no shift."""
+    _shift.check_split(INFO.name, split, value, INFO.eval_split)
+
+
+@functools.lru_cache(maxsize=8)
+def _shifted_split(seed: int, split: str, image_size: int, depth: int, num_volumes: int,
+                   shift: tuple[tuple[str, float], ...]) -> np.ndarray:
+    """The split's images under ``shift`` (a checked spec as sorted items), cached: float32 (N, D, H, W), read-only.
+    Labels are not shifted (``_generate_split``'s stay as they are)."""
+    images, _ = _generate_split(seed, split, image_size, depth, num_volumes, 0.0, 0.0)
+    shifted = _shift.apply_split(images, dict(shift), seed)
+    shifted.flags.writeable = False
+    return shifted
+
+
 @functools.lru_cache(maxsize=16)
 def _generate_split(seed: int, split: str, image_size: int, depth: int, num_volumes: int, label_noise: float,
                     missing_small: float) -> tuple[np.ndarray, np.ndarray]:
@@ -239,12 +259,18 @@ class SyntheticDataset(SegmentationDataset):
         image_size: H = W in pixels.
         depth: slices per volume.
         num_volumes: volumes in this split (default: train 16, val 4, test 8).
-        label_noise, missing_small: training-label noise, see :func:`generate_volume`; ignored for val/test.
+        label_noise, missing_small: training-label noise, see :func:`generate_volume`; ignored for val/test. The
+            general form, for every dataset, is the ``label_corruption`` option of
+            :func:`~raysweep.data.build_dataset` (:mod:`raysweep.data.corruption`).
+        shift: test-time shift of the images, ``{contrast, bias, noise, resolution, seed}`` (see
+            :mod:`raysweep.data.shift`); the ranking split ``"test"`` only (ValueError for another split); labels
+            and the clean images of the other splits are untouched.
         transform: ``"default"`` (:func:`~raysweep.data.transforms.synthetic_transform`), None, or a callable.
         augment: augment in the default transform (default: ``split == "train"``).
         target_maps: see :class:`~raysweep.data.base.SegmentationDataset`.
 
-    Items: ``image`` float32 (1, H, W) in [0, 1], ``mask`` int64 (H, W), ``case`` ``"<split><vvv>_slice<zz>"``.
+    Items: ``image`` float32 (1, H, W) in [0, 1] (a shifted test split may leave it), ``mask`` int64 (H, W),
+    ``case`` ``"<split><vvv>_slice<zz>"``.
     """
 
     info = INFO
@@ -257,17 +283,19 @@ class SyntheticDataset(SegmentationDataset):
         "missing_small": option_probability,
         "transform": option_transform,
         "augment": option_bool,
+        "shift": _shift.check,
     }
 
     def __init__(self, split: str = "train", seed: int = 0, image_size: int = 64, depth: int = 16,
                  num_volumes: int | None = None, label_noise: float = 0.0, missing_small: float = 0.0,
                  transform: Transform | str | None = "default", augment: bool | None = None,
-                 target_maps: TargetMaps | None = None) -> None:
+                 shift: dict | None = None, target_maps: TargetMaps | None = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"synthetic: unknown split {split!r}; choose one of {', '.join(map(repr, SPLITS))}")
         opts = self.check_options({"seed": seed, "image_size": image_size, "depth": depth, "num_volumes": num_volumes,
                                    "label_noise": label_noise, "missing_small": missing_small,
-                                   "transform": transform, "augment": augment})
+                                   "transform": transform, "augment": augment, "shift": shift})
+        check_shift_split(split, shift)
         seed, image_size, depth = opts["seed"], opts["image_size"], opts["depth"]
         label_noise, missing_small = opts["label_noise"], opts["missing_small"]
         num_volumes = DEFAULT_NUM_VOLUMES[split] if num_volumes is None else opts["num_volumes"]
@@ -281,6 +309,11 @@ class SyntheticDataset(SegmentationDataset):
         self.seed, self.image_size, self.depth = int(seed), int(image_size), int(depth)
         self.images, self.labels = _generate_split(self.seed, split, self.image_size, self.depth, num_volumes,
                                                    float(label_noise), float(missing_small))
+        #: the checked shift (every key filled in), or None
+        self.shift = opts["shift"]
+        if self.shift is not None:
+            self.images = _shifted_split(self.seed, split, self.image_size, self.depth, num_volumes,
+                                         tuple(sorted(self.shift.items())))
 
     @classmethod
     def list_cases(cls, split: str = "test", root: None = None, **options) -> list[str]:
@@ -289,6 +322,7 @@ class SyntheticDataset(SegmentationDataset):
         if split not in SPLITS:
             raise ValueError(f"synthetic: unknown split {split!r}; choose one of {', '.join(map(repr, SPLITS))}")
         num_volumes = cls.check_options(options).get("num_volumes")
+        check_shift_split(split, options.get("shift"))
         n = DEFAULT_NUM_VOLUMES[split] if num_volumes is None else num_volumes
         return [_case_id(split, v) for v in range(n)]
 
