@@ -172,6 +172,7 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
             "roles": sections.roles(cases, protocol, c.dataset),
             "not_converged": [c.table.loc[x, "title"] for x in c.not_converged],
             "kendall_w": c.kendall_w, "w_seeds": c.w_seeds, "w_losses": c.w_losses,
+            "overlap": sections.overlap_section(trials, c),
         })
     return {
         "title": f"raysweep ranking: {meta.get('sweep_id') or rdir}",
@@ -184,6 +185,7 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
         "convergence_top": stats.CONVERGENCE_TOP,
         "overall": overall_table, "family": mk.table(fam_cols, fam_rows) if ranked_cells else None,
         "family_plot": plots.family_ranks(ranked_cells), "cells": cells_ctx,
+        "robustness": sections.robustness_sections(trials, cases, meta, alpha, n_boot),
         "meta": sections.metadata(trials, meta, max_failed), "n_trials": len(trials),
         "css": (_HERE / "assets" / "report.css").read_text(), "js": (_HERE / "assets" / "report.js").read_text(),
     }

@@ -233,3 +233,64 @@ def family_ranks(per_cell: Sequence[CellStats]) -> str | None:
     ax.invert_yaxis()
     ax.grid(axis="y", alpha=0.3)
     return _uri(fig)
+
+
+def _loss_styles(losses: Sequence[str]) -> dict[str, tuple[tuple, str, str]]:
+    """One (colour, line style, marker) per loss in a stable order: tab10 colours, then the next line style."""
+    colors, styles, markers = matplotlib.colormaps["tab10"].colors, ("-", "--", ":"), ("o", "s", "^")
+    return {loss: (colors[i % 10], styles[i // 10 % 3], markers[i // 10 % 3]) for i, loss in enumerate(sorted(losses))}
+
+
+@_plain_text
+def robustness_levels(curves: pd.DataFrame, axis: str, primary: str, worst_level: float | None = None) -> str | None:
+    """Each loss's metric against the level of one axis (level 0: the clean data), one line per loss, with its
+    95% interval over seeds as a band. ``curves``: :func:`raysweep.report.robustness.level_curves`'s frame."""
+    if curves.empty or curves["mean"].notna().sum() == 0:
+        return None
+    looks = _loss_styles(list(curves["loss"].unique()))
+    fig = Figure(figsize=(7.4, 3.6))
+    ax = fig.add_subplot()
+    for loss, g in curves.sort_values("level").groupby("loss", sort=True):
+        c, ls, marker = looks[loss]
+        ax.plot(g["level"], g["mean"], marker=marker, ls=ls, color=c, lw=1.4, ms=4, label=str(g["title"].iloc[0]))
+        band = g[g["ci_lo"].notna() & g["ci_hi"].notna()]
+        if len(band) >= 2:
+            ax.fill_between(band["level"], band["ci_lo"], band["ci_hi"], color=c, alpha=0.15, lw=0)
+        elif len(band) == 1:
+            ax.plot([band["level"].iloc[0]] * 2, [band["ci_lo"].iloc[0], band["ci_hi"].iloc[0]], color=c, lw=3,
+                    alpha=0.3)
+    if worst_level is not None and math.isfinite(worst_level):
+        ax.axvline(worst_level, color="#999", ls=":", lw=1)
+    ax.set_xticks(sorted(curves["level"].unique()))
+    ax.set_xlabel(f"{axis} level (0 = clean)")
+    ax.set_ylabel(f"{primary} (mean over seeds, 95% band)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              ncol=1 if curves["loss"].nunique() <= 16 else 2)
+    return _uri(fig)
+
+
+@_plain_text
+def overlap_boundary(table: pd.DataFrame) -> str | None:
+    """DSC (x, higher is better) against HD95 (y, lower is better) of each loss, family colours; the Pareto set
+    (``pareto`` column) ringed in black and joined by its front. Losses without a finite HD95 are not drawn."""
+    t = table[table["dsc"].notna() & table["hd95"].notna()]
+    if t.empty:
+        return None
+    fig = Figure(figsize=(6.0, 4.2))
+    ax = fig.add_subplot()
+    for _, r in t.iterrows():
+        on = bool(r["pareto"])
+        ax.plot(r["dsc"], r["hd95"], "o", color=_color(r["family"]), ms=8 if on else 6, mec="black" if on else "none",
+                mew=1.6 if on else 0, alpha=1.0 if on else 0.75)
+        ax.annotate(str(r["title"]), (r["dsc"], r["hd95"]), fontsize=7, xytext=(4, 3), textcoords="offset points",
+                    fontweight="bold" if on else "normal")
+    front = t[t["pareto"].astype(bool)].sort_values(["dsc", "hd95"])
+    if len(front) >= 2:
+        ax.step(front["dsc"], front["hd95"], where="pre", color="black", lw=0.8, ls="--")
+    ax.set_xlabel("DSC (mean over seeds; higher is better)")
+    ax.set_ylabel("HD95 (mean over seeds; lower is better)")
+    ax.set_title("ringed: the Pareto set (no loss beats it on both)", fontsize=8)
+    ax.grid(alpha=0.3)
+    _legend_families(ax, list(t["family"]))
+    return _uri(fig)

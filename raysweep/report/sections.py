@@ -15,12 +15,15 @@ from ..results import PROPOSALS, overlay_dirs
 from ..vocab import FAILED_STATUSES, cell_label
 from . import markup as mk
 from . import plots, stats, tuning
+from . import robustness as rb
 from .sizes import size_view
 
 MAX_OVERLAY_BYTES = 2_000_000
 OVERLAY_CASES = 3
 
-__all__ = ["data_section", "metadata", "overlays", "pairwise_table", "power", "progress", "protocol_view", "ranking_table", "roles", "sensitivity", "size_section", "tuning_section"]
+__all__ = ["data_section", "metadata", "overlap_section", "overlays", "pairwise_table", "power", "progress",
+           "protocol_view", "ranking_table", "robustness_sections", "roles", "sensitivity", "size_section",
+           "tuning_section"]
 
 
 def progress(trials: pd.DataFrame, meta: dict[str, Any], per_cell: list[stats.CellStats]) -> dict[str, Any]:
@@ -341,3 +344,84 @@ def protocol_view(protocol: dict[str, Any] | None) -> list[tuple[str, str]]:
         out.append((key, "; ".join(f"{d}: {e.get('split', '?')} ({len(e.get('cases') or [])} cases)"
                                    if isinstance(e, dict) else f"{d}: {e}" for d, e in sorted(v.items()))))
     return out
+
+
+# -- robustness and overlap versus boundary (raysweep.report.robustness) ------------------------------------------
+
+def _overrides_text(overrides: dict[str, Any]) -> str:
+    """A variant's option overrides as ``section.key = value`` pairs (values as compact JSON)."""
+    parts = [f"{sec}.{k} = {json.dumps(v, sort_keys=True, default=str)}" for sec, d in sorted(overrides.items())
+             if isinstance(d, dict) for k, v in sorted(d.items())]
+    return "; ".join(parts) or "none (the dataset as configured)"
+
+
+def variants_table(variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The corruption or shift of each variant of a dataset (sweep.json's ``variants``), the clean one first."""
+    order = sorted(variants, key=lambda v: (variants[v]["axis"] is not None, variants[v]["axis"] or "",
+                                            variants[v]["level"], v))
+    rows = [[mk.cell(v), mk.cell(variants[v]["axis"] or "clean reference"), mk.num(variants[v]["level"], "{:g}"),
+             mk.cell(_overrides_text(variants[v]["overrides"]))] for v in order]
+    return mk.table([("Variant", ""), ("Axis", "what the variant changes"), ("Level", "0 = clean"),
+                     ("Corruption / shift", "the option sections the variant merges onto the dataset's")], rows)
+
+
+def _axis_panel(a: rb.AxisStats) -> dict[str, Any]:
+    t = a.table
+    tested = "p_vs_best" in t.columns
+    cols = [("Rank", "by retained performance; 1 = the most robust"), ("Loss", ""), ("Family", ""),
+            (f"{a.primary} clean", "mean over seeds at the clean level"),
+            (f"{a.primary} worst", f"mean over seeds at {a.axis} {a.worst[0]:g}" if a.worst else ""),
+            ("Retained", "worst / clean (ratio of the means over seeds)"),
+            ("Rank clean → worst", "rank by mean metric at the clean and at the worst level")]
+    if tested:
+        cols += [("Case retained", "mean over the paired cases of worst / clean per case"),
+                 ("Rank 95% CI", "bootstrap over cases"), ("P(first)", "share of bootstrap replicates ranked 1st"),
+                 ("p vs best", "Wilcoxon signed-rank on per-case retained values against the most robust loss, "
+                               "Holm-corrected over all pairs")]
+    rows, classes = [], []
+    for loss, r in t.iterrows():
+        row = [mk.cell(int(r["rank"]), int(r["rank"])), mk.loss_cell(r["title"], loss), mk.cell(r["family"]),
+               mk.num(r["clean"], "{:.4f}"), mk.num(r["worst"], "{:.4f}"), mk.num(r["retained"], "{:.1%}"),
+               mk.cell(f"{int(r['rank_clean'])} → {int(r['rank_worst'])}", int(r["rank_worst"] - r["rank_clean"]),
+                       "num")]
+        if tested:
+            row += [mk.num(r["mean_case_retained"], "{:.1%}"),
+                    mk.cell(f"{r['rank_lo']:.0f}–{r['rank_hi']:.0f}", r["rank_lo"], "num"),
+                    mk.num(r["p_first"], "{:.2f}"),
+                    mk.cell("best" if loss == t.index[0] else mk.pvalue(r["p_vs_best"]),
+                            repr(float(r["p_vs_best"])) if mk.finite(r["p_vs_best"]) else None, "num")]
+        rows.append(row)
+        classes.append("top" if bool(r.get("top", False)) else "")
+    return {"axis": a.axis, "worst": None if a.worst is None else {"level": a.worst[0], "variant": a.worst[1]},
+            "levels": [{"level": lv, "variant": v} for lv, v in a.levels],
+            "plot": plots.robustness_levels(a.curves, a.axis, a.primary, a.worst[0] if a.worst else None),
+            "table": mk.table(cols, rows, classes) if len(t) else None, "verdict": a.verdict, "sentence": a.sentence,
+            "caveats": a.caveats, "not_compared": a.not_compared, "n_cases": a.n_cases, "friedman": a.friedman,
+            "top": [t.loc[x, "title"] for x in a.top_group]}
+
+
+def robustness_sections(trials: pd.DataFrame, cases: pd.DataFrame, meta: dict[str, Any], alpha: float,
+                        n_boot: int) -> list[dict[str, Any]]:
+    """One "Robustness" section per (dataset, arch) whose dataset has variants (sweep.json's ``variants``)."""
+    return [{"id": f"robust-{i}", "dataset": r["dataset"], "arch": r["arch"], "clean": r["clean"],
+             "variants": variants_table(r["variants"]), "axes": [_axis_panel(a) for a in r["axes"]]}
+            for i, r in enumerate(rb.robustness_cells(trials, cases, meta, alpha, n_boot))]
+
+
+def overlap_section(trials: pd.DataFrame, c: stats.CellStats) -> dict[str, Any] | None:
+    """The cell's DSC-against-HD95 view: scatter, table and Pareto set (None without confirmed runs)."""
+    view = rb.overlap_boundary(trials, c.dataset, c.arch)
+    t = view["table"]
+    if t.empty:
+        return None
+    rows = [[mk.loss_cell(r["title"], loss), mk.cell(r["family"]), mk.num(r["dsc"], "{:.4f}"),
+             mk.num(r["hd95"], "{:.2f}"), mk.cell(f"{r['n_hd95']}/{r['n_runs']}", r["n_hd95"], "num"),
+             mk.cell("yes" if r["pareto"] else "", int(bool(r["pareto"])))] for loss, r in t.iterrows()]
+    table = mk.table([("Loss", ""), ("Family", ""), ("DSC", "mean over the ranked runs (higher is better)"),
+                      ("HD95", "mean over the ranked runs with a finite HD95 (lower is better)"),
+                      ("Runs with HD95", "ranked runs with a finite HD95 / all ranked runs"),
+                      ("Pareto", "no other loss has both a higher-or-equal DSC and a lower-or-equal HD95")],
+                     rows, ["top" if p else "" for p in t["pareto"]])
+    return {"plot": plots.overlap_boundary(t), "table": table,
+            "pareto": [t.loc[x, "title"] for x in view["pareto"]],
+            "excluded": [t.loc[x, "title"] for x in view["excluded"]]}
