@@ -178,6 +178,12 @@ def test_robustness_with_a_loss_missing_at_the_worst_level():
     a = robustness.robustness(trials, cases, "d", "m", "noise", "clean", [(1.0, "hard")], n_boot=50)
     assert a.not_compared == ["b"] and list(a.table.index) == ["a"]
     assert a.table.loc["a", "retained"] == pytest.approx(1.0) and "nothing to compare" in a.verdict
+    # Both losses at both levels but no per-case rows: ranked by retained means, not tested.
+    both = pd.concat([trials, trials[(trials["variant"] == "clean") & (trials["loss"] == "b")].assign(
+        variant="hard", dataset="d:hard", trial_id=lambda f: "hard-" + f["trial_id"])])
+    a = robustness.robustness(both, cases, "d", "m", "noise", "clean", [(1.0, "hard")], n_boot=50)
+    assert list(a.table.index) == ["a", "b"] and a.verdict.startswith("Not tested: per-case scores are missing for a, b")
+    assert a.top_group == [] and a.power is None
 
 
 # -- the report ----------------------------------------------------------------------------------------------------

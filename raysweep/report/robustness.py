@@ -209,19 +209,21 @@ def robustness(trials: pd.DataFrame, cases: pd.DataFrame, base: str, arch: str, 
 
 
 def retained_matrix(trials: pd.DataFrame, cases: pd.DataFrame, base: str, arch: str, clean: str, worst: str,
-                    losses: list[str], primary: str) -> tuple[pd.DataFrame, int]:
-    """Per-case retained values (cases x losses, complete cases) and how many cases had no ratio (clean score 0)."""
+                    losses: list[str], primary: str) -> tuple[pd.DataFrame, int, list[str]]:
+    """Per-case retained values (cases x losses, complete cases), how many cases had no ratio (clean score 0), and
+    the losses without per-case scores at either level."""
     m = []
     for variant in (clean, worst):
         t = _cell_trials(trials, base, variant, arch, clean=variant == clean)
         x = stats.case_matrix(cases, stats.ranked_runs(t), primary)
         m.append(x.reindex(columns=losses) if not x.empty else pd.DataFrame(columns=losses))
+    missing = [x for x in losses if m[0][x].isna().all() or m[1][x].isna().all()]
     common = m[0].index.intersection(m[1].index)
     clean_m, worst_m = m[0].loc[common], m[1].loc[common]
     ratio = worst_m / clean_m.where(clean_m > 0)
     complete = ratio.dropna(axis=0, how="any")
     no_ratio = int((clean_m.notna().all(axis=1) & worst_m.notna().all(axis=1)).sum() - len(complete))
-    return complete.sort_index(), no_ratio
+    return complete.sort_index(), no_ratio, missing
 
 
 def _paired(out: AxisStats, trials: pd.DataFrame, cases: pd.DataFrame, alpha: float, n_boot: int) -> None:
@@ -230,8 +232,12 @@ def _paired(out: AxisStats, trials: pd.DataFrame, cases: pd.DataFrame, alpha: fl
     if k < 2:
         out.verdict = "Only one loss has runs at both levels: nothing to compare."
         return
-    matrix, no_ratio = retained_matrix(trials, cases, out.dataset, out.arch, out.clean, out.worst[1],
-                                       list(table.index), out.primary)
+    matrix, no_ratio, missing = retained_matrix(trials, cases, out.dataset, out.arch, out.clean, out.worst[1],
+                                                list(table.index), out.primary)
+    if missing:
+        out.verdict = (f"Not tested: per-case scores are missing for {', '.join(missing)} at the clean or the worst "
+                       "level; the ranking orders retained means only.")
+        return
     if no_ratio:
         out.caveats.append(f"{no_ratio} case(s) scored 0 at the clean level for some loss: no retained ratio, "
                            "left out of the paired tests.")
