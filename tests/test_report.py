@@ -15,6 +15,7 @@ import pytest
 from raysweep import cli, results
 from raysweep.power import power_limit
 from raysweep.report import build_report, stats, tuning
+from raysweep.report import across_cells
 
 from report_fixture import CLEAR, TIE, make_fixture
 
@@ -136,7 +137,7 @@ def test_stats_verdicts(frames):
     assert set(tie.table.loc[["dice", "dice_ce"], "rank_lo"]) == {1} and set(tie.table.loc[["dice", "dice_ce"],
                                                                                            "rank_hi"]) == {2}
     assert tie.table.loc["focal", "rank_lo"] == tie.table.loc["focal", "rank_hi"] == 4
-    overall = stats.overall_ranking([clear, tie])
+    overall = across_cells.overall_ranking([clear, tie])
     assert overall.loc["ce", "n_cells"] == 1 and overall.loc["boundary", "wins"] == 1
 
 

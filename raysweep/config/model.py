@@ -306,7 +306,7 @@ class SweepModel(Section):
                               FileNotFoundError)
             for key in ("options", "train_options", "eval_options", "select_options"):
                 try:
-                    check_dataset_options(ds, getattr(section, key))
+                    check_dataset_options(ds, getattr(section, key), _split_of(ds, key))
                 except ValueError as exc:
                     raise Bad(f": {str(exc).removeprefix(ds + ': ')}", f"{ds}.{key}") from None
             _check_variants(ds, section)
@@ -346,6 +346,14 @@ class SweepModel(Section):
         return trial
 
 
+def _split_of(ds: str, key: str) -> str | None:
+    """The split an option section is for: training, ranking (eval) or selection; None for every split."""
+    from ..data import DATASETS
+
+    info = DATASETS[ds]
+    return {"train_options": "train", "eval_options": info.eval_split, "select_options": info.select_split}.get(key)
+
+
 def _check_variants(ds: str, section: DatasetEntry) -> None:
     """A dataset's variants: one clean reference (no axis), a level on every axis variant, options that build."""
     from ..data import check_dataset_options
@@ -363,7 +371,7 @@ def _check_variants(ds: str, section: DatasetEntry) -> None:
         for key in ("options", "train_options", "eval_options", "select_options"):
             merged = {**getattr(section, key), **getattr(v, key)}
             try:
-                check_dataset_options(ds, merged)
+                check_dataset_options(ds, merged, _split_of(ds, key))
             except ValueError as exc:
                 raise Bad(f": {str(exc).removeprefix(ds + ': ')}", f"{ds}.variants.{name}.{key}") from None
 

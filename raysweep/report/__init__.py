@@ -28,6 +28,7 @@ import pandas as pd
 from .. import __version__
 from ..results import SCHEMA_VERSION, read_results, read_sweep_meta, resolve_results_dir
 from . import markup as mk
+from . import across_cells
 from . import plots, sections, stats
 
 _HERE = Path(__file__).parent
@@ -126,7 +127,7 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
                      summary_rows, summary_classes)
     powerless = [f"{c.dataset} / {c.arch}" for c in per_cell if c.power is not None and not c.power.declarable]
 
-    overall = stats.overall_ranking(ranked_cells)
+    overall = across_cells.overall_ranking(ranked_cells)
     overall_table = None
     if not overall.empty:
         rank_cols = [x for x in overall.columns if x.startswith("rank:")]
@@ -139,7 +140,7 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
                                 ("Cells", ""), ("Wins", "cells where it ranks first"),
                                 ("Top groups", "cells where it is not separable from the best")]
                                + [(x[5:], "rank in this cell") for x in rank_cols], rows)
-    fam = stats.family_view(ranked_cells)
+    fam = across_cells.family_view(ranked_cells)
     fam_rows = []
     for f, r in fam.iterrows():
         row = [mk.cell(f), mk.num(r["mean_relative_rank"], "{:.2f}")]
