@@ -6,6 +6,7 @@ Both hand Tune the same envelope, ``{"trial": <train_trial config>, "tags": {...
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 from typing import Any, Mapping
@@ -153,12 +154,14 @@ class FixedSearcher(_searcher_base()):
         pass
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+        # Plain data, so JSON: restoring the stage unpickles nothing of ours.
+        with open(checkpoint_path, "w") as f:
+            json.dump({"envelopes": self.envelopes, "issued": self.issued}, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+        with open(checkpoint_path) as f:
+            state = json.load(f)
+        self.envelopes, self.issued = state["envelopes"], state["issued"]
 
 
 def _finite(x) -> bool:
