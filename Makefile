@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # OpenMP threads that spin while waiting make torch ~10x slower on a busy 2-core machine; passive waiting fixes it.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test bench readme schema clean
+.PHONY: install run test bench readme schema bundle install-offline plan clean
 
 # (Re)install when pyproject.toml changes. `pip install -e .[test]` brings torch, Ray, Optuna, smp and the test-only
 # oracles (MONAI, kornia, medpy).
@@ -44,6 +44,27 @@ readme: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/raysweep schema -o docs/schema/sweep-config.schema.json
 	$(BIN)/raysweep schema --trial -o docs/schema/trial-config.schema.json
+
+## Offline install (README, "Offline install and GPU planning"): the wheels a target image lacks, for its Python and
+## platform(s) (comma-separated tags); TARGET_PACKAGES = its `pip freeze`; SLIM_RAY=1 repacks Ray without jars,
+## rllib and dashboard source maps and writes bundle.tar.xz. install-offline runs on the target, without an index.
+PY ?= 3.11
+PLATFORM ?= manylinux_2_28_x86_64
+TARGET_PACKAGES ?=
+SLIM_RAY ?=
+BUNDLE ?= bundle
+bundle: $(STAMP)
+	$(BIN)/python scripts/bundle.py build --python $(PY) --platform $(PLATFORM) \
+		$(if $(TARGET_PACKAGES),--target-packages $(TARGET_PACKAGES)) $(if $(SLIM_RAY),--slim-ray --xz)
+
+install-offline:
+	$(PYTHON) scripts/bundle.py install $(BUNDLE) --python $(PYTHON)
+
+## Expected trials, steps and GPU-hours of a sweep: make plan CONFIG=configs/synapse.yaml PLAN_ARGS='--gpus 1'.
+CONFIG ?= configs/default.yaml
+PLAN_ARGS ?=
+plan: $(STAMP)
+	$(BIN)/raysweep plan --config $(CONFIG) $(PLAN_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

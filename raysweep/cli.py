@@ -193,6 +193,24 @@ def _cmd_schema(args) -> int:
     return 0
 
 
+def _cmd_plan(args) -> int:
+    from .plan import make_plan, plan_as_json, plan_as_text, read_config
+
+    if args.gpus is not None and args.gpus < 0:
+        raise ValueError(f"--gpus must be 0 or more, got {args.gpus}")
+    if args.processes is not None and args.processes < 1:
+        raise ValueError(f"--processes must be at least 1, got {args.processes}")
+    cfg, missing = read_config(args.config, need_data=False)
+    given = {item.rpartition("=")[0] or "*" for item in args.steps_per_s or []}
+    if "*" not in given and not set(cfg.architectures) <= given and missing:
+        raise FileNotFoundError(f"calibration needs the data ({'; '.join(missing)}); give --steps-per-s to plan "
+                                "without it")
+    plan = make_plan(cfg, gpus=args.gpus, steps_per_s=args.steps_per_s, eval_s=args.eval_s,
+                     calibrate_steps=args.calibrate_steps, processes=args.processes, missing_roots=missing)
+    print(plan_as_json(plan) if args.json else plan_as_text(plan), end="\n" if args.json else "")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     # No heavy imports here: `raysweep report` must work where torch is not installed.
     parser = argparse.ArgumentParser(
@@ -306,6 +324,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "--set loss.params.alpha=0.3 --set output_dir=runs/x")
     p.add_argument("--json", action="store_true", help="print the full final report as JSON")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "plan", help="expected trials, steps and GPU-hours of a sweep, from its config and a short calibration",
+        description="Project a sweep before running it: per stage and architecture the expected trials (ASHA's "
+        "nominal fractions), optimiser steps, evaluations and hours on the GPUs seen here (or --gpus N), from a "
+        "short calibration run per architecture on the local device (--calibrate-steps) or from given rates "
+        "(--steps-per-s: no data needed). The model is in the raysweep.plan module docstring.")
+    p.add_argument("--config", required=True, metavar="FILE", help="sweep config YAML")
+    p.add_argument("--gpus", type=int, metavar="N", help="plan for N GPUs (default: those torch sees here; 0: the "
+                   "CPU machine)")
+    p.add_argument("--calibrate-steps", type=int, default=10, metavar="K", help="calibration: 2K training steps "
+                   "per architecture, the second K timed (default 10)")
+    p.add_argument("--steps-per-s", action="append", metavar="[ARCH=]RATE", help="aggregate training steps/s of one "
+                   "device with its concurrent trials, instead of calibrating (repeatable: cnn=63.5)")
+    p.add_argument("--eval-s", action="append", metavar="[ARCH=]SECONDS", help="seconds per evaluation (default: "
+                   "measured by the calibration; 0 with --steps-per-s)")
+    p.add_argument("--processes", type=int, metavar="N", help="calibration trials at once (default: the trials "
+                   "that share a GPU; 1 on the CPU)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser(
         "schema", help="print the JSON Schema of the sweep config (--trial: of the trial config), for editors",

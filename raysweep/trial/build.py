@@ -14,7 +14,11 @@ import torch
 from .objective import CombinedObjective
 from .sampling import SeededItems, seed_everything
 
-__all__ = ["Parts", "build", "device_of"]
+__all__ = ["COMPILE_MODES", "Parts", "build", "compile_model", "device_of"]
+
+#: ``train.compile`` -> the ``torch.compile`` mode (``None``: PyTorch's default mode); ``False`` is absent: eager.
+COMPILE_MODES: dict[Any, str | None] = {True: None, "reduce-overhead": "reduce-overhead",
+                                        "max-autotune": "max-autotune"}
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Parts:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler | None
+    compiled: Any = False  # train.compile as applied: False (eager), True or the torch.compile mode
 
 
 def device_of(name: str) -> torch.device:
@@ -108,6 +113,7 @@ def build(cfg: dict[str, Any]) -> Parts:
         model.to(memory_format=torch.channels_last)
 
     optimizer = _optimizer(cfg["optimizer"], model, objective)
+    compile_model(model, t["compile"])
     return Parts(
         device=device, amp_dtype=amp_dtype, channels_last=channels_last,
         sync_every=t["sync_every"] or (25 if cuda else 1),
@@ -115,7 +121,35 @@ def build(cfg: dict[str, Any]) -> Parts:
         steps_per_epoch=steps_per_epoch, objective=objective, model=model, optimizer=optimizer,
         scheduler=_scheduler(cfg["scheduler"], cfg["optimizer"]["lr"], t["steps"], optimizer),
         scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
+        compiled=t["compile"],
     )
+
+
+def compile_model(model: torch.nn.Module, setting: Any) -> torch.nn.Module:
+    """Apply ``train.compile`` to ``model`` in place (``nn.Module.compile``) and return it.
+
+    In place, the module keeps its class, parameters and state-dict keys (no ``_orig_mod.`` prefix), so the optimiser
+    built before, checkpoints, evaluation and resuming with another ``train.compile`` all work unchanged. Compilation
+    happens at the first forward of each mode (training, then evaluation) and shape; torch recompiles for a new batch
+    shape (the last, smaller evaluation batch) and falls back to eager past its recompile limit.
+
+    Args:
+        setting: ``False`` (eager, nothing done), ``True`` (default mode), ``"reduce-overhead"`` (CUDA graphs where
+            shapes are static; on the CPU the same as the default mode) or ``"max-autotune"``.
+
+    Raises:
+        ValueError: a setting outside those; torch without ``torch.compile`` (< 2.2).
+    """
+    if setting is False:
+        return model
+    if setting not in COMPILE_MODES:
+        raise ValueError(f"train.compile must be false, true, 'reduce-overhead' or 'max-autotune', got {setting!r}")
+    if not hasattr(model, "compile") or not hasattr(torch, "compile"):
+        raise ValueError(f"train.compile={setting!r} needs torch >= 2.2 (nn.Module.compile); this is torch "
+                         f"{torch.__version__}: set train.compile: false")
+    mode = COMPILE_MODES[setting]
+    model.compile(**({"mode": mode} if mode else {}))
+    return model
 
 
 def _optimizer(o: dict[str, Any], model: torch.nn.Module, objective: torch.nn.Module) -> torch.optim.Optimizer:

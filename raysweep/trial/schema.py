@@ -233,6 +233,10 @@ class Train(Section):
                                               "(null: 1 on CPU, 25 on CUDA)")
     threads: Optional[PositiveInt] = Field(None, description="torch.set_num_threads(threads) for this process; "
                                            "null: leave as is")
+    compile: choice(False, True, "reduce-overhead", "max-autotune") = Field(
+        False, description="torch.compile the model in place: false (eager) | true (default mode) | reduce-overhead "
+        "(CUDA graphs; static shapes) | max-autotune. State dict and checkpoints are unchanged; the first steps "
+        "compile (seconds to minutes). GPU measurements decide a CUDA default; false for now")
     progress: choice("auto", True, False) = Field("auto", description="tqdm bar: auto (on when called directly, off "
                                                   "in Tune) | true | false")
 
