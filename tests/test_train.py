@@ -428,8 +428,15 @@ def test_tune_trial_reports_checkpoints_and_resumes_after_a_crash(ray_local, tmp
     m = result.metrics
     assert m["status"] == "completed" and m["step"] == 6
     assert m["training_iteration"] == 2 and m["iterations_since_restore"] == 1  # resumed, not restarted
-    assert {"state.pt", "metrics.json", "overlays"} <= {p.name for p in Path(result.checkpoint.path).iterdir()}
+    assert {"state.pt", "metrics.json"} <= {p.name for p in Path(result.checkpoint.path).iterdir()}
+    # The final report carries the overlays to the driver (base64 PNGs); the earlier one rendered none.
+    import base64
+
+    pngs = json.loads(m["overlays"])
+    assert len(pngs) == 1 and all(base64.b64decode(v).startswith(b"\x89PNG") for v in pngs.values())
     history = result.metrics_dataframe
+    if "overlays" in history.columns:
+        assert history["overlays"].isna().tolist() == [True, False]
     assert list(history["step"]) == [3, 6] and list(history["status"]) == ["running", "completed"]
     direct = train_trial(config)  # same thread count as the Tune worker
     same = set(scores(direct)) - {"training_iteration", "resumed_from_step"}
