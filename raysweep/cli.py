@@ -127,8 +127,10 @@ def _cmd_run(args) -> int:
     from .sweep import SweepRunner
 
     out = args.out or f"results/{cfg.name}"
-    print(f"raysweep run: {len(cfg.groups())} groups ({len(cfg.datasets)} datasets x {len(cfg.architectures)} "
-          f"architectures x {len(cfg.losses)} losses) -> {out}", flush=True)
+    cells = len(cfg.cells())
+    where = f"{len(cfg.datasets)} datasets" + (f" in {cells} variants" if cells > len(cfg.datasets) else "")
+    print(f"raysweep run: {len(cfg.groups())} groups ({where} x {len(cfg.architectures)} architectures x "
+          f"{len(cfg.losses)} losses) -> {out}", flush=True)
     state = SweepRunner(cfg, out, address=args.address, fresh=args.fresh, storage=args.storage).run()
     print(f"sweep finished in {state['wall_s'] / 60:.1f} min; results in {out}/results", flush=True)
     try:
