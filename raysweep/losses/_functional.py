@@ -6,12 +6,23 @@ Conventions (all losses):
     * Ignored pixels take part in no numerator, denominator or mean. They are mapped to class 0 before the one-hot
       (an out-of-range index would crash ``scatter`` on GPU) and then masked out of both prediction and target.
     * Everything is computed in float32, whatever the input dtype or an enclosing autocast region.
+
+Checks and the fast path:
+    * A standalone call ``loss(logits, target)`` checks every input (``validate=True``): shapes, dtypes and devices
+      (free) and the values (labels in range, finite logits and extras: one host synchronisation). The same
+      synchronisation tells whether any pixel is ignored; when none is, the :class:`Target` is *dense* and the losses
+      that pay for masking (``ce``, ``wce``, ``dice_ce``, the soft counts of the region losses, ``gwdl``) skip it.
+    * A trainer may defer the value checks (``validate=False``): no host synchronisation at all, and it vouches for
+      the labels. It may pass ``ignored=False`` when it knows from the host copy of the batch that no pixel is ignored
+      (the dense path), ``ignored=True`` when some but not all are; see :func:`host_ignored`.
+    * No loss computation below synchronises the host (no ``.item()``, no boolean indexing, no CUDA ``bincount``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Mapping
 
 import torch
@@ -26,17 +37,25 @@ class Target:
 
     Attributes:
         index: ``(B, H, W)`` int64, the target as given (ignored pixels keep ``ignore_index``).
-        labels: ``(B, H, W)`` int64 with ignored pixels mapped to class 0, safe for gather/scatter/one-hot.
         valid: ``(B, H, W)`` bool, True where the pixel counts.
         ignore_index: the ignored label, or None.
         num_classes: ``C``.
+        dense: True when no pixel is ignored (``labels`` is ``index`` and ``valid`` is all True): the losses may
+            skip their masking, with results equal to the masked path's (bitwise, or to float32 rounding where a
+            masked sum becomes a plain one).
+        labels: ``(B, H, W)`` int64 with ignored pixels mapped to class 0, safe for gather/scatter/one-hot; built on
+            first use (``ce`` never needs it) and kept.
     """
 
     index: torch.Tensor
-    labels: torch.Tensor
     valid: torch.Tensor
     ignore_index: int | None
     num_classes: int
+    dense: bool = False
+
+    @cached_property
+    def labels(self) -> torch.Tensor:
+        return self.index if self.dense else self.index.masked_fill(~self.valid, 0)
 
     @property
     def torch_ignore_index(self) -> int:
@@ -45,8 +64,16 @@ class Target:
 
 
 def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None,
-                 extras: Mapping[str, Any] | None = None) -> Target | None:
+                 extras: Mapping[str, Any] | None = None, *, validate: bool = True,
+                 ignored: bool | None = None) -> Target | None:
     """Validate ``(logits, target)`` and return the :class:`Target`, or None when every pixel is ignored.
+
+    ``validate=True`` (what a standalone loss call does): every check below, with one host synchronisation that also
+    learns whether any pixel is ignored (a :attr:`Target.dense` target when none is; ``ignored`` is not used).
+    ``validate=False`` (a trainer that checks every N steps): only the free shape, dtype and device checks, and no
+    host synchronisation; the caller vouches that the labels are in range and that at least one pixel is valid
+    (so None is never returned). The target is dense only when the caller passes ``ignored=False``; ``None`` or
+    ``True`` take the masked path, which is correct either way.
 
     ``extras`` are the extra inputs the loss uses (``dist_map``, ``features``, ``aux_logits`` ...): each must be a
     finite floating-point ``(B, ., ., .)`` tensor with the logits' batch size, on their device (the losses check the
@@ -54,8 +81,9 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int |
 
     Raises ``ValueError`` naming the problem and the fix when the inputs break the conventions. Shape and dtype checks
     are free; the value checks (target range, non-finite logits or extras) share one host synchronisation and cost
-    three reductions plus one per extra (a min/max of the labels, an any, and a sum of the logits and of each extra,
-    whose non-finiteness reveals NaN or inf).
+    four reductions plus one per extra (a min/max of the target, counts of its valid pixels and of those >= C, and a
+    sum of the logits and of each extra, whose non-finiteness reveals NaN or inf). A negative ``ignore_index`` or a
+    label out of range takes a second synchronisation (the range of the non-ignored labels).
     """
     if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise ValueError("loss inputs must be torch tensors: logits (B, C, H, W) float and target (B, H, W) int64")
@@ -92,18 +120,28 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int |
                              f"logits' batch size B={b}")
         if value.device != logits.device:
             raise ValueError(f"logits on {logits.device} but {key} on {value.device}; move both to one device")
-    if ignore_index is None:
-        valid = torch.ones_like(target, dtype=torch.bool)
-        labels = target
-    else:
-        valid = target != ignore_index
-        labels = target.masked_fill(~valid, 0)
-    lo, hi = labels.aminmax()
-    lo, hi, any_valid, total, *extra_totals = torch.stack(
-        [lo.double(), hi.double(), valid.any().double(), logits.detach().sum().double()]
+    if not validate:
+        if ignore_index is None or ignored is False:
+            return Target(target, torch.ones_like(target, dtype=torch.bool), ignore_index, c, dense=True)
+        return Target(target, target != ignore_index, ignore_index, c)
+    # One host synchronisation: the target's range, its valid pixels and those >= C, the logits' and extras' sums.
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    lo, hi = target.aminmax()
+    lo, hi, n_valid, n_high, total, *extra_totals = torch.stack(
+        [lo.double(), hi.double(), valid.sum().double(), (target >= c).sum().double(),
+         logits.detach().sum().double()]
         + [v.detach().sum().double() for v in extras.values()]
     ).tolist()
-    if lo < 0 or hi >= c:
+    n_ignored = target.numel() - n_valid
+    t = Target(target, valid, ignore_index, c, dense=n_ignored == 0)
+    if n_ignored and n_valid and ignore_index >= c and lo >= 0 and n_high == n_ignored:
+        hi = 0  # every label >= C is the ignored one, and none is negative: the others are in range
+    elif n_ignored and n_valid and not 0 <= ignore_index < c:
+        # A negative ignore_index, or labels out of range: the range of the others (a second synchronisation).
+        lo, hi = t.labels.aminmax()
+        lo, hi = int(lo), int(hi)
+    if n_valid > 0 and (lo < 0 or hi >= c):
+        labels = t.labels
         bad = labels[(labels < 0) | (labels >= c)]
         values = torch.unique(bad)[:10].tolist()
         raise ValueError(
@@ -117,15 +155,45 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int |
         if not math.isfinite(value_total) and not bool(torch.isfinite(value).all()):
             raise ValueError(f"{key} contains NaN or inf; recompute it (maps come from the target, features and "
                              "auxiliary logits from the model)")
-    if not any_valid:
+    return t if n_valid > 0 else None
+
+
+def host_ignored(target: torch.Tensor, ignore_index: int | None, num_classes: int) -> bool | None:
+    """What a trainer can learn about a batch's target on the host, to call the losses with ``validate=False``.
+
+    Args:
+        target: ``(B, H, W)`` int64 on the CPU (the DataLoader's batch before its transfer to the GPU).
+        ignore_index: the losses' ignored label, or None.
+        num_classes: ``C``.
+
+    Returns False when no pixel is ignored and every label is in ``[0, C)`` (the dense fast path), True when some
+    pixels are ignored, at least one is not and the others are in range, and None when the batch needs the full
+    checks (every pixel ignored, or a label out of range: the losses then return 0 or raise their clear error).
+    Cost: one or two passes over the target on the CPU, no device synchronisation.
+    """
+    if target.numel() == 0:
         return None
-    return Target(target, labels, valid, ignore_index, c)
+    lo, hi = target.aminmax()
+    if 0 <= int(lo) and int(hi) < num_classes and (ignore_index is None or not 0 <= ignore_index < num_classes):
+        return False
+    if ignore_index is None:
+        return None
+    valid = target != ignore_index
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        return None
+    if n_valid == target.numel():
+        return False if 0 <= int(lo) and int(hi) < num_classes else None
+    lo, hi = target.masked_fill(~valid, 0).aminmax()
+    return True if 0 <= int(lo) and int(hi) < num_classes else None
 
 
 def onehot(t: Target) -> torch.Tensor:
     """``(B, C, H, W)`` float32 one-hot of the labels, zero on ignored pixels (no extra masking pass)."""
     b, h, w = t.labels.shape
     out = torch.zeros(b, t.num_classes, h, w, device=t.labels.device)
+    if t.dense:
+        return out.scatter_(1, t.labels.unsqueeze(1), 1.0)
     return out.scatter_(1, t.labels.unsqueeze(1), t.valid.unsqueeze(1).float())
 
 
@@ -134,8 +202,15 @@ def pixel_nll(logits: torch.Tensor, t: Target) -> torch.Tensor:
     return F.cross_entropy(logits.float(), t.index, ignore_index=t.torch_ignore_index, reduction="none")
 
 
-def masked_mean(values: torch.Tensor, valid: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of ``values (B, H, W)`` over valid pixels, optionally weighted; 0 with zero gradient when none is valid."""
+def masked_mean(values: torch.Tensor, valid: torch.Tensor | None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``values (B, H, W)`` over valid pixels, optionally weighted; 0 with zero gradient when none is valid.
+
+    ``valid=None`` means every pixel is valid (a dense target): the same value without the masking.
+    """
+    if valid is None:
+        if weights is None:
+            return values.sum() / max(values.numel(), 1)
+        return (values * weights).sum() / weights.sum().clamp_min(1e-12)
     w = valid.to(values.dtype) if weights is None else weights * valid
     return (values * w).sum() / w.sum().clamp_min(1e-12)
 
@@ -155,15 +230,24 @@ def soft_counts(probs: torch.Tensor, t: Target, per_image: bool) -> tuple[torch.
 
     ``TP_c = sum_{n: t_n = c} p_n^c`` is a gather of the true-class probabilities followed by an ``index_add`` per
     (image, class); ``sum_n p_n^c`` over valid pixels is one batched matrix product; ``sum_n t_n^c`` is a bincount.
-    This touches the ``(B, C, H, W)`` tensor twice instead of the five times of the one-hot formulation.
+    This touches the ``(B, C, H, W)`` tensor twice instead of the five times of the one-hot formulation. A dense
+    target skips the masking (a plain sum instead of the matrix product with the valid mask; equal to float32
+    rounding). Nothing here synchronises the host (counts by ``index_add_``, not ``bincount`` or boolean indexing).
     """
     b, c = probs.shape[:2]
-    validf = t.valid.float()
-    p_true = probs.gather(1, t.labels.unsqueeze(1)).squeeze(1) * validf
     slot = (torch.arange(b, device=probs.device).view(b, 1, 1) * c + t.labels).flatten()
+    p_true = probs.gather(1, t.labels.unsqueeze(1)).squeeze(1)
+    if t.dense:
+        ones = torch.ones((), device=probs.device, dtype=probs.dtype).expand(slot.shape[0])
+        sum_p = probs.sum((2, 3))
+    else:
+        validf = t.valid.to(probs.dtype)
+        p_true = p_true * validf
+        ones = validf.flatten()
+        sum_p = torch.bmm(probs.flatten(2), validf.flatten(1).unsqueeze(2)).squeeze(2)
     tp = torch.zeros(b * c, device=probs.device, dtype=probs.dtype).index_add_(0, slot, p_true.flatten()).view(b, c)
-    sum_p = torch.bmm(probs.flatten(2), validf.flatten(1).unsqueeze(2)).squeeze(2)
-    n_true = torch.bincount(slot[t.valid.flatten()], minlength=b * c).view(b, c).to(probs.dtype)
+    # Integer counts per (image, class), exact in float32 below 2^24 pixels per image.
+    n_true = torch.zeros(b * c, device=probs.device, dtype=probs.dtype).index_add_(0, slot, ones).view(b, c)
     if not per_image:
         tp, sum_p, n_true = tp.sum(0), sum_p.sum(0), n_true.sum(0)
     return tp, sum_p - tp, n_true - tp
@@ -179,9 +263,18 @@ def zero_loss(logits: torch.Tensor) -> torch.Tensor:
     return logits.float().sum() * 0.0
 
 
-def class_frequencies(labels: torch.Tensor, valid: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Pixel count per class over valid pixels, float32 ``(C,)``."""
-    return torch.bincount(labels[valid], minlength=num_classes).float()
+def class_frequencies(labels: torch.Tensor, valid: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """Pixel count per class over valid pixels (``valid=None``: every pixel), float32 ``(C,)``.
+
+    Counted with ``index_add_`` in int64 (no host synchronisation, unlike boolean indexing or CUDA's ``bincount``);
+    invalid pixels go to an extra slot that is dropped.
+    """
+    index = labels.flatten()
+    if valid is not None:
+        index = index.masked_fill(~valid.flatten(), num_classes)
+    ones = torch.ones((), dtype=torch.int64, device=labels.device).expand(index.shape[0])
+    counts = torch.zeros(num_classes + 1, dtype=torch.int64, device=labels.device).index_add_(0, index, ones)
+    return counts[:num_classes].float()
 
 
 def tversky_index(tp, fp, fn, alpha: float, beta: float, smooth: float) -> torch.Tensor:

@@ -23,6 +23,19 @@ class SegLoss(nn.Module):
 
     Returns a 0-dim float32 tensor. Losses are computed in float32 even inside a bf16/fp16 autocast region, because
     half-precision sums over 10^5+ pixels overflow or lose all precision.
+
+    Checks (keyword-only, for trainers; a plain call keeps the defaults):
+        * ``validate=True`` (default): every input is checked on every call, with one host synchronisation (labels
+          in range, finite logits and extras), and a bad input raises ``ValueError`` naming the fix. That
+          synchronisation also says whether any pixel is ignored; when none is, the loss takes its fast path (no
+          masking; equal results).
+        * ``validate=False``: the value checks are skipped and the call never synchronises the host (it can be
+          queued on a GPU ahead of time). The caller vouches that the labels are in range and that at least one
+          pixel is valid; non-finite logits give a non-finite loss instead of an error. The trainer validates the
+          first step and every ``train.sync_every`` steps (see
+          :class:`~raysweep.trial.objective.CombinedObjective`).
+        * ``ignored``: with ``validate=False``, False when the caller knows no pixel is ignored (the fast path, see
+          :func:`~raysweep.losses._functional.host_ignored`); None (unknown) or True take the masked path.
     """
 
     spec_name: str = ""
@@ -33,7 +46,8 @@ class SegLoss(nn.Module):
             raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
         self.ignore_index = ignore_index
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, **extra: Any) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, *, validate: bool = True, ignored: bool | None = None,
+                **extra: Any) -> torch.Tensor:
         unknown = set(extra) - set(EXTRA_INPUTS)
         if unknown:
             raise ValueError(
@@ -41,7 +55,8 @@ class SegLoss(nn.Module):
             )
         used = self._used_extras()
         t = check_inputs(logits, target, self.ignore_index,
-                         {k: v for k, v in extra.items() if k in used and v is not None})
+                         {k: v for k, v in extra.items() if k in used and v is not None},
+                         validate=validate, ignored=ignored)
         if t is None:
             # Every pixel ignored: nothing to learn from, so 0 with zero gradient (never 0/0 = NaN).
             return zero_loss(logits)

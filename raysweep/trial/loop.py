@@ -189,7 +189,8 @@ class Trial:
         image = batch.pop("image").to(p.device, non_blocking=True)
         if p.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        mask = batch.pop("mask").to(p.device, non_blocking=True)
+        mask_host = batch.pop("mask")
+        mask = mask_host.to(p.device, non_blocking=True)
         batch.pop("case")
         maps = {k: v.to(p.device, non_blocking=True) for k, v in batch.items()}
         t.mark("data")
@@ -198,7 +199,11 @@ class Trial:
             outputs = p.model(image)
             t.mark("forward")
             try:
-                total, values = p.objective(outputs, mask, maps, self.step)
+                # Input checks (one host sync per term) on this run's first step and every sync_every steps;
+                # between them none, and the host copy of the mask picks the losses' fast path.
+                validate = self.step == self.resumed_from or self.step % p.sync_every == 0
+                with p.objective.input_checks(validate, mask_host):
+                    total, values = p.objective(outputs, mask, maps, self.step)
             except ValueError:
                 # The losses refuse non-finite logits; a model that produces them has diverged.
                 if bool(torch.isfinite(outputs["logits"]).all()):
@@ -313,7 +318,9 @@ class Trial:
 
     def _fail(self, status: str, step: int, error: str | None = None) -> dict[str, Any]:
         self.reports += 1
-        self.last = _failure(self.sink, self.parts.info.primary_metric, status, self.step, step,
+        # Steps run after the first non-finite loss (before the pending values reached the host) do not count.
+        done = min(self.step, step)
+        self.last = _failure(self.sink, self.parts.info.primary_metric, status, done, step,
                              self.parts.device, error, self.reports)
         return self.last
 

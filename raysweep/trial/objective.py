@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from ..losses import LOSSES, build_loss
+from ..losses._functional import host_ignored
 from .schema import schedule_weight
 
 __all__ = ["CombinedObjective"]
@@ -32,9 +34,20 @@ class CombinedObjective(nn.Module):
         target_maps: a picklable ``mask (H, W) int64 -> {key: float32 (C, H, W)}`` merging the terms' maps (each
             distinct map computed once), or None when no term needs one.
 
-    ``forward(outputs, mask, maps, step)`` takes the model's output dict, the int64 mask (B, H, W), the batch's
-    target maps and the 0-based step; it returns ``(total 0-dim float32, per-term values (T,) float32)`` with the
-    weights of that step. Every term receives every available extra input and uses the ones it needs.
+    ``forward(outputs, mask, maps, step, validate=None, host_mask=None)`` takes the model's output dict, the int64
+    mask (B, H, W), the batch's target maps and the 0-based step; it returns ``(total 0-dim float32, per-term values
+    (T,) float32)`` with the weights of that step. Every term receives every available extra input and uses the ones
+    it needs.
+
+    Checks without host syncs: ``validate=True`` has every term check its inputs (one host sync per term; what the
+    trainer does on the first step and every ``train.sync_every`` steps). ``validate=False`` calls the terms with
+    their value checks deferred (no host sync; a non-finite loss is caught where the trainer brings the pending
+    values to the host). ``host_mask`` is the same mask on the CPU (the DataLoader's batch before its transfer): from
+    it :func:`~raysweep.losses._functional.host_ignored` learns, without touching the device, whether any pixel is
+    ignored (the losses' fast path when none is), and a batch it cannot vouch for (every pixel ignored, a label out of
+    range) is checked in full. Without ``host_mask`` the deferred terms take the masked path, which is correct for
+    any target with a valid pixel. The trainer sets both for one call with ``with objective.input_checks(validate,
+    host_mask): objective(...)`` (arguments given to ``forward`` take precedence; the default is ``validate=True``).
     """
 
     def __init__(self, terms: list[Mapping[str, Any]], steps: int, steps_per_epoch: int,
@@ -46,6 +59,7 @@ class CombinedObjective(nn.Module):
         self.schedules: list[dict[str, Any]] = []
         self.needs: frozenset = frozenset()
         self.steps, self.steps_per_epoch = int(steps), int(steps_per_epoch)
+        self._checks: tuple[bool, torch.Tensor | None] = (True, None)  # (validate, host_mask), see input_checks
         aux: dict[str, int] = {}
         maps: list[Callable] = []
         for term in terms:
@@ -74,6 +88,17 @@ class CombinedObjective(nn.Module):
         self.aux_channels = next(iter(aux.values()), None)
         self.target_maps = None if not maps else maps[0] if len(maps) == 1 else _MergedTargetMaps(maps)
 
+    @contextmanager
+    def input_checks(self, validate: bool, host_mask: torch.Tensor | None = None) -> Iterator[None]:
+        """Within the block, ``forward`` calls the terms with ``validate`` and learns the fast path from
+        ``host_mask`` (the CPU copy of the mask, ``(B, H, W)`` int64), unless its own arguments say otherwise."""
+        before = self._checks
+        self._checks = (bool(validate), host_mask)
+        try:
+            yield
+        finally:
+            self._checks = before
+
     def set_epoch(self, epoch: int) -> None:
         """Tell the terms the (0-based) epoch: losses with an internal schedule (``boundary``) follow it."""
         for module in self.terms:
@@ -86,7 +111,10 @@ class CombinedObjective(nn.Module):
                 for w, s in zip(self.weights0, self.schedules)]
 
     def forward(self, outputs: Mapping[str, torch.Tensor], mask: torch.Tensor, maps: Mapping[str, torch.Tensor],
-                step: int) -> tuple[torch.Tensor, torch.Tensor]:
+                step: int, *, validate: bool | None = None,
+                host_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        validate = self._checks[0] if validate is None else validate
+        host_mask = self._checks[1] if host_mask is None else host_mask
         logits = outputs["logits"]
         extra = dict(maps)
         for key in ("features", "aux_logits"):
@@ -94,11 +122,24 @@ class CombinedObjective(nn.Module):
                 extra[key] = outputs[key]
         total = logits.new_zeros((), dtype=torch.float32)
         values = []
+        hints: dict[int | None, bool | None] = {}  # host_ignored per ignore_index, computed once per batch
         for module, w in zip(self.terms, self.weights(step)):
             if w == 0.0:  # not computed: saves the work, and a 0 * inf would be NaN
                 values.append(total.new_zeros(()))
                 continue
-            value = module(logits, mask, **extra).float()
+            checks: dict[str, Any] = {}
+            if not validate:
+                ignored = None
+                if host_mask is not None:
+                    key = getattr(module, "ignore_index", None)
+                    if key not in hints:
+                        hints[key] = host_ignored(host_mask, key, logits.shape[1])
+                    ignored = hints[key]
+                # A batch the host cannot vouch for (ignored None) is checked in full: the loss's clear error, or 0
+                # when every pixel is ignored.
+                if host_mask is None or ignored is not None:
+                    checks = {"validate": False, "ignored": ignored}
+            value = module(logits, mask, **checks, **extra).float()
             total = total + w * value
             values.append(value.detach())
         return total, torch.stack(values)

@@ -54,7 +54,9 @@ def frequency_weights(freq: torch.Tensor, weighting: str) -> torch.Tensor:
     elif weighting == "sqrt_inverse":
         w = safe.rsqrt()
     elif weighting == "median":
-        med = f[present].median() if present.any() else f.new_tensor(1.0)
+        # nanmedian over the present classes: the lower median, as median(), without a host sync (if no class is
+        # present, NaN, and every weight is 0 below either way).
+        med = torch.where(present, f, torch.full_like(f, float("nan"))).nanmedian()
         w = med / safe
     else:
         w = 1.0 / torch.log(1.02 + safe)
@@ -94,8 +96,8 @@ class WeightedCrossEntropyLoss(SegLoss):
         self.register_buffer("class_frequencies", as_class_vector("class_frequencies", class_frequencies),
                              persistent=False)
 
-    def weights(self, labels: torch.Tensor, valid: torch.Tensor, num_classes: int) -> torch.Tensor:
-        """The class weights ``(C,)`` used for this batch."""
+    def weights(self, labels: torch.Tensor, valid: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+        """The class weights ``(C,)`` used for this batch (``valid=None``: every pixel counts)."""
         if self.class_weights is not None:
             as_class_vector("class_weights", self.class_weights, num_classes)
             return self.class_weights.to(labels.device)
@@ -106,5 +108,6 @@ class WeightedCrossEntropyLoss(SegLoss):
         return frequency_weights(freq, self.weighting)
 
     def compute(self, logits, t, **extra):
-        w = self.weights(t.labels, t.valid, t.num_classes)
-        return masked_mean(pixel_nll(logits, t), t.valid, w[t.labels])
+        valid = None if t.dense else t.valid  # a dense target needs no masking (same value)
+        w = self.weights(t.labels, valid, t.num_classes)
+        return masked_mean(pixel_nll(logits, t), valid, w[t.labels])

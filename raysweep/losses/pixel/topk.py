@@ -38,7 +38,10 @@ class TopKLoss(SegLoss):
     def compute(self, logits, t, **extra):
         # int(), not ceil(): nnU-Net's TopKLoss truncates (int(N * k / 100)), and the registry cites it; at least one
         # pixel is kept so that a small k on a small crop still has a loss.
-        n_keep = max(1, int(int(t.valid.sum()) * self.k / 100.0))
-        # Ignored pixels get -1 (< any CE), so they are never among the top values.
-        values = pixel_nll(logits, t).masked_fill(~t.valid, -1.0).flatten()
-        return values.topk(n_keep, sorted=False).values.mean()
+        # A dense target (no ignored pixel) knows its count on the host: no sync, no masking.
+        n_valid = t.valid.numel() if t.dense else int(t.valid.sum())
+        n_keep = max(1, int(n_valid * self.k / 100.0))
+        values = pixel_nll(logits, t)
+        if not t.dense:
+            values = values.masked_fill(~t.valid, -1.0)  # ignored pixels get -1 (< any CE): never in the top values
+        return values.flatten().topk(n_keep, sorted=False).values.mean()
