@@ -1,6 +1,7 @@
 """Forward+backward time and peak memory of every loss, beside its peer implementations in the same process.
 
     python -m benchmarks.losses [--quick] [--loss NAME ...] [--repeats N] [--device cpu|cuda] [--out FILE.md]
+                                [--ignore-frac F] [--deferred] [--threads N]
 
 Sizes: (B=8, C=9, 224x224) (Synapse at TransUNet's resolution) and (B=2, C=19, 512x1024) (Cityscapes at half
 resolution); ``--quick`` runs only the first. Time is the best of ``--repeats`` runs after one warm-up run (the
@@ -227,29 +228,33 @@ def measure(fn, logits, target, repeats: int, *, amp_dtype=None, max_s: float | 
             "peak_extra_mib": peak / 2**20}
 
 
-def make_inputs(b: int, c: int, h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded logits ``(B, C, H, W)`` (N(0, 4)) and a uniform random target ``(B, H, W)`` with 5 % ignored pixels."""
+def make_inputs(b: int, c: int, h: int, w: int, device, ignore_frac: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded logits ``(B, C, H, W)`` (N(0, 4)) and a uniform random target ``(B, H, W)`` with ``ignore_frac`` (5 %)
+    of its pixels ignored (255)."""
     g = torch.Generator().manual_seed(0)
     logits = (torch.randn(b, c, h, w, generator=g) * 2).to(device)
     target = torch.randint(0, c, (b, h, w), generator=g)
-    target[torch.rand(b, h, w, generator=g) < 0.05] = 255
+    target[torch.rand(b, h, w, generator=g) < ignore_frac] = 255
     return logits, target.to(device)
 
 
-def time_losses(names, sizes: dict, device, repeats: int) -> Iterator[dict]:
+def time_losses(names, sizes: dict, device, repeats: int, *, ignore_frac: float = 0.05,
+                deferred: bool = False) -> Iterator[dict]:
     """Each loss in ``names`` and its peers at each size of ``sizes`` (``{label: (B, C, H, W)}``): one dict per
     (loss, size, peer), fastest peer first, with ``loss, size, ms, mib, peer, peer_ms, peer_mib`` (best ms), yielded
-    as measured."""
+    as measured. ``ignore_frac``: the share of ignored pixels (0: the losses' fast path); ``deferred``: call ours as
+    the trainer does between its checks (``validate=False``, ``ignored`` known), not as a standalone call."""
     if "inverseform" in names:
         ensure_inversenet()
     for size_name, (b, c, h, w) in sizes.items():
-        logits, target = make_inputs(b, c, h, w, device)
+        logits, target = make_inputs(b, c, h, w, device, ignore_frac)
         dist_map = None
         if any("dist_map" in LOSSES[n].needs for n in names):
             dist_map = batch_signed_distance(target, c)  # precomputed, as the DataLoader workers provide it
+        checks = {"validate": False, "ignored": bool((target == 255).any())} if deferred else {}
         for name in names:
             ours = build_loss(name).to(device)
-            r = measure(ours, logits, target, repeats, **fake_extras(name, logits, dist_map))
+            r = measure(ours, logits, target, repeats, **checks, **fake_extras(name, logits, dist_map))
             peer_rows = []
             for label, fn in peers(name):
                 p = measure(fn, logits, target, repeats)
@@ -269,20 +274,29 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", help="also write the table (markdown) to this file")
+    parser.add_argument("--ignore-frac", type=float, default=0.05,
+                        help="share of ignored pixels in the target (default 0.05; 0 times the losses' fast path)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 steadies the readings on a "
+                        "busy machine, where every parallel region waits for its slowest thread")
+    parser.add_argument("--deferred", action="store_true",
+                        help="call ours with validate=False, as the trainer does between its checks")
     args = parser.parse_args(argv)
 
     names = args.loss or sorted(LOSSES, key=lambda n: (LOSSES[n].family, n))
     unknown = [n for n in names if n not in LOSSES]
     if unknown:
         parser.error(f"unknown loss(es) {unknown}; known: {sorted(LOSSES)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sizes = dict(list(SIZES.items())[:1]) if args.quick else SIZES
     device = torch.device(args.device)
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} repeats={args.repeats}",
-          flush=True)
+    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} repeats={args.repeats} "
+          f"ignore_frac={args.ignore_frac} checks={'deferred' if args.deferred else 'every call'}", flush=True)
     header = "| loss | size | ours ms | ours MiB | peer | peer ms | peer MiB | time ours/peer | mem ours/peer |"
     rows = [header, "|---|---|---|---|---|---|---|---|---|"]
     print(header, flush=True)
-    for r in time_losses(names, sizes, device, args.repeats):
+    for r in time_losses(names, sizes, device, args.repeats, ignore_frac=args.ignore_frac,
+                         deferred=args.deferred):
         emit(rows, f"| {r['loss']} | {r['size']} | {r['ms']:.1f} | {r['mib']:.0f} | {r['peer']} | {r['peer_ms']:.1f} | "
                    f"{r['peer_mib']:.0f} | {r['ms'] / r['peer_ms']:.2f} | "
                    f"{r['mib'] / r['peer_mib'] if r['peer_mib'] else float('nan'):.2f} |")

@@ -128,7 +128,7 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int |
     valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
     lo, hi = target.aminmax()
     lo, hi, n_valid, n_high, total, *extra_totals = torch.stack(
-        [lo.double(), hi.double(), valid.sum().double(), (target >= c).sum().double(),
+        [lo.double(), hi.double(), valid.count_nonzero().double(), (target >= c).count_nonzero().double(),
          logits.detach().sum().double()]
         + [v.detach().sum().double() for v in extras.values()]
     ).tolist()

@@ -110,4 +110,8 @@ class WeightedCrossEntropyLoss(SegLoss):
     def compute(self, logits, t, **extra):
         valid = None if t.dense else t.valid  # a dense target needs no masking (same value)
         w = self.weights(t.labels, valid, t.num_classes)
-        return masked_mean(pixel_nll(logits, t), valid, w[t.labels])
+        if self.class_weights is None and self.class_frequencies is None:
+            # Batch frequencies give every present class a positive weight, so the weighted mean never divides by
+            # zero: torch's fused kernel (ignore_index included) computes sum w CE / sum w in one pass.
+            return F.cross_entropy(logits, t.index, weight=w, ignore_index=t.torch_ignore_index)
+        return masked_mean(pixel_nll(logits, t), valid, w[t.labels])  # explicit weights may all be 0: then 0
