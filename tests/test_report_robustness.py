@@ -164,6 +164,24 @@ def test_robustness_ranking_finds_the_planted_robust_loss(planted):
     assert contrast.worst == (0.5, "dark") and contrast.table.index[0] == "steady"
 
 
+@needs_variants
+def test_a_top_loss_that_barely_learned_is_flagged(planted):
+    """A high retained ratio of a loss with little to lose is named as such: here Steady's clean runs are planted at a
+    fifth of their score, so it keeps more than all of it at the worst level."""
+    f = planted["frames"]
+    meta = planted["meta"]
+    noise = next(a for a in robustness.robustness_cells(f["trials"], f["cases"], meta, n_boot=50)[0]["axes"]
+                 if a.axis == "label_noise")
+    assert not any("little to lose" in x for x in noise.caveats)  # Steady learned: no flag
+    trials = f["trials"].copy()
+    weak = (trials["loss"] == "steady") & (trials["variant"] == "clean")
+    trials.loc[weak, "final_metric"] *= 0.2
+    noise = next(a for a in robustness.robustness_cells(trials, f["cases"], meta, n_boot=50)[0]["axes"]
+                 if a.axis == "label_noise")
+    assert noise.table.index[0] == "steady" and noise.table.loc["steady", "retained"] > 1
+    assert "Steady scored under 50% of the best clean dice" in noise.caveats[0]
+
+
 def test_robustness_with_a_loss_missing_at_the_worst_level():
     rows = []
     for variant, losses in (("clean", ("a", "b")), ("hard", ("a",))):

@@ -94,6 +94,10 @@ def _cell_trials(trials: pd.DataFrame, base: str, variant: str, arch: str, clean
     return t
 
 
+#: A loss whose clean metric is under this fraction of the best loss's is flagged when it tops a robustness ranking.
+LEARNED_FRACTION = 0.5
+
+
 @dataclass
 class AxisStats:
     """Robustness of one (base dataset, arch, axis). ``table``: one row per compared loss, most robust first."""
@@ -205,6 +209,15 @@ def robustness(trials: pd.DataFrame, cases: pd.DataFrame, base: str, arch: str, 
     label = f"{axis} {worst[0]:g} ({worst[1]})"
     out.sentence = rank_change_sentence(table, f"the clean data ({clean})", label, primary)
     _paired(out, trials, cases, alpha, n_boot)
+    # A ratio says little for a loss that barely learned on clean data: it has little to lose (and noisy labels can
+    # even help it). Name those among the most robust, so the ratio is never read as "the loss to use".
+    best_clean = table["clean"].max()
+    weak = [table.loc[x, "title"] for x in table.index
+            if x in (out.top_group or table.index[:1]) and table.loc[x, "clean"] < LEARNED_FRACTION * best_clean]
+    if weak:
+        out.caveats.insert(0, f"{', '.join(weak)} scored under {LEARNED_FRACTION:.0%} of the best clean {primary} "
+                              f"({best_clean:.3f}): a high retained ratio there measures a loss with little to lose, "
+                              "not robustness worth having; compare the retained ratios of the losses that learned.")
     return out
 
 
