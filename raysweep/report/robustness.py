@@ -274,10 +274,7 @@ def _paired(out: AxisStats, trials: pd.DataFrame, cases: pd.DataFrame, alpha: fl
     _, p = stats.pairwise_wilcoxon(matrix[list(table.index)])
     out.wilcoxon_holm = p
     best = str(table.index[0])
-    out.top_group = [best] + [x for x in p.columns if x != best and not p.loc[best, x] < alpha]
-    table["p_vs_best"] = p[best]
-    table.loc[best, "p_vs_best"] = math.nan
-    table["top"] = table.index.isin(out.top_group)
+    out.top_group = stats.mark_top_group(table, p, alpha)
     out.separable = len(out.top_group) == 1
     head = (f"{table.loc[best, 'title']} retains the most of its clean {out.primary} at {out.axis} {out.worst[0]:g} "
             f"({table.loc[best, 'retained']:.1%})")
@@ -285,10 +282,8 @@ def _paired(out: AxisStats, trials: pd.DataFrame, cases: pd.DataFrame, alpha: fl
         out.verdict = (f"{head}, separable from every other loss (Wilcoxon signed-rank on {n} paired cases, "
                        f"Holm-corrected, alpha {alpha}).")
     else:
-        others = [table.loc[x, "title"] for x in out.top_group[1:]]
-        shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
-        out.verdict = (f"{head}, but it is not separable from {shown} (Wilcoxon-Holm, alpha {alpha}, {n} paired "
-                       "cases).")
+        out.verdict = (f"{head}, but it is not separable from {stats.titles_of(table, out.top_group[1:])} "
+                       f"(Wilcoxon-Holm, alpha {alpha}, {n} paired cases).")
     if not out.power.declarable:
         out.caveats.append("Design limit: " + out.power.sentence())
 

@@ -306,6 +306,23 @@ def _group_top(p: pd.DataFrame, best: str, alpha: float) -> list[str]:
     return [best] + [other for other in p.columns if other != best and not p.loc[best, other] < alpha]
 
 
+def mark_top_group(table: pd.DataFrame, p: pd.DataFrame, alpha: float) -> list[str]:
+    """The top group of a ranking table (best first): the best loss and every loss the Holm-corrected Wilcoxon
+    p-values ``p`` cannot separate from it at ``alpha``. Adds the ``p_vs_best`` and ``top`` columns to ``table``."""
+    best = str(table.index[0])
+    top = _group_top(p, best, alpha)
+    table["p_vs_best"] = p[best]
+    table.loc[best, "p_vs_best"] = math.nan
+    table["top"] = table.index.isin(top)
+    return top
+
+
+def titles_of(table: pd.DataFrame, losses: list[str], most: int = 6) -> str:
+    """``"A, B and 3 more"``: the display titles of ``losses`` for a verdict sentence."""
+    titles = [table.loc[x, "title"] for x in losses]
+    return ", ".join(titles[:most]) + (f" and {len(titles) - most} more" if len(titles) > most else "")
+
+
 def _tuning_gain(trials: pd.DataFrame, loss: str, ranked_mean: float) -> tuple[float, str]:
     """Tuned minus default primary metric, and where the default's score comes from."""
     g = trials[trials["loss"] == loss]
@@ -436,20 +453,16 @@ def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha
     raw, p = pairwise_wilcoxon(matrix)
     out.wilcoxon_raw = raw
     out.wilcoxon_holm = p
-    out.top_group = _group_top(p, best, alpha)
-    table["p_vs_best"] = p[best]
-    table.loc[best, "p_vs_best"] = math.nan
-    table["top"] = table.index.isin(out.top_group)
+    out.top_group = mark_top_group(table, p, alpha)
     out.separable = len(out.top_group) == 1
     best_title = table.loc[best, "title"]
     if out.separable:
         out.verdict = (f"{best_title} is best, separable from every other loss (Wilcoxon signed-rank on {n} paired "
                        f"cases, Holm-corrected, alpha {alpha}).")
     else:
-        others = [table.loc[x, "title"] for x in out.top_group[1:]]
-        shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
-        out.verdict = (f"{best_title} has the best mean, but it is not separable from {shown} (Wilcoxon-Holm, "
-                       f"alpha {alpha}, {n} paired cases): a tie at the top.")
+        out.verdict = (f"{best_title} has the best mean, but it is not separable from "
+                       f"{titles_of(table, out.top_group[1:])} (Wilcoxon-Holm, alpha {alpha}, {n} paired cases): a "
+                       "tie at the top.")
     if not out.power.declarable:
         out.caveats.append("Design limit: " + out.power.sentence())
     if n < MIN_CASES:
