@@ -175,4 +175,9 @@ def _expect(info: Any, models: list) -> str:
     return next((words[t] for t in words if t in origins), "a valid value") + null
 
 
-__all__ = ["Bad", "Must", "config_error", "did_you_mean", "jsonable"]
+def finite(x: Any) -> bool:
+    """Whether ``x`` is a finite Python number (what a trial reported as a score, a step or a metric)."""
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+__all__ = ["Bad", "Must", "config_error", "did_you_mean", "finite", "jsonable"]

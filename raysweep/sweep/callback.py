@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import re
 import signal
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import results
+from ..checks import finite
 from ..vocab import cell_label
 from .scheduler import METRIC
 
@@ -191,7 +191,7 @@ class _Progress:
     def finished(self, key: str, score: float | None, status: str, running: int, group_quota: int) -> None:
         self.done += 1
         self.per_group[key] = self.per_group.get(key, 0) + 1
-        if _finite(score) and (self.best is None or score > self.best[0]):
+        if finite(score) and (self.best is None or score > self.best[0]):
             self.best = (score, key)
         if not self.enabled:
             return
@@ -200,7 +200,7 @@ class _Progress:
         groups = sum(1 for n in self.per_group.values() if n >= group_quota)
         best = f"{self.best[0]:.3f} ({self.best[1]})" if self.best else "-"
         print(f"[{self.stage}] {self.done}/{self.planned} trials, {groups} groups done, {running} running | "
-              f"last: {key} {status} {score if _finite(score) else float('nan'):.3f} | best {best} | "
+              f"last: {key} {status} {score if finite(score) else float('nan'):.3f} | best {best} | "
               f"{elapsed / 60:.1f} min elapsed, ~{eta / 60:.1f} min left", flush=True)
 
 
@@ -215,7 +215,3 @@ def _write_overlays(encoded: str | None, dest: Path) -> None:
         old.unlink()
     for name, data in pngs.items():
         (dest / Path(name).name).write_bytes(base64.b64decode(data))
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

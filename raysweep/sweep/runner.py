@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import results
+from ..checks import finite
 from ..config import Group, SweepConfig, compose_trial, n_startup_trials, power_limits, protocol_cases, tune_quota
 from ..search import GroupSpace
 from ..trial.schema import resolve_config
@@ -452,7 +453,7 @@ def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
         tags = (result.config or {}).get("tags")
         metrics = result.metrics or {}
         score = metrics.get(METRIC)
-        if not tags or not _finite(score) or metrics.get("status") != "completed" or \
+        if not tags or not finite(score) or metrics.get("status") != "completed" or \
                 int(metrics.get("step") or 0) < steps:
             continue
         key = Group(tags["dataset"], tags["arch"], tags["loss"], tags.get("variant") or "").key
@@ -483,7 +484,3 @@ def environment() -> dict[str, Any]:
         commit = None
     return {"versions": versions, "python": sys.version.split()[0], "platform": platform.platform(),
             "cpus": os.cpu_count(), "git_commit": commit}
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -7,10 +7,10 @@ Both hand Tune the same envelope, ``{"trial": <train_trial config>, "tags": {...
 from __future__ import annotations
 
 import json
-import math
 import pickle
 from typing import Any, Mapping
 
+from ..checks import finite
 from ..config import Group, SweepConfig, compose_trial, n_startup_trials, tune_quota
 from ..search import GroupSpace
 from ..trial.schema import resolve_config
@@ -104,7 +104,7 @@ class GroupSearcher(_searcher_base()):
         sub = self._sub(trial_id)
         if sub is None:
             return
-        if result is not None and not _finite(result.get(METRIC)):
+        if result is not None and not finite(result.get(METRIC)):
             error = True  # Optuna cannot store NaN; an OOM trial says nothing about its config
         if not error and result is not None and int(result.get("step") or 0) < self.budget \
                 and result.get("status") == "running":
@@ -162,7 +162,3 @@ class FixedSearcher(_searcher_base()):
         with open(checkpoint_path) as f:
             state = json.load(f)
         self.envelopes, self.issued = state["envelopes"], state["issued"]
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
