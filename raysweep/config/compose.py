@@ -18,7 +18,7 @@ from ..trial.schema import resolve_config
 from ..vocab import cell_label
 from .model import Group, SweepConfig
 
-__all__ = ["check_composed", "compose_trial", "dataset_section", "evaluation_split", "n_startup_trials", "power_limits",
+__all__ = ["check_composed", "compose_trial", "pack_trials", "dataset_section", "evaluation_split", "n_startup_trials", "power_limits",
            "protocol_cases", "tune_quota"]
 
 
@@ -91,6 +91,27 @@ def compose_trial(cfg: SweepConfig, group: Group, point: Mapping[str, Any], seed
             "proposal": proposal if stage == "tune" else None, "budget_steps": budget, "pairing": cfg.pairing,
             "title": spec.title, "family": spec.family, "in_survey": spec.in_survey}
     return {"trial": trial, "tags": tags}
+
+
+def pack_trials(envelopes: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """``envelopes`` packed ``k`` at a time (``resources.pack``): members share their (dataset, variant, arch, stage,
+    seed), in the order given; a pack envelope is ``{"members": [envelope, ...], "tags": {...}}`` with the members'
+    shared tags and ``loss: "pack"``. With ``k`` 1 the envelopes are returned unchanged."""
+    if k <= 1:
+        return list(envelopes)
+    cells: dict[tuple, list[dict[str, Any]]] = {}
+    for env in envelopes:
+        t = env["tags"]
+        cells.setdefault((t["dataset"], t["variant"], t["arch"], t["stage"], t["seed"]), []).append(env)
+    packs = []
+    for members in cells.values():
+        for i in range(0, len(members), k):
+            chunk = members[i:i + k]
+            shared = {key: chunk[0]["tags"][key] for key in ("sweep", "stage", "dataset", "variant", "arch", "seed",
+                                                            "budget_steps")}
+            packs.append({"members": chunk, "tags": {**shared, "loss": "pack",
+                                                     "losses": [m["tags"]["loss"] for m in chunk]}})
+    return packs
 
 
 def check_composed(cfg: SweepConfig, where: str) -> None:

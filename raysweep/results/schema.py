@@ -93,7 +93,8 @@ TRIALS = pa.schema(_ID + [
     _f("steps_per_s", pa.float64(), "training steps per second (evaluation excluded)"),
     _f("peak_memory_mb", pa.float64(), "peak memory, MiB (CUDA: peak allocated; CPU: peak process RSS)"),
     _f("node", pa.string(), "host (or Ray node id) the trial ran on"),
-    _f("wall_s", pa.float64(), "trial wall time, seconds"),
+    _f("wall_s", pa.float64(), "trial wall time, seconds (a packed run: its pack's time shared equally among the "
+       "members, so that the column still adds up to the machine time)"),
     _f("started_at", _TS, "trial start, UTC"),
     _f("ended_at", _TS, "trial end, UTC"),
     _f("versions", pa.string(), "package versions: `{\"raysweep\": ..., \"torch\": ..., \"ray\": ..., \"optuna\": ..., "

@@ -1,5 +1,10 @@
 """The results callback: on the driver, every trial lands in Parquet as it ends, with its overlays, and a progress
-line is printed."""
+line is printed.
+
+A packed Tune trial (``resources.pack``, :mod:`raysweep.trial.pack`) lands as its members: each member's reports
+arrive inside the pack's (``pack``: JSON list), and each member is written as the trial it would have been alone,
+with trial id ``<pack trial id>-<k>``, its own curves, cases and overlays.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ class ResultsCallback(_callback_base()):
         self.versions = dict(versions)  # recorded once per stage (environment()), not per trial
         self.sweep_id, self.stage = sweep_id, stage
         self.curves: dict[str, list[dict]] = {}
+        self.members: dict[str, dict] = {}  # pack member id -> its last report (packed trials)
         self.written: set[str] = set()
         self.progress = _Progress(stage, planned, progress)
         self.quota = quota
@@ -66,13 +72,13 @@ class ResultsCallback(_callback_base()):
         if getattr(self, "_reconciled", False):
             return
         self._reconciled = True
-        known = {t.trial_id for t in trials}
+        known = {tid for t in trials for tid, _ in _members(t)}
         have = results.stage_trial_ids(self.results_dir, self.stage)
         for trial_id in have - known:
             results.remove_trial_rows(self.results_dir, trial_id)
         results.remove_incomplete(self.results_dir)
         for t in trials:
-            if t.status == "TERMINATED" and t.trial_id not in have:
+            if t.status == "TERMINATED" and any(tid not in have for tid, _ in _members(t)):
                 self._write(t, trials, error=None, show=False)
 
     def get_state(self) -> dict | None:
@@ -82,11 +88,25 @@ class ResultsCallback(_callback_base()):
         for fs, path in self._ended_before:
             delete_checkpoints(fs, path)
         self._ended_before, self._ended = self._ended, []
-        return {"curves": self.curves, "written": sorted(self.written)}
+        return {"curves": self.curves, "written": sorted(self.written), "members": self.members}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "pack" not in result:
+            self._curve(trial.trial_id, result)
+            return
+        from ..trial.pack import member_id
+
+        for report in json.loads(result["pack"]):
+            # A member's time is its pack's: the members train side by side on the same batches.
+            report = {**report, "time_total_s": result.get("time_total_s"), "members": len(_members(trial)),
+                      **{k: result[k] for k in ("hostname", "node_ip") if k in result}}
+            mid = member_id(trial.trial_id, report["member"])
+            self.members[mid] = report
+            self._curve(mid, report)
+
+    def _curve(self, trial_id: str, result: dict) -> None:
         row = results.curve_row(result)
-        rows = self.curves.setdefault(trial.trial_id, [])
+        rows = self.curves.setdefault(trial_id, [])
         # A trial restarted from a checkpoint reports again the iterations after it: keep the new rows (a report
         # that reached the driver but whose checkpoint did not survive the failure is superseded).
         while rows and row["training_iteration"] is not None and (rows[-1]["training_iteration"] or 0) >= row[
@@ -101,29 +121,47 @@ class ResultsCallback(_callback_base()):
         self._write(trial, trials, error=_error_summary(trial))
 
     def _write(self, trial, trials, error: str | None, show: bool = True) -> None:
-        tags = trial.config["tags"]
-        result = dict(trial.last_result or {})
-        rows = results.trial_rows(self.sweep_id, trial.trial_id, tags, result, self.curves.get(trial.trial_id, []),
+        """Write an ended Tune trial: itself, or each member of a pack (a member that ended on its own keeps its own
+        status and error; the pack's error is given to the members it cut short)."""
+        for trial_id, tags in _members(trial):
+            if trial_id == trial.trial_id:
+                result = dict(trial.last_result or {})
+                own_error = error
+            else:
+                result = dict(self.members.get(trial_id) or {})
+                ended_alone = result.get("status") not in (None, "running")
+                own_error = (result.get("error") if result.get("status") == "error" else None) if ended_alone \
+                    else error
+                if result.get("members"):  # its share of the pack's time, so that trial times still add up
+                    result["time_total_s"] = _num_or_none(result.get("time_total_s"), result["members"])
+            if not self._write_one(trial_id, tags, result, own_error, trials, trial, show):
+                return
+            self.members.pop(trial_id, None)
+        fs = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
+        if fs is not None and trial.path:
+            self._ended.append((fs, trial.path))
+
+    def _write_one(self, trial_id: str, tags: dict, result: dict, error: str | None, trials, trial,
+                   show: bool) -> bool:
+        rows = results.trial_rows(self.sweep_id, trial_id, tags, result, self.curves.get(trial_id, []),
                                   versions=self.versions, error=error)
         try:
-            _write_overlays(result.get("overlays"), self.overlays_dir / trial.trial_id)
-            results.write_trial_rows(self.results_dir, trial.trial_id, *rows)
+            _write_overlays(result.get("overlays"), self.overlays_dir / trial_id)
+            results.write_trial_rows(self.results_dir, trial_id, *rows)
         except OSError as exc:
             # Disk full or folder gone read-only: Tune would log this and go on, so that every later trial's results
             # were lost too. Stop the experiment the way Ctrl+C does instead: Tune saves its state, SweepRunner
             # raises a clear error, and the same command resumes; the trial is written then (on_step_begin).
-            WRITE_FAILURES.setdefault(str(self.results_dir), (trial.trial_id, exc))
+            WRITE_FAILURES.setdefault(str(self.results_dir), (trial_id, exc))
             _interrupt_tune()
-            return
-        self.curves.pop(trial.trial_id, None)
-        self.written.add(trial.trial_id)
-        fs = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
-        if fs is not None and trial.path:
-            self._ended.append((fs, trial.path))
+            return False
+        self.curves.pop(trial_id, None)
+        self.written.add(trial_id)
         if show:
             running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
             key = f"{cell_label(tags['dataset'], tags.get('variant'))}/{tags['arch']}/{tags['loss']}"
             self.progress.finished(key, result.get(METRIC), rows[0][0]["status"], running, self.quota)
+        return True
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -134,6 +172,21 @@ class ResultsCallback(_callback_base()):
     def set_state(self, state: dict) -> None:
         self.curves = state.get("curves", {})
         self.written = set(state.get("written", []))
+        self.members = state.get("members", {})
+
+
+def _members(trial) -> list[tuple[str, dict]]:
+    """``(trial id, tags)`` of what a Tune trial writes: itself, or the members of a pack."""
+    config = trial.config or {}
+    if "members" not in config:
+        return [(trial.trial_id, config.get("tags") or {})]
+    from ..trial.pack import member_id
+
+    return [(member_id(trial.trial_id, k), m["tags"]) for k, m in enumerate(config["members"])]
+
+
+def _num_or_none(total: Any, members: int) -> float | None:
+    return float(total) / members if finite(total) and members else None
 
 
 def _error_summary(trial) -> str:

@@ -33,7 +33,8 @@ from typing import Any
 
 from .. import results
 from ..checks import finite
-from ..config import Group, SweepConfig, compose_trial, n_startup_trials, power_limits, protocol_cases, tune_quota
+from ..config import (Group, SweepConfig, compose_trial, n_startup_trials, pack_trials, power_limits, protocol_cases,
+                      tune_quota)
 from ..search import GroupSpace
 from ..trial.schema import resolve_config
 from .callback import WRITE_FAILURES, ResultsCallback, delete_checkpoints
@@ -45,7 +46,13 @@ __all__ = ["SweepRunner", "best_points", "run_sweep", "confirmation_seeds", "env
 
 
 def sweep_trainable(config: dict) -> None:
-    """The function trainable: runs :func:`raysweep.trial.train_trial` on a sweep trial's envelope."""
+    """The function trainable: runs :func:`raysweep.trial.train_trial` on a sweep trial's envelope, or
+    :func:`raysweep.trial.pack.train_pack` on a pack's (``{"members": [envelope, ...]}``)."""
+    if "members" in config:
+        from ..trial.pack import train_pack
+
+        train_pack([m["trial"] for m in config["members"]])
+        return
     from ..trial import train_trial
 
     train_trial(config["trial"])
@@ -351,9 +358,11 @@ class SweepRunner:
             for seed in confirmation_seeds(cfg):
                 envelopes.append(compose_trial(cfg, g, point, seed=seed, stage="confirm",
                                                inversenets=self.inversenets))
+        # resources.pack: K runs of one cell and seed per Ray trial, trained side by side on the same batches.
+        packed = pack_trials(envelopes, int(cfg.resources.get("pack", 1)))
         tuner = self._tuner(
             "confirm", self._with_threads(resources),
-            tune_config=tune.TuneConfig(search_alg=FixedSearcher(envelopes), num_samples=-1,
+            tune_config=tune.TuneConfig(search_alg=FixedSearcher(packed), num_samples=-1,
                                         max_concurrent_trials=slots, reuse_actors=True,
                                         trial_dirname_creator=_dirname),
             run_config=self._run_config("confirm", state, len(envelopes)),

@@ -18,7 +18,8 @@ import torch
 
 from .build import Parts
 
-__all__ = ["CHECKPOINT_FILE", "CheckpointClock", "load_state", "prune", "read_dir", "state_dict", "write_dir"]
+__all__ = ["CHECKPOINT_FILE", "CheckpointClock", "RoundClock", "load_state", "prune", "read_dir", "rng_state",
+           "set_rng_state", "state_dict", "write_dir"]
 
 CHECKPOINT_FILE = "state.pt"
 #: Config sections a checkpoint must agree on to be resumed.
@@ -35,7 +36,6 @@ def fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def state_dict(cfg: dict[str, Any], parts: Parts, step: int, reports: int) -> dict[str, Any]:
     """Everything needed to continue the trial at ``step`` exactly as if it had never stopped."""
-    np_state = np.random.get_state()
     return {
         "format": 1,
         "config": fingerprint(cfg),
@@ -46,13 +46,29 @@ def state_dict(cfg: dict[str, Any], parts: Parts, step: int, reports: int) -> di
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(),
         "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
-        "rng": {
-            "python": random.getstate(),
-            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        },
+        "rng": rng_state(),
     }
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states (Python, NumPy, torch, CUDA), as tensors and plain containers (``weights_only``-safe)."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(rng: dict[str, Any]) -> None:
+    """Restore the global RNG states :func:`rng_state` returned (or a checkpoint's copy of them)."""
+    random.setstate(_as_tuple(rng["python"]))
+    kind, key, *rest = rng["numpy"]
+    np.random.set_state((kind, key.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def load_state(cfg: dict[str, Any], parts: Parts, state: dict[str, Any], source: str) -> tuple[int, int]:
@@ -72,13 +88,7 @@ def load_state(cfg: dict[str, Any], parts: Parts, state: dict[str, Any], source:
     parts.scheduler.load_state_dict(state["scheduler"])
     if parts.scaler is not None and state["scaler"] is not None:
         parts.scaler.load_state_dict(state["scaler"])
-    rng = state["rng"]
-    random.setstate(_as_tuple(rng["python"]))
-    kind, key, *rest = rng["numpy"]
-    np.random.set_state((kind, key.numpy().astype(np.uint32), *rest))
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    set_rng_state(state["rng"])
     return int(state["step"]), int(state["reports"])
 
 
@@ -144,3 +154,18 @@ def _diff_keys(a: Any, b: Any, where: str = "") -> list[str]:
             out += _diff_keys(a.get(k), b.get(k), f"{where}.{k}" if where else k)
         return out
     return [] if a == b else [where or "<root>"]
+
+
+class RoundClock(CheckpointClock):
+    """One decision per report for all members of a pack: each asks in turn, all get the first answer, so they
+    checkpoint at the same reports and a killed pack resumes its members from one step."""
+
+    def __init__(self, section: dict[str, Any]) -> None:
+        super().__init__(section)
+        self._asked: tuple[str, int] | None = None
+        self._answer = False
+
+    def due(self, status: str, reports: int) -> bool:
+        if self._asked != (status, reports):
+            self._asked, self._answer = (status, reports), super().due(status, reports)
+        return self._answer

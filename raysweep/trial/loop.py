@@ -45,7 +45,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -62,11 +62,26 @@ from .schema import resolve_config
 from .sink import Sink, sink_for
 from .timing import StepTimer, peak_memory_mb
 
-__all__ = ["DIVERGED_SCORE", "STATUSES", "train_trial"]
+__all__ = ["DIVERGED_SCORE", "STATUSES", "DeviceBatch", "Trial", "device_batch", "train_trial"]
 
 STATUSES = TRIAL_STATUSES
 #: The primary metric reported for a diverged trial: the worst value of Dice and mIoU.
 DIVERGED_SCORE = 0.0
+
+
+#: One training batch on the trial's device: ``(image, mask, mask on the host, target maps)``.
+DeviceBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
+
+
+def device_batch(parts: Parts, batch: Mapping[str, Any]) -> DeviceBatch:
+    """A loader batch moved to ``parts.device`` (channels-last images where the trial trains so); ``batch`` is not
+    changed, so the members of a pack can share one."""
+    image = batch["image"].to(parts.device, non_blocking=True)
+    if parts.channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    mask_host = batch["mask"]
+    maps = {k: v.to(parts.device, non_blocking=True) for k, v in batch.items() if k not in ("image", "mask", "case")}
+    return image, mask_host.to(parts.device, non_blocking=True), mask_host, maps
 
 
 class _Stop(Exception):
@@ -121,14 +136,16 @@ def train_trial(config: Mapping[str, Any] | None = None) -> dict[str, Any] | Non
 class Trial:
     """The training loop of one built trial: ``run()`` trains, evaluates every ``eval.every`` steps and reports."""
 
-    def __init__(self, cfg: dict[str, Any], parts: Parts, sink: Sink) -> None:
+    def __init__(self, cfg: dict[str, Any], parts: Parts, sink: Sink,
+                 clock: checkpoint.CheckpointClock | None = None) -> None:
         self.cfg, self.parts, self.sink = cfg, parts, sink
         self.step, self.reports = 0, 0
         found = sink.restore()
         if found is not None:
             self.step, self.reports = checkpoint.load_state(cfg, parts, *found)
         self.resumed_from = self.step  # > 0: restarted from a checkpoint (a lost node, a resumed sweep)
-        self.clock = checkpoint.CheckpointClock(cfg["checkpoint"])
+        # A pack passes one clock for all its members, so that they checkpoint at the same reports.
+        self.clock = clock or checkpoint.CheckpointClock(cfg["checkpoint"])
         self.timer = StepTimer(parts.device.type == "cuda")
         self.loader_iter: Iterator[dict[str, Any]] | None = None
         self.last: dict[str, Any] = {}
@@ -149,50 +166,67 @@ class Trial:
     # -- the loop ----------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        """Train to the end of the budget on this trial's own batches; the final report."""
+        return self.guarded(self._run)
+
+    def _run(self) -> dict[str, Any]:
         p = self.parts
+        if self.step >= p.steps:  # resumed from the final checkpoint: evaluate and report again
+            return self._report("completed")
+        self.loader_iter = iter(self.loader(self.step))
+        self.start()
+        while True:
+            self.timer.begin()
+            ended = self.step_on(device_batch(p, next(self.loader_iter)))
+            if ended is not None:
+                return ended
+
+    def loader(self, start: int) -> torch.utils.data.DataLoader:
+        """The training batches of steps ``start ..`` (a function of the seed and the step alone)."""
+        p, t = self.parts, self.cfg["train"]
+        return make_loader(p.train_items, batch_size=t["batch_size"], seed=self.cfg["seed"], start=start,
+                           steps=p.steps, num_workers=t["num_workers"], pin_memory=p.device.type == "cuda")
+
+    def start(self) -> None:
+        """Start the first timing interval (after building, restoring and starting the loader)."""
+        self.timer.reset()
+        self._t_interval = time.perf_counter()
+
+    def step_on(self, batch: DeviceBatch) -> dict[str, Any] | None:
+        """One training step on ``batch``, then the loss check and the report when due. Returns the final report
+        once the trial has ended (budget done, or diverged), else None. ``timer.begin`` must have been called."""
+        p = self.parts
+        every = self.cfg["eval"]["every"] or p.steps
+        self._train_step(batch)
+        if len(self._pending) >= p.sync_every or self.step % every == 0 or self.step == p.steps:
+            self._check_losses()
+        if self.step % every == 0 or self.step == p.steps:
+            result = self._report("completed" if self.step == p.steps else "running")
+            if result.get("status") in ("completed", "diverged"):
+                return result
+        return None
+
+    def guarded(self, fn: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """``fn()`` with the trial's failure handling: a non-finite loss ends the trial as ``diverged`` and an
+        out-of-memory error as ``oom`` (both returned as its final report); any other exception propagates."""
         try:
-            if self.step >= p.steps:  # resumed from the final checkpoint: evaluate and report again
-                return self._report("completed")
-            t = self.cfg["train"]
-            self.loader_iter = iter(make_loader(p.train_items, batch_size=t["batch_size"], seed=self.cfg["seed"],
-                                                start=self.step, steps=p.steps, num_workers=t["num_workers"],
-                                                pin_memory=p.device.type == "cuda"))
-            every = self.cfg["eval"]["every"] or p.steps
-            self.timer.reset()
-            self._t_interval = time.perf_counter()
-            while self.step < p.steps:
-                self._train_step()
-                if len(self._pending) >= p.sync_every or self.step % every == 0 or self.step == p.steps:
-                    self._check_losses()
-                if self.step % every == 0 or self.step == p.steps:
-                    result = self._report("completed" if self.step == p.steps else "running")
-                    if result.get("status") == "diverged":
-                        return result
-            return self.last
+            return fn()
         except _Stop as stop:
             return self._fail(stop.status, stop.step)
         except Exception as exc:  # noqa: BLE001 - only OOM is swallowed, everything else re-raised
             if not _is_oom(exc):
                 raise
             self.loader_iter, self._pending = None, []
-            _free(p.optimizer)
+            _free(self.parts.optimizer)
             return self._fail("oom", self.step + 1, error=f"{type(exc).__name__}: {exc}")
 
-    def _train_step(self) -> None:
+    def _train_step(self, batch: DeviceBatch) -> None:
         p, t = self.parts, self.timer
         epoch = self.step // p.steps_per_epoch
         if epoch != self._epoch:  # also right after a resume
             p.objective.set_epoch(epoch)
             self._epoch = epoch
-        t.begin()
-        batch = next(self.loader_iter)
-        image = batch.pop("image").to(p.device, non_blocking=True)
-        if p.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        mask_host = batch.pop("mask")
-        mask = mask_host.to(p.device, non_blocking=True)
-        batch.pop("case")
-        maps = {k: v.to(p.device, non_blocking=True) for k, v in batch.items()}
+        image, mask, mask_host, maps = batch
         t.mark("data")
         autocast = torch.autocast(p.device.type, dtype=p.amp_dtype) if p.amp_dtype is not None else nullcontext()
         with autocast:

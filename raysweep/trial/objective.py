@@ -14,7 +14,7 @@ from ..losses import LOSSES, build_loss
 from ..losses._functional import host_ignored
 from .schema import schedule_weight
 
-__all__ = ["CombinedObjective"]
+__all__ = ["CombinedObjective", "merge_target_maps"]
 
 
 class CombinedObjective(nn.Module):
@@ -143,6 +143,27 @@ class CombinedObjective(nn.Module):
             total = total + w * value
             values.append(value.detach())
         return total, torch.stack(values)
+
+
+def merge_target_maps(objectives: list[CombinedObjective]) -> Callable | None:
+    """One ``target_maps`` callable for several objectives (a pack's members sharing one data pipeline): every map
+    any of them needs, each computed once.
+
+    Raises:
+        ValueError: two members need differently made maps of the same kind (they would overwrite each other).
+    """
+    fns: list[Callable] = []
+    for objective in objectives:
+        own = objective.target_maps
+        for fn in (own.fns if isinstance(own, _MergedTargetMaps) else (own,) if own is not None else ()):
+            if any(_same_maps(fn, other) for other in fns):
+                continue
+            clash = next((other for other in fns if type(other) is type(fn)), None)
+            if clash is not None:
+                raise ValueError(f"the pack's members need different target maps {clash!r} and {fn!r}; pack only "
+                                 "members whose losses make their maps with the same settings")
+            fns.append(fn)
+    return None if not fns else fns[0] if len(fns) == 1 else _MergedTargetMaps(fns)
 
 
 def _same_maps(a: Callable, b: Callable) -> bool:

@@ -27,8 +27,9 @@ class StepTimer:
         self._t = 0.0
         self._events: list[Any] = []
 
-    def begin(self) -> None:
-        self._t = time.perf_counter()
+    def begin(self, waited: float = 0.0) -> None:
+        """A step starts; ``waited``: seconds already spent on its batch elsewhere (a pack's shared loader)."""
+        self._t = time.perf_counter() - waited
 
     def mark(self, phase: str) -> None:
         if phase == "data" or not self.cuda:

@@ -1,0 +1,330 @@
+"""Trial packing: ``train_pack(configs)`` trains K configurations of one cell on the same batches in one process.
+
+On a GPU a segmentation step at the survey's sizes is launch-bound: one trial leaves most of the card idle, and K
+trials in K processes each pay for their own data pipeline and distance maps. A pack runs one pipeline (the union
+of its members' target maps, computed once per item) and feeds each batch to K models in turn, so the card gets K
+models' kernels back to back.
+
+Members may differ in their loss, its hyperparameters and companions, the optimiser and the LR schedule; everything
+that shapes the batches or the evaluation (seed, dataset, model, ``train``, ``eval``, ``checkpoint`` settings) must
+agree, or :func:`train_pack` refuses the pack before building anything.
+
+Each member is exactly the trial it would be alone with the same seed:
+
+* its model is built and initialised as alone (each member is built from its own config, seeds first);
+* the batches are the same, since each step's batch is a function of (seed, step) alone;
+* each member keeps its own global RNG state (Python, NumPy, torch, CUDA), swapped in around its own work, so the
+  dropout and drop-path draws are the ones it would have made alone;
+* it writes its own reports, curves and checkpoints (its own ``output_dir`` when called directly); a member that
+  diverges, runs out of memory or raises ends alone with that status (``diverged``, ``oom``, ``error``) and the
+  others carry on.
+
+A shared :class:`~raysweep.trial.checkpoint.RoundClock` makes all members checkpoint at the same reports, so a
+killed pack resumes every member from one step: inside Ray Tune from the pack's checkpoint (``member_<k>/`` per
+member, and ``pack.json`` with the final reports of members that had ended), when called directly from each
+member's ``checkpoint.resume``.
+
+Inside Ray Tune a pack is one Tune trial: every round of reports goes out as one ``ray.tune.report`` whose ``pack``
+key holds the members' reports (JSON, ``[{"member": k, ...report}]``); the sweep's results callback writes one row
+set per member (trial id ``<pack trial id>-<k>``).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from ..checks import jsonable
+from . import checkpoint
+from .build import build
+from .loop import Trial, _failure, _free, _is_oom, device_batch
+from .objective import merge_target_maps
+from .overlays import encode_overlays
+from .schema import resolve_config
+from .sink import LocalSink, Sink, in_tune
+
+__all__ = ["MEMBER_FREE", "check_pack", "member_id", "train_pack"]
+
+#: Config sections the members of a pack may set freely (everything else must agree).
+MEMBER_FREE = ("loss", "companions", "optimizer", "scheduler", "output_dir")
+#: Keys of the shared sections that may still differ per member.
+_MEMBER_FREE_KEYS = {"train": ("progress",), "checkpoint": ("resume",)}
+PACK_STATE_FILE = "pack.json"
+
+
+def member_id(pack_trial_id: str, k: int) -> str:
+    """The results' trial id of member ``k`` of the pack that ran as Tune trial ``pack_trial_id``."""
+    return f"{pack_trial_id}-{k}"
+
+
+def check_pack(configs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The members' resolved configs, after checking that they can share batches.
+
+    Raises:
+        ValueError: an empty pack, or members that differ outside :data:`MEMBER_FREE` (the message names the keys).
+    """
+    if not configs:
+        raise ValueError("train_pack needs at least one trial config")
+    cfgs = [resolve_config(c) for c in configs]
+    first = _shared(cfgs[0])
+    for k, cfg in enumerate(cfgs[1:], start=1):
+        differ = checkpoint._diff_keys(first, _shared(cfg))
+        if differ:
+            raise ValueError(f"pack member {k} differs from member 0 in {', '.join(differ[:8])}: the members of a "
+                             f"pack share their batches and evaluation, so only {', '.join(MEMBER_FREE)} may "
+                             "differ; put the others in another pack")
+    return cfgs
+
+
+def _shared(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for section, value in cfg.items():
+        if section in MEMBER_FREE:
+            continue
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in _MEMBER_FREE_KEYS.get(section, ())}
+        out[section] = json.loads(json.dumps(value, default=str))
+    return out
+
+
+def train_pack(configs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """Train the configurations ``configs`` (schema in :mod:`raysweep.trial.schema`) as one pack.
+
+    Returns:
+        called directly: each member's final report, in order (``status``: ``completed``, ``diverged``, ``oom`` or
+        ``error``, the last with ``error`` naming the exception). Inside Ray Tune: None.
+
+    Raises:
+        ValueError: members that cannot share batches (see :func:`check_pack`), or resumed members at different
+            steps. A member's own bad config does not raise: that member ends with status ``error``.
+    """
+    cfgs = check_pack(configs)
+    pack = _Pack(cfgs, _TunePack(len(cfgs)) if in_tune() else None)
+    try:
+        return pack.run()
+    finally:
+        pack.close()
+
+
+class _Member:
+    """One member: its trial (None once ended), its RNG states, its final report."""
+
+    def __init__(self, k: int, cfg: dict[str, Any]) -> None:
+        self.k, self.cfg = k, cfg
+        self.trial: Trial | None = None
+        self.rng: dict[str, Any] | None = None
+        self.final: dict[str, Any] | None = None
+
+    @contextmanager
+    def own_rng(self) -> Iterator[None]:
+        """The member's RNG states in place for the block, saved back after it."""
+        if self.rng is not None:
+            checkpoint.set_rng_state(self.rng)
+        try:
+            yield
+        finally:
+            self.rng = checkpoint.rng_state()
+
+    def end(self, report: dict[str, Any] | None) -> None:
+        self.final = report
+        if self.trial is not None:
+            self.trial.close()
+            self.trial = None
+
+
+class _Pack:
+    def __init__(self, cfgs: list[dict[str, Any]], tune: _TunePack | None) -> None:
+        self.cfgs, self.tune = cfgs, tune
+        self.members = [_Member(k, cfg) for k, cfg in enumerate(cfgs)]
+        self.clock = checkpoint.RoundClock(cfgs[0]["checkpoint"])
+        self.bar = None
+
+    def _sink(self, m: _Member) -> Sink:
+        if self.tune is not None:
+            return self.tune.member_sink(m.k)
+        c = m.cfg["checkpoint"]
+        return LocalSink(m.cfg["output_dir"], c["resume"], c["keep"])
+
+    def _build(self, m: _Member) -> None:
+        """Build member ``m`` as its own trial would be built (seeds first), or end it with its failure."""
+        ended = self.tune.ended.get(m.k) if self.tune is not None else None
+        if ended is not None:  # ended before the checkpoint this pack resumed from
+            m.final = ended
+            return
+        cfg = {**m.cfg, "train": {**m.cfg["train"], "progress": False}}
+        sink = self._sink(m)
+        try:
+            parts = build(cfg)
+            m.trial = Trial(cfg, parts, sink, clock=self.clock)
+        except Exception as exc:  # noqa: BLE001 - a member's failure ends that member alone
+            m.trial = None
+            _free(None)
+            m.final = self._end_failed(m, sink, exc, steps_done=0)
+            return
+        m.rng = checkpoint.rng_state()
+
+    def _end_failed(self, m: _Member, sink: Sink, exc: BaseException, steps_done: int) -> dict[str, Any]:
+        from ..data import DATASETS
+
+        primary = DATASETS[m.cfg["dataset"]["name"]].primary_metric
+        status = "oom" if _is_oom(exc) else "error"
+        reports = (m.trial.reports + 1) if m.trial is not None else 1
+        return _failure(sink, primary, status, steps_done, steps_done + 1, None, f"{type(exc).__name__}: {exc}",
+                        reports)
+
+    def run(self) -> list[dict[str, Any]] | None:
+        for m in self.members:
+            self._build(m)
+        live = [m for m in self.members if m.trial is not None]
+        steps = {m.trial.step for m in live}
+        if len(steps) > 1:
+            raise ValueError(f"the pack's members resume from different steps {sorted(steps)}: resume each member "
+                             "from the checkpoints of one report (a pack writes them together)")
+        if live:
+            self._train(live)
+        self._flush()
+        finals = [m.final or {} for m in self.members]
+        return None if self.tune is not None else finals
+
+    def _train(self, live: list[_Member]) -> None:
+        first = live[0].trial
+        parts, steps, start = first.parts, first.parts.steps, first.step
+        if start >= steps:  # resumed from the final checkpoint: evaluate and report again
+            for m in live:
+                self._act(m, lambda t: t._report("completed"))
+            return
+        # One pipeline for the pack: the first member's batches with every member's target maps.
+        parts.train_items.dataset.target_maps = merge_target_maps([m.trial.parts.objective for m in live])
+        loader = iter(first.loader(start))
+        self._progress(live, start, steps)
+        for m in live:
+            m.trial.start()
+        while live:
+            t0 = time.perf_counter()
+            batch = device_batch(parts, next(loader))
+            waited = time.perf_counter() - t0
+            for m in live:
+                self._act(m, lambda t: (t.timer.begin(waited), t.step_on(batch))[1])
+            self._flush()
+            live = [m for m in live if m.trial is not None]
+            if self.bar is not None:
+                self.bar.update(1)
+                self.bar.set_postfix(members=len(live), refresh=False)
+        loader = None
+
+    def _act(self, m: _Member, fn: Callable[[Trial], dict[str, Any] | None]) -> None:
+        """``fn(trial)`` with the member's RNG states and failure handling; ends the member when it has ended."""
+        trial = m.trial
+        with m.own_rng():
+            try:
+                ended = trial.guarded(lambda: fn(trial))
+            except Exception as exc:  # noqa: BLE001 - a member that raises ends alone; the pack carries on
+                trial._pending = []
+                ended = self._end_failed(m, trial.sink, exc, steps_done=trial.step)
+        if ended is not None:
+            m.end(ended)
+
+    def _flush(self) -> None:
+        if self.tune is not None:
+            self.tune.flush({m.k: m.final for m in self.members if m.final is not None},
+                            live=sum(m.trial is not None for m in self.members))
+
+    def _progress(self, live: list[_Member], start: int, steps: int) -> None:
+        show = self.cfgs[0]["train"]["progress"]
+        if show is True or (show == "auto" and self.tune is None):
+            from tqdm.auto import tqdm
+
+            m = self.cfgs[0]["model"]
+            self.bar = tqdm(total=steps, initial=start, desc=f"pack of {len(live)} {m['arch']}/{m['encoder']}",
+                            unit="step", dynamic_ncols=True)
+
+    def close(self) -> None:
+        for m in self.members:
+            if m.trial is not None:
+                m.trial.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _TunePack:
+    """The pack's side of Ray Tune: collects the members' reports of one round and sends them as one report, with
+    one checkpoint holding every member that was due (``member_<k>/``) and the ended members' final reports."""
+
+    def __init__(self, n: int) -> None:
+        import ray.tune
+
+        self.tune, self.n = ray.tune, n
+        self.round: dict[int, dict[str, Any]] = {}
+        self.states: dict[int, dict[str, Any]] = {}
+        self.restored: dict[int, tuple[dict[str, Any], str]] = {}
+        self.ended: dict[int, dict[str, Any]] = {}
+        found = self.tune.get_checkpoint()
+        if found is not None:
+            with found.as_directory() as d:
+                d = Path(d)
+                saved = json.loads((d / PACK_STATE_FILE).read_text()) if (d / PACK_STATE_FILE).exists() else {}
+                self.ended = {int(k): v for k, v in saved.get("ended", {}).items()}
+                for k in range(n):
+                    sub = d / f"member_{k}"
+                    if (sub / checkpoint.CHECKPOINT_FILE).exists():
+                        self.restored[k] = (checkpoint.read_dir(sub), f"{found.path}/member_{k}")
+        self.resend = set(self.ended)
+
+    def member_sink(self, k: int) -> Sink:
+        return _MemberSink(self, k)
+
+    def flush(self, finals: Mapping[int, dict[str, Any]], live: int) -> None:
+        """Send the round's reports (if any) as one Tune report; ``finals``: the final reports of the members that
+        have ended, ``live``: how many still train."""
+        for k in self.resend:  # ended before the checkpoint this pack resumed from: the driver hears of them again
+            self.round.setdefault(k, self.ended[k])
+        self.resend = set()
+        self.ended.update(finals)
+        if not self.round:
+            return
+        reports = [{"member": k, **metrics} for k, metrics in sorted(self.round.items())]
+        metrics = {"status": "running" if live else "completed",
+                   "step": max(int(r.get("step") or 0) for r in reports), "members_live": live,
+                   "pack": json.dumps(jsonable(reports))}
+        states, self.round, self.states = self.states, {}, {}
+        if not states:
+            self.tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="raysweep-pack-") as d:
+            for k, state in states.items():
+                checkpoint.write_dir(Path(d) / f"member_{k}", state)
+            (Path(d) / PACK_STATE_FILE).write_text(json.dumps(jsonable({"ended": self.ended})))
+            self.tune.report(metrics, checkpoint=self.tune.Checkpoint.from_directory(d))
+
+
+class _MemberSink(Sink):
+    """A member's sink inside a Tune pack: its reports and checkpoint states go to the pack's next round."""
+
+    final_overlays = True
+    counts_reports = True  # the pack's own training_iteration counts rounds
+
+    def __init__(self, pack: _TunePack, k: int) -> None:
+        self.pack, self.k = pack, k
+
+    def restore(self) -> tuple[dict[str, Any], str] | None:
+        return self.pack.restored.get(self.k)
+
+    def report(self, metrics: dict[str, Any], overlays, state: Callable[[], dict] | None) -> None:
+        if overlays:
+            metrics["overlays"] = encode_overlays(overlays)
+        self.pack.round[self.k] = metrics
+        if state is not None:
+            self.pack.states[self.k] = state()
+
+    def fail(self, metrics: dict[str, Any]) -> None:
+        self.pack.round[self.k] = metrics
+
+    def returns(self, metrics: dict[str, Any]) -> None:
+        return None
