@@ -141,7 +141,7 @@ def _devices(cfg, gpus: int | None) -> dict[str, Any]:
         seen = "seen here (torch)"
     else:
         seen = "given (--gpus)"
-    from .sweep.runner import trial_resources
+    from .sweep.trainable import trial_resources
 
     if gpus > 0:
         gpt = float(cfg.resources["gpus_per_trial"]) or 1.0

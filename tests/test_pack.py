@@ -167,6 +167,115 @@ def test_pack_trials_groups_by_cell_and_seed():
     assert sorted(id(m) for p in packs for m in p["members"]) == sorted(id(e) for e in envs)
 
 
+# -- the tuning stage: searcher and scheduler per member -----------------------------------------------------------
+
+SWEEP = {
+    "name": "packs",
+    "datasets": {"synthetic": {"options": {"image_size": 32, "depth": 4, "num_volumes": 3},
+                               "select_options": {"num_volumes": 1}, "eval_options": {"num_volumes": 8}}},
+    "architectures": {"cnn": {"arch": "Unet", "encoder": "resnet18",
+                              "options": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}},
+                      "transformer": {"arch": "Segformer", "encoder": "mit_b0"}},
+    "losses": ["tversky", "ce", "focal"],
+    "tuning": {"trials_per_group": 3, "seed": 0, "grace_period": 1, "reduction_factor": 2},
+    "confirmation": {"seeds": 1},
+    "resources": {"cpus_per_trial": 1},
+    "trial": {"train": {"steps": 4, "batch_size": 2}, "eval": {"every": 1, "overlays": 0}},
+}
+
+
+def test_a_packed_searcher_draws_each_pack_from_one_cell_and_keeps_every_quota():
+    from raysweep.config import validate
+    from raysweep.sweep import GroupSearcher
+
+    cfg = validate(SWEEP)
+    alone, packed = GroupSearcher(cfg), GroupSearcher(cfg, pack=2, stops="channel")
+    issued = []
+    for i in range(100):
+        env = packed.suggest(f"p{i}")
+        if env == packed.FINISHED:
+            break
+        assert env["stops"] == "channel" and env["tags"]["loss"] == "pack"
+        cells = {(m["tags"]["dataset"], m["tags"]["arch"]) for m in env["members"]}
+        assert len(cells) == 1 and 1 <= len(env["members"]) <= 2
+        issued += [m["tags"]["loss"] + "/" + m["tags"]["arch"] for m in env["members"]]
+        packed.on_trial_complete(f"p{i}", {"pack": json.dumps([
+            {"member": k, "status": "completed", "score": 0.5, "step": 4, "training_iteration": 4}
+            for k in range(len(env["members"]))]), "live": []})
+    assert len(issued) == packed.total == alone.total == 2 * (3 + 1 + 3)
+    assert sorted(set(issued)) == sorted(f"{loss}/{arch}" for loss in ("tversky", "ce", "focal")
+                                          for arch in ("cnn", "transformer"))
+    # Each member was told to its own study as a completed trial of its group.
+    study = packed.subs["synthetic/cnn/tversky"]._ot_study
+    assert len(study.trials) == 3 and all(t.value == 0.5 for t in study.trials)
+
+
+def _envelope(cfg, loss, arch="cnn"):
+    from raysweep.config import Group, compose_trial
+    from raysweep.search import GroupSpace
+
+    return compose_trial(cfg, Group("synthetic", arch, loss, ""), GroupSpace(loss, "none").defaults(), seed=0,
+                         stage="tune")
+
+
+def test_the_scheduler_stops_a_packed_member_where_it_would_stop_alone():
+    """One group's trials report in turn; the same reports, some of them from pack members, get the same decisions
+    alone and packed, the pack hears them per round, and the pack stops as a whole once no member is left."""
+    from types import SimpleNamespace
+
+    from raysweep.config import validate
+    from raysweep.sweep import GroupScheduler
+
+    cfg = validate(SWEEP)
+    published = []
+    scores = {"a": [0.9, 0.9, 0.9, 0.9], "b": [0.2, 0.3, 0.4, 0.5], "c": [0.95, 0.96, 0.97, 0.98],
+              "d": [0.1, 0.1, 0.1, 0.1]}
+
+    def decisions(packed: bool):
+        s = GroupScheduler(max_t=4, grace_period=1, reduction_factor=2, stops="channel" if packed else None)
+        s._channel = SimpleNamespace(decide=SimpleNamespace(remote=lambda *a: published.append(a)))
+        first = SimpleNamespace(trial_id="a", config=_envelope(cfg, "tversky"))
+        s.on_trial_add(None, first)
+        out = {}
+        for t in (1, 2, 3, 4):
+            out[("a", t)] = s.on_trial_result(None, first, {"training_iteration": t, "score": scores["a"][t - 1]})
+        s.on_trial_complete(None, first, {"training_iteration": 4, "score": 0.9})
+        names = ["b", "c", "d"]
+        if packed:
+            pack = SimpleNamespace(trial_id="P", config={"members": [_envelope(cfg, "tversky") for _ in names]})
+            s.on_trial_add(None, pack)
+            live = [0, 1, 2]
+            for t in (1, 2, 3, 4):
+                reports = [{"member": k, "status": "running" if t < 4 else "completed", "training_iteration": t,
+                            "score": scores[names[k]][t - 1], "step": t} for k in live]
+                action = s.on_trial_result(None, pack, {"pack": json.dumps(reports), "round": f"r{t}", "live": live})
+                stopped = published[-1][2]
+                for k in list(live):
+                    out[(names[k], t)] = "STOP" if k in stopped else "CONTINUE"
+                live = [k for k in live if k not in stopped]
+                if action == s.STOP or not live:
+                    break
+            out["pack"] = action
+        else:
+            for name in names:
+                trial = SimpleNamespace(trial_id=name, config=_envelope(cfg, "tversky"))
+                s.on_trial_add(None, trial)
+            for t in (1, 2, 3, 4):
+                for name in names:
+                    if any(out.get((name, u)) == "STOP" for u in range(1, t)):
+                        continue
+                    trial = SimpleNamespace(trial_id=name, config=_envelope(cfg, "tversky"))
+                    out[(name, t)] = s.on_trial_result(None, trial, {"training_iteration": t,
+                                                                     "score": scores[name][t - 1]})
+        return out
+
+    alone, packed = decisions(False), decisions(True)
+    assert alone[("b", 1)] == "STOP" and alone[("d", 1)] == "STOP" and alone[("c", 3)] == "CONTINUE"
+    # At max_t a trial ends either way (ASHA says STOP to a trial alone; a packed member reports itself completed).
+    assert {k: v for k, v in packed.items() if k != "pack" and k[1] < 4} == {k: v for k, v in alone.items() if k[1] < 4}
+    assert packed["pack"] == "STOP" and [p[:2] for p in published][:2] == [("P", "r1"), ("P", "r2")]
+
+
 # -- under Ray Tune ----------------------------------------------------------------------------------------------
 
 
@@ -221,9 +330,10 @@ def test_a_tune_pack_reports_its_members_and_resumes_after_a_crash(ray_local, tm
              {**training(alone), "resumed_from_step": 2})
 
 
-def test_a_sweep_writes_packed_confirmation_runs_as_their_trials(ray_local, tmp_path):
-    """resources.pack 2: the two losses' confirmation runs of each model share a Ray trial; each lands as its own
-    trial, with the metrics it gets alone."""
+def test_a_packed_sweep_writes_every_member_as_the_trial_it_would_be_alone(ray_local, tmp_path):
+    """resources.pack 2, both stages: tuning packs of one cell under the per-group ASHA (rungs at reports 1 and 2 of
+    4) and packed confirmation runs. Every member lands as its own trial with the metrics it gets alone; a stopped
+    member ends at a rung."""
     from raysweep.config import Group, compose_trial, validate
     from raysweep.results import read_results
     from raysweep.sweep import SweepRunner
@@ -233,27 +343,31 @@ def test_a_sweep_writes_packed_confirmation_runs_as_their_trials(ray_local, tmp_
                                       "select_options": {"num_volumes": 1}, "eval_options": {"num_volumes": 6}}},
            "architectures": {"cnn": {"arch": "Unet", "encoder": "resnet18",
                                      "options": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}}},
-           "losses": ["tversky", "ce"],
-           "tuning": {"trials_per_group": 1, "seed": 0},
+           "losses": ["tversky", "focal"],
+           "tuning": {"trials_per_group": 2, "seed": 0, "grace_period": 1, "reduction_factor": 2},
            "confirmation": {"seeds": 1},
            "resources": {"cpus_per_trial": 1, "pack": 2},
-           "trial": {"train": {"steps": 4, "batch_size": 2}, "eval": {"every": 2, "overlays": 1}}}
+           "trial": {"train": {"steps": 4, "batch_size": 2}, "eval": {"every": 1, "overlays": 1}}}
     cfg = validate(raw)
     out = tmp_path / "out"
     runner = SweepRunner(cfg, out, progress=False)
     state = runner.run()
     trials = read_results(out / "results")["trials"]
-    confirm = trials[trials.stage == "confirm"].set_index("loss")
-    assert sorted(confirm.index) == ["ce", "tversky"] and (confirm.status == "completed").all()
-    pack_ids = {tid.rsplit("-", 1)[0] for tid in confirm.trial_id}
-    assert len(pack_ids) == 1 and sorted(t.rsplit("-", 1)[1] for t in confirm.trial_id) == ["0", "1"]
+    assert trials.trial_id.is_unique and all(t.rsplit("-", 1)[1] in ("0", "1") for t in trials.trial_id)
+    tune, confirm = trials[trials.stage == "tune"], trials[trials.stage == "confirm"]
+    assert sorted(tune.loss) == ["focal", "focal", "tversky", "tversky"]  # every group's quota
+    assert set(tune.status) <= {"completed", "stopped"} and (tune[tune.status == "stopped"].steps_done < 4).all()
+    assert len({t.rsplit("-", 1)[0] for t in confirm.trial_id}) == 1  # both confirmation runs in one pack
+    assert (confirm.status == "completed").all() and sorted(confirm.loss) == ["focal", "tversky"]
     for tid in confirm.trial_id:  # each member's overlays under its own id
         assert list((out / "overlays" / tid).glob("*.png")), tid
     threaded = runner._threaded_cfg({"cpu": 1, "gpu": 0})
-    for loss in ("tversky", "ce"):
-        group = Group("synthetic", "cnn", loss, "")
-        env = compose_trial(threaded, group, state["best"][group.key], seed=1, stage="confirm")
+    for row in trials[trials.status == "completed"].itertuples():
+        group = Group("synthetic", "cnn", row.loss, "")
+        env = compose_trial(threaded, group, json.loads(row.params), seed=row.seed, stage=row.stage)
         alone = train_trial(env["trial"])
-        row = confirm.loc[loss]
-        assert row.final_metric == alone["dice"] and row.hd95 == alone["hd95"], loss
-        assert row.steps_done == 4 and json.loads(row.params) == state["best"][group.key]
+        same({"dice": row.final_metric, "hd95": float(row.hd95)},
+             {"dice": alone["dice"], "hd95": alone["hd95"] if math.isfinite(alone["hd95"]) else float("nan")})
+    for loss in ("tversky", "focal"):
+        best = tune[(tune.loss == loss) & (tune.status == "completed")].sort_values("final_metric").iloc[-1]
+        assert json.loads(best.params) == state["best"][f"synthetic/cnn/{loss}"]

@@ -16,8 +16,8 @@ A sweep config (``configs/default.yaml`` documents every key)::
                                   # a design whose ranking cases can never separate two losses at alpha is refused
                                   # (underpowered: warn runs it anyway)
     resources: {cpus_per_trial: 1, gpus_per_trial: 0.5, max_concurrent: null, pack: 1}
-                                  # whole CPUs >= 1; GPUs in [0, 1]; pack: confirmation runs per Ray trial (K
-                                  # configurations of one cell trained side by side on the same batches)
+                                  # whole CPUs >= 1; GPUs in [0, 1]; pack: runs per Ray trial (K runs of one
+                                  # cell trained side by side on the same batches; results as alone)
     trial: {...}                  # the base train_trial config every trial starts from (raysweep.trial.schema)
 
 Validation reads no data and starts nothing; it checks names against the registries (datasets, losses, smp
@@ -256,9 +256,10 @@ class Resources(Section):
         "a number in [0, 1] (a trial trains on one GPU; a fraction such as 0.5 lets trials share one)")] = Field(
         1.0, description="GPU share per trial, in [0, 1] (only where the cluster has GPUs)")
     max_concurrent: Optional[_count(1)] = Field(None, description="trials at once (null: as many as resources allow)")
-    pack: _count(1) = Field(1, description="configurations one Ray trial trains side by side on the same batches "
-                            "(trial packing, raysweep.trial.pack): the confirmation runs of one cell and seed, K at a "
-                            "time; the resources above are per Ray trial. 1: no packing")
+    pack: _count(1) = Field(1, description="runs one Ray trial trains side by side on the same batches (trial "
+                            "packing, raysweep.trial.pack): K tuning trials of one cell (early-stopped member by "
+                            "member), K confirmation runs of one cell and seed; each member's results are those it "
+                            "gets alone. The resources above are then per pack. 1: no packing")
 
 
 class SweepModel(Section):

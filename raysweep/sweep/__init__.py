@@ -15,8 +15,8 @@ Trial configs and their tags are composed by :func:`raysweep.config.compose_tria
 
 from .callback import ResultsCallback
 from .outdir import MIN_FREE_BYTES, OutputInUse, OutputLock, ResultsWriteError, check_writable
-from .runner import (SweepRunner, best_points, confirmation_seeds, environment, run_sweep, sweep_trainable,
-                     trial_resources)
+from .runner import SweepRunner, best_points, confirmation_seeds, environment, run_sweep
+from .trainable import sweep_trainable, trial_resources
 from .scheduler import METRIC, GroupScheduler, asha_rungs
 from .searcher import FixedSearcher, GroupSearcher
 

@@ -41,21 +41,9 @@ from .callback import WRITE_FAILURES, ResultsCallback, delete_checkpoints
 from .outdir import OutputLock, ResultsWriteError, _iso, check_writable, state_key
 from .scheduler import METRIC, GroupScheduler, asha_rungs
 from .searcher import FixedSearcher, GroupSearcher
+from .trainable import sweep_trainable, trial_resources
 
-__all__ = ["SweepRunner", "best_points", "run_sweep", "confirmation_seeds", "environment", "sweep_trainable", "trial_resources"]
-
-
-def sweep_trainable(config: dict) -> None:
-    """The function trainable: runs :func:`raysweep.trial.train_trial` on a sweep trial's envelope, or
-    :func:`raysweep.trial.pack.train_pack` on a pack's (``{"members": [envelope, ...]}``)."""
-    if "members" in config:
-        from ..trial.pack import train_pack
-
-        train_pack([m["trial"] for m in config["members"]])
-        return
-    from ..trial import train_trial
-
-    train_trial(config["trial"])
+__all__ = ["SweepRunner", "best_points", "run_sweep", "confirmation_seeds", "environment"]
 
 
 class _tune_environment:
@@ -80,32 +68,6 @@ class _tune_environment:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def trial_resources(cfg: SweepConfig, cluster: dict[str, float]) -> tuple[dict[str, float], int]:
-    """Per-trial resources and the concurrency they allow on ``cluster`` (``ray.cluster_resources()``).
-
-    A GPU is requested only when the cluster has one (a GPU request on a CPU cluster would wait forever), so one
-    config runs on a laptop and on a GPU cluster; fractional GPUs let several trials share one. A config that insists
-    on CUDA (``trial.train.device: cuda``) on a cluster without GPUs is an error, raised before any trial starts.
-    """
-    cpus = float(cfg.resources["cpus_per_trial"])
-    total_cpu = float(cluster.get("CPU", 1))
-    total_gpu = float(cluster.get("GPU", 0))
-    if cpus > total_cpu:
-        raise ValueError(f"resources.cpus_per_trial={cpus:g} but the cluster has {total_cpu:g} CPUs; lower it")
-    device = str((cfg.trial.get("train") or {}).get("device", "auto"))
-    if device.startswith("cuda") and total_gpu == 0:
-        raise ValueError(f"trial.train.device is {device!r} but the Ray cluster has no GPU: set it to 'auto' (GPU "
-                         "where the cluster has one, else CPU) or 'cpu', or run on a cluster with GPUs")
-    gpus = float(cfg.resources["gpus_per_trial"]) if total_gpu > 0 else 0.0
-    res = {"cpu": cpus, "gpu": gpus}
-    slots = int(total_cpu // cpus)
-    if gpus > 0:
-        slots = min(slots, int(total_gpu // gpus + 1e-9))
-    if cfg.resources["max_concurrent"]:
-        slots = min(slots, int(cfg.resources["max_concurrent"]))
-    return res, max(1, slots)
 
 
 class SweepRunner:
@@ -327,12 +289,20 @@ class SweepRunner:
     def _tune(self, state: dict, resources: dict, slots: int) -> dict:
         from ray import tune
 
-        searcher = GroupSearcher(self._threaded_cfg(resources), self.inversenets)
         evals = _evaluations(self.cfg.trial)
+        asha = self.cfg.tuning["scheduler"] == "asha" and evals > 1
+        pack = int(self.cfg.resources.get("pack", 1))
+        stops = None
+        if pack > 1 and asha:  # ASHA decides per member; its decisions reach the packs through this actor
+            from .stops import channel_name, open_channel
+
+            stops = channel_name(state["sweep_id"])
+            open_channel(stops)
+        searcher = GroupSearcher(self._threaded_cfg(resources), self.inversenets, pack=pack, stops=stops)
         scheduler = None
-        if self.cfg.tuning["scheduler"] == "asha" and evals > 1:
+        if asha:
             scheduler = GroupScheduler(max_t=evals, grace_period=min(self.cfg.tuning["grace_period"], evals),
-                                       reduction_factor=self.cfg.tuning["reduction_factor"])
+                                       reduction_factor=self.cfg.tuning["reduction_factor"], stops=stops)
         tuner = self._tuner(
             "tune", self._with_threads(resources),
             tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
@@ -459,15 +429,21 @@ def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
     steps = resolve_config(cfg.trial)["train"]["steps"]
     best: dict[str, tuple[float, dict]] = {}
     for result in grid:
-        tags = (result.config or {}).get("tags")
+        config = result.config or {}
         metrics = result.metrics or {}
-        score = metrics.get(METRIC)
-        if not tags or not finite(score) or metrics.get("status") != "completed" or \
-                int(metrics.get("step") or 0) < steps:
-            continue
-        key = Group(tags["dataset"], tags["arch"], tags["loss"], tags.get("variant") or "").key
-        if key not in best or float(score) > best[key][0]:
-            best[key] = (float(score), tags["params"])
+        if "members" in config:  # a pack: its members' last reports (every member that ran its budget is there)
+            reports = {r["member"]: r for r in json.loads(metrics.get("pack") or "[]")}
+            runs = [(m.get("tags"), reports.get(k, {})) for k, m in enumerate(config["members"])]
+        else:
+            runs = [(config.get("tags"), metrics)]
+        for tags, metrics in runs:
+            score = metrics.get(METRIC)
+            if not tags or not finite(score) or metrics.get("status") != "completed" or \
+                    int(metrics.get("step") or 0) < steps:
+                continue
+            key = Group(tags["dataset"], tags["arch"], tags["loss"], tags.get("variant") or "").key
+            if key not in best or float(score) > best[key][0]:
+                best[key] = (float(score), tags["params"])
     return {k: v[1] for k, v in best.items()}
 
 

@@ -36,48 +36,135 @@ class GroupScheduler(_asha_base()):
     trials of its own group at the same rung; every group has the same rung schedule (``grace_period``,
     ``reduction_factor``, ``max_t``) and the same quota (the searcher's), and the first trial of a group to reach a
     rung always passes it, so every group has at least one full-budget trial unless its trials fail.
+
+    A packed trial (``resources.pack``) is decided member by member, each in its own group's bracket as if it ran
+    alone (its reports arrive in the pack's ``pack`` key); each round's decision goes to the pack through the
+    ``stops`` actor (:mod:`raysweep.sweep.stops`), and the pack is stopped as a whole once no member is left.
     """
 
     def __init__(self, max_t: int, grace_period: int, reduction_factor: int, metric: str = METRIC,
-                 mode: str = "max"):
+                 mode: str = "max", stops: str | None = None):
         super().__init__()
         self.asha = {"time_attr": "training_iteration", "metric": metric, "mode": mode, "max_t": max_t,
                      "grace_period": grace_period, "reduction_factor": reduction_factor, "brackets": 1,
                      "stop_last_trials": True}
         self.rungs = asha_rungs(max_t, grace_period, reduction_factor)
         self.groups: dict[str, Any] = {}  # group key -> its AsyncHyperBandScheduler
-        self.group_of: dict[str, str] = {}  # trial id -> group key
+        self.group_of: dict[str, str] = {}  # trial id (a pack's: member id) -> group key
+        self.live: dict[str, dict[int, str]] = {}  # pack trial id -> its members still training: index -> member id
+        self.stops = stops  # the PackStops actor's name
+        self._channel = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_channel"] = None  # an actor handle is this driver session's
+        return state
+
+    def _publish(self, trial_id: str, round_id: str, stopped: list[int]) -> None:
+        if self.stops is None:
+            return
+        if self._channel is None:
+            import ray
+
+            self._channel = ray.get_actor(self.stops)
+        self._channel.decide.remote(trial_id, round_id, stopped)
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return metric in (None, self.asha["metric"]) and mode in (None, self.asha["mode"])
 
-    def _sub(self, trial):
-        key = self.group_of.get(trial.trial_id)
+    def _sub(self, trial_id: str):
+        key = self.group_of.get(trial_id)
         return None if key is None else self.groups[key]
 
     def on_trial_add(self, tune_controller, trial) -> None:
         from ray.tune.schedulers import AsyncHyperBandScheduler
 
-        tags = trial.config["tags"]
-        key = Group(tags["dataset"], tags["arch"], tags["loss"], tags.get("variant") or "").key
-        if key not in self.groups:
-            self.groups[key] = AsyncHyperBandScheduler(**self.asha)
-        self.group_of[trial.trial_id] = key
-        self.groups[key].on_trial_add(tune_controller, trial)
+        members = _members(trial)
+        for trial_id, tags in members:
+            key = Group(tags["dataset"], tags["arch"], tags["loss"], tags.get("variant") or "").key
+            if key not in self.groups:
+                self.groups[key] = AsyncHyperBandScheduler(**self.asha)
+            self.group_of[trial_id] = key
+            self.groups[key].on_trial_add(tune_controller, _Handle(trial_id))
+        if "members" in (trial.config or {}):
+            self.live[trial.trial_id] = {k: trial_id for k, (trial_id, _) in enumerate(members)}
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        sub = self._sub(trial)
-        return self.CONTINUE if sub is None else sub.on_trial_result(tune_controller, trial, result)
+        if "members" in (trial.config or {}):
+            if trial.trial_id not in self.live:  # a pack this scheduler was not told of (a restored experiment)
+                self.on_trial_add(tune_controller, trial)
+            return self._pack_result(tune_controller, trial, result)
+        sub = self._sub(trial.trial_id)
+        return self.CONTINUE if sub is None else sub.on_trial_result(tune_controller, _Handle(trial.trial_id), result)
+
+    def _pack_result(self, tune_controller, trial, result: dict) -> str:
+        """Each live member's report decided in its own bracket; a member that ended on its own completes there."""
+        import json
+
+        live = self.live[trial.trial_id]
+        stopped = []
+        for report in json.loads(result.get("pack") or "[]"):
+            k = report["member"]
+            trial_id = live.get(k)
+            if trial_id is None:
+                continue
+            sub = self._sub(trial_id)
+            if report.get("status") == "running":
+                if sub.on_trial_result(tune_controller, _Handle(trial_id), report) == self.STOP:
+                    stopped.append(k)
+                    self._complete(tune_controller, trial_id, report)
+                    del live[k]
+            else:  # ended on its own: as a trial that ends (completed, diverged, oom) or raises (error)
+                if report.get("status") == "error":
+                    self._drop(trial_id)
+                else:
+                    self._complete(tune_controller, trial_id, report)
+                del live[k]
+        if "round" in result:
+            self._publish(trial.trial_id, result["round"], stopped)
+        return self.CONTINUE if live else self.STOP
+
+    def _complete(self, tune_controller, trial_id: str, result: dict) -> None:
+        sub = self._sub(trial_id)
+        if sub is not None and trial_id in sub._trial_info:
+            sub.on_trial_complete(tune_controller, _Handle(trial_id), result)
+            sub._trial_info.pop(trial_id, None)
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        sub = self._sub(trial)
-        if sub is not None and trial.trial_id in sub._trial_info:
-            sub.on_trial_complete(tune_controller, trial, result)
+        if trial.trial_id in self.live:
+            for trial_id in self.live.pop(trial.trial_id).values():  # what the pack's end cut short
+                self._drop(trial_id)
+            return
+        self._complete(tune_controller, trial.trial_id, result)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
-        sub = self._sub(trial)
+        for trial_id in (self.live.pop(trial.trial_id).values() if trial.trial_id in self.live
+                         else [trial.trial_id]):
+            self._drop(trial_id)
+
+    def _drop(self, trial_id: str) -> None:
+        sub = self._sub(trial_id)
         if sub is not None:
-            sub._trial_info.pop(trial.trial_id, None)
+            sub._trial_info.pop(trial_id, None)
 
     def debug_string(self) -> str:
         return f"Early stopping inside each of {len(self.groups)} groups (ASHA, rungs {self.rungs})"
+
+
+class _Handle:
+    """What Ray's ASHA reads of a trial: its id (a pack member's is ``<pack trial id>-<k>``)."""
+
+    __slots__ = ("trial_id",)
+
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+def _members(trial) -> list[tuple[str, dict]]:
+    """``(trial id, tags)`` of what a Tune trial trains: itself, or each member of a pack."""
+    config = trial.config or {}
+    if "members" not in config:
+        return [(trial.trial_id, config["tags"])]
+    from ..trial.pack import member_id
+
+    return [(member_id(trial.trial_id, k), m["tags"]) for k, m in enumerate(config["members"])]

@@ -31,10 +31,16 @@ class GroupSearcher(_searcher_base()):
     Suggestions go round-robin over the groups that still have quota; results and completions are routed to the study
     that proposed the trial. A group whose loss has nothing to tune gets a single trial (its defaults). Returns
     ``Searcher.FINISHED`` once every quota is issued. Pickled whole by Tune (module-level classes only).
+
+    With ``pack`` K > 1 each Tune trial is a pack (:mod:`raysweep.trial.pack`): K suggestions of the same cell,
+    drawn as the round robin would draw them, member ``k`` known to its study as ``<trial id>-<k>``. Each member is
+    told to its study as it would be alone: its reports as they arrive, its end when it ends (on its own, or when it
+    is no longer among the pack's ``live`` members: early-stopped), the rest when the pack ends. ``stops`` names the
+    Ray actor through which the scheduler's per-member decisions reach the packs (:mod:`raysweep.sweep.stops`).
     """
 
     def __init__(self, cfg: SweepConfig, inversenets: Mapping[str, str] | None = None, metric: str = METRIC,
-                 mode: str = "max"):
+                 mode: str = "max", pack: int = 1, stops: str | None = None):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
@@ -65,6 +71,10 @@ class GroupSearcher(_searcher_base()):
         self.issued = {g.key: 0 for g in self.groups}
         self.owner: dict[str, Group] = {}
         self.cursor = 0
+        self.pack, self.stops = int(pack), stops
+        self.packs: dict[str, list[str]] = {}  # pack trial id -> its members' ids
+        self.member_last: dict[str, dict] = {}  # member id -> its last report
+        self.done: set[str] = set()  # members already told to their study that they ended
 
     @property
     def total(self) -> int:
@@ -72,10 +82,39 @@ class GroupSearcher(_searcher_base()):
         return sum(self.quota.values())
 
     def suggest(self, trial_id: str):
+        if self.pack <= 1:
+            envelope = self._suggest_one(trial_id)
+        else:
+            from ..trial.pack import member_id
+
+            members: list[dict[str, Any]] = []
+            for k in range(self.pack):
+                cell = None if not members else members[0]["tags"]
+                one = self._suggest_one(member_id(trial_id, k), cell)
+                if one is None:
+                    break
+                members.append(one)
+            envelope = None
+            if members:
+                self.packs[trial_id] = [member_id(trial_id, k) for k in range(len(members))]
+                t = members[0]["tags"]
+                envelope = {"members": members, "stops": self.stops,
+                            "tags": {**{k: t[k] for k in ("sweep", "stage", "dataset", "variant", "arch", "seed",
+                                                          "budget_steps")},
+                                     "loss": "pack", "losses": [m["tags"]["loss"] for m in members]}}
+        if envelope is not None:
+            return envelope
+        return self.FINISHED if all(self.issued[k] >= q for k, q in self.quota.items()) else None
+
+    def _suggest_one(self, trial_id: str, cell: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """The next group's suggestion in the round robin (within ``cell``'s dataset, variant and architecture when
+        given), or None when no group can propose one now."""
         n = len(self.groups)
         for k in range(n):
             g = self.groups[(self.cursor + k) % n]
             if self.issued[g.key] >= self.quota[g.key]:
+                continue
+            if cell is not None and (g.dataset, g.variant, g.arch) != (cell["dataset"], cell["variant"], cell["arch"]):
                 continue
             self.cursor = (self.cursor + k + 1) % n
             sub = self.subs.get(g.key)
@@ -93,14 +132,57 @@ class GroupSearcher(_searcher_base()):
             self.owner[trial_id] = g
             return compose_trial(self.cfg, g, point, seed=self.cfg.tuning["seed"], stage="tune", proposal=proposal,
                                  inversenets=self.inversenets)
-        return self.FINISHED if all(self.issued[k] >= q for k, q in self.quota.items()) else None
+        return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.packs:
+            self._pack_result(trial_id, result)
+            return
         sub = self._sub(trial_id)
         if sub is not None and METRIC in result:
             sub.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self.packs:
+            if result is not None and "pack" in result:
+                self._pack_result(trial_id, result, final=True)
+            for mid in self.packs.pop(trial_id):  # members the pack's end cut short: as their trial's end
+                if mid not in self.done:
+                    last = self.member_last.get(mid)
+                    self._complete(mid, last, error=error or last is None)
+                self.member_last.pop(mid, None)
+                self.done.discard(mid)
+            return
+        self._complete(trial_id, result, error)
+
+    def _pack_result(self, trial_id: str, result: dict, final: bool = False) -> None:
+        """Route a pack's report to its members' studies: running members' reports as results; members that ended
+        on their own, or that are no longer live (early-stopped), as completed."""
+        import json
+
+        from ..trial.pack import member_id
+
+        for report in json.loads(result["pack"]):
+            mid = member_id(trial_id, report["member"])
+            if mid in self.done:
+                continue
+            self.member_last[mid] = report
+            if report.get("status") == "running":
+                if not final:
+                    sub = self._sub(mid)
+                    if sub is not None and METRIC in report:
+                        sub.on_trial_result(mid, report)
+            else:
+                self._complete(mid, report, error=report.get("status") == "error")
+                self.done.add(mid)
+        live = result.get("live")
+        if live is not None:
+            for k, mid in enumerate(self.packs[trial_id]):
+                if k not in live and mid not in self.done and mid in self.member_last:
+                    self._complete(mid, self.member_last[mid], error=False)
+                    self.done.add(mid)
+
+    def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         sub = self._sub(trial_id)
         if sub is None:
             return

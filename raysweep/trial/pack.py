@@ -25,8 +25,11 @@ member, and ``pack.json`` with the final reports of members that had ended), whe
 member's ``checkpoint.resume``.
 
 Inside Ray Tune a pack is one Tune trial: every round of reports goes out as one ``ray.tune.report`` whose ``pack``
-key holds the members' reports (JSON, ``[{"member": k, ...report}]``); the sweep's results callback writes one row
-set per member (trial id ``<pack trial id>-<k>``).
+key holds the members' reports (JSON, ``[{"member": k, ...report}]``), ``live`` the members still training and
+``round`` an id for the round. The sweep's searcher and scheduler treat each member as the trial it would be alone
+(:mod:`raysweep.sweep.searcher`, :mod:`raysweep.sweep.scheduler`); where the scheduler stops members early, the pack
+waits for each round's decision (``stops``, :mod:`raysweep.sweep.stops`) and ends the members stopped. The results
+callback writes one row set per member (trial id ``<pack trial id>-<k>``).
 """
 
 from __future__ import annotations
@@ -94,8 +97,13 @@ def _shared(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_pack(configs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+def train_pack(configs: Sequence[Mapping[str, Any]], stops: str | None = None) -> list[dict[str, Any]] | None:
     """Train the configurations ``configs`` (schema in :mod:`raysweep.trial.schema`) as one pack.
+
+    Args:
+        stops: inside a sweep's tuning stage, the name of the Ray actor that carries the scheduler's early-stopping
+            decisions per member (:mod:`raysweep.sweep.stops`); the pack waits for each round's decision and ends
+            the members stopped, each at the report where it would have been stopped alone.
 
     Returns:
         called directly: each member's final report, in order (``status``: ``completed``, ``diverged``, ``oom`` or
@@ -106,7 +114,7 @@ def train_pack(configs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | N
             steps. A member's own bad config does not raise: that member ends with status ``error``.
     """
     cfgs = check_pack(configs)
-    pack = _Pack(cfgs, _TunePack(len(cfgs)) if in_tune() else None)
+    pack = _Pack(cfgs, _TunePack(len(cfgs), stops) if in_tune() else None)
     try:
         return pack.run()
     finally:
@@ -158,6 +166,8 @@ class _Pack:
         if ended is not None:  # ended before the checkpoint this pack resumed from
             m.final = ended
             return
+        if self.tune is not None and m.k in self.tune.stopped:  # early-stopped after it: the driver has its reports
+            return
         cfg = {**m.cfg, "train": {**m.cfg["train"], "progress": False}}
         sink = self._sink(m)
         try:
@@ -202,6 +212,8 @@ class _Pack:
             return
         # One pipeline for the pack: the first member's batches with every member's target maps.
         parts.train_items.dataset.target_maps = merge_target_maps([m.trial.parts.objective for m in live])
+        for m in live[1:]:
+            m.trial.parts.train_items = parts.train_items  # the others' copies of the training split are not read
         loader = iter(first.loader(start))
         self._progress(live, start, steps)
         for m in live:
@@ -212,12 +224,12 @@ class _Pack:
             waited = time.perf_counter() - t0
             for m in live:
                 self._act(m, lambda t: (t.timer.begin(waited), t.step_on(batch))[1])
-            self._flush()
+            for k in self._flush():  # members the scheduler stopped at this round's reports
+                self.members[k].end(self.members[k].trial.last)
             live = [m for m in live if m.trial is not None]
             if self.bar is not None:
                 self.bar.update(1)
                 self.bar.set_postfix(members=len(live), refresh=False)
-        loader = None
 
     def _act(self, m: _Member, fn: Callable[[Trial], dict[str, Any] | None]) -> None:
         """``fn(trial)`` with the member's RNG states and failure handling; ends the member when it has ended."""
@@ -226,15 +238,17 @@ class _Pack:
             try:
                 ended = trial.guarded(lambda: fn(trial))
             except Exception as exc:  # noqa: BLE001 - a member that raises ends alone; the pack carries on
-                trial._pending = []
                 ended = self._end_failed(m, trial.sink, exc, steps_done=trial.step)
         if ended is not None:
             m.end(ended)
 
-    def _flush(self) -> None:
-        if self.tune is not None:
-            self.tune.flush({m.k: m.final for m in self.members if m.final is not None},
-                            live=sum(m.trial is not None for m in self.members))
+    def _flush(self) -> list[int]:
+        """Send the round's reports under Tune; the live members the scheduler stopped at them."""
+        if self.tune is None:
+            return []
+        live = [m.k for m in self.members if m.trial is not None]
+        stopped = self.tune.flush({m.k: m.final for m in self.members if m.final is not None}, live=live)
+        return [k for k in stopped if k in live]
 
     def _progress(self, live: list[_Member], start: int, steps: int) -> None:
         show = self.cfgs[0]["train"]["progress"]
@@ -255,9 +269,13 @@ class _Pack:
 
 class _TunePack:
     """The pack's side of Ray Tune: collects the members' reports of one round and sends them as one report, with
-    one checkpoint holding every member that was due (``member_<k>/``) and the ended members' final reports."""
+    one checkpoint holding every member that was due (``member_<k>/``) and the ended members' final reports; where a
+    scheduler decides per member, waits for each round's decision."""
 
-    def __init__(self, n: int) -> None:
+    #: How long a pack waits for the driver to decide a round before it carries on (a driver under heavy load).
+    DECISION_TIMEOUT_S = 300.0
+
+    def __init__(self, n: int, stops: str | None = None) -> None:
         import ray.tune
 
         self.tune, self.n = ray.tune, n
@@ -276,32 +294,57 @@ class _TunePack:
                     if (sub / checkpoint.CHECKPOINT_FILE).exists():
                         self.restored[k] = (checkpoint.read_dir(sub), f"{found.path}/member_{k}")
         self.resend = set(self.ended)
+        self.channel, self.trial_id, self.stopped = None, None, set()
+        if stops is not None:
+            import ray
+
+            self.trial_id = self.tune.get_context().get_trial_id()
+            self.channel = ray.get_actor(stops)
+            self.stopped = set(ray.get(self.channel.get.remote(self.trial_id, ""))[1])
 
     def member_sink(self, k: int) -> Sink:
         return _MemberSink(self, k)
 
-    def flush(self, finals: Mapping[int, dict[str, Any]], live: int) -> None:
+    def flush(self, finals: Mapping[int, dict[str, Any]], live: list[int]) -> list[int]:
         """Send the round's reports (if any) as one Tune report; ``finals``: the final reports of the members that
-        have ended, ``live``: how many still train."""
+        have ended, ``live``: the members still training. Returns the members stopped so far by the scheduler."""
+        import uuid
+
         for k in self.resend:  # ended before the checkpoint this pack resumed from: the driver hears of them again
             self.round.setdefault(k, self.ended[k])
         self.resend = set()
         self.ended.update(finals)
         if not self.round:
-            return
+            return []
         reports = [{"member": k, **metrics} for k, metrics in sorted(self.round.items())]
+        round_id = uuid.uuid4().hex
         metrics = {"status": "running" if live else "completed",
-                   "step": max(int(r.get("step") or 0) for r in reports), "members_live": live,
+                   "step": max(int(r.get("step") or 0) for r in reports), "live": live, "round": round_id,
                    "pack": json.dumps(jsonable(reports))}
         states, self.round, self.states = self.states, {}, {}
         if not states:
             self.tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory(prefix="raysweep-pack-") as d:
-            for k, state in states.items():
-                checkpoint.write_dir(Path(d) / f"member_{k}", state)
-            (Path(d) / PACK_STATE_FILE).write_text(json.dumps(jsonable({"ended": self.ended})))
-            self.tune.report(metrics, checkpoint=self.tune.Checkpoint.from_directory(d))
+        else:
+            with tempfile.TemporaryDirectory(prefix="raysweep-pack-") as d:
+                for k, state in states.items():
+                    checkpoint.write_dir(Path(d) / f"member_{k}", state)
+                (Path(d) / PACK_STATE_FILE).write_text(json.dumps(jsonable({"ended": self.ended})))
+                self.tune.report(metrics, checkpoint=self.tune.Checkpoint.from_directory(d))
+        return self._decision(round_id) if live else []
+
+    def _decision(self, round_id: str) -> list[int]:
+        if self.channel is None:
+            return []
+        import ray
+
+        deadline = time.perf_counter() + self.DECISION_TIMEOUT_S
+        wait = 0.002
+        while True:
+            decided, stopped = ray.get(self.channel.get.remote(self.trial_id, round_id))
+            if decided or time.perf_counter() > deadline:
+                return stopped
+            time.sleep(wait)
+            wait = min(wait * 2, 0.1)
 
 
 class _MemberSink(Sink):
