@@ -18,7 +18,10 @@ evaluation takes. Either given (``--steps-per-s``, ``--eval-s``) or measured by 
 the dataset's selection split evaluated after step ``K`` and ``2 K``; the rate and the evaluation time are those of
 the second half (compilation, cuDNN autotuning and loader start-up fall in the first). On a GPU shared by ``n``
 trials, ``n`` calibration processes run at once and their rates add up; on the CPU one trial runs with
-``resources.cpus_per_trial`` threads and the machine's rate is that times the trials that run side by side.
+``resources.cpus_per_trial`` threads and the machine's rate is that times the trials that run side by side. With
+``resources.pack`` K, each calibration process trains a pack of K copies (:mod:`raysweep.trial.pack`) and the steps
+of all K count; ``eval_s`` is one member's evaluation, and ``n`` below counts packs (a pack's members evaluate one
+after another).
 
 Then, with ``D`` devices of ``n`` trials each: ``hours = steps / (rate * D) / 3600 + evaluations * eval_s / (n D)
 / 3600`` per stage and architecture; GPU-hours are ``hours * D``. Not counted: trial start-up (model build, data
@@ -28,6 +31,7 @@ loading), the tail of a stage where fewer trials than slots remain, and losses s
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -167,14 +171,15 @@ def calibrate(cfg, arch: str, steps: int = 10, processes: int = 1, device: str =
     if steps < 1:
         raise ValueError(f"--calibrate-steps must be at least 1, got {steps}")
     trial = calibration_trial(cfg, arch, steps, device)
+    run = functools.partial(_calibration_run, pack=int(cfg.resources.get("pack", 1)))
     if processes <= 1:
-        results = [_calibration_run(trial)]
+        results = [run(trial)]
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(_calibration_run, [trial] * processes))
+            results = list(pool.map(run, [trial] * processes))
     rates = [r["steps_per_s"] for r in results]
     return {"steps_per_s": float(sum(rates)), "per_trial_steps_per_s": float(sum(rates) / len(rates)),
             "eval_s": float(max(r["eval_s"] for r in results))}
@@ -199,19 +204,24 @@ def calibration_trial(cfg, arch: str, steps: int, device: str = "auto") -> dict[
     return trial
 
 
-def _calibration_run(trial: dict[str, Any]) -> dict[str, float]:
+def _calibration_run(trial: dict[str, Any], pack: int = 1) -> dict[str, float]:
+    """One calibration process: the trial alone, or ``pack`` copies of it trained as a pack (``resources.pack``),
+    whose members' steps add up (each advances one step per pack step). ``eval_s``: one member's evaluation."""
     import torch
 
     from .trial import train_trial
+    from .trial.pack import train_pack
 
     threads = torch.get_num_threads()
     try:
-        result = train_trial(trial)
+        results = [train_trial(trial)] if pack <= 1 else train_pack([trial] * pack)
     finally:
         torch.set_num_threads(threads)
-    if result.get("status") != "completed":
-        raise ValueError(f"calibration trial ended {result.get('status')!r}: {result.get('error', '')}")
-    return {"steps_per_s": float(result["steps_per_s"]), "eval_s": float(result["time/eval_s"])}
+    for result in results:
+        if result.get("status") != "completed":
+            raise ValueError(f"calibration trial ended {result.get('status')!r}: {result.get('error', '')}")
+    return {"steps_per_s": float(sum(r["steps_per_s"] for r in results)),
+            "eval_s": float(sum(r["time/eval_s"] for r in results) / len(results))}
 
 
 def _parse_rates(values: list[str] | None, archs: list[str], what: str) -> dict[str, float]:

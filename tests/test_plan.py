@@ -93,6 +93,23 @@ def test_tiny_calibration_on_the_cpu():
     assert all(r["hours"] > 0 for r in plan["stages"])
 
 
+def test_a_packed_calibration_counts_every_members_steps(monkeypatch):
+    """resources.pack 4: the calibration trains a pack of 4 copies, and the rate counts the steps of all 4 (each
+    member advances one step per pack step); an evaluation is one member's."""
+    calls = []
+
+    def fake_pack(configs):
+        calls.append([c["loss"]["name"] for c in configs])
+        return [{"status": "completed", "steps_per_s": 3.0, "time/eval_s": 0.5}] * len(configs)
+
+    monkeypatch.setattr("raysweep.trial.pack.train_pack", fake_pack)
+    sweep = copy.deepcopy(PLAN_SWEEP)
+    sweep["resources"]["pack"] = 4
+    plan = make_plan(validate(sweep), gpus=0, calibrate_steps=1, processes=1)
+    assert calls == [["dice_ce"] * 4]
+    assert plan["rates"]["cnn"]["per_trial_steps_per_s"] == 12.0 and plan["rates"]["cnn"]["eval_s"] == 0.5
+
+
 def test_cli_plans_without_the_data_when_given_a_rate(tmp_path, capsys):
     raw = copy.deepcopy(PLAN_SWEEP)
     raw["datasets"] = {"synapse": {"root": str(tmp_path / "not-here"), "options": {"image_size": 224}}}
