@@ -180,6 +180,13 @@ def test_a_top_loss_that_barely_learned_is_flagged(planted):
                  if a.axis == "label_noise")
     assert noise.table.index[0] == "steady" and noise.table.loc["steady", "retained"] > 1
     assert "Steady scored under 50% of the best clean dice" in noise.caveats[0]
+    # A weak loss ranked second, outside the top group but above every loss that learned, is named too.
+    tight = (trials["loss"] == "tight") & (trials["variant"] == "clean")
+    trials.loc[tight, "final_metric"] *= 0.3
+    noise = next(a for a in robustness.robustness_cells(trials, f["cases"], meta, n_boot=50)[0]["axes"]
+                 if a.axis == "label_noise")
+    assert list(noise.table.index[:2]) == ["steady", "tight"] and noise.top_group == ["steady"]
+    assert "Steady, Tight boundary scored under 50% of the best clean dice" in noise.caveats[0]
 
 
 def test_robustness_with_a_loss_missing_at_the_worst_level():

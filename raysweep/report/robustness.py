@@ -94,7 +94,8 @@ def _cell_trials(trials: pd.DataFrame, base: str, variant: str, arch: str, clean
     return t
 
 
-#: A loss whose clean metric is under this fraction of the best loss's is flagged when it tops a robustness ranking.
+#: A loss whose clean metric is under this fraction of the best loss's is flagged when it leads a robustness ranking
+#: (in the top group, or ranked above every loss that learned).
 LEARNED_FRACTION = 0.5
 
 
@@ -210,10 +211,12 @@ def robustness(trials: pd.DataFrame, cases: pd.DataFrame, base: str, arch: str, 
     out.sentence = rank_change_sentence(table, f"the clean data ({clean})", label, primary)
     _paired(out, trials, cases, alpha, n_boot)
     # A ratio says little for a loss that barely learned on clean data: it has little to lose (and noisy labels can
-    # even help it). Name those among the most robust, so the ratio is never read as "the loss to use".
+    # even help it). Name those in the top group or ranked above the first loss that learned, so the ratio is never
+    # read as "the loss to use".
     best_clean = table["clean"].max()
-    weak = [table.loc[x, "title"] for x in table.index
-            if x in (out.top_group or table.index[:1]) and table.loc[x, "clean"] < LEARNED_FRACTION * best_clean]
+    learned = [table.loc[x, "clean"] >= LEARNED_FRACTION * best_clean for x in table.index]
+    ahead = set(table.index[:learned.index(True) if True in learned else len(learned)]) | set(out.top_group or [])
+    weak = [table.loc[x, "title"] for x, ok in zip(table.index, learned) if x in ahead and not ok]
     if weak:
         out.caveats.insert(0, f"{', '.join(weak)} scored under {LEARNED_FRACTION:.0%} of the best clean {primary} "
                               f"({best_clean:.3f}): a high retained ratio there measures a loss with little to lose, "
