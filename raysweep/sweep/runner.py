@@ -292,12 +292,12 @@ class SweepRunner:
         evals = _evaluations(self.cfg.trial)
         asha = self.cfg.tuning["scheduler"] == "asha" and evals > 1
         pack = int(self.cfg.resources.get("pack", 1))
-        stops = None
+        stops, channel = None, None
         if pack > 1 and asha:  # ASHA decides per member; its decisions reach the packs through this actor
             from .stops import channel_name, open_channel
 
             stops = channel_name(state["sweep_id"])
-            open_channel(stops)
+            channel = open_channel(stops)  # held for the stage: an actor without a handle is collected
         searcher = GroupSearcher(self._threaded_cfg(resources), self.inversenets, pack=pack, stops=stops)
         scheduler = None
         if asha:
@@ -310,7 +310,13 @@ class SweepRunner:
                                         trial_dirname_creator=_dirname),
             run_config=self._run_config("tune", state, searcher.total),
         )
-        grid = tuner.fit()
+        try:
+            grid = tuner.fit()
+        finally:
+            if channel is not None:
+                import ray
+
+                ray.kill(channel)
         self._raise_write_failure("tune")
         return best_points(grid, self.cfg)
 
