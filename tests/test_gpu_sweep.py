@@ -1,15 +1,18 @@
-"""benchmarks.gpu_sweep's smoke run: every Ray-free part of the prepared GPU benchmark runs on the CPU at tiny sizes
-and records its figures, so that the run on the GPU (one try, minutes of device time) does not fail on a code path.
+"""benchmarks.gpu_sweep's smoke runs: the parts of the prepared GPU benchmark run on the CPU at tiny sizes and record
+their figures, so that the run on the GPU (one try, minutes of device time) does not fail on a code path.
 
-Kept to about a minute on 2 cores: the CNN only (the Transformer adds the same code paths with another model), and
-without the compile part (a cold inductor cache takes minutes on this CPU) and the sweep parts (two Ray sweeps take
-minutes here); the full smoke run, ``python -m benchmarks.gpu_sweep --smoke``, covers them by hand."""
+The first test keeps to about half a minute on 2 cores: the CNN only (the Transformer adds the same code paths with
+another model) and none of the compile part (a cold inductor cache takes minutes on this CPU); the second runs the
+Synapse-shaped sweeps in about a minute. The full smoke run, ``python -m benchmarks.gpu_sweep --smoke`` (about 4
+minutes), covers the rest by hand."""
 
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,3 +59,28 @@ def test_smoke_run_records_every_ray_free_part(tmp_path):
     assert loader["loss"] == "boundary" and loader["maps"] is not None
     assert [r["num_workers"] for r in loader["runs"]] == [0, 2]
     assert all(positive(r["items_per_s"]) and r["timed_batches"] >= 2 for r in loader["runs"])
+
+
+def test_smoke_run_of_the_synapse_shaped_sweeps(tmp_path):
+    """The sweep part's code path (a sweep in a child process with its own Ray, its Parquet rows read back), alone
+    and packed, in about a minute; sweep_default differs only in its config."""
+    pytest.importorskip("ray")
+    out = tmp_path / "gpu_sweep.json"
+    cmd = [sys.executable, "-m", "benchmarks.gpu_sweep", "--smoke", "--parts", "sweep_synapse_shaped", "--out",
+           str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    part = result["parts"]["sweep_synapse_shaped"]
+    assert result["errors"] == {} and part["status"] == "ok" and part["skipped"] == []
+    for label in ("gpus_0.25", "gpus_0.25_pack4"):
+        run = part[label]
+        assert run["finished"] and run["planned"] == {"tune": 2, "confirm": 2}
+        assert run["rows"] == 4 and run["rows_by_stage"] == {"tune": 2, "confirm": 2}, run
+        assert run["rows_by_status"] == {"completed": 4} and positive(run["trials_per_hour"])
+        assert {t["loss"] for t in run["trials"]} == {"dice", "ce"} and run["gpu_timeline"] is None
+    # packed: the two losses of a stage start together, as one Ray trial
+    starts = {}
+    for t in part["gpus_0.25_pack4"]["trials"]:
+        starts.setdefault(t["stage"], set()).add(t["start_s"])
+    assert all(len(s) == 1 for s in starts.values()), starts
