@@ -370,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         # output folder that is read-only, full or in use by another run (OSError).
         print(f"raysweep {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl+C; a sweep says where its state is and how to resume
+        print(f"raysweep {args.command}: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -132,3 +132,43 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_trials(tmp_path):
     print(f"\nkilled at {t_kill:.0f} s with {len(before)} tune rows ({len(orphans)} unknown to the last snapshot, "
           f"{len(snapshot)} trials in it; {len(leftovers)} Ray processes killed after the driver); resumed and "
           f"completed at {t_all:.0f} s")
+
+
+def test_an_interrupted_sweep_is_not_marked_done_and_resumes(tmp_path):
+    """Ctrl+C (SIGINT to the driver) mid-tuning: Tune saves the experiment and returns normally; the run must then
+    stop with exit code 130 and a resume hint, mark no stage done, keep the checkpoints, and the same command must
+    complete the sweep with every planned trial once."""
+    import signal
+
+    import yaml
+
+    from raysweep.results import read_results
+
+    config = tmp_path / "interrupt.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "name": "interrupt"}))
+    out = tmp_path / "out"
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(run_cmd(config, out), stdout=log, stderr=subprocess.STDOUT, env=sweep_env(), cwd=tmp_path)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and first.poll() is None and not parquet_parts(out / "results", "trials"):
+            time.sleep(0.1)
+        assert first.poll() is None, "the sweep ended before the first trial row"
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=120)
+    finally:
+        if first.poll() is None:
+            kill_tree(first)
+        log.close()
+    text = (tmp_path / "first.log").read_text()
+    assert first.returncode == 130, text[-3000:]
+    assert "interrupted" in text and "run the same command again to resume" in text, text[-3000:]
+    state = json.loads((out / "state.json").read_text())
+    assert not state.get("tune_done") and not state.get("confirm_done")
+    assert len(parquet_parts(out / "results", "trials")) < 6
+
+    second = subprocess.run(run_cmd(config, out), capture_output=True, text=True, env=sweep_env(), cwd=tmp_path,
+                            timeout=300)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
+    trials = read_results(out / "results")["trials"]
+    assert trials.trial_id.is_unique and (trials.stage == "tune").sum() == 6 and (trials.stage == "confirm").sum() == 2

@@ -51,6 +51,6 @@ def load_config(path: str | Path | None = None, select: Mapping[str, Any] | None
     return cfg
 
 
-__all__ = ["PAIRINGS", "SCHEDULERS", "UNDERPOWERED", "Group", "SweepConfig", "compose_trial", "evaluation_split", "pack_trials",
-           "load_config", "n_startup_trials", "parse", "parse_yaml", "power_limits", "protocol_cases",
+__all__ = ["PAIRINGS", "SCHEDULERS", "UNDERPOWERED", "Group", "SweepConfig", "compose_trial", "evaluation_split",
+           "load_config", "n_startup_trials", "pack_trials", "parse", "parse_yaml", "power_limits", "protocol_cases",
            "read_yaml_mapping", "tune_quota", "validate"]

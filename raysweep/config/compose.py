@@ -18,8 +18,8 @@ from ..trial.schema import resolve_config
 from ..vocab import cell_label
 from .model import Group, SweepConfig
 
-__all__ = ["check_composed", "compose_trial", "pack_trials", "dataset_section", "evaluation_split", "n_startup_trials", "power_limits",
-           "protocol_cases", "tune_quota"]
+__all__ = ["check_composed", "compose_trial", "dataset_section", "evaluation_split", "n_startup_trials", "pack_trials",
+           "power_limits", "protocol_cases", "tune_quota"]
 
 
 def tune_quota(cfg: SweepConfig, group: Group) -> int:

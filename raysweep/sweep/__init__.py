@@ -15,11 +15,11 @@ Trial configs and their tags are composed by :func:`raysweep.config.compose_tria
 
 from .callback import ResultsCallback
 from .outdir import MIN_FREE_BYTES, OutputInUse, OutputLock, ResultsWriteError, check_writable
-from .runner import SweepRunner, best_points, confirmation_seeds, environment, run_sweep
+from .runner import SweepInterrupted, SweepRunner, best_points, confirmation_seeds, environment, run_sweep
 from .trainable import sweep_trainable, trial_resources
 from .scheduler import METRIC, GroupScheduler, asha_rungs
 from .searcher import FixedSearcher, GroupSearcher
 
-__all__ = ["METRIC", "MIN_FREE_BYTES", "FixedSearcher", "GroupScheduler", "GroupSearcher", "OutputInUse",
+__all__ = ["METRIC", "MIN_FREE_BYTES", "FixedSearcher", "GroupScheduler", "GroupSearcher", "OutputInUse", "SweepInterrupted",
            "OutputLock", "ResultsCallback", "ResultsWriteError", "SweepRunner", "asha_rungs", "best_points",
            "check_writable", "confirmation_seeds", "environment", "run_sweep", "sweep_trainable", "trial_resources"]

@@ -43,7 +43,12 @@ from .scheduler import METRIC, GroupScheduler, asha_rungs
 from .searcher import FixedSearcher, GroupSearcher
 from .trainable import sweep_trainable, trial_resources
 
-__all__ = ["SweepRunner", "best_points", "run_sweep", "confirmation_seeds", "environment"]
+__all__ = ["SweepInterrupted", "SweepRunner", "best_points", "run_sweep", "confirmation_seeds", "environment"]
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """A stage ended before all its trials did (Ctrl+C, SIGTERM): nothing is marked done, and running the same
+    command on the same output folder resumes it."""
 
 
 class _tune_environment:
@@ -318,6 +323,7 @@ class SweepRunner:
 
                 ray.kill(channel)
         self._raise_write_failure("tune")
+        self._raise_if_interrupted("tune", searcher.total)
         return best_points(grid, self.cfg)
 
     def _confirm(self, state: dict, resources: dict, slots: int) -> None:
@@ -345,6 +351,7 @@ class SweepRunner:
         )
         tuner.fit()
         self._raise_write_failure("confirm")
+        self._raise_if_interrupted("confirm", len(envelopes))
 
     def _raise_write_failure(self, stage: str) -> None:
         failure = WRITE_FAILURES.pop(str(self.results_dir), None)
@@ -356,6 +363,14 @@ class SweepRunner:
             f"{exc.filename or self.results_dir}). The {stage} stage stopped and saved its state; files already "
             f"written are unchanged. Free disk space or make {self.out} writable, then run the same command again "
             "to resume.")
+
+    def _raise_if_interrupted(self, stage: str, planned: int) -> None:
+        """Tune returns normally when interrupted (it saves the experiment for a restore). A stage is done only when
+        every planned trial has its row (an errored trial has one too); otherwise nothing may be marked done."""
+        ended = len(results.stage_trial_ids(self.results_dir, stage))
+        if ended < planned:
+            raise SweepInterrupted(f"the {stage} stage was interrupted with {ended} of {planned} trials ended; its "
+                                   f"state is saved in {self.out}: run the same command again to resume")
 
     def _prune_checkpoints(self, stage: str) -> None:
         """Delete every trial checkpoint of a finished stage: its experiment is never restored again."""
