@@ -44,8 +44,8 @@ a failed part or a killed run still leaves every figure measured so far):
    left of its process tree): wall time, rows of the Parquet ``trials`` table per stage and status, trials/hour
    (rows over the wall, and over the window from the first trial's start to the last one's end), the planned
    trials, and the GPU utilisation and memory over time from ``nvidia-smi`` every second (``gpu_timeline``:
-   ``[t_s, util_pct, mem_mib]``). ``finished`` says whether it ran to its end; the ``state`` copied from its
-   state.json does not (after an interrupt Tune returns normally and the runner marks the stage done).
+   ``[t_s, util_pct, mem_mib]``). ``finished`` says whether it ran to its end (an interrupted stage is not
+   marked done in the ``state`` copied from its state.json: the runner raises ``SweepInterrupted``).
 7. ``sweep_synapse_shaped``: a Synapse-shaped sweep of both architectures and four losses (one with distance maps),
    one tuning trial per group and one confirmation seed, ``resources.gpus_per_trial: 0.25``, with a step budget
    chosen from part 2's per-trial rate at N = 4 so that the run fits about half of what is left; then, if the
