@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import sys
 import tempfile
+import time
+import traceback
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -134,3 +139,56 @@ def save_table(rows: list[str], out: str | None) -> None:
 
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text("\n".join(rows) + "\n")
+
+
+# -- one timed GPU run made of parts (benchmarks.gpu_session, benchmarks.gpu_sweep) ---------------------------------
+
+T0 = time.perf_counter()
+
+
+def elapsed() -> float:
+    """Seconds since the benchmark module was imported."""
+    return time.perf_counter() - T0
+
+
+def log(*args) -> None:
+    print(f"[{elapsed():6.1f}s]", *args, flush=True)
+
+
+class PartsRun:
+    """A run of named parts against a time budget, whose figures land in one JSON file that is rewritten after every
+    part (and whenever a part calls :meth:`save`), so a failed part or a killed run still leaves what was measured.
+
+    Subclasses set ``budget`` (seconds) and fill ``results["meta"]``; :meth:`part` runs one part in its own
+    try/except and records its status, wall time and, on failure, the traceback under ``results["errors"]``.
+    """
+
+    def __init__(self, out: str | None, meta: dict) -> None:
+        self.out = Path(out) if out else None
+        self.results: dict = {"meta": {**meta, "argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S")},
+                              "parts": {}, "errors": {}}
+
+    def save(self) -> None:
+        self.results["meta"]["elapsed_s"] = round(elapsed(), 1)
+        if self.out:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(jsonable(self.results), indent=1))
+            tmp.replace(self.out)
+
+    def run_part(self, name: str, fn, box: dict) -> None:
+        """``fn()`` filling ``box`` (the part's record): status ``ok`` unless it set one, ``error`` if it raised
+        (KeyboardInterrupt is recorded, then re-raised: the JSON must land)."""
+        t = time.perf_counter()
+        try:
+            fn()
+            box["status"] = box.get("status", "ok")
+        except BaseException as exc:  # noqa: BLE001 - record and go on
+            box["status"] = "error"
+            self.results["errors"][name] = "".join(traceback.format_exception(exc))[-4000:]
+            log(f"part {name} failed: {type(exc).__name__}: {exc}")
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+        finally:
+            box["wall_s"] = round(time.perf_counter() - t, 2)
+            self.save()

@@ -53,56 +53,22 @@ from pathlib import Path
 import torch
 
 from . import fractional, gpu_check, losses, maps, precision
-from ._common import ensure_inversenet, jsonable
+from ._common import PartsRun, elapsed, ensure_inversenet, jsonable, log
 from .train import trial_config
 
-T0 = time.perf_counter()
-
-
-def elapsed() -> float:
-    return time.perf_counter() - T0
-
-
-def log(*args) -> None:
-    print(f"[{elapsed():6.1f}s]", *args, flush=True)
-
-
-class Session:
+class Session(PartsRun):
     def __init__(self, args) -> None:
+        super().__init__(args.out, {"smoke": args.smoke, "budget_s": args.budget})
         self.args = args
         self.budget = args.budget
-        self.out = Path(args.out) if args.out else None
-        self.results: dict = {"meta": {"smoke": args.smoke, "budget_s": args.budget, "argv": sys.argv[1:],
-                                       "started": time.strftime("%Y-%m-%d %H:%M:%S")},
-                              "parts": {}, "errors": {}}
 
     def left(self) -> float:
         return self.budget - elapsed()
 
-    def save(self) -> None:
-        self.results["meta"]["elapsed_s"] = round(elapsed(), 1)
-        if self.out:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(jsonable(self.results), indent=1))
-            tmp.replace(self.out)
-
     def part(self, name: str, fn) -> None:
         log(f"=== part {name} (budget left {self.left():.0f}s)")
-        t = time.perf_counter()
         box = self.results["parts"].setdefault(name, {})
-        try:
-            fn(box)
-            box["status"] = box.get("status", "ok")
-        except BaseException as exc:  # noqa: BLE001 - record and go on (KeyboardInterrupt too: the JSON must land)
-            box["status"] = "error"
-            self.results["errors"][name] = "".join(traceback.format_exception(exc))[-4000:]
-            log(f"part {name} failed: {type(exc).__name__}: {exc}")
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-        finally:
-            box["wall_s"] = round(time.perf_counter() - t, 2)
-            self.save()
+        self.run_part(name, lambda: fn(box), box)
 
 
 # ---------------------------------------------------------------------------------------------------------------

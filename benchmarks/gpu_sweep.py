@@ -91,12 +91,10 @@ from pathlib import Path
 import torch
 
 from . import fractional, gpu_check, gpu_session
-from ._common import jsonable
+from ._common import PartsRun, elapsed, jsonable, log
 from .train import trial_config
 
 ROOT = Path(__file__).resolve().parent.parent
-T0 = time.perf_counter()
-
 PARTS = ("env", "concurrency", "packing", "compile", "loader", "sweep_default", "sweep_synapse_shaped")
 #: Seconds each part may take at most on the GPU (the last one takes what is left). They add up to the default
 #: budget less the reserve, so that every part gets a share even when the earlier ones use all of theirs.
@@ -106,14 +104,6 @@ CAPS = {"env": 10.0, "concurrency": 150.0, "packing": 60.0, "compile": 80.0, "lo
 PACK_LOSSES = ("dice", "ce", "focal", "tversky", "lovasz", "jaccard", "combo", "log_cosh_dice")
 #: The Synapse-shaped sweep's losses: two region, two pixel/boundary; ``boundary`` brings the distance maps.
 SWEEP_LOSSES = ("dice", "ce", "boundary", "focal")
-
-
-def elapsed() -> float:
-    return time.perf_counter() - T0
-
-
-def log(*args) -> None:
-    print(f"[{elapsed():6.1f}s]", *args, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -153,7 +143,7 @@ def read_recipe(smoke: bool, only: list[str] | None = None) -> dict:
     return recipe
 
 
-class Session:
+class Session(PartsRun):
     """The run's settings, results, time budget and part caps."""
 
     def __init__(self, args) -> None:
@@ -169,46 +159,27 @@ class Session:
             name, _, value = item.partition("=")
             self.caps[name.strip()] = float(value)
         self.recipe = read_recipe(args.smoke, [a for a in (args.archs or "").split(",") if a])
-        self.out = Path(args.out) if args.out else None
         self.deadline = self.budget
         self.tmp = Path(tempfile.mkdtemp(prefix="gpu_sweep_"))
-        self.results: dict = {"meta": {"smoke": args.smoke, "budget_s": self.budget, "argv": sys.argv[1:],
-                                       "caps_s": self.caps, "recipe": self.recipe, "device": self.device,
-                                       "started": time.strftime("%Y-%m-%d %H:%M:%S")},
-                              "parts": {}, "errors": {}}
+        super().__init__(args.out, {"smoke": args.smoke, "budget_s": self.budget, "caps_s": self.caps,
+                                    "recipe": self.recipe, "device": self.device})
 
     def left(self) -> float:
         """Seconds left to the current part (its cap, or the budget less the reserve)."""
         return self.deadline - elapsed()
 
-    def save(self) -> None:
-        self.results["meta"]["elapsed_s"] = round(elapsed(), 1)
-        if self.out:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(jsonable(self.results), indent=1))
-            tmp.replace(self.out)
-
     def part(self, name: str, fn) -> None:
         self.deadline = min(elapsed() + self.caps.get(name, float("inf")), self.budget - self.args.reserve_s)
         log(f"=== part {name} ({self.left():.0f}s for it, {self.budget - elapsed():.0f}s of the budget left)")
-        t = time.perf_counter()
         box = self.results["parts"].setdefault(name, {})
         box.setdefault("skipped", [])
-        try:
+
+        def run() -> None:
             if self.left() <= 0:
                 raise TimeoutError("no time left in the budget")
             fn(self, box)
-            box["status"] = box.get("status", "ok")
-        except BaseException as exc:  # noqa: BLE001 - record and go on (KeyboardInterrupt too: the JSON must land)
-            box["status"] = "error"
-            self.results["errors"][name] = "".join(traceback.format_exception(exc))[-4000:]
-            log(f"part {name} failed: {type(exc).__name__}: {exc}")
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-        finally:
-            box["wall_s"] = round(time.perf_counter() - t, 2)
-            self.save()
+
+        self.run_part(name, run, box)
 
     def recipe_trial(self, arch: str, loss: str, steps: int, workers: int, threads: int | None,
                      seed: int = 0) -> dict:

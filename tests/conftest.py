@@ -85,3 +85,14 @@ def ray_session():
                  log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Single-threaded torch for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): at 32 x 32
+    the work per op is too small to share between threads, and on a busy 2-core machine a second thread mostly waits
+    for a core (measured: trials 3-7x slower with 2)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

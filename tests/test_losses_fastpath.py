@@ -17,12 +17,7 @@ NAMES = sorted(n for n in LOSSES if n != "inverseform")
 FIVE = ["ce", "wce", "dice_ce", "generalized_dice", "gwdl"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(loss, logits, target, extra, **checks):

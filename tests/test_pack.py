@@ -1,6 +1,7 @@
 """Trial packing (``resources.pack``, :mod:`raysweep.trial.pack`): a packed member trains exactly as it would alone,
-a member that fails ends alone, a pack resumes from its members' checkpoints, and a sweep writes packed confirmation
-runs as the trials they would have been."""
+a member that fails ends alone, a pack resumes from its members' checkpoints, the searcher and the per-group ASHA
+treat each member as the trial it would be alone, and a sweep writes packed tuning and confirmation runs as the
+trials they would have been."""
 
 import json
 import math
@@ -15,6 +16,9 @@ from raysweep.trial import CombinedObjective, train_trial
 from raysweep.trial.objective import merge_target_maps
 from raysweep.trial.pack import check_pack, train_pack
 
+from sweep_helpers import TINY_SWEEP, tiny_sweep
+from test_train import crash_after_first_report
+
 # Segformer/MiT-B0 draws drop-path noise from the global torch RNG at every training forward: a member that used
 # another member's RNG stream would train differently (checked by test_the_rng_swap_is_what_keeps_members_apart).
 TINY = {
@@ -28,12 +32,7 @@ TINY = {
 MACHINE = ("steps_per_s", "peak_memory_mb", "training_iteration")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def member(loss, **dotted):
@@ -169,19 +168,13 @@ def test_pack_trials_groups_by_cell_and_seed():
 
 # -- the tuning stage: searcher and scheduler per member -----------------------------------------------------------
 
-SWEEP = {
-    "name": "packs",
-    "datasets": {"synthetic": {"options": {"image_size": 32, "depth": 4, "num_volumes": 3},
-                               "select_options": {"num_volumes": 1}, "eval_options": {"num_volumes": 8}}},
-    "architectures": {"cnn": {"arch": "Unet", "encoder": "resnet18",
-                              "options": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}},
-                      "transformer": {"arch": "Segformer", "encoder": "mit_b0"}},
-    "losses": ["tversky", "ce", "focal"],
-    "tuning": {"trials_per_group": 3, "seed": 0, "grace_period": 1, "reduction_factor": 2},
-    "confirmation": {"seeds": 1},
-    "resources": {"cpus_per_trial": 1},
-    "trial": {"train": {"steps": 4, "batch_size": 2}, "eval": {"every": 1, "overlays": 0}},
-}
+# Three losses in two models, 8 ranking volumes (the fewest with which Wilcoxon-Holm can separate 3 losses).
+SWEEP = tiny_sweep(name="packs", losses=["tversky", "ce", "focal"],
+                   datasets={"synthetic": {"options": {"image_size": 32, "depth": 4, "num_volumes": 3},
+                                           "select_options": {"num_volumes": 1}, "eval_options": {"num_volumes": 8}}},
+                   architectures={**TINY_SWEEP["architectures"],
+                                  "transformer": {"arch": "Segformer", "encoder": "mit_b0"}},
+                   tuning={**TINY_SWEEP["tuning"], "trials_per_group": 3})
 
 
 def test_a_packed_searcher_draws_each_pack_from_one_cell_and_keeps_every_quota():
@@ -281,30 +274,15 @@ def test_the_scheduler_stops_a_packed_member_where_it_would_stop_alone():
 
 @pytest.fixture(scope="module")
 def ray_local(ray_session):
+    # The test trainables live in test modules, which the workers cannot import: ship them by value.
     ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray_session.cloudpickle.register_pickle_by_value(sys.modules["test_train"])
     return ray_session
 
 
 def crash_once_then_pack(config):
     """train_pack, except that the first attempt dies right after its first report (and checkpoint)."""
-    import ray.tune
-
-    marker = Path(config["crash_marker"])
-    members = config["members"]
-    if marker.exists():
-        return train_pack(members)
-    marker.touch()
-    real = ray.tune.report
-
-    def report_then_crash(metrics, checkpoint=None):
-        real(metrics, checkpoint=checkpoint)
-        raise RuntimeError("simulated node failure after the first checkpoint")
-
-    ray.tune.report = report_then_crash
-    try:
-        return train_pack(members)
-    finally:
-        ray.tune.report = real
+    return crash_after_first_report(Path(config["crash_marker"]), lambda: train_pack(config["members"]))
 
 
 def test_a_tune_pack_reports_its_members_and_resumes_after_a_crash(ray_local, tmp_path):
@@ -338,16 +316,8 @@ def test_a_packed_sweep_writes_every_member_as_the_trial_it_would_be_alone(ray_l
     from raysweep.results import read_results
     from raysweep.sweep import SweepRunner
 
-    raw = {"name": "packed",
-           "datasets": {"synthetic": {"options": {"image_size": 32, "depth": 4, "num_volumes": 3},
-                                      "select_options": {"num_volumes": 1}, "eval_options": {"num_volumes": 6}}},
-           "architectures": {"cnn": {"arch": "Unet", "encoder": "resnet18",
-                                     "options": {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}}},
-           "losses": ["tversky", "focal"],
-           "tuning": {"trials_per_group": 2, "seed": 0, "grace_period": 1, "reduction_factor": 2},
-           "confirmation": {"seeds": 1},
-           "resources": {"cpus_per_trial": 1, "pack": 2},
-           "trial": {"train": {"steps": 4, "batch_size": 2}, "eval": {"every": 1, "overlays": 1}}}
+    raw = tiny_sweep(name="packed", resources={"cpus_per_trial": 1, "pack": 2},
+                     trial={"train": {"steps": 4, "batch_size": 2}, "eval": {"every": 1, "overlays": 1}})
     cfg = validate(raw)
     out = tmp_path / "out"
     runner = SweepRunner(cfg, out, progress=False)
@@ -358,6 +328,8 @@ def test_a_packed_sweep_writes_every_member_as_the_trial_it_would_be_alone(ray_l
     assert sorted(tune.loss) == ["focal", "focal", "tversky", "tversky"]  # every group's quota
     assert set(tune.status) <= {"completed", "stopped"} and (tune[tune.status == "stopped"].steps_done < 4).all()
     assert len({t.rsplit("-", 1)[0] for t in confirm.trial_id}) == 1  # both confirmation runs in one pack
+    # Members started with their pack; each one's wall_s is its share of the pack's time.
+    assert confirm.started_at.nunique() == 1 and confirm.wall_s.nunique() == 1
     assert (confirm.status == "completed").all() and sorted(confirm.loss) == ["focal", "tversky"]
     for tid in confirm.trial_id:  # each member's overlays under its own id
         assert list((out / "overlays" / tid).glob("*.png")), tid

@@ -26,14 +26,7 @@ TINY = {
 TIMING = ("steps_per_s", "peak_memory_mb")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Single-threaded torch for this module: at 32 x 32 the work per op is too small to share between threads, and
-    on a busy 2-core machine a second thread mostly waits for a core (measured: trials 3-7x slower with 2)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**dotted):
@@ -389,14 +382,13 @@ def ray_local(ray_session):
     return ray_session
 
 
-def crash_once_then_train(config):
-    """train_trial, except that the first attempt dies right after its first report (and checkpoint)."""
+def crash_after_first_report(marker: Path, run):
+    """``run()``, except that the first attempt (``marker`` not there yet) dies right after its first report (and
+    checkpoint), as a node lost mid-trial."""
     import ray.tune
 
-    config = dict(config)
-    marker = Path(config.pop("crash_marker"))
     if marker.exists():
-        return train_trial(config)
+        return run()
     marker.touch()
     real = ray.tune.report
 
@@ -406,9 +398,15 @@ def crash_once_then_train(config):
 
     ray.tune.report = report_then_crash
     try:
-        return train_trial(config)
+        return run()
     finally:
         ray.tune.report = real
+
+
+def crash_once_then_train(config):
+    config = dict(config)
+    marker = Path(config.pop("crash_marker"))
+    return crash_after_first_report(marker, lambda: train_trial(config))
 
 
 def test_tune_trial_reports_checkpoints_and_resumes_after_a_crash(ray_local, tmp_path):

@@ -33,7 +33,7 @@ def curve_row(result: Mapping[str, Any]) -> dict[str, Any]:
 
 def trial_rows(sweep_id: str, trial_id: str, tags: Mapping[str, Any], result: Mapping[str, Any],
                curves: list[dict], *, versions: Mapping[str, str], error: str | None = None,
-               now: float | None = None) -> tuple[list[dict], list[dict], list[dict]]:
+               now: float | None = None, started: float | None = None) -> tuple[list[dict], list[dict], list[dict]]:
     """``(trials, curves, cases)`` rows of one ended trial, in the schema of :mod:`raysweep.results.schema`.
 
     Args:
@@ -44,6 +44,8 @@ def trial_rows(sweep_id: str, trial_id: str, tags: Mapping[str, Any], result: Ma
         versions: package versions, recorded per row.
         error: the error summary of a trial that raised.
         now: the end time (seconds since the epoch; default: now).
+        started: the start time (default: ``now`` less the trial's wall time; a packed run passes its pack's start,
+            as its ``wall_s`` is its share of the pack's time).
     """
     now = time.time() if now is None else now
     budget = int(tags["budget_steps"])
@@ -83,7 +85,7 @@ def trial_rows(sweep_id: str, trial_id: str, tags: Mapping[str, Any], result: Ma
         "node": result.get("hostname") or result.get("node_ip"),
         "wall_s": wall,
         "ended_at": now,
-        "started_at": now - (wall or 0.0),
+        "started_at": started if started is not None else now - (wall or 0.0),
         "versions": json.dumps(dict(versions), sort_keys=True),
     }
     curve_rows = [{**ids, **c} for c in curves]

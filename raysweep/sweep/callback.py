@@ -51,6 +51,7 @@ class ResultsCallback(_callback_base()):
         self.sweep_id, self.stage = sweep_id, stage
         self.curves: dict[str, list[dict]] = {}
         self.members: dict[str, dict] = {}  # pack member id -> its last report (packed trials)
+        self.pack_started: dict[str, float] = {}  # pack trial id -> when it started (seconds since the epoch)
         self.written: set[str] = set()
         self.progress = _Progress(stage, planned, progress)
         self.quota = quota
@@ -88,7 +89,8 @@ class ResultsCallback(_callback_base()):
         for fs, path in self._ended_before:
             delete_checkpoints(fs, path)
         self._ended_before, self._ended = self._ended, []
-        return {"curves": self.curves, "written": sorted(self.written), "members": self.members}
+        return {"curves": self.curves, "written": sorted(self.written), "members": self.members,
+                "pack_started": self.pack_started}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "pack" not in result:
@@ -96,13 +98,16 @@ class ResultsCallback(_callback_base()):
             return
         from ..trial.pack import member_id
 
+        # A member's time is its pack's: the members train side by side on the same batches, from the pack's start.
+        if trial.trial_id not in self.pack_started and finite(result.get("time_total_s")):
+            self.pack_started[trial.trial_id] = time.time() - float(result["time_total_s"])
+        started = self.pack_started.get(trial.trial_id)
         for report in json.loads(result["pack"]):
-            # A member's time is its pack's: the members train side by side on the same batches.
             report = {**report, "time_total_s": result.get("time_total_s"), "members": len(_members(trial)),
-                      **{k: result[k] for k in ("hostname", "node_ip") if k in result}}
+                      "pack_started": started, **{k: result[k] for k in ("hostname", "node_ip") if k in result}}
             mid = member_id(trial.trial_id, report["member"])
             self.members[mid] = report
-            self._curve(mid, report)
+            self._curve(mid, {k: v for k, v in report.items() if k not in _PACK_KEYS})
 
     def _curve(self, trial_id: str, result: dict) -> None:
         row = results.curve_row(result)
@@ -124,6 +129,7 @@ class ResultsCallback(_callback_base()):
         """Write an ended Tune trial: itself, or each member of a pack (a member that ended on its own keeps its own
         status and error; the pack's error is given to the members it cut short)."""
         for trial_id, tags in _members(trial):
+            started = None
             if trial_id == trial.trial_id:
                 result = dict(trial.last_result or {})
                 own_error = error
@@ -133,18 +139,20 @@ class ResultsCallback(_callback_base()):
                 own_error = (result.get("error") if result.get("status") == "error" else None) if ended_alone \
                     else error
                 if result.get("members"):  # its share of the pack's time, so that trial times still add up
+                    started = result.get("pack_started")
                     result["time_total_s"] = _num_or_none(result.get("time_total_s"), result["members"])
-            if not self._write_one(trial_id, tags, result, own_error, trials, trial, show):
+            if not self._write_one(trial_id, tags, result, own_error, trials, trial, show, started):
                 return
             self.members.pop(trial_id, None)
+        self.pack_started.pop(trial.trial_id, None)
         fs = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
         if fs is not None and trial.path:
             self._ended.append((fs, trial.path))
 
     def _write_one(self, trial_id: str, tags: dict, result: dict, error: str | None, trials, trial,
-                   show: bool) -> bool:
+                   show: bool, started: float | None = None) -> bool:
         rows = results.trial_rows(self.sweep_id, trial_id, tags, result, self.curves.get(trial_id, []),
-                                  versions=self.versions, error=error)
+                                  versions=self.versions, error=error, started=started)
         try:
             _write_overlays(result.get("overlays"), self.overlays_dir / trial_id)
             results.write_trial_rows(self.results_dir, trial_id, *rows)
@@ -173,6 +181,11 @@ class ResultsCallback(_callback_base()):
         self.curves = state.get("curves", {})
         self.written = set(state.get("written", []))
         self.members = state.get("members", {})
+        self.pack_started = state.get("pack_started", {})
+
+
+#: A member report's bookkeeping, not its metrics (kept out of its curves' ``extra``).
+_PACK_KEYS = ("member", "members", "pack_started")
 
 
 def _members(trial) -> list[tuple[str, dict]]:
