@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.loss_step $(BENCH_ARGS) --out benchmarks/results/loss_step.md
 	$(BIN)/python -m benchmarks.data $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.train $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.pack $(BENCH_ARGS)
 
 ## Regenerate the README's loss catalogue from the registry.
 readme: $(STAMP)

@@ -14,7 +14,7 @@ if ROOT not in sys.path:  # `python -m pytest` has the repository root on the pa
     sys.path.insert(0, ROOT)
 
 MODULES = ["_common", "losses", "maps", "loss_step", "data", "train", "precision", "gpu_check", "fractional",
-           "gpu_session", "gpu_sweep"]
+           "gpu_session", "gpu_sweep", "pack"]
 
 
 @pytest.mark.parametrize("name", MODULES)
