@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .compose import (check_composed, compose_trial, evaluation_split, n_startup_trials, pack_trials,
-                      power_limits, protocol_cases, tune_quota)
+from .compose import (check_composed, compose_trial, evaluation_split, n_startup_trials, pack_envelope, pack_trials,
+                      power_limits, protocol_cases, trial_members, tune_quota)
 from .model import PAIRINGS, SCHEDULERS, UNDERPOWERED, Group, SweepConfig, parse
 from .yaml_io import parse_yaml, read_yaml_mapping
 
@@ -52,5 +52,5 @@ def load_config(path: str | Path | None = None, select: Mapping[str, Any] | None
 
 
 __all__ = ["PAIRINGS", "SCHEDULERS", "UNDERPOWERED", "Group", "SweepConfig", "compose_trial", "evaluation_split",
-           "load_config", "n_startup_trials", "pack_trials", "parse", "parse_yaml", "power_limits", "protocol_cases",
-           "read_yaml_mapping", "tune_quota", "validate"]
+           "load_config", "n_startup_trials", "pack_envelope", "pack_trials", "parse", "parse_yaml", "power_limits",
+           "protocol_cases", "read_yaml_mapping", "trial_members", "tune_quota", "validate"]

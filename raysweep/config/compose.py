@@ -18,8 +18,8 @@ from ..trial.schema import resolve_config
 from ..vocab import cell_label
 from .model import Group, SweepConfig
 
-__all__ = ["check_composed", "compose_trial", "dataset_section", "evaluation_split", "n_startup_trials", "pack_trials",
-           "power_limits", "protocol_cases", "tune_quota"]
+__all__ = ["check_composed", "compose_trial", "dataset_section", "evaluation_split", "n_startup_trials",
+           "pack_envelope", "pack_trials", "power_limits", "protocol_cases", "trial_members", "tune_quota"]
 
 
 def tune_quota(cfg: SweepConfig, group: Group) -> int:
@@ -95,23 +95,38 @@ def compose_trial(cfg: SweepConfig, group: Group, point: Mapping[str, Any], seed
 
 def pack_trials(envelopes: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
     """``envelopes`` packed ``k`` at a time (``resources.pack``): members share their (dataset, variant, arch, stage,
-    seed), in the order given; a pack envelope is ``{"members": [envelope, ...], "tags": {...}}`` with the members'
-    shared tags and ``loss: "pack"``. With ``k`` 1 the envelopes are returned unchanged."""
+    seed), in the order given (:func:`pack_envelope`). With ``k`` 1 the envelopes are returned unchanged."""
     if k <= 1:
         return list(envelopes)
     cells: dict[tuple, list[dict[str, Any]]] = {}
     for env in envelopes:
         t = env["tags"]
         cells.setdefault((t["dataset"], t["variant"], t["arch"], t["stage"], t["seed"]), []).append(env)
-    packs = []
-    for members in cells.values():
-        for i in range(0, len(members), k):
-            chunk = members[i:i + k]
-            shared = {key: chunk[0]["tags"][key] for key in ("sweep", "stage", "dataset", "variant", "arch", "seed",
-                                                            "budget_steps")}
-            packs.append({"members": chunk, "tags": {**shared, "loss": "pack",
-                                                     "losses": [m["tags"]["loss"] for m in chunk]}})
-    return packs
+    return [pack_envelope(members[i:i + k]) for members in cells.values() for i in range(0, len(members), k)]
+
+
+def pack_envelope(members: list[dict[str, Any]], stops: str | None = None) -> dict[str, Any]:
+    """One Ray trial for ``members`` (envelopes of one cell and seed): ``{"members": [...], "tags": {...}}`` with
+    the members' shared tags and ``loss: "pack"``, and ``stops`` (the early-stopping channel of the tuning stage,
+    :mod:`raysweep.sweep.stops`) where given."""
+    t = members[0]["tags"]
+    shared = {key: t[key] for key in ("sweep", "stage", "dataset", "variant", "arch", "seed", "budget_steps")}
+    envelope = {"members": list(members), "tags": {**shared, "loss": "pack",
+                                                   "losses": [m["tags"]["loss"] for m in members]}}
+    if stops is not None:
+        envelope["stops"] = stops
+    return envelope
+
+
+def trial_members(trial: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``(trial id, tags)`` of what a Tune trial (anything with ``trial_id`` and a ``config`` envelope) trains:
+    itself, or each member of a pack (ids ``<trial id>-<k>``, :func:`raysweep.trial.pack.member_id`)."""
+    envelope = trial.config or {}
+    if "members" not in envelope:
+        return [(trial.trial_id, envelope.get("tags") or {})]
+    from ..trial.pack import member_id
+
+    return [(member_id(trial.trial_id, k), m["tags"]) for k, m in enumerate(envelope["members"])]
 
 
 def check_composed(cfg: SweepConfig, where: str) -> None:

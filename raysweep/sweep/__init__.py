@@ -20,6 +20,7 @@ from .trainable import sweep_trainable, trial_resources
 from .scheduler import METRIC, GroupScheduler, asha_rungs
 from .searcher import FixedSearcher, GroupSearcher
 
-__all__ = ["METRIC", "MIN_FREE_BYTES", "FixedSearcher", "GroupScheduler", "GroupSearcher", "OutputInUse", "SweepInterrupted",
-           "OutputLock", "ResultsCallback", "ResultsWriteError", "SweepRunner", "asha_rungs", "best_points",
-           "check_writable", "confirmation_seeds", "environment", "run_sweep", "sweep_trainable", "trial_resources"]
+__all__ = ["METRIC", "MIN_FREE_BYTES", "FixedSearcher", "GroupScheduler", "GroupSearcher", "OutputInUse",
+           "OutputLock", "ResultsCallback", "ResultsWriteError", "SweepInterrupted", "SweepRunner", "asha_rungs",
+           "best_points", "check_writable", "confirmation_seeds", "environment", "run_sweep", "sweep_trainable",
+           "trial_resources"]

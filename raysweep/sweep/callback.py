@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from .. import results
 from ..checks import finite
+from ..config import trial_members
 from ..vocab import cell_label
 from .scheduler import METRIC
 
@@ -73,13 +74,13 @@ class ResultsCallback(_callback_base()):
         if getattr(self, "_reconciled", False):
             return
         self._reconciled = True
-        known = {tid for t in trials for tid, _ in _members(t)}
+        known = {tid for t in trials for tid, _ in trial_members(t)}
         have = results.stage_trial_ids(self.results_dir, self.stage)
         for trial_id in have - known:
             results.remove_trial_rows(self.results_dir, trial_id)
         results.remove_incomplete(self.results_dir)
         for t in trials:
-            if t.status == "TERMINATED" and any(tid not in have for tid, _ in _members(t)):
+            if t.status == "TERMINATED" and any(tid not in have for tid, _ in trial_members(t)):
                 self._write(t, trials, error=None, show=False)
 
     def get_state(self) -> dict | None:
@@ -103,7 +104,7 @@ class ResultsCallback(_callback_base()):
             self.pack_started[trial.trial_id] = time.time() - float(result["time_total_s"])
         started = self.pack_started.get(trial.trial_id)
         for report in json.loads(result["pack"]):
-            report = {**report, "time_total_s": result.get("time_total_s"), "members": len(_members(trial)),
+            report = {**report, "time_total_s": result.get("time_total_s"), "members": len(trial_members(trial)),
                       "pack_started": started, **{k: result[k] for k in ("hostname", "node_ip") if k in result}}
             mid = member_id(trial.trial_id, report["member"])
             self.members[mid] = report
@@ -128,7 +129,7 @@ class ResultsCallback(_callback_base()):
     def _write(self, trial, trials, error: str | None, show: bool = True) -> None:
         """Write an ended Tune trial: itself, or each member of a pack (a member that ended on its own keeps its own
         status and error; the pack's error is given to the members it cut short)."""
-        for trial_id, tags in _members(trial):
+        for trial_id, tags in trial_members(trial):
             started = None
             if trial_id == trial.trial_id:
                 result = dict(trial.last_result or {})
@@ -186,16 +187,6 @@ class ResultsCallback(_callback_base()):
 
 #: A member report's bookkeeping, not its metrics (kept out of its curves' ``extra``).
 _PACK_KEYS = ("member", "members", "pack_started")
-
-
-def _members(trial) -> list[tuple[str, dict]]:
-    """``(trial id, tags)`` of what a Tune trial writes: itself, or the members of a pack."""
-    config = trial.config or {}
-    if "members" not in config:
-        return [(trial.trial_id, config.get("tags") or {})]
-    from ..trial.pack import member_id
-
-    return [(member_id(trial.trial_id, k), m["tags"]) for k, m in enumerate(config["members"])]
 
 
 def _num_or_none(total: Any, members: int) -> float | None:

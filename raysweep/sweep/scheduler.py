@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import Group
+from ..config import Group, trial_members
 
 __all__ = ["METRIC", "GroupScheduler", "asha_rungs"]
 
@@ -79,7 +79,7 @@ class GroupScheduler(_asha_base()):
     def on_trial_add(self, tune_controller, trial) -> None:
         from ray.tune.schedulers import AsyncHyperBandScheduler
 
-        members = _members(trial)
+        members = trial_members(trial)
         for trial_id, tags in members:
             key = Group(tags["dataset"], tags["arch"], tags["loss"], tags.get("variant") or "").key
             if key not in self.groups:
@@ -158,13 +158,3 @@ class _Handle:
 
     def __init__(self, trial_id: str) -> None:
         self.trial_id = trial_id
-
-
-def _members(trial) -> list[tuple[str, dict]]:
-    """``(trial id, tags)`` of what a Tune trial trains: itself, or each member of a pack."""
-    config = trial.config or {}
-    if "members" not in config:
-        return [(trial.trial_id, config["tags"])]
-    from ..trial.pack import member_id
-
-    return [(member_id(trial.trial_id, k), m["tags"]) for k, m in enumerate(config["members"])]

@@ -11,7 +11,7 @@ import pickle
 from typing import Any, Mapping
 
 from ..checks import finite
-from ..config import Group, SweepConfig, compose_trial, n_startup_trials, tune_quota
+from ..config import Group, SweepConfig, compose_trial, n_startup_trials, pack_envelope, tune_quota
 from ..search import GroupSpace
 from ..trial.schema import resolve_config
 from .scheduler import METRIC
@@ -97,11 +97,7 @@ class GroupSearcher(_searcher_base()):
             envelope = None
             if members:
                 self.packs[trial_id] = [member_id(trial_id, k) for k in range(len(members))]
-                t = members[0]["tags"]
-                envelope = {"members": members, "stops": self.stops,
-                            "tags": {**{k: t[k] for k in ("sweep", "stage", "dataset", "variant", "arch", "seed",
-                                                          "budget_steps")},
-                                     "loss": "pack", "losses": [m["tags"]["loss"] for m in members]}}
+                envelope = pack_envelope(members, self.stops)
         if envelope is not None:
             return envelope
         return self.FINISHED if all(self.issued[k] >= q for k, q in self.quota.items()) else None
