@@ -192,3 +192,13 @@ class PartsRun:
         finally:
             box["wall_s"] = round(time.perf_counter() - t, 2)
             self.save()
+
+
+def fmt(x, spec: str = ".2f", dash: str = "-") -> str:
+    """A figure for a summary line: ``dash`` for a missing or non-finite one, else ``format(x, spec)``."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return dash
+    try:
+        return format(x, spec)
+    except (TypeError, ValueError):
+        return str(x)

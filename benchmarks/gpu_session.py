@@ -53,7 +53,7 @@ from pathlib import Path
 import torch
 
 from . import fractional, gpu_check, losses, maps, precision
-from ._common import PartsRun, elapsed, ensure_inversenet, jsonable, log
+from ._common import PartsRun, elapsed, ensure_inversenet, fmt, jsonable, log
 from .train import trial_config
 
 class Session(PartsRun):
@@ -307,15 +307,6 @@ def part_fractional(s: Session, box: dict) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # summary
-
-
-def fmt(x, spec=".2f", dash="-"):
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return dash
-    try:
-        return format(x, spec)
-    except (TypeError, ValueError):
-        return str(x)
 
 
 def print_summary(s: Session) -> None:

@@ -91,7 +91,7 @@ from pathlib import Path
 import torch
 
 from . import fractional, gpu_check, gpu_session
-from ._common import PartsRun, elapsed, jsonable, log
+from ._common import PartsRun, elapsed, fmt, jsonable, log
 from .train import trial_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -827,12 +827,7 @@ def part_sweep_synapse_shaped(s: Session, box: dict) -> None:
 
 
 def _f(x, digits: int = 2) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    try:
-        return f"{x:.{digits}f}"
-    except (TypeError, ValueError):
-        return str(x)
+    return fmt(x, f".{digits}f")
 
 
 def print_summary(s: Session) -> None:
