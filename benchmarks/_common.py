@@ -176,6 +176,13 @@ class PartsRun:
             tmp.write_text(json.dumps(jsonable(self.results), indent=1))
             tmp.replace(self.out)
 
+    def print_errors(self) -> None:
+        """The summary's tail: which parts failed, and the end of each one's traceback."""
+        if self.results["errors"]:
+            print("\nerrors in parts:", ", ".join(self.results["errors"]))
+            for name, tb in self.results["errors"].items():
+                print(f"--- {name}:\n{tb[-1200:]}")
+
     def run_part(self, name: str, fn, box: dict) -> None:
         """``fn()`` filling ``box`` (the part's record): status ``ok`` unless it set one, ``error`` if it raised
         (KeyboardInterrupt is recorded, then re-raised: the JSON must land)."""

@@ -377,10 +377,7 @@ def print_summary(s: Session) -> None:
                   f"{per:>34}{fmt(r.get('gpu_util_mean'), '.0f'):>7}{fmt(r.get('gpu_mem_used_max_mib'), '.0f'):>9}"
                   f"{peaks:>16}{fmt(r.get('aggregate_steps_per_s_wall_incl_warmup')):>9}"
                   f"{str(r.get('completed', r.get('status'))):>6}  {r.get('reason', '')}")
-    if s.results["errors"]:
-        print("\nerrors in parts:", ", ".join(s.results["errors"]))
-        for name, tb in s.results["errors"].items():
-            print(f"--- {name}:\n{tb[-1200:]}")
+    s.print_errors()
     print("=" * 100, flush=True)
 
 

@@ -877,10 +877,7 @@ def print_summary(s: Session) -> None:
     skipped = {p: b.get("skipped") for p, b in P.items() if b.get("skipped")}
     if skipped:
         print("\nskipped:", json.dumps(skipped))
-    if s.results["errors"]:
-        print("\nerrors in parts:", ", ".join(s.results["errors"]))
-        for name, tb in s.results["errors"].items():
-            print(f"--- {name}:\n{tb[-1200:]}")
+    s.print_errors()
     print("=" * 100, flush=True)
 
 

@@ -33,10 +33,6 @@ class PackStops:
         """Whether the round is decided, and every member of the pack stopped so far."""
         return (trial_id, round_id) in self.decided, sorted(self.stopped.get(trial_id, ()))
 
-    def forget(self, trial_id: str) -> None:
-        self.decided = {d for d in self.decided if d[0] != trial_id}
-        self.stopped.pop(trial_id, None)
-
 
 def open_channel(name: str) -> Any:
     """The named :class:`PackStops` actor (created if absent; it lives as long as the driver). Needs ``ray.init``."""
