@@ -431,6 +431,57 @@ def test_resume_drops_the_rows_of_a_trial_the_restored_experiment_does_not_know(
     assert results.stage_trial_ids(rdir, "tune") == {"known", "unwritten"}
 
 
+def test_callback_deletes_a_checkpoint_only_once_no_restore_can_need_it(tmp_path):
+    """Disk bookkeeping across experiment snapshots (Tune calls ``get_state`` at each one). A running trial's
+    checkpoint goes only once a snapshot has named a newer one and that snapshot is itself one snapshot old; an ended
+    trial's checkpoints go one snapshot after the snapshot that recorded it ended. Tune's ``num_to_keep=2`` deleted
+    checkpoint 0 when checkpoint 2 arrived, while the snapshot on storage still named checkpoint 0: a driver killed
+    then left a trial that could not be restored."""
+    import pickle
+    from types import SimpleNamespace
+
+    from pyarrow import fs as pafs
+
+    from raysweep.sweep import ResultsCallback
+
+    cfg = validate(TINY)
+    config = compose_trial(cfg, cfg.groups()[0], {"alpha": 0.3, "beta": 0.7}, seed=0, stage="tune",
+                           proposal="default")
+    fs, trial_dir = pafs.LocalFileSystem(), tmp_path / "ray" / "trial"
+    t = SimpleNamespace(trial_id="t", status="RUNNING", config=config, last_result=None, path=str(trial_dir),
+                        storage=SimpleNamespace(storage_filesystem=fs), checkpoint=None)
+    callback = ResultsCallback(tmp_path / "results", tmp_path / "overlays", sweep_id="s", stage="tune", planned=1,
+                               versions={"torch": "x"}, progress=False)
+
+    def save(i):  # the trial writes checkpoint i, Tune tells the callback, then registers it as the latest
+        ckpt = SimpleNamespace(path=str(trial_dir / f"checkpoint_{i:06d}"), filesystem=fs)
+        (trial_dir / f"checkpoint_{i:06d}").mkdir(parents=True)
+        (trial_dir / f"checkpoint_{i:06d}" / "state.pt").write_bytes(b"x")
+        callback.on_checkpoint(0, [t], t, ckpt)
+        t.checkpoint = ckpt
+
+    def on_disk():
+        return sorted(p.name[-1] for p in trial_dir.glob("checkpoint_*"))
+
+    save(0)
+    callback.get_state()  # snapshot 1 names checkpoint 0
+    save(1), save(2)
+    callback.get_state()  # snapshot 2 names checkpoint 2; snapshot 1 may still be the one on storage
+    assert on_disk() == ["0", "1", "2"]
+    save(3)
+    callback.get_state()  # snapshot 2 is on storage by now: nothing before checkpoint 2 can be restored
+    assert on_disk() == ["2", "3"]
+    assert pickle.loads(pickle.dumps(callback))._checkpoints == {}  # session bookkeeping, not experiment state
+
+    t.status, t.last_result = "TERMINATED", {"status": "completed", "step": 4, "score": 0.5, "dice": 0.5,
+                                             "primary_metric": "dice", "training_iteration": 4}
+    callback.on_trial_complete(0, [t], t)
+    callback.get_state()  # this snapshot records the trial as ended; the one on storage may not yet
+    assert on_disk() == ["2", "3"]
+    callback.get_state()
+    assert on_disk() == [] and callback._checkpoints == {}
+
+
 def test_variants_are_cells_of_their_own():
     """A dataset's variants (here the synthetic data's own label noise) each become a cell: every loss is tuned and
     confirmed in each, with the variant's options merged over the dataset's; keys and the protocol name the cell."""

@@ -58,6 +58,10 @@ class ResultsCallback(_callback_base()):
         self.quota = quota
         self._ended: list[tuple[Any, str]] = []  # (filesystem, trial path) of trials ended since the last snapshot
         self._ended_before: list[tuple[Any, str]] = []  # ... ended before the last snapshot
+        # Running trials' checkpoints (trial id -> [trial, filesystem, paths]) and the newest one each trial had at
+        # the last snapshot (trial id -> path): see _prune_superseded.
+        self._checkpoints: dict[str, list] = {}
+        self._marks: dict[str, str] = {}
 
     def on_step_begin(self, iteration, trials, **info):
         """Once per driver session, before any trial runs, make the Parquet folder agree with the experiment.
@@ -86,12 +90,40 @@ class ResultsCallback(_callback_base()):
     def get_state(self) -> dict | None:
         """Called by Tune for each experiment snapshot. Also frees disk: the checkpoints of trials that ended before
         the previous snapshot are deleted (that snapshot, complete by now, records them as ended, so no restore will
-        ever read them; a running trial's checkpoints are kept until then)."""
+        ever read them), and so are running trials' checkpoints that the previous snapshot had already superseded
+        (:meth:`_prune_superseded`)."""
         for fs, path in self._ended_before:
             delete_checkpoints(fs, path)
         self._ended_before, self._ended = self._ended, []
+        self._prune_superseded()
         return {"curves": self.curves, "written": sorted(self.written), "members": self.members,
                 "pack_started": self.pack_started}
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        entry = self._checkpoints.setdefault(trial.trial_id, [trial, checkpoint.filesystem, []])
+        entry[2].append(checkpoint.path)
+
+    def _prune_superseded(self) -> None:
+        """Delete each running trial's checkpoints older than the newest one it had at the previous snapshot.
+
+        Tune's own ``CheckpointConfig(num_to_keep)`` is not used: Tune deletes a checkpoint as soon as enough newer
+        ones arrive, while the experiment snapshot on storage, written every ~10 s and synced in the background, may
+        still name it as the trial's latest. A driver killed in between leaves a trial that cannot be restored
+        ("Could not recover from checkpoint as it does not exist on storage anymore"; seen in the kill test, 3 runs
+        in 8). Here a checkpoint goes only once a snapshot taken after a newer one existed is itself a snapshot old:
+        the margin for ended trials, a full snapshot period (>= 10 s) for a background copy that takes milliseconds
+        on a local disk, and Tune warns when one takes over 30 s."""
+        for trial_id, (trial, fs, paths) in list(self._checkpoints.items()):
+            mark = self._marks.get(trial_id)
+            if mark is not None:
+                # checkpoint_<index, zero-padded>: names sort in the order Tune wrote them
+                old = [p for p in paths if Path(p).name < Path(mark).name]
+                for path in old:
+                    _delete_dir(fs, path)
+                paths[:] = [p for p in paths if p not in old]
+            latest = getattr(trial.checkpoint, "path", None)  # what the snapshot being written names
+            if latest is not None:
+                self._marks[trial_id] = latest
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "pack" not in result:
@@ -146,6 +178,8 @@ class ResultsCallback(_callback_base()):
                 return
             self.members.pop(trial_id, None)
         self.pack_started.pop(trial.trial_id, None)
+        self._checkpoints.pop(trial.trial_id, None)  # all of them go with the ended trial's (get_state)
+        self._marks.pop(trial.trial_id, None)
         fs = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
         if fs is not None and trial.path:
             self._ended.append((fs, trial.path))
@@ -175,7 +209,8 @@ class ResultsCallback(_callback_base()):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.pop("_reconciled", None)  # a restored copy (tuner.pkl) reconciles again
-        state["_ended"], state["_ended_before"] = [], []  # this driver session's disk bookkeeping only
+        # this driver session's disk bookkeeping only
+        state["_ended"], state["_ended_before"], state["_checkpoints"], state["_marks"] = [], [], {}, {}
         return state
 
     def set_state(self, state: dict) -> None:
@@ -230,7 +265,14 @@ def delete_checkpoints(fs, trial_path: str) -> None:
     try:
         for info in fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True)):
             if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
-                fs.delete_dir(info.path)
+                _delete_dir(fs, info.path)
+    except OSError:
+        pass
+
+
+def _delete_dir(fs, path: str) -> None:
+    try:
+        fs.delete_dir(path)
     except OSError:
         pass  # a checkpoint left behind costs disk, never correctness
 

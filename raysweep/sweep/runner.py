@@ -283,7 +283,9 @@ class SweepRunner:
             verbose=0,
             # A lost node or a crashed worker: the trial restarts from its last checkpoint, up to twice.
             failure_config=tune.FailureConfig(max_failures=2),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # Every checkpoint is kept by Tune; the callback deletes those no restore can need (it knows when the
+            # experiment snapshot moved past them, Tune's num_to_keep does not).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         )
 
     def _with_threads(self, resources):
