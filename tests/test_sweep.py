@@ -471,7 +471,7 @@ def test_callback_deletes_a_checkpoint_only_once_no_restore_can_need_it(tmp_path
     save(3)
     callback.get_state()  # snapshot 2 is on storage by now: nothing before checkpoint 2 can be restored
     assert on_disk() == ["2", "3"]
-    assert pickle.loads(pickle.dumps(callback))._checkpoints == {}  # session bookkeeping, not experiment state
+    assert pickle.loads(pickle.dumps(callback))._running == {}  # session bookkeeping, not experiment state
 
     t.status, t.last_result = "TERMINATED", {"status": "completed", "step": 4, "score": 0.5, "dice": 0.5,
                                              "primary_metric": "dice", "training_iteration": 4}
@@ -479,7 +479,7 @@ def test_callback_deletes_a_checkpoint_only_once_no_restore_can_need_it(tmp_path
     callback.get_state()  # this snapshot records the trial as ended; the one on storage may not yet
     assert on_disk() == ["2", "3"]
     callback.get_state()
-    assert on_disk() == [] and callback._checkpoints == {}
+    assert on_disk() == [] and callback._running == {}
 
 
 def test_variants_are_cells_of_their_own():

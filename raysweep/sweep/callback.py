@@ -58,9 +58,9 @@ class ResultsCallback(_callback_base()):
         self.quota = quota
         self._ended: list[tuple[Any, str]] = []  # (filesystem, trial path) of trials ended since the last snapshot
         self._ended_before: list[tuple[Any, str]] = []  # ... ended before the last snapshot
-        # Running trials' checkpoints (trial id -> [trial, filesystem, paths]) and the newest one each trial had at
-        # the last snapshot (trial id -> path): see _prune_superseded.
-        self._checkpoints: dict[str, list] = {}
+        # Running trials that have checkpointed (trial id -> trial) and the name of the newest checkpoint each had at
+        # the last snapshot (trial id -> checkpoint_<index>): see _prune_superseded.
+        self._running: dict[str, Any] = {}
         self._marks: dict[str, str] = {}
 
     def on_step_begin(self, iteration, trials, **info):
@@ -100,8 +100,7 @@ class ResultsCallback(_callback_base()):
                 "pack_started": self.pack_started}
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        entry = self._checkpoints.setdefault(trial.trial_id, [trial, checkpoint.filesystem, []])
-        entry[2].append(checkpoint.path)
+        self._running[trial.trial_id] = trial
 
     def _prune_superseded(self) -> None:
         """Delete each running trial's checkpoints older than the newest one it had at the previous snapshot.
@@ -113,17 +112,13 @@ class ResultsCallback(_callback_base()):
         in 8). Here a checkpoint goes only once a snapshot taken after a newer one existed is itself a snapshot old:
         the margin for ended trials, a full snapshot period (>= 10 s) for a background copy that takes milliseconds
         on a local disk, and Tune warns when one takes over 30 s."""
-        for trial_id, (trial, fs, paths) in list(self._checkpoints.items()):
-            mark = self._marks.get(trial_id)
-            if mark is not None:
-                # checkpoint_<index, zero-padded>: names sort in the order Tune wrote them
-                old = [p for p in paths if Path(p).name < Path(mark).name]
-                for path in old:
-                    _delete_dir(fs, path)
-                paths[:] = [p for p in paths if p not in old]
+        for trial_id, trial in self._running.items():
+            where = _storage(trial)
+            if where is not None and trial_id in self._marks:
+                delete_checkpoints(*where, before=self._marks[trial_id])
             latest = getattr(trial.checkpoint, "path", None)  # what the snapshot being written names
             if latest is not None:
-                self._marks[trial_id] = latest
+                self._marks[trial_id] = Path(latest).name
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "pack" not in result:
@@ -178,11 +173,11 @@ class ResultsCallback(_callback_base()):
                 return
             self.members.pop(trial_id, None)
         self.pack_started.pop(trial.trial_id, None)
-        self._checkpoints.pop(trial.trial_id, None)  # all of them go with the ended trial's (get_state)
+        self._running.pop(trial.trial_id, None)  # all its checkpoints go with the ended trial's (get_state)
         self._marks.pop(trial.trial_id, None)
-        fs = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
-        if fs is not None and trial.path:
-            self._ended.append((fs, trial.path))
+        where = _storage(trial)
+        if where is not None:
+            self._ended.append(where)
 
     def _write_one(self, trial_id: str, tags: dict, result: dict, error: str | None, trials, trial,
                    show: bool, started: float | None = None) -> bool:
@@ -210,7 +205,7 @@ class ResultsCallback(_callback_base()):
         state = self.__dict__.copy()
         state.pop("_reconciled", None)  # a restored copy (tuner.pkl) reconciles again
         # this driver session's disk bookkeeping only
-        state["_ended"], state["_ended_before"], state["_checkpoints"], state["_marks"] = [], [], {}, {}
+        state["_ended"], state["_ended_before"], state["_running"], state["_marks"] = [], [], {}, {}
         return state
 
     def set_state(self, state: dict) -> None:
@@ -258,23 +253,25 @@ def _interrupt_tune() -> bool:
     return False
 
 
-def delete_checkpoints(fs, trial_path: str) -> None:
-    """Delete the ``checkpoint_*`` folders of one ended trial (local or remote storage). Best effort."""
+def delete_checkpoints(fs, trial_path: str, before: str | None = None) -> None:
+    """Delete the ``checkpoint_*`` folders of one trial (local or remote storage): all of them, or those written
+    before the one named ``before`` (``checkpoint_<index>``, zero-padded: names sort in the order Tune wrote them).
+    Best effort."""
     from pyarrow import fs as pafs
 
     try:
         for info in fs.get_file_info(pafs.FileSelector(trial_path, allow_not_found=True)):
-            if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
-                _delete_dir(fs, info.path)
-    except OSError:
-        pass
-
-
-def _delete_dir(fs, path: str) -> None:
-    try:
-        fs.delete_dir(path)
+            if (info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_")
+                    and (before is None or info.base_name < before)):
+                fs.delete_dir(info.path)
     except OSError:
         pass  # a checkpoint left behind costs disk, never correctness
+
+
+def _storage(trial) -> tuple[Any, str] | None:
+    """(filesystem, path) of a Tune trial's folder on the experiment's storage, where it has one."""
+    fs = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
+    return (fs, trial.path) if fs is not None and trial.path else None
 
 
 class _Progress:
