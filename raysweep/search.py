@@ -64,6 +64,19 @@ class GroupSpace:
             point[COMPANION_KEY] = COMPANION_DEFAULT
         return point
 
+    def branch_points(self, rotate: int = 0) -> list[dict[str, Any]]:
+        """The stratified start-up: for every categorical dimension, each choice the defaults do not take, as the
+        defaults with that one choice changed, so that every branch of the space is tried before TPE exploits
+        (whether a branch is ever tried no longer depends on one random draw). ``rotate`` turns the list (a
+        replicate's index): with a quota smaller than the branches, the replicates start from different ones."""
+        base = self.defaults()
+        points = [{**base, name: choice} for name, dim in self.dims().items() if isinstance(dim, Categorical)
+                  for choice in dim.choices if choice != base[name]]
+        if not points:
+            return []
+        k = rotate % len(points)
+        return points[k:] + points[:k]
+
     def is_empty(self) -> bool:
         return not self.dims()
 

@@ -345,7 +345,8 @@ def test_tuning_table(report):
     rows = {r["Loss"]: r for r in table["rows"]}
     # dice: 6 trials (default, 2 random, 3 model); #4 errored (no curve), #5 stopped at report 4 of 10.
     dice = rows["Dice (dice)"]
-    assert [dice[k] for k in ("Trials", "Default", "Random", "Model", "Fixed")] == ["6", "1", "2", "3", "0"]
+    assert [dice[k] for k in ("Trials", "Default", "Branch", "Random", "Model", "Fixed")] == ["6", "1", "0", "2", "3",
+                                                                                      "0"]
     assert [dice[f"≥ {r} reports"] for r in (1, 2, 4, 8)] == ["5", "5", "5", "4"]
     assert dice["≥ 10 reports (max_t)"] == "4" and dice["Full budget"] == "4"
     assert dice["Confirmed"] == "tune-cnn-dice-2"

@@ -68,13 +68,13 @@ def test_wilcoxon_uncorrected_and_holm(planted):
     adj = holm_by_hand(raw)
     for (i, j), r, h in zip(pairs, raw, adj):
         a, b = losses[i], losses[j]
-        assert cell.wilcoxon_raw.loc[a, b] == pytest.approx(r, rel=1e-12)
-        assert cell.wilcoxon_holm.loc[a, b] == pytest.approx(h, rel=1e-12)
-        assert cell.wilcoxon_holm.loc[b, a] == pytest.approx(h, rel=1e-12)
+        assert cell.p_raw.loc[a, b] == pytest.approx(r, rel=1e-12)
+        assert cell.p_holm.loc[a, b] == pytest.approx(h, rel=1e-12)
+        assert cell.p_holm.loc[b, a] == pytest.approx(h, rel=1e-12)
     assert not np.allclose(raw, adj)  # Holm does change these numbers: removing it must fail above
     best = losses[0]
     for other in losses[1:]:
-        assert cell.table.loc[other, "p_vs_best"] == pytest.approx(cell.wilcoxon_holm.loc[best, other])
+        assert cell.table.loc[other, "p_vs_best"] == pytest.approx(cell.p_holm.loc[best, other])
     # The top group by hand: the best and every loss whose Holm p against it is not below alpha.
     k = {(losses[i], losses[j]): h for (i, j), h in zip(pairs, adj)}
     expected = [best] + [x for x in losses[1:] if k.get((best, x), k.get((x, best))) >= stats.ALPHA]
@@ -99,7 +99,7 @@ def test_top_group_separable_and_tied(tmp_path):
     write_planted_cell(tmp_path / "tie", {k: v[None] for k, v in tie.items()})
     cell, _ = read_cell(tmp_path / "tie")
     assert set(cell.top_group) == {"t1", "t2"} and cell.separable is False
-    assert cell.wilcoxon_raw.loc["t1", "t2"] == pytest.approx(
+    assert cell.p_raw.loc["t1", "t2"] == pytest.approx(
         sstats.wilcoxon(tie["t1"] - tie["t2"], zero_method="zsplit").pvalue)
 
 
@@ -244,7 +244,7 @@ def test_tune_case_rows_change_no_ranking_number(tmp_path, planted, same_ids):
     num = ["mean", "ci_lo", "ci_hi", "rank", "mean_rank", "rank_lo", "rank_hi", "p_first", "p_vs_best"]
     pd.testing.assert_frame_equal(cell.table[num], ref.table[num])
     pd.testing.assert_frame_equal(cell.matrix, ref.matrix)
-    pd.testing.assert_frame_equal(cell.wilcoxon_holm, ref.wilcoxon_holm)
+    pd.testing.assert_frame_equal(cell.p_holm, ref.p_holm)
     assert cell.friedman == ref.friedman and cell.n_cases == ref.n_cases == 16 and cell.top_group == ref.top_group
     roles = tuning.case_roles(frames["cases"], None, "d")
     assert roles["overlap"] == (ids if same_ids else []) and roles["source"] == "cases table"

@@ -18,13 +18,26 @@ from ..trial.schema import resolve_config
 from ..vocab import cell_label
 from .model import Group, SweepConfig
 
-__all__ = ["check_composed", "compose_trial", "dataset_section", "evaluation_split", "n_startup_trials",
+__all__ = ["check_composed", "compose_trial", "confirmation_seeds", "tuning_seed", "dataset_section", "evaluation_split", "n_startup_trials",
            "pack_envelope", "pack_trials", "power_limits", "protocol_cases", "trial_members", "tune_quota"]
 
 
 def tune_quota(cfg: SweepConfig, group: Group) -> int:
     """Tuning trials of a group: ``tuning.trials_per_group``, or 1 (its defaults) when it has nothing to tune."""
     return 1 if GroupSpace(group.loss, cfg.pairing).is_empty() else cfg.tuning["trials_per_group"]
+
+
+def tuning_seed(cfg: SweepConfig, replicate: int = 0) -> int:
+    """The training seed of a replicate's tuning trials: ``tuning.seed + replicate * (confirmation.seeds + 1)``, so
+    that each replicate owns a block of seeds (its tuning seed, then its confirmation seeds) that no other replicate
+    uses; replicate 0's block is the seeds of a sweep from before replicates."""
+    return cfg.tuning["seed"] + replicate * (cfg.confirmation["seeds"] + 1)
+
+
+def confirmation_seeds(cfg: SweepConfig, replicate: int = 0) -> list[int]:
+    """The training seeds of a replicate's confirmation runs: the ``confirmation.seeds`` seeds after its tuning
+    seed (:func:`tuning_seed`), distinct from every other run's of the sweep."""
+    return [tuning_seed(cfg, replicate) + 1 + k for k in range(cfg.confirmation["seeds"])]
 
 
 def dataset_section(cfg: SweepConfig, dataset: str, variant: str = "") -> dict[str, Any]:
@@ -86,7 +99,7 @@ def compose_trial(cfg: SweepConfig, group: Group, point: Mapping[str, Any], seed
                            if companion else [])
     spec = LOSSES[group.loss]
     tags = {"sweep": cfg.name, "stage": stage, "dataset": group.dataset, "variant": group.variant,
-            "arch": group.arch, "loss": group.loss,
+            "arch": group.arch, "loss": group.loss, "replicate": group.replicate,
             "seed": seed, "params": point, "is_default": point == GroupSpace(group.loss, cfg.pairing).defaults(),
             "proposal": proposal if stage == "tune" else None, "budget_steps": budget, "pairing": cfg.pairing,
             "title": spec.title, "family": spec.family, "in_survey": spec.in_survey}
@@ -111,6 +124,8 @@ def pack_envelope(members: list[dict[str, Any]], stops: str | None = None) -> di
     :mod:`raysweep.sweep.stops`) where given."""
     t = members[0]["tags"]
     shared = {key: t[key] for key in ("sweep", "stage", "dataset", "variant", "arch", "seed", "budget_steps")}
+    # Members of one pack share their seed, so their replicate too (each replicate owns its seeds).
+    shared["replicate"] = t.get("replicate", 0)
     envelope = {"members": list(members), "tags": {**shared, "loss": "pack",
                                                    "losses": [m["tags"]["loss"] for m in members]}}
     if stops is not None:

@@ -9,7 +9,8 @@ A sweep config (``configs/default.yaml`` documents every key)::
     losses: survey                # survey | all (survey + baselines) | [names]
     pairing: none                 # none | ce | dice: a companion term whose weight is tuned with the loss
     tuning: {trials_per_group: 4, seed: 0, scheduler: asha, grace_period: 1, reduction_factor: 2,
-             n_startup_trials: auto}   # TPE's random start-up trials per group (auto: a third of the quota, >= 2)
+             n_startup_trials: auto,   # TPE's random start-up trials per group (auto: a third of the quota, >= 2)
+             replicates: 1}            # independent replicates of each group's tuning + confirmation
     confirmation: {seeds: 3, evaluations: null, alpha: 0.05, underpowered: error}
                                   # best config of each group retrained with these many seeds (0: skip), evaluated
                                   # on the ranking split this many times, evenly spaced (null: as trial.eval.every);
@@ -75,6 +76,13 @@ class Group:
     arch: str
     loss: str
     variant: str = ""  # "" for the dataset as it is
+    replicate: int = 0  # which independent replicate of the group's pipeline (tuning.replicates)
+
+    @classmethod
+    def of(cls, tags: Mapping[str, Any]) -> "Group":
+        """The group a trial's tags (:func:`raysweep.config.compose_trial`) belong to."""
+        return cls(tags["dataset"], tags["arch"], tags["loss"], tags.get("variant") or "",
+                   int(tags.get("replicate") or 0))
 
     @property
     def cell(self) -> str:
@@ -83,7 +91,9 @@ class Group:
 
     @property
     def key(self) -> str:
-        return f"{self.cell}/{self.arch}/{self.loss}"
+        """``synthetic/cnn/dice``; replicates after the first add ``/r<k>`` (so a sweep of one replicate keeps the
+        keys it had before replicates existed, and resumes)."""
+        return f"{self.cell}/{self.arch}/{self.loss}" + (f"/r{self.replicate}" if self.replicate else "")
 
 
 @dataclass
@@ -111,7 +121,10 @@ class SweepConfig:
         return [(d, v) for d in self.datasets for v in self.variants(d)]
 
     def groups(self) -> list[Group]:
-        return [Group(d, a, loss, v) for d, v in self.cells() for a in self.architectures for loss in self.losses]
+        """Every (dataset, variant, arch, loss, replicate), replicates innermost (with one replicate, the groups and
+        their order are those of a sweep from before replicates)."""
+        return [Group(d, a, loss, v, r) for d, v in self.cells() for a in self.architectures for loss in self.losses
+                for r in range(self.tuning["replicates"])]
 
     def to_dict(self) -> dict:
         """The config as plain data (JSON-serialisable); ``validate(cfg.to_dict())`` gives the same config back."""
@@ -229,6 +242,10 @@ class Tuning(Section):
     scheduler: choice(*SCHEDULERS) = Field("asha", description="asha (early stopping within a group) | none")
     grace_period: _count(1) = Field(1, description="ASHA: evaluations before a trial can be stopped")
     reduction_factor: _count(2) = Field(2, description="ASHA: 1/reduction_factor of the trials go on at each rung")
+    replicates: _count(1, 1000) = Field(
+        1, description="independent replicates of each group's whole pipeline: its own Optuna study (own sampler "
+        "seed), its own early-stopping bracket, the same quota, its best configuration confirmed with its own seeds. "
+        "The ranking's tests then hold tuning and training variance, not only the cases' (1: they cannot)")
     n_startup_trials: Annotated[Union[Literal["auto"], _count(0)], Must(
         f"'auto' or an integer >= 0 (at most {_MAX_COUNT})")] = Field(
         "auto", description="TPE's random start-up trials per group (auto: a third of the quota, >= 2)")

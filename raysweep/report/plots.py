@@ -89,15 +89,15 @@ def ranking_dots(cell: CellStats) -> str | None:
 def cd_diagram(cell: CellStats) -> str | None:
     """Critical-difference diagram (scikit-posthocs): mean per-case ranks, bars join losses that the
     Wilcoxon-Holm test does not separate."""
-    if cell.mean_ranks is None or cell.wilcoxon_holm is None or len(cell.mean_ranks) < 2:
+    if cell.mean_ranks is None or cell.p_holm is None or len(cell.mean_ranks) < 2:
         return None
     import scikit_posthocs as sp
 
     titles = cell.table["title"].to_dict()
     ranks = cell.mean_ranks.rename(index=titles)
-    sig = cell.wilcoxon_holm.rename(index=titles, columns=titles)
+    sig = cell.p_holm.rename(index=titles, columns=titles)
     if ranks.index.duplicated().any():  # two losses with one display title: fall back to registry names
-        ranks, sig = cell.mean_ranks, cell.wilcoxon_holm
+        ranks, sig = cell.mean_ranks, cell.p_holm
     k = len(ranks)
     fig = Figure(figsize=(7.5, 1.2 + 0.16 * k))
     ax = fig.add_subplot()

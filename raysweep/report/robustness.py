@@ -114,7 +114,7 @@ class AxisStats:
     table: pd.DataFrame
     n_cases: int = 0
     friedman: dict[str, float] | None = None
-    wilcoxon_holm: pd.DataFrame | None = None
+    p_holm: pd.DataFrame | None = None
     top_group: list[str] = field(default_factory=list)
     separable: bool | None = None
     power: Any = None
@@ -275,7 +275,7 @@ def _paired(out: AxisStats, trials: pd.DataFrame, cases: pd.DataFrame, alpha: fl
             stat, p = sstats.friedmanchisquare(*matrix.to_numpy(float).T)
             out.friedman = {"statistic": float(stat), "pvalue": float(p)}
     _, p = stats.pairwise_wilcoxon(matrix[list(table.index)])
-    out.wilcoxon_holm = p
+    out.p_holm = p
     best = str(table.index[0])
     out.top_group = stats.mark_top_group(table, p, alpha)
     out.separable = len(out.top_group) == 1

@@ -109,7 +109,7 @@ def ranking_table(c: stats.CellStats) -> dict[str, Any]:
 
 
 def pairwise_table(c: stats.CellStats) -> dict[str, Any] | None:
-    p, raw = c.wilcoxon_holm, c.wilcoxon_raw
+    p, raw = c.p_holm, c.p_raw
     if p is None or len(p) > 30:
         return None
     titles = c.table["title"]
@@ -153,6 +153,8 @@ def tuning_section(trials: pd.DataFrame, curves: pd.DataFrame, c: stats.CellStat
     cols = [("Loss", ""), ("Trials", "tune trials of the group")]
     if recorded:
         cols += [("Default", "the survey's defaults (first trial of the group)"),
+                 ("Branch", "the stratified start-up: the defaults with one categorical choice changed, so that "
+                  "every branch of the space is tried before TPE exploits"),
                  ("Random", "proposed by the sampler's random start-up"), ("Model", "proposed by TPE's model"),
                  ("Fixed", "nothing to tune")]
         if counts["proposal:unrecorded"].any():

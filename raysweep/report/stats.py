@@ -7,18 +7,26 @@ A *cell* is one (dataset, arch) pair; a *group* one (dataset, arch, loss). Conve
   configuration was the default). ``completed`` and ``diverged`` runs count (diverged scores 0, the worst value);
   ``oom``, ``error`` and ``stopped`` runs are failures and are listed, not ranked.
 * Higher is better for the primary metric (``dice`` or ``miou``); rank 1 is the best. HD95 is lower-is-better.
-* Paired statistics use per-case scores (``cases`` table): for each (loss, seed, case) the mean over classes of the
-  class metric (Dice for ``dice`` datasets, IoU for ``miou`` ones), then the mean over seeds: one score per (case,
-  loss), a blocks x treatments matrix. Only cases scored for every loss enter (complete blocks).
-* Only ``confirm`` trials' case rows enter the matrix: tuning trials score the *selection* cases (validation), which
-  chose the configurations and so must not also rank them.
-* Tests: Friedman (scipy) over the matrix; all-pairs Wilcoxon signed-rank (scipy, ``zero_method="zsplit"``, two-sided)
-  with Holm's correction over all ``k (k - 1) / 2`` pairs (:func:`holm`); Nemenyi (scikit-posthocs) for reference;
-  bootstrap over cases (numpy) for 95% intervals of each loss's rank. The *top group* is the best loss and every loss
-  the Wilcoxon-Holm test cannot separate from it at ``alpha``; the top is *separable* when that group is the best
-  loss alone. The design's *power limit* (:mod:`raysweep.power`) says whether any pair could be separated at all.
-* Seed agreement: Kendall's W (with the tie correction) of the seeds x losses matrix of final metrics of the ranked
-  runs (:func:`kendall_w`): 1 when every seed orders the losses alike, 0 when the orders are unrelated.
+* A loss's runs may come from several *replicates* (``tuning.replicates``): independent runs of its group's whole
+  pipeline (own Optuna study, own early stopping, own seeds). Its ranked runs are chosen per replicate, as above.
+* Paired statistics use per-case scores (``cases`` table; confirm rows only: tuning trials score the *selection*
+  cases, which chose the configurations and so must not also rank them): for each (loss, replicate, case) the mean
+  over classes of the class metric (Dice for ``dice`` datasets, IoU for ``miou`` ones), then over the replicate's
+  seeds (:func:`raysweep.report.paired.replicate_scores`). Only cases scored for every (loss, replicate) enter.
+* Tests (:mod:`raysweep.report.paired`, the one pipeline every ranking uses): with two or more replicates per loss,
+  a replicate-aware t-test whose error term holds the replicates' spread (tuning and training luck) and the cases';
+  with one, the Wilcoxon signed-rank test on cases (and the report says in red that tuning variance is not in the
+  test). Holm's correction over all ``k (k - 1) / 2`` pairs; a *claim* is a pair declared different. Friedman
+  (scipy) with Iman-Davenport's F and Nemenyi (scikit-posthocs) over the replicate-averaged cases x losses matrix, for
+  reference; a two-level bootstrap (cases, and replicates within each loss) for each loss's rank distribution and
+  probability of ranking first. The *top group* is the best loss and every loss not claimed worse than it; the top is
+  *separable* when that group is the best loss alone. The design's *power limit* (:mod:`raysweep.power`) says whether
+  any pair could be separated at all.
+* In-run replication: the replicates split into two halves, each ranked and tested alone; Kendall's tau between the
+  halves' mean rankings and their claims replicated, left open or contradicted (:func:`split_half`).
+* Seed agreement: Kendall's W (with the tie correction) of the runs x losses matrix of final metrics of the ranked
+  runs (:func:`kendall_w`; a rater is one (replicate, k-th seed)): 1 when every run orders the losses alike, 0 when
+  the orders are unrelated.
 * Convergence: a run's *last-20% gain* is its primary metric at its final report minus the metric at its last report
   with ``step <= 0.8 * budget_steps`` (:func:`convergence_gains`); a loss's gain is the mean over its ranked runs.
 
@@ -37,9 +45,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
+from ..vocab import RANKED_STATUSES, cell_label
+from . import paired
+from .paired import holm
+
 ALPHA = 0.05
 BOOTSTRAP = 2000
-from ..vocab import RANKED_STATUSES, cell_label
 #: below this many complete cases, the report warns that the tests have little power.
 MIN_CASES = 10
 #: A run's last-20% gain is measured from its last report at or before this share of its budget to its final one.
@@ -77,8 +88,10 @@ def display_names(trials: pd.DataFrame) -> dict[str, str]:
 
 def ranked_runs(trials: pd.DataFrame) -> pd.DataFrame:
     """The confirm trials that rank their loss (see the module docstring), with a ``ranked`` column."""
+    if "replicate" not in trials.columns:  # frames built by hand, or before replicates existed: one replicate
+        trials = trials.assign(replicate=0)
     conf = trials[(trials["stage"] == "confirm") & trials["status"].isin(RANKED_STATUSES)]
-    keys = ["dataset", "arch", "loss"]
+    keys = ["dataset", "arch", "loss", "replicate"]
     has_tuned = conf.groupby(keys)["is_default"].transform(lambda s: (~s.astype(bool)).any())
     return conf[~conf["is_default"].astype(bool) | ~has_tuned.astype(bool)]
 
@@ -123,83 +136,32 @@ def case_matrix(cases: pd.DataFrame, runs: pd.DataFrame, primary: str) -> pd.Dat
     """Per-case scores of the ranked runs: DataFrame (cases x losses), complete cases only.
 
     ``cases``: the ``cases`` table (any rows; those of ``runs``' trial ids are used). Values: the mean over classes
-    of :func:`class_metric` per (trial, case), then the mean over the loss's seeds.
+    of :func:`class_metric` per (trial, case), then over each replicate's seeds, then over the replicates.
     """
-    m = class_metric(primary)
-    # Confirm rows only, by stage as well as by trial id: tune trials' rows score the selection cases.
-    c = cases[(cases["stage"] == "confirm") & cases["trial_id"].isin(set(runs.loc[runs["stage"] == "confirm",
-                                                                                  "trial_id"]))]
-    if c.empty:
-        return pd.DataFrame()
-    per_trial = c.groupby(["loss", "trial_id", "case"])[m].mean()  # NaN classes are skipped (not scored)
-    per_case = per_trial.groupby(["loss", "case"]).mean().unstack("loss")
-    return per_case.dropna(axis=0, how="any").sort_index()
+    return paired.loss_means(paired.replicate_scores(cases, runs, class_metric(primary)))
+
+
+def _one_replicate(matrix: pd.DataFrame) -> pd.DataFrame:
+    """A cases x losses matrix as a cases x (loss, replicate 0) table of :mod:`raysweep.report.paired`."""
+    out = matrix.copy()
+    out.columns = pd.MultiIndex.from_arrays([list(matrix.columns), [0] * matrix.shape[1]], names=["loss", "replicate"])
+    return out
 
 
 def bootstrap_ranks(matrix: pd.DataFrame, n: int = BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
-    """95% bootstrap intervals of each loss's rank (1 = best) when cases are resampled with replacement.
-
-    Each replicate ranks the losses by their mean score over the resampled cases (aggregate-then-rank). Returns a
-    DataFrame indexed by loss with ``rank_lo``, ``rank_median``, ``rank_hi`` and ``p_first`` (share of replicates
-    in which the loss ranks first).
-    """
-    x = matrix.to_numpy(float)
-    n_cases, k = x.shape
-    rng = np.random.default_rng(seed)
-    # Resampling as multinomial case weights: (n, cases) @ (cases, losses) is the replicate means, no (n, cases, k)
-    # array.
-    weights = rng.multinomial(n_cases, np.full(n_cases, 1.0 / n_cases), size=n).astype(float) / n_cases
-    means = weights @ x
-    ranks = sstats.rankdata(-means, axis=1, method="min")
-    return pd.DataFrame({
-        "rank_lo": np.percentile(ranks, 2.5, axis=0),
-        "rank_median": np.median(ranks, axis=0),
-        "rank_hi": np.percentile(ranks, 97.5, axis=0),
-        "p_first": (ranks == 1).mean(axis=0),
-    }, index=matrix.columns)
-
-
-def holm(pvalues: np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values of one family (any shape; NaN-free), in the input's order.
-
-    Sorted ascending, the i-th smallest (0-based) is multiplied by ``m - i``, then made monotone with a cumulative
-    maximum and clipped at 1 (equal to statsmodels' ``multipletests(method="holm")``).
-    """
-    p = np.asarray(pvalues, float)
-    flat = p.ravel()
-    m = len(flat)
-    if m == 0:
-        return p.copy()
-    order = np.argsort(flat, kind="stable")
-    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * flat[order]))
-    out = np.empty(m)
-    out[order] = adjusted
-    return out.reshape(p.shape)
+    """95% bootstrap intervals of each loss's rank (1 = best) when the cases of a cases x losses matrix are
+    resampled with replacement (:func:`raysweep.report.paired.bootstrap_ranks` with one replicate per loss): a
+    DataFrame indexed by loss with ``rank_lo``, ``rank_median``, ``rank_hi`` and ``p_first``."""
+    return paired.bootstrap_ranks(_one_replicate(matrix), list(matrix.columns), n, seed)[0]
 
 
 def pairwise_wilcoxon(matrix: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """All-pairs two-sided Wilcoxon signed-rank p-values of a cases x losses matrix: (uncorrected, Holm).
-
-    Both are symmetric losses x losses DataFrames with 1.0 on the diagonal. scipy's ``wilcoxon`` with
-    ``zero_method="zsplit"`` (zero differences split between the signs, so ties count as evidence of no difference);
-    identical columns give p = 1. Holm's family is the ``k (k - 1) / 2`` pairs.
-    """
-    x = matrix.to_numpy(float)
-    k = x.shape[1]
-    raw = np.ones((k, k))
-    iu = np.triu_indices(k, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ties and small samples: the p-values say what they can
-        for i, j in zip(*iu):
-            d = x[:, i] - x[:, j]
-            p = 1.0 if not np.any(d) else float(sstats.wilcoxon(d, zero_method="zsplit").pvalue)
-            raw[i, j] = raw[j, i] = p if math.isfinite(p) else 1.0
-    adj = np.ones((k, k))
-    if len(iu[0]):
-        adj[iu] = holm(raw[iu])
-        adj[(iu[1], iu[0])] = adj[iu]
-    cols = list(matrix.columns)
-    return pd.DataFrame(raw, index=cols, columns=cols), pd.DataFrame(adj, index=cols, columns=cols)
+    """All-pairs two-sided Wilcoxon signed-rank p-values of a cases x losses matrix: (uncorrected, Holm)
+    (:func:`raysweep.report.paired.pairwise_tests` with one replicate per loss). Symmetric losses x losses frames,
+    1.0 on the diagonal; ``zero_method="zsplit"``; identical columns give p = 1; Holm over the ``k (k - 1) / 2``
+    pairs."""
+    tests = paired.pairwise_tests(_one_replicate(matrix), list(matrix.columns))
+    return tests.raw, tests.holm
 
 
 def kendall_w(matrix: pd.DataFrame) -> float:
@@ -227,10 +189,13 @@ def kendall_w(matrix: pd.DataFrame) -> float:
 
 
 def seed_matrix(runs: pd.DataFrame) -> pd.DataFrame:
-    """Seeds x losses matrix of ``final_metric`` of the ranked runs; only losses with a run for every seed."""
+    """Raters x losses matrix of ``final_metric`` of the ranked runs, a rater being one (replicate, k-th seed of the
+    replicate) (each replicate has its own seeds); only losses with a run for every rater."""
     if runs.empty:
         return pd.DataFrame()
-    m = runs.pivot_table(index="seed", columns="loss", values="final_metric", aggfunc="mean")
+    r = runs.assign(replicate=runs["replicate"].fillna(0).astype(int))
+    r = r.assign(k=r.groupby(["loss", "replicate"])["seed"].rank(method="first").astype(int))
+    m = r.pivot_table(index=["replicate", "k"], columns="loss", values="final_metric", aggfunc="mean")
     return m.dropna(axis=1, how="any").sort_index()
 
 
@@ -274,8 +239,8 @@ class CellStats:
     n_cases: int = 0
     n_seeds: int = 0
     friedman: dict[str, float] | None = None
-    wilcoxon_holm: pd.DataFrame | None = None
-    wilcoxon_raw: pd.DataFrame | None = None
+    p_holm: pd.DataFrame | None = None
+    p_raw: pd.DataFrame | None = None
     nemenyi: pd.DataFrame | None = None
     mean_ranks: pd.Series | None = None
     top_group: list[str] = field(default_factory=list)
@@ -290,6 +255,17 @@ class CellStats:
     w_seeds: int = 0
     w_losses: int = 0
     not_converged: list[str] = field(default_factory=list)
+    tests: Any = None  # raysweep.report.paired.PairTests of the ranking; None when untested
+    claims: set = field(default_factory=set)  # (better, worse) pairs declared different (Holm, alpha)
+    rank_samples: np.ndarray | None = None  # (bootstrap draws, losses) ranks, columns in table order
+    n_replicates: int = 1  # the most replicates a loss has in the cell
+    replicate_means: pd.DataFrame | None = None  # replicates x losses: each replicate's mean over the cases
+    halves: dict[str, Any] | None = None  # in-run replication (split_half); None with fewer than 2 replicates
+    replication_warning: str = ""  # set when tuning and training variance are not in the test (shown in red)
+
+    @property
+    def test_method(self) -> str:
+        return self.tests.method if self.tests is not None else ""
 
     @property
     def winner(self) -> str | None:
@@ -378,9 +354,15 @@ def cell_stats(trials: pd.DataFrame, cases: pd.DataFrame, dataset: str, arch: st
                 class_names.append(cls)
         gain, source = _tuning_gain(t, loss, m)
         first = g.sort_values("seed").iloc[0]
+        reps = g.groupby("replicate")
+        rep_means = reps["final_metric"].mean()
         rows.append({
             "loss": loss, "title": names.get(loss, loss), "family": first["family"],
-            "in_survey": bool(first["in_survey"]), "n_seeds": int(g["seed"].nunique()),
+            "in_survey": bool(first["in_survey"]), "n_seeds": int(reps["seed"].nunique().min()),
+            "n_replicates": int(len(rep_means)),
+            "rep_sd": float(rep_means.std(ddof=1)) if len(rep_means) >= 2 else math.nan,
+            "rep_min": float(rep_means.min()), "rep_max": float(rep_means.max()),
+            "replicate_params": [_params_text(p.sort_values("seed")["params"].iloc[0]) for _, p in reps],
             "n_diverged": int((g["status"] == "diverged").sum()),
             "mean": m, "ci_lo": lo, "ci_hi": hi,
             "hd95": float(g["hd95"].mean()) if g["hd95"].notna().any() else math.nan,
@@ -395,7 +377,8 @@ def cell_stats(trials: pd.DataFrame, cases: pd.DataFrame, dataset: str, arch: st
                                                                   "rank in this cell."])
     table = table.set_index(table["loss"].rename(None)).sort_values(["mean", "loss"], ascending=[False, True])
     table["rank"] = sstats.rankdata(-table["mean"].fillna(-np.inf), method="min").astype(int)
-    out = CellStats(dataset, arch, primary, table, n_seeds=int(table["n_seeds"].max()), class_names=class_names)
+    out = CellStats(dataset, arch, primary, table, n_seeds=int(table["n_seeds"].max()), class_names=class_names,
+                    n_replicates=int(table["n_replicates"].max()))
     gains = group_gains(curves, runs) if curves is not None else pd.Series(dtype=float)
     table["last20_gain"] = [float(gains.get(x, math.nan)) for x in table.index]
     top = table.head(CONVERGENCE_TOP)
@@ -412,7 +395,8 @@ def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha
     if k < 2:
         out.verdict = "Only one loss has confirmation runs: nothing to compare."
         return
-    matrix = case_matrix(cases, runs, out.primary)
+    scores = paired.replicate_scores(cases, runs, class_metric(out.primary))
+    matrix = paired.loss_means(scores)
     missing = [loss for loss in table.index if loss not in matrix.columns]
     if matrix.empty or missing:
         out.verdict = "Not tested: per-case scores are missing" + (f" for {', '.join(missing)}" if missing and
@@ -420,19 +404,22 @@ def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha
         out.caveats.append("The ranking orders mean scores over seeds only; without paired per-case scores for "
                            "every loss there is no significance test.")
         return
-    matrix = matrix[list(table.index)]
+    order = [str(x) for x in table.index]
+    matrix = matrix[order]
     out.matrix = matrix
+    out.replicate_means = paired.replicate_means(scores)[order]
     n = len(matrix)
     out.n_cases = n
     from ..power import power_limit  # numpy and scipy only
 
     out.power = power_limit(n, k, alpha)
-    best = str(table.index[0])
+    best = order[0]
     case_ranks = matrix.rank(axis=1, ascending=False, method="average")
     out.mean_ranks = case_ranks.mean()
     table["mean_rank"] = out.mean_ranks
-    boot = bootstrap_ranks(matrix, n=n_boot)
-    table[["rank_lo", "rank_hi", "p_first"]] = boot[["rank_lo", "rank_hi", "p_first"]]
+    boot, out.rank_samples = paired.bootstrap_ranks(scores, order, n_boot)
+    table[["rank_lo", "rank_median", "rank_hi", "p_first"]] = boot[["rank_lo", "rank_median", "rank_hi",
+                                                                    "p_first"]]
     if n < 2:
         out.verdict = "Not tested: a single evaluation case."
         out.caveats.append("One case cannot support any test; the ranking is descriptive.")
@@ -450,26 +437,60 @@ def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha
                             "iman_davenport_p": p_id}
             out.nemenyi = sp.posthoc_nemenyi_friedman(matrix)
             out.nemenyi_top_group = _group_top(out.nemenyi, best, alpha)
-    raw, p = pairwise_wilcoxon(matrix)
-    out.wilcoxon_raw = raw
-    out.wilcoxon_holm = p
-    out.top_group = mark_top_group(table, p, alpha)
+    out.tests = tests = paired.pairwise_tests(scores, order)
+    out.p_raw, out.p_holm = tests.raw, tests.holm
+    out.claims = paired.claims(tests, alpha)
+    out.top_group = mark_top_group(table, tests.holm, alpha)
     out.separable = len(out.top_group) == 1
+    out.halves = split_half(scores, order, alpha)
+    reps = min(tests.replicates.values())
+    design = (f"replicate-aware t-test on {reps}{'+' if max(tests.replicates.values()) > reps else ''} replicates "
+              f"x {n} paired cases" if tests.replicate_aware else f"Wilcoxon signed-rank on {n} paired cases")
     best_title = table.loc[best, "title"]
     if out.separable:
-        out.verdict = (f"{best_title} is best, separable from every other loss (Wilcoxon signed-rank on {n} paired "
-                       f"cases, Holm-corrected, alpha {alpha}).")
+        out.verdict = (f"{best_title} is best, separable from every other loss ({design}, Holm-corrected, alpha "
+                       f"{alpha}).")
     else:
         out.verdict = (f"{best_title} has the best mean, but it is not separable from "
-                       f"{titles_of(table, out.top_group[1:])} (Wilcoxon-Holm, alpha {alpha}, {n} paired cases): a "
-                       "tie at the top.")
+                       f"{titles_of(table, out.top_group[1:])} ({design}, Holm, alpha {alpha}): a tie at the top.")
+    if not tests.replicate_aware:
+        out.replication_warning = (
+            f"Tuning and training variance are not in this test: {tests.why_cases_only}, so each loss's scores "
+            "come from one tuning draw and its seeds, and a claim may not survive a re-run of the study with new "
+            "tuning draws and seeds. Set tuning.replicates to 3 or more.")
     if not out.power.declarable:
         out.caveats.append("Design limit: " + out.power.sentence())
     if n < MIN_CASES:
         out.caveats.append(f"Only {n} paired cases: the tests have little power here, so 'not separable' means 'not "
                            f"shown to differ', not 'equal'.")
-    if out.n_seeds < 3:
+    if out.n_seeds < 3 and out.n_replicates < 2:
         out.caveats.append(f"{out.n_seeds} seed(s) per loss: the intervals over seeds are wide or undefined.")
     if k >= 10:
         out.caveats.append(f"{k} losses give {k * (k - 1) // 2} pairwise comparisons; Holm's correction keeps the "
                            "family-wise error at alpha, so only large differences are declared.")
+
+
+def split_half(scores: pd.DataFrame, order: list[str], alpha: float) -> dict[str, Any] | None:
+    """In-run replication of a cell: its replicates split into two halves (:func:`raysweep.report.paired.split_halves`),
+    each ranked by its mean scores and tested alone (the same pipeline); Kendall's tau-b between the two halves'
+    means and the halves' claims side by side (:func:`raysweep.report.paired.compare_claims`). None with fewer than
+    2 replicates for some loss.
+
+    Returns ``{"replicates": (R_a, R_b), "tau": float, "method": str, "winners": (a, b), "replicated": n,
+    "open": n, "contradicted": n, "contradicted_pairs": [(better in A, worse in A), ...]}``.
+    """
+    halves = paired.split_halves(scores)
+    if halves is None:
+        return None
+    means, tests = [], []
+    for h in halves:
+        m = paired.loss_means(h)[order].mean(axis=0)
+        means.append(m)
+        tests.append(paired.pairwise_tests(h, order))
+    tau = float(sstats.kendalltau(means[0].to_numpy(float), means[1].to_numpy(float), variant="b").statistic)
+    c = paired.compare_claims(paired.claims(tests[0], alpha), paired.claims(tests[1], alpha))
+    sizes = tuple(int(h.columns.get_level_values("replicate").nunique()) for h in halves)
+    return {"replicates": sizes, "tau": tau, "method": tests[0].method,
+            "winners": (str(means[0].idxmax()), str(means[1].idxmax())),
+            "replicated": len(c["replicated"]), "open": len(c["open"]), "contradicted": len(c["contradicted"]),
+            "contradicted_pairs": c["contradicted"]}

@@ -16,7 +16,7 @@ from ..vocab import result_status
 __all__ = ["ID_COLUMNS", "curve_row", "trial_rows"]
 
 #: Identity columns every table carries (so any table can be grouped without a join).
-ID_COLUMNS = ("sweep_id", "trial_id", "stage", "dataset", "variant", "arch", "loss", "seed")
+ID_COLUMNS = ("sweep_id", "trial_id", "stage", "dataset", "variant", "arch", "loss", "replicate", "seed")
 _CURVE_KEYS = ("training_iteration", "step", "epoch", "loss", "lr")
 _PHASES = ("step", "data", "forward", "loss", "backward", "optimizer")
 
@@ -54,6 +54,7 @@ def trial_rows(sweep_id: str, trial_id: str, tags: Mapping[str, Any], result: Ma
     status = result_status(result.get("status"), steps_done, budget, errored=error is not None)
     ids = {"sweep_id": sweep_id, "trial_id": trial_id, **{k: tags.get(k) for k in ID_COLUMNS[2:]}}
     ids["variant"] = ids["variant"] or ""
+    ids["replicate"] = int(ids["replicate"] or 0)
     curve_vals = [c["metric"] for c in curves if _num(c.get("metric")) is not None]
     per_class = {k: v for k, v in result.items() if "/" in k and k.split("/")[0] in ("dice", "iou", "hd95", "miou")
                  and (v is None or isinstance(v, (int, float)))}

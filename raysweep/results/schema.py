@@ -25,9 +25,10 @@ _META_KEY = b"raysweep.schema_version"
 
 TABLES = ("trials", "curves", "cases")
 PRIMARY_METRICS = ("dice", "miou")
-#: Who proposed a tuning trial's configuration: the survey's ``default`` (every group's first trial), the sampler at
-#: ``random`` (TPE's start-up trials), its ``model`` (TPE proper), or ``fixed`` (a loss with nothing to tune).
-PROPOSALS = ("default", "random", "model", "fixed")
+#: Who proposed a tuning trial's configuration: the survey's ``default`` (every group's first trial), a ``branch`` of
+#: the stratified start-up (the defaults with one categorical choice changed, so every branch is tried), the sampler
+#: at ``random`` (TPE's start-up trials), its ``model`` (TPE proper), or ``fixed`` (a loss with nothing to tune).
+PROPOSALS = ("default", "branch", "random", "model", "fixed")
 
 #: Allowed values of the enumerated columns (checked by the writer).
 ENUMS: dict[str, tuple[str, ...]] = {"stage": STAGES, "status": STATUSES, "family": FAMILIES,
@@ -54,6 +55,9 @@ _ID = [
        "and when read from files written before variants existed"),
     _f("arch", pa.string(), "model name (`cnn`, `transformer`, or any model key)", False),
     _f("loss", pa.string(), "loss registry name", False),
+    _f("replicate", pa.int64(), "which independent replicate of its group's whole pipeline (own Optuna study, own "
+       "early-stopping bracket, own training seeds; `tuning.replicates`) the trial belongs to, 0-based; 0 when read "
+       "from files written before replicates existed"),
 ]
 _SEED = _f("seed", pa.int64(), "training seed of the trial", False)
 
@@ -69,8 +73,9 @@ TRIALS = pa.schema(_ID + [
        "on the default ones", False),
     _SEED,
     _f("proposal", pa.string(), "tune trials: who proposed the configuration: `default` (the survey's defaults, "
-       "first in every group), `random` (the sampler's start-up trials), `model` (TPE) or `fixed` (nothing to "
-       "tune); null for confirm trials"),
+       "first in every group), `branch` (the stratified start-up: the defaults with one categorical choice changed), "
+       "`random` (the sampler's start-up trials), `model` (TPE) or `fixed` (nothing to tune); null for confirm "
+       "trials"),
     _f("status", pa.string(), "`completed`, `diverged` (non-finite loss), `oom`, `error` or `stopped` (ASHA)", False),
     _f("error", pa.string(), "why the trial did not complete (exception text, diverged step, ...)"),
     _f("budget_steps", pa.int64(), "optimiser steps the trial was allotted", False),
@@ -145,9 +150,11 @@ SWEEP_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "hardware": ((dict,), "the Ray cluster: `platform` (of the driver), `cpus`, `gpus` (counts), `nodes`, "
                  "`concurrent_trials`"),
     "planned": ((dict,), "planned trials per stage: `{\"tune\": n, \"confirm\": n}`"),
-    "groups": ((list,), "planned (dataset, arch, loss) groups: `[{\"dataset\", \"arch\", \"loss\"}, ...]`"),
+    "groups": ((list,), "planned (dataset, variant, arch, loss, replicate) groups: `[{\"dataset\", \"variant\", "
+               "\"arch\", \"loss\", \"replicate\"}, ...]`"),
     "protocol": ((dict,), "the ranking protocol: `selection` and `ranking` (per dataset: split and case ids), "
-                 "`early_stopping` (scope, rungs), `tuning` (quota, start-up trials), `confirmation` (seeds), "
+                 "`early_stopping` (scope, rungs), `tuning` (quota, start-up trials, replicates), `confirmation` (seeds per "
+                 "replicate), "
                  "`power` (per cell: the smallest adjusted p-value the design allows)"),
     "spaces": ((dict,), "per loss, its group's search space: `{name: {type, low, high, log} or {type, choices}}`, "
                "`companion_weight` included when the pairing adds one; the report reads bounds and scales from it"),

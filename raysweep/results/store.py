@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from ..checks import jsonable
 from .schema import (_META_KEY, SCHEMA_VERSION, SCHEMAS, STAGES, SWEEP_KEYS, TABLES, TRIALS, _check_trial_id,
                      upgrade_params, validate_rows)
+from .rows import ID_COLUMNS
 
 def part_path(results_dir: str | Path, table: str, trial_id: str) -> Path:
     """``<results_dir>/<table>/part-<trial_id>.parquet``: the file holding one trial's rows of ``table``."""
@@ -71,8 +72,7 @@ def write_trial_rows(results_dir: str | Path, trial_id: str, trial_row: Mapping[
     if trial["trial_id"] != trial_id:
         raise ValueError(f"trials row 0, column 'trial_id': {trial['trial_id']!r} differs from trial_id {trial_id!r}")
     tables = {"trials": validate_rows("trials", [trial])}
-    ident = {k: tables["trials"].column(k)[0].as_py() for k in ("sweep_id", "trial_id", "stage", "dataset", "variant",
-                                                                "arch", "loss", "seed")}
+    ident = {k: tables["trials"].column(k)[0].as_py() for k in ID_COLUMNS}
     for table, rows in (("curves", curves_rows), ("cases", cases_rows)):
         filled = []
         for i, row in enumerate(rows):
@@ -169,8 +169,9 @@ def read_results(results_dir: str | Path) -> dict[str, Any]:
     results_dir = Path(results_dir)
     frames = {t: _read_table(results_dir, t).to_pandas() for t in TABLES}
     frames["trials"]["params"] = frames["trials"]["params"].map(upgrade_params)  # version 1 files
-    for frame in frames.values():  # files written before variants existed
+    for frame in frames.values():  # files written before variants (replicates) existed
         frame["variant"] = frame["variant"].fillna("").astype(object)
+        frame["replicate"] = frame["replicate"].fillna(0).astype("int64")
     done = set(frames["trials"]["trial_id"])
     for t in ("curves", "cases"):
         frames[t] = frames[t][frames[t]["trial_id"].isin(done)].reset_index(drop=True)

@@ -15,7 +15,8 @@ Trial configs and their tags are composed by :func:`raysweep.config.compose_tria
 
 from .callback import ResultsCallback
 from .outdir import MIN_FREE_BYTES, OutputInUse, OutputLock, ResultsWriteError, check_writable
-from .runner import SweepInterrupted, SweepRunner, best_points, confirmation_seeds, environment, run_sweep
+from ..config import confirmation_seeds
+from .runner import SweepInterrupted, SweepRunner, best_points, environment, run_sweep
 from .trainable import sweep_trainable, trial_resources
 from .scheduler import METRIC, GroupScheduler, asha_rungs
 from .searcher import FixedSearcher, GroupSearcher

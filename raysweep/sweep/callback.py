@@ -18,8 +18,7 @@ from typing import Any, Mapping
 
 from .. import results
 from ..checks import finite
-from ..config import trial_members
-from ..vocab import cell_label
+from ..config import Group, trial_members
 from .scheduler import METRIC
 
 __all__ = ["WRITE_FAILURES", "ResultsCallback", "delete_checkpoints"]
@@ -197,8 +196,7 @@ class ResultsCallback(_callback_base()):
         self.written.add(trial_id)
         if show:
             running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
-            key = f"{cell_label(tags['dataset'], tags.get('variant'))}/{tags['arch']}/{tags['loss']}"
-            self.progress.finished(key, result.get(METRIC), rows[0][0]["status"], running, self.quota)
+            self.progress.finished(Group.of(tags).key, result.get(METRIC), rows[0][0]["status"], running, self.quota)
         return True
 
     def __getstate__(self) -> dict:

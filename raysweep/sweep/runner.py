@@ -33,8 +33,8 @@ from typing import Any
 
 from .. import results
 from ..checks import finite
-from ..config import (Group, SweepConfig, compose_trial, n_startup_trials, pack_trials, power_limits, protocol_cases,
-                      tune_quota)
+from ..config import (Group, SweepConfig, compose_trial, confirmation_seeds, n_startup_trials, pack_trials,
+                      power_limits, protocol_cases, tune_quota, tuning_seed)
 from ..search import GroupSpace
 from ..trial.schema import resolve_config
 from .callback import WRITE_FAILURES, ResultsCallback, delete_checkpoints
@@ -183,8 +183,8 @@ class SweepRunner:
                          "nodes": len([k for k in cluster if k.startswith("node:") and "internal" not in k]),
                          "concurrent_trials": slots},
             "planned": {"tune": searcher_total, "confirm": len(self.cfg.groups()) * self.cfg.confirmation["seeds"]},
-            "groups": [{"dataset": g.dataset, "variant": g.variant, "arch": g.arch, "loss": g.loss}
-                       for g in self.cfg.groups()],
+            "groups": [{"dataset": g.dataset, "variant": g.variant, "arch": g.arch, "loss": g.loss,
+                        "replicate": g.replicate} for g in self.cfg.groups()],
             "variants": {d: {name: {"axis": v.get("axis"), "level": v.get("level"),
                                     "overrides": {k: v[k] for k in ("options", "train_options", "eval_options",
                                                                     "select_options") if v.get(k)}}
@@ -223,8 +223,13 @@ class SweepRunner:
                                if asha else [],
                                "eval_every": trial["eval"]["every"], "budget_steps": trial["train"]["steps"]},
             "tuning": {"trials_per_group": t["trials_per_group"], "n_startup_trials": n_startup_trials(self.cfg),
-                       "seed": t["seed"], "sampler": "tpe"},
-            "confirmation": {"seeds": confirmation_seeds(self.cfg)},
+                       "seed": t["seed"], "sampler": "tpe", "replicates": t["replicates"],
+                       "startup": "stratified"},
+            # Replicate 0's seeds stay a plain list (as before replicates); every replicate's are listed by index.
+            "confirmation": {"seeds": confirmation_seeds(self.cfg),
+                             "replicate_seeds": {str(r): {"tune": tuning_seed(self.cfg, r),
+                                                          "confirm": confirmation_seeds(self.cfg, r)}
+                                                 for r in range(t["replicates"])}},
             "power": {cell: limit.to_dict() for cell, limit in power_limits(self.cfg, cases).items()},
         }
 
@@ -339,7 +344,7 @@ class SweepRunner:
                 print(f"[confirm] {g.key}: no tuning trial ran its full budget; confirming the survey's defaults",
                       flush=True)
                 point = GroupSpace(g.loss, cfg.pairing).defaults()
-            for seed in confirmation_seeds(cfg):
+            for seed in confirmation_seeds(cfg, g.replicate):
                 envelopes.append(compose_trial(cfg, g, point, seed=seed, stage="confirm",
                                                inversenets=self.inversenets))
         # resources.pack: K runs of one cell and seed per Ray trial, trained side by side on the same batches.
@@ -440,11 +445,6 @@ def _evaluations(trial_cfg: dict) -> int:
     return 1 if not every else math.ceil(steps / every)
 
 
-def confirmation_seeds(cfg: SweepConfig) -> list[int]:
-    """The training seeds of each group's confirmation runs: distinct, and distinct from the tuning seed."""
-    return [cfg.tuning["seed"] + 1 + k for k in range(cfg.confirmation["seeds"])]
-
-
 def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
     """Best sampled point per group: the highest final selection score among the group's tuning trials that
     completed their full budget (early-stopped, diverged and failed trials are never chosen: their scores are not
@@ -464,7 +464,7 @@ def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
             if not tags or not finite(score) or metrics.get("status") != "completed" or \
                     int(metrics.get("step") or 0) < steps:
                 continue
-            key = Group(tags["dataset"], tags["arch"], tags["loss"], tags.get("variant") or "").key
+            key = Group.of(tags).key
             if key not in best or float(score) > best[key][0]:
                 best[key] = (float(score), tags["params"])
     return {k: v[1] for k, v in best.items()}

@@ -81,7 +81,7 @@ class GroupScheduler(_asha_base()):
 
         members = trial_members(trial)
         for trial_id, tags in members:
-            key = Group(tags["dataset"], tags["arch"], tags["loss"], tags.get("variant") or "").key
+            key = Group.of(tags).key
             if key not in self.groups:
                 self.groups[key] = AsyncHyperBandScheduler(**self.asha)
             self.group_of[trial_id] = key

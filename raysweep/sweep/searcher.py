@@ -11,7 +11,7 @@ import pickle
 from typing import Any, Mapping
 
 from ..checks import finite
-from ..config import Group, SweepConfig, compose_trial, n_startup_trials, pack_envelope, tune_quota
+from ..config import Group, SweepConfig, compose_trial, n_startup_trials, pack_envelope, tune_quota, tuning_seed
 from ..search import GroupSpace
 from ..trial.schema import resolve_config
 from .scheduler import METRIC
@@ -56,6 +56,7 @@ class GroupSearcher(_searcher_base()):
         self.n_startup = n_startup_trials(cfg)
         # Trials of each group told to its study as COMPLETE or PRUNED: what TPE counts against n_startup_trials.
         self.finished: dict[str, int] = {g.key: 0 for g in self.groups}
+        self.n_fixed: dict[str, int] = {}  # per group: the points given before the sampler's own (defaults, branches)
         seed = cfg.tuning["seed"]
         for i, g in enumerate(self.groups):
             space = GroupSpace(g.loss, cfg.pairing)
@@ -63,8 +64,11 @@ class GroupSearcher(_searcher_base()):
             self.quota[g.key] = tune_quota(cfg, g)
             if space.is_empty():
                 continue
+            # The survey's defaults first, then every categorical branch (stratified start-up), then TPE.
+            starts = [space.defaults(), *space.branch_points(rotate=g.replicate)]
+            self.n_fixed[g.key] = len(starts)
             self.subs[g.key] = OptunaSearch(
-                space=space, metric=metric, mode=mode, points_to_evaluate=[space.defaults()],
+                space=space, metric=metric, mode=mode, points_to_evaluate=starts,
                 sampler=optuna.samplers.TPESampler(seed=seed * 10007 + i, n_startup_trials=self.n_startup),
                 study_name=f"{cfg.name}-{g.key}",  # unique: groups never merge into one study
             )
@@ -110,8 +114,9 @@ class GroupSearcher(_searcher_base()):
             g = self.groups[(self.cursor + k) % n]
             if self.issued[g.key] >= self.quota[g.key]:
                 continue
-            if cell is not None and (g.dataset, g.variant, g.arch) != (cell["dataset"], cell["variant"], cell["arch"]):
-                continue
+            if cell is not None and (g.dataset, g.variant, g.arch, g.replicate) != (
+                    cell["dataset"], cell["variant"], cell["arch"], cell.get("replicate", 0)):
+                continue  # a pack's members share cell and seed, so replicate
             self.cursor = (self.cursor + k + 1) % n
             sub = self.subs.get(g.key)
             if sub is None:
@@ -120,14 +125,16 @@ class GroupSearcher(_searcher_base()):
                 point = sub.suggest(trial_id)
                 if not isinstance(point, dict):  # the study has nothing to propose now
                     continue
-                # The first point is the survey's defaults (points_to_evaluate); after it, TPE samples at random
-                # until n_startup trials of the group have finished (Optuna's own rule, counted here).
+                # The first point is the survey's defaults, then the categorical branches (points_to_evaluate);
+                # after them, TPE samples at random until n_startup trials of the group have finished (Optuna's own
+                # rule, counted here).
                 proposal = ("default" if self.issued[g.key] == 0 else
+                            "branch" if self.issued[g.key] < self.n_fixed[g.key] else
                             "random" if self.finished[g.key] < self.n_startup else "model")
             self.issued[g.key] += 1
             self.owner[trial_id] = g
-            return compose_trial(self.cfg, g, point, seed=self.cfg.tuning["seed"], stage="tune", proposal=proposal,
-                                 inversenets=self.inversenets)
+            return compose_trial(self.cfg, g, point, seed=tuning_seed(self.cfg, g.replicate), stage="tune",
+                                 proposal=proposal, inversenets=self.inversenets)
         return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
