@@ -150,13 +150,23 @@ def _cmd_report(args) -> int:
     return 0
 
 
+#: Exit status of `raysweep compare --fail-on-contradiction` when some cell has a contradicted claim.
+EXIT_CONTRADICTION = 3
+
+
 def _cmd_compare(args) -> int:
-    from .report.compare import as_json, as_text, write_compare
+    from .report.compare import as_json, as_text, contradictions, write_compare
 
     result, html = write_compare(args.results_a, args.results_b, args.output or "compare.html")
     print(as_json(result) if args.json else as_text(result))
     if not args.json:
         print(f"\ncompare: {html}")
+    bad = contradictions(result)
+    if args.fail_on_contradiction and bad:
+        n = sum(k for _, k in bad)
+        print(f"raysweep compare: {n} contradicted claim{'s' if n != 1 else ''} (--fail-on-contradiction): "
+              + ", ".join(f"{cell} ({k})" for cell, k in bad), file=sys.stderr)
+        return EXIT_CONTRADICTION
     return 0
 
 
@@ -172,12 +182,26 @@ ranked in both, are compared. Per cell:
   Top-3 overlap     k/3: how many of A's 3 best losses are among B's 3 best
   Winners agree     yes when both sweeps have the same best loss
   B's winner in A's top group
-                    yes when A's own data cannot separate B's winner from A's best (Wilcoxon signed-rank on
-                    paired per-case scores, Holm-corrected, alpha 0.05); "-" when A has no per-case scores
+                    yes when A's own data cannot separate B's winner from A's best (A's pairwise test, see
+                    Test A, Holm-corrected, alpha 0.05); "-" when A has no per-case scores
   A's winner in B's top group
                     the same the other way round; two "yes" mean differing winners do not contradict each other
+  Claims replicated / Claims open / Claims contradicted
+                    a sweep's claims are the pairs of losses its own report declares different (Holm-corrected
+                    over all pairs of its ranked losses, alpha 0.05). Over the pairs of losses ranked in both,
+                    each pair claimed by either sweep is replicated (the other claims it the same way), open (the
+                    other declares no difference) or contradicted (the other claims the opposite direction; each
+                    is listed below the table, e.g. "A: Dice > Focal, B: Focal > Dice"); "-" when a sweep is
+                    not tested
+  Test A / Test B   the test each sweep's claims come from: the replicate-aware t-test, the Wilcoxon signed-rank
+                    test on cases only (one replicate per loss: tuning and training variance not in the test), or
+                    "not tested" (no paired per-case scores)
 
 Writes a self-contained HTML page (default compare.html in the current folder) and prints the table.
+
+Exit status: 0 on success; 2 on an error (a folder without results, no cell ranked in both);
+3 with --fail-on-contradiction when some compared cell has a contradicted claim (the output is printed
+first, then one line on stderr naming the cells and the count).
 """
 
 
@@ -276,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_b", metavar="RESULTS_B", help="sweep B: its --out folder or its results/ folder")
     p.add_argument("-o", "--output", metavar="FILE.html", help="where to write the HTML (default: compare.html)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of the table")
+    p.add_argument("--fail-on-contradiction", action="store_true",
+                   help="exit with status 3 when any compared cell has a contradicted claim (a pair the two sweeps "
+                   "declare different in opposite directions), after printing the comparison and a one-line "
+                   "summary on stderr")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(

@@ -7,7 +7,8 @@ Usage::
     result, path = write_compare("runs/a", "runs/b", "compare.html")
 
 Each sweep's cell is summarised exactly as the report does it (:func:`raysweep.report.stats.cell_stats`: confirmation
-runs only, mean primary metric over each loss's ranked runs, top group by Wilcoxon-Holm). Per cell present in both:
+runs only, mean primary metric over each loss's ranked runs, pairwise tests with Holm's correction, the claims and
+top group they support). Per cell present in both:
 
 * ``tau``: Kendall's tau-b (``scipy.stats.kendalltau``) between the two runs' mean primary metrics of the losses
   ranked in both (tau-b counts ties; 1 = the same order, -1 = reversed, about 0 = unrelated); ``tau_p`` its p-value.
@@ -18,6 +19,18 @@ runs only, mean primary metric over each loss's ranked runs, top group by Wilcox
   its best, over all of A's ranked losses), and vice versa: two runs whose winners differ but each of which cannot
   separate the other's winner from its own do not contradict each other. None where a run has no top group (no
   paired per-case scores).
+* ``method_a`` / ``method_b``: the pairwise test each run's claims come from
+  (:data:`raysweep.report.paired.WELCH`, the replicate-aware test, or :data:`~raysweep.report.paired.WILCOXON`, the
+  case-only test that leaves tuning and training variance out), or ``"not tested"`` (no paired per-case scores).
+* ``claims``: each run's *claims* are the pairs its own report declares different (Holm over all pairs of that
+  run's ranked losses, adjusted p below ``alpha``), as ``(better, worse)``. Only pairs of losses ranked in both runs
+  are compared (:func:`raysweep.report.paired.compare_claims`), each pair claimed by either run counted once:
+  ``replicated`` (both claim it, the same way), ``open`` (one claims it, the other declares no difference) and
+  ``contradicted`` (the two claim opposite directions; listed as A claims it). ``n_replicated``, ``n_open`` and
+  ``n_contradicted`` count them; ``contradicted_titles`` spells each contradicted pair out with display titles
+  (``"A: Dice > Focal, B: Focal > Dice"``). All three counts are None, and the lists empty, where either run is not
+  tested: a run without tests declares nothing, so it neither replicates nor leaves open the other's claims.
+  A replicated claim can still come from a case-only test in one or both runs: read it with ``method_a/b``.
 
 Errors a user can cause (a folder without results, no cell ranked in both) raise FileNotFoundError / ValueError
 naming the folder and the fix. Like the report, this needs pandas, scipy and Jinja2, not Ray or torch.
@@ -35,17 +48,23 @@ from scipy import stats as sstats
 
 from .. import __version__
 from ..results import read_results, resolve_results_dir
-from . import stats
+from . import paired, stats
 
 _HERE = Path(__file__).parent
 TOP_K = 3
 #: Bootstrap replicates of each cell's own statistics (the comparison uses none of them: keep it cheap).
 N_BOOT = 200
+#: ``method_a`` / ``method_b`` of a run without pairwise tests (no paired per-case scores).
+NOT_TESTED = "not tested"
 
 
 def _ordered(cell: stats.CellStats, losses: set[str]) -> list[str]:
     """``cell``'s losses restricted to ``losses``, best first (the report's order: mean descending, then name)."""
     return [str(x) for x in cell.table.index if x in losses]
+
+
+def _method(cell: stats.CellStats) -> str:
+    return cell.tests.method if cell.tests is not None else NOT_TESTED
 
 
 def compare_cells(a: stats.CellStats, b: stats.CellStats) -> dict[str, Any]:
@@ -61,6 +80,11 @@ def compare_cells(a: stats.CellStats, b: stats.CellStats) -> dict[str, Any]:
     top_a, top_b = order_a[:k], order_b[:k]
     winner_a, winner_b = (order_a[0] if order_a else None), (order_b[0] if order_b else None)
     names = {**dict(zip(b.table.index, b.table["title"])), **dict(zip(a.table.index, a.table["title"]))}
+    titles = {str(x): str(names[x]) for x in names}
+    tested = a.tests is not None and b.tests is not None
+    claims = (paired.compare_claims(a.claims, b.claims, common) if tested else
+              {"replicated": [], "open": [], "contradicted": []})
+    counts = {f"n_{kind}": (len(pairs) if tested else None) for kind, pairs in claims.items()}
     return {
         "dataset": a.dataset, "arch": a.arch, "n_common": len(common),
         "only_a": sorted(set(a.table.index) - common), "only_b": sorted(set(b.table.index) - common),
@@ -71,7 +95,11 @@ def compare_cells(a: stats.CellStats, b: stats.CellStats) -> dict[str, Any]:
         "top_group_a": list(a.top_group), "top_group_b": list(b.top_group),
         "a_top_has_b_winner": (winner_b in a.top_group) if a.top_group and winner_b else None,
         "b_top_has_a_winner": (winner_a in b.top_group) if b.top_group and winner_a else None,
-        "titles": {str(x): str(names[x]) for x in names},
+        "method_a": _method(a), "method_b": _method(b),
+        "claims": {kind: [list(p) for p in pairs] for kind, pairs in claims.items()}, **counts,
+        "contradicted_titles": [f"A: {titles[x]} > {titles[y]}, B: {titles[y]} > {titles[x]}"
+                                for x, y in claims["contradicted"]],
+        "titles": titles,
     }
 
 
@@ -79,8 +107,8 @@ def compare(results_a: str | Path, results_b: str | Path, *, alpha: float = stat
             n_boot: int = N_BOOT) -> dict[str, Any]:
     """Compare the rankings of two sweeps cell by cell.
 
-    Returns ``{"a": path, "b": path, "cells": [compare_cells(...) per cell ranked in both, sorted], "skipped":
-    [(cell, why)]}``.
+    Returns ``{"a": path, "b": path, "alpha": alpha, "cells": [compare_cells(...) per cell ranked in both, sorted],
+    "skipped": [(cell, why)]}``.
 
     Raises:
         FileNotFoundError: a folder holds no sweep results.
@@ -115,13 +143,22 @@ def compare(results_a: str | Path, results_b: str | Path, *, alpha: float = stat
         raise ValueError(f"no (dataset, arch) cell is ranked in both {dirs[0]} (ranked: {listing(cells_a)}) and "
                          f"{dirs[1]} (ranked: {listing(cells_b)}): compare two sweeps that ran the same datasets and "
                          "architectures, after their confirmation stage has run")
-    return {"a": str(dirs[0]), "b": str(dirs[1]), "cells": out, "skipped": skipped}
+    return {"a": str(dirs[0]), "b": str(dirs[1]), "alpha": alpha, "cells": out, "skipped": skipped}
 
 
 # -- output ------------------------------------------------------------------------------------------------------
 
 def _flag(v: bool | None) -> str:
     return "–" if v is None else "yes" if v else "no"
+
+
+def _count(v: int | None) -> str:
+    return "–" if v is None else str(v)
+
+
+def contradictions(result: dict[str, Any]) -> list[tuple[str, int]]:
+    """``[(cell, number of contradicted claims)]`` of the compared cells with at least one."""
+    return [(f"{c['dataset']}/{c['arch']}", c["n_contradicted"]) for c in result["cells"] if c["n_contradicted"]]
 
 
 def _tau(v: float) -> str:
@@ -142,6 +179,9 @@ def rows(result: dict[str, Any]) -> list[dict[str, str]]:
             "Winners agree": _flag(c["winners_agree"]),
             "B's winner in A's top group": _flag(c["a_top_has_b_winner"]),
             "A's winner in B's top group": _flag(c["b_top_has_a_winner"]),
+            "Claims replicated": _count(c["n_replicated"]), "Claims open": _count(c["n_open"]),
+            "Claims contradicted": _count(c["n_contradicted"]),
+            "Test A": c["method_a"], "Test B": c["method_b"],
         })
     return out
 
@@ -156,6 +196,9 @@ def as_text(result: dict[str, Any]) -> str:
         lines.append("  ".join(k.ljust(width[k]) for k in cols))
         lines.append("  ".join("-" * width[k] for k in cols))
         lines += ["  ".join(r[k].ljust(width[k]) for k in cols).rstrip() for r in table]
+    for c in result["cells"]:
+        for pair in c["contradicted_titles"]:
+            lines.append(f"{c['dataset']}/{c['arch']}: contradicted claim: {pair}")
     for c in result["cells"]:
         for side in ("a", "b"):
             if c[f"only_{side}"]:
@@ -190,7 +233,8 @@ def render(result: dict[str, Any]) -> str:
                       trim_blocks=True, lstrip_blocks=True)
     table = rows(result)
     return env.get_template("compare.html.j2").render(
-        a=result["a"], b=result["b"], rows=table, columns=list(table[0]) if table else [],
+        a=result["a"], b=result["b"], alpha=result.get("alpha", stats.ALPHA), rows=table,
+        columns=list(table[0]) if table else [],
         cells=result["cells"], skipped=result["skipped"], top_k=TOP_K, version=__version__,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         css=trusted_asset((_HERE / "assets" / "report.css").read_text(), "css"))
@@ -208,4 +252,5 @@ def write_compare(results_a: str | Path, results_b: str | Path, out_html: str | 
     return result, out
 
 
-__all__ = ["TOP_K", "as_json", "as_text", "compare", "compare_cells", "render", "rows", "write_compare"]
+__all__ = ["NOT_TESTED", "TOP_K", "as_json", "as_text", "compare", "compare_cells", "contradictions", "render", "rows",
+           "write_compare"]
