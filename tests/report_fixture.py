@@ -233,11 +233,12 @@ def make_fixture(results_dir: str | Path, *, title_override: str | None = None, 
 def write_planted_cell(results_dir: str | Path, scores: dict[str, np.ndarray], *, dataset: str = "d",
                        arch: str = "m", curves: dict[str, list[list[tuple[int, float]]]] | None = None,
                        tune_cases: dict[str, np.ndarray] | None = None, tune_case_ids: list[str] | None = None,
-                       budget: int = 100, titles: dict[str, str] | None = None, sweep_id: str = "planted") -> None:
+                       budget: int = 100, titles: dict[str, str] | None = None, sweep_id: str = "planted",
+                       replicates: int = 1) -> None:
     """One cell with planted per-case scores, written through the sweep's writer (one class per case).
 
     ``scores``: loss -> (seeds, cases) array; each confirm trial's per-case Dice is a row, its ``final_metric`` the
-    row mean. ``curves``: loss -> per seed, ``[(step, metric), ...]`` reports. ``tune_cases``: loss -> (cases,) values
+    row mean; row ``i`` is seed ``i`` of replicate ``i % replicates``. ``curves``: loss -> per seed, ``[(step, metric), ...]`` reports. ``tune_cases``: loss -> (cases,) values
     of one tune trial's case rows (stage ``tune``), on ``tune_case_ids`` (default ``sel000``, ...).
     """
     for loss, s in scores.items():
@@ -246,7 +247,8 @@ def write_planted_cell(results_dir: str | Path, scores: dict[str, np.ndarray], *
             tid = f"confirm-{arch}-{loss}-s{seed}"
             row = dict(sweep_id=sweep_id, trial_id=tid, stage="confirm", dataset=dataset, arch=arch, loss=loss,
                        loss_title=(titles or {}).get(loss, loss), family="region", in_survey=True,
-                       params={"w": 0.5}, is_default=False, seed=seed, status="completed", budget_steps=budget,
+                       params={"w": 0.5}, is_default=False, seed=seed, replicate=seed % replicates,
+                       status="completed", budget_steps=budget,
                        steps_done=budget, primary_metric="dice", final_metric=float(row_scores.mean()))
             cases = [dict(case=f"case{i:03d}", class_id=1, class_name="x", dice=float(v))
                      for i, v in enumerate(row_scores)]

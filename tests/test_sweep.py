@@ -129,8 +129,63 @@ def test_searcher_gives_equal_quotas_round_robin_with_defaults_first():
     assert keys[:4] == ["cnn/tversky", "cnn/ce", "transformer/tversky", "transformer/ce"]  # round robin
     first_tversky = next(c for c in configs if c["loss"] == "tversky")
     assert first_tversky["params"] == GroupSpace("tversky", "none").defaults()
-    tversky_points = [c["params"] for c in configs if c["loss"] == "tversky"]
-    assert tversky_points[1] != tversky_points[0] or tversky_points[3] != tversky_points[2]
+    tversky_points = [c["params"] for c in configs if c["loss"] == "tversky"]  # cnn, transformer, cnn, transformer
+    defaults = GroupSpace("tversky", "none").defaults()
+    assert tversky_points == [defaults, defaults, {**defaults, "per_image": True}, {**defaults, "per_image": True}]
+
+
+def test_replicates_are_independent_pipelines_with_their_own_studies_and_seeds():
+    """tuning.replicates: each (group, replicate) has its own study and sampler seed, the same quota, its own
+    training seeds (a block per replicate: tuning seed, then confirmation seeds, none shared), and the replicate in
+    its tags; replicate 0 keeps the keys and seeds of a sweep from before replicates."""
+    from raysweep.config import confirmation_seeds, tuning_seed
+
+    cfg = validate({**TINY, "architectures": ["cnn"], "tuning": {**TINY["tuning"], "replicates": 3, "seed": 7},
+                    "confirmation": {"seeds": 2}})
+    assert [g.key for g in cfg.groups()] == ["synthetic/cnn/tversky", "synthetic/cnn/tversky/r1",
+                                             "synthetic/cnn/tversky/r2", "synthetic/cnn/ce", "synthetic/cnn/ce/r1",
+                                             "synthetic/cnn/ce/r2"]
+    blocks = [[tuning_seed(cfg, r), *confirmation_seeds(cfg, r)] for r in range(3)]
+    assert blocks == [[7, 8, 9], [10, 11, 12], [13, 14, 15]]
+    searcher = GroupSearcher(cfg)
+    assert searcher.total == 3 * 2 + 3 * 1 and set(searcher.subs) == {"synthetic/cnn/tversky",
+                                                                       "synthetic/cnn/tversky/r1",
+                                                                       "synthetic/cnn/tversky/r2"}
+    samplers = {k: sub._sampler._rng.rng.random() for k, sub in searcher.subs.items()}
+    assert len(set(samplers.values())) == 3  # three sampler seeds: three independent draws
+    tags = []
+    for i in range(searcher.total):
+        env = searcher.suggest(f"t{i}")
+        tags.append(env["tags"])
+        assert env["trial"]["seed"] == tuning_seed(cfg, env["tags"]["replicate"])
+        searcher.on_trial_complete(f"t{i}", {"score": 0.1, "step": 4})
+    assert searcher.suggest("x") == searcher.FINISHED
+    per = {}
+    for t in tags:
+        per.setdefault((t["loss"], t["replicate"]), []).append(t["proposal"])
+    assert per == {("tversky", r): ["default", "branch"] for r in range(3)} | {("ce", r): ["fixed"] for r in range(3)}
+
+
+def test_stratified_start_up_tries_every_categorical_branch_before_tpe():
+    space = GroupSpace("boundary", "none")
+    d = space.defaults()
+    assert space.branch_points() == [{**d, "region": "dice"}, {**d, "schedule": "increase"}]
+    assert space.branch_points(rotate=1) == [{**d, "schedule": "increase"}, {**d, "region": "dice"}]
+    wce = GroupSpace("wce", "none").branch_points()
+    assert [p["weighting"] for p in wce] == ["sqrt_inverse", "log_inverse"]
+    assert GroupSpace("focal", "none").branch_points() == []  # no categorical dimension
+    cfg = validate({**TINY, "architectures": ["cnn"], "losses": ["boundary"],
+                    "tuning": {**TINY["tuning"], "trials_per_group": 4}})
+    searcher = GroupSearcher(cfg)
+    points = []
+    for i in range(4):
+        env = searcher.suggest(f"t{i}")
+        points.append((env["tags"]["proposal"], env["tags"]["params"]))
+        searcher.on_trial_complete(f"t{i}", {"score": 0.1, "step": 4})
+    assert [p for p, _ in points] == ["default", "branch", "branch", "model"]  # 3 finished >= 2 start-up trials
+    assert {(q["region"], q["schedule"]) for _, q in points[:3]} == {("generalized_dice", "rebalance"),
+                                                                    ("dice", "rebalance"),
+                                                                    ("generalized_dice", "increase")}
 
 
 # ---------------------------------------------------------------------------------------------------- resources
@@ -198,7 +253,8 @@ def test_end_to_end_sweep_writes_three_tables_and_resumes(ray_session, tmp_path)
     assert len(stats["per_class"]) == 9 and stats["splits"] == {"train": 3, "val": 1, "test": 6}
     # Who proposed each tuning trial: every searchable group starts from its defaults; ce has nothing to tune.
     assert set(tune[tune.loss == "ce"].proposal) == {"fixed"}
-    assert sorted(tune[tune.loss == "tversky"].proposal) == ["default", "default", "random", "random"]
+    assert sorted(tune[tune.loss == "tversky"].proposal) == ["branch", "branch", "default", "default"]
+    assert (trials.replicate == 0).all() and meta["protocol"]["tuning"]["replicates"] == 1
     assert confirm.proposal.isna().all()
 
     # A hyperparameter keeps its name from the search space to the table; sweep.json records each loss's space.
@@ -234,6 +290,41 @@ def test_end_to_end_sweep_writes_three_tables_and_resumes(ray_session, tmp_path)
     with pytest.raises(ValueError, match="different config"):
         SweepRunner(validate({**TINY, "losses": ["dice"]}), out, progress=False).run()
     assert json.loads((out / "state.json").read_text())["confirm_done"]
+
+
+def test_replicated_sweep_tunes_and_confirms_each_replicate_on_its_own(ray_session, tmp_path):
+    """Two replicates end to end: every row carries its replicate, each replicate's trials train with its own seeds,
+    each replicate confirms the best of its own tuning trials, and the report tests with the replicates."""
+    from raysweep.config import confirmation_seeds, tuning_seed
+    from raysweep.report import paired, stats
+    from raysweep.results import read_results, read_sweep_meta
+    from raysweep.sweep import SweepRunner
+
+    cfg = validate({**TINY, "architectures": ["cnn"], "tuning": {**TINY["tuning"], "replicates": 2}})
+    out = tmp_path / "out"
+    state = SweepRunner(cfg, out, progress=False).run()
+    tables = read_results(out / "results")
+    trials = tables["trials"]
+    tune, confirm = trials[trials.stage == "tune"], trials[trials.stage == "confirm"]
+    assert len(tune) == 2 * 2 + 2 * 1 and len(confirm) == 2 * 2  # (tversky 2 + ce 1) per replicate; 4 groups
+    for r in (0, 1):
+        assert set(tune[tune.replicate == r].seed) == {tuning_seed(cfg, r)}
+        assert set(confirm[confirm.replicate == r].seed) == set(confirmation_seeds(cfg, r))
+        # Replicate r's confirmation uses the best full-budget point of replicate r's own tuning trials.
+        own = tune[(tune.replicate == r) & (tune.loss == "tversky") & (tune.status == "completed")]
+        best = json.loads(own.sort_values("final_metric").params.iloc[-1])
+        key = "synthetic/cnn/tversky" + ("/r1" if r else "")
+        assert state["best"][key] == best
+        assert json.loads(confirm[(confirm.replicate == r) & (confirm.loss == "tversky")].params.iloc[0]) == best
+    for name in ("curves", "cases"):
+        merged = tables[name].merge(trials[["trial_id", "replicate"]], on="trial_id", suffixes=("", "_t"))
+        assert (merged.replicate == merged.replicate_t).all()
+    meta = read_sweep_meta(out / "results")
+    assert meta["protocol"]["tuning"]["replicates"] == 2
+    assert [g["replicate"] for g in meta["groups"]] == [0, 1, 0, 1]
+    frames = stats.cell_view(tables)
+    cell = stats.cell_stats(frames["trials"], frames["cases"], "synthetic", "cnn", n_boot=50)
+    assert cell.n_replicates == 2 and cell.test_method == paired.WELCH and not cell.replication_warning
 
 
 @pytest.mark.parametrize("path", ["cluster/cluster.yaml", "cluster/local.yaml"])
@@ -306,7 +397,8 @@ def test_group_scheduler_rungs_match_rays_bracket():
 
 
 def test_searcher_proposals_startup_trials_and_pruned_stops():
-    """The defaults come first, then TPE samples at random until n_startup_trials of the group finished; a trial that
+    """The defaults come first, then every categorical branch, then TPE samples at random until n_startup_trials of
+    the group finished; a trial that
     early stopping ended is told to Optuna as PRUNED, not as a COMPLETE score of the full budget."""
     import optuna
 
@@ -324,7 +416,8 @@ def test_searcher_proposals_startup_trials_and_pruned_stops():
         stopped = i == 1
         searcher.on_trial_complete(f"t{i}", {"score": 0.1 * i, "step": 2 if stopped else 4,
                                              "status": "running" if stopped else "completed"})
-    assert proposals == ["default", "random", "model", "model", "model", "model"]
+    # tversky's one categorical (per_image) has one branch besides the default: tried second (stratified start-up).
+    assert proposals == ["default", "branch", "model", "model", "model", "model"]
     study = searcher.subs["synthetic/cnn/tversky"]._ot_study
     states = [t.state for t in study.trials]
     assert states[1] == optuna.trial.TrialState.PRUNED and states.count(optuna.trial.TrialState.COMPLETE) == 5

@@ -476,7 +476,7 @@ def split_half(scores: pd.DataFrame, order: list[str], alpha: float) -> dict[str
     means and the halves' claims side by side (:func:`raysweep.report.paired.compare_claims`). None with fewer than
     2 replicates for some loss.
 
-    Returns ``{"replicates": (R_a, R_b), "tau": float, "method": str, "winners": (a, b), "replicated": n,
+    Returns ``{"replicates": (R_a, R_b), "tau": float, "methods": (test of A, of B), "winners": (a, b), "replicated": n,
     "open": n, "contradicted": n, "contradicted_pairs": [(better in A, worse in A), ...]}``.
     """
     halves = paired.split_halves(scores)
@@ -490,7 +490,7 @@ def split_half(scores: pd.DataFrame, order: list[str], alpha: float) -> dict[str
     tau = float(sstats.kendalltau(means[0].to_numpy(float), means[1].to_numpy(float), variant="b").statistic)
     c = paired.compare_claims(paired.claims(tests[0], alpha), paired.claims(tests[1], alpha))
     sizes = tuple(int(h.columns.get_level_values("replicate").nunique()) for h in halves)
-    return {"replicates": sizes, "tau": tau, "method": tests[0].method,
+    return {"replicates": sizes, "tau": tau, "methods": (tests[0].method, tests[1].method),
             "winners": (str(means[0].idxmax()), str(means[1].idxmax())),
             "replicated": len(c["replicated"]), "open": len(c["open"]), "contradicted": len(c["contradicted"]),
             "contradicted_pairs": c["contradicted"]}
