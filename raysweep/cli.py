@@ -130,7 +130,8 @@ def _cmd_run(args) -> int:
     cells = len(cfg.cells())
     where = f"{len(cfg.datasets)} datasets" + (f" in {cells} variants" if cells > len(cfg.datasets) else "")
     print(f"raysweep run: {len(cfg.groups())} groups ({where} x {len(cfg.architectures)} architectures x "
-          f"{len(cfg.losses)} losses) -> {out}", flush=True)
+          f"{len(cfg.losses)} losses" + (f" x {cfg.tuning['replicates']} replicates" if cfg.tuning["replicates"] > 1
+                                          else "") + f") -> {out}", flush=True)
     state = SweepRunner(cfg, out, address=args.address, fresh=args.fresh, storage=args.storage).run()
     print(f"sweep finished in {state['wall_s'] / 60:.1f} min; results in {out}/results", flush=True)
     try:

@@ -288,6 +288,9 @@ def make_plan(cfg, gpus: int | None = None, steps_per_s: list[str] | None = None
         notes.append("evaluation time not counted where no --eval-s was given")
     if missing_roots:
         notes.append("data folders not found here (planned from the config alone): " + "; ".join(missing_roots))
+    if cfg.tuning["replicates"] > 1:
+        notes.append(f"groups count each (dataset, arch, loss) {cfg.tuning['replicates']} times: tuning.replicates "
+                     "runs its tuning and confirmation that many times, independently")
     return {"config": cfg.name, "device": dev, "rates": per_arch, "stages": rows, "total": total, "notes": notes}
 
 

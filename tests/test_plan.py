@@ -66,6 +66,18 @@ def test_plan_arithmetic_with_given_rates():
     assert json.loads(json.dumps(plan)) == plan  # --json prints exactly this
 
 
+def test_replicates_multiply_every_stage_and_are_named():
+    one = make_plan(validate(copy.deepcopy(PLAN_SWEEP)), gpus=2, steps_per_s=["10"], eval_s=["2"])
+    cfg = copy.deepcopy(PLAN_SWEEP)
+    cfg["tuning"]["replicates"] = 3
+    three = make_plan(validate(cfg), gpus=2, steps_per_s=["10"], eval_s=["2"])
+    for a, b in zip(one["stages"], three["stages"]):
+        assert b["groups"] == 3 * a["groups"]
+        for key in ("trials", "full_budget", "steps", "evaluations", "hours"):
+            assert b[key] == pytest.approx(3 * a[key])
+    assert any("tuning.replicates" in n for n in three["notes"]) and not any("replicates" in n for n in one["notes"])
+
+
 def test_per_architecture_rates_and_bad_rates():
     raw = copy.deepcopy(PLAN_SWEEP)
     raw["architectures"]["transformer"] = {"arch": "Segformer", "encoder": "mit_b0"}
