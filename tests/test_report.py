@@ -350,6 +350,7 @@ def test_tuning_table(report):
     assert [dice[f"≥ {r} reports"] for r in (1, 2, 4, 8)] == ["5", "5", "5", "4"]
     assert dice["≥ 10 reports (max_t)"] == "4" and dice["Full budget"] == "4"
     assert dice["Confirmed"] == "tune-cnn-dice-2"
+    assert dice["Branches tried"] == "–"  # no categorical hyperparameter in the fixture
     (ce,) = [r for k, r in rows.items() if k.endswith("(ce)")]  # #4 diverged at step 7 (no report), #5 oom
     assert ce["≥ 1 reports"] == "4" and ce["Full budget"] == "4"
     assert rows["Focal (focal)"]["Trials"] == "10" and rows["Focal (focal)"]["≥ 10 reports (max_t)"] == "10"

@@ -29,7 +29,7 @@ from .. import __version__
 from ..results import SCHEMA_VERSION, read_results, read_sweep_meta, resolve_results_dir
 from . import markup as mk
 from . import across_cells
-from . import plots, sections, stats
+from . import budget, plots, sections, stats
 
 _HERE = Path(__file__).parent
 
@@ -158,6 +158,7 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
         t = trials[(trials["dataset"] == c.dataset) & (trials["arch"] == c.arch)]
         runs = stats.ranked_runs(t)
         losses = list(c.table.index) + sorted(set(t["loss"]) - set(c.table.index))
+        bv = budget.cell_view(t, c)
         cells_ctx.append({
             "id": f"cell-{i}", "dataset": c.dataset, "arch": c.arch, "primary": c.primary, "stats": c,
             "ranking": None if c.table.empty else sections.ranking_table(c),
@@ -169,11 +170,15 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
             "size": sections.size_section(c, cases, trials),
             "curves": plots.learning_curves(curves, c, set(runs["trial_id"])), "budget": plots.budget_curves(t, c),
             "overlays": sections.overlays(rdir, c, runs), "sensitivity": sections.sensitivity(trials, c, losses, meta.get("spaces") or {}),
-            "power": sections.power(c, protocol, alpha), "tuning": sections.tuning_section(trials, curves, c, protocol),
+            "power": sections.power(c, protocol, alpha), "tuning": sections.tuning_section(trials, curves, c, protocol,
+                                                                                      meta.get("spaces") or {}),
             "roles": sections.roles(cases, protocol, c.dataset),
             "not_converged": [c.table.loc[x, "title"] for x in c.not_converged],
             "kendall_w": c.kendall_w, "w_seeds": c.w_seeds, "w_losses": c.w_losses,
             "overlap": sections.overlap_section(trials, c),
+            "rank_blobs": plots.rank_blobs(c), "significance": plots.significance_map(c),
+            "budget_max": plots.expected_max_curves(bv["curves"], c, bv["top"], stats.display_names(t)),
+            "budget_crossings": bv["crossings"], "budget_flag": bv["sentence"],
         })
     return {
         "title": f"raysweep ranking: {meta.get('sweep_id') or rdir}",

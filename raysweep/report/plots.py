@@ -294,3 +294,133 @@ def overlap_boundary(table: pd.DataFrame) -> str | None:
     ax.grid(alpha=0.3)
     _legend_families(ax, list(t["family"]))
     return _uri(fig)
+
+
+# -- rank distribution, pairwise claims, expected best score against tuning budget ---------------------------------
+
+def rank_shares(cell: CellStats) -> pd.DataFrame | None:
+    """Share of the bootstrap draws (``cell.rank_samples``) at each rank: losses (table order) x ranks 1..k; None
+    without samples."""
+    s = cell.rank_samples
+    if s is None or len(s) == 0:
+        return None
+    k = s.shape[1]
+    counts = np.stack([np.bincount(s[:, j], minlength=k + 1)[1:k + 1] for j in range(k)])
+    return pd.DataFrame(counts / len(s), index=list(cell.table.index[:k]), columns=range(1, k + 1))
+
+
+@_plain_text
+def rank_blobs(cell: CellStats) -> str | None:
+    """Blob plot of the bootstrap rank distributions (challengeR; Wiesenfarth et al., Sci Rep 2021): one row per
+    loss (table order, best on top), a circle at each rank whose area is the share of the draws at that rank, the
+    median as a black cross and the 95% interval (2.5% to 97.5% percentiles) as a black line; family colours."""
+    shares = rank_shares(cell)
+    if shares is None:
+        return None
+    s, t = cell.rank_samples, cell.table
+    k = s.shape[1]
+    fig = Figure(figsize=(2.4 + 0.5 * max(k, 4), 1.0 + 0.34 * k))
+    ax = fig.add_subplot()
+    y = np.arange(k)[::-1]
+    ranks = np.arange(1, k + 1)
+    for j, (yi, (loss, r)) in enumerate(zip(y, t.iloc[:k].iterrows())):
+        share = shares.loc[loss].to_numpy(float)
+        on = share > 0
+        ax.scatter(ranks[on], np.full(on.sum(), yi), s=260 * share[on], color=_color(r["family"]), alpha=0.8,
+                   edgecolors="none", zorder=2)
+        lo, hi = np.percentile(s[:, j], [2.5, 97.5])
+        ax.plot([lo, hi], [yi, yi], color="black", lw=1, zorder=3)
+        ax.plot(np.median(s[:, j]), yi, "x", color="black", ms=6, mew=1.5, zorder=4)
+    ax.set_yticks(y, [str(x) for x in t["title"].iloc[:k]], fontsize=8)
+    ax.set_xticks(ranks)
+    ax.set_xlim(0.4, k + 0.6)
+    ax.set_ylim(-0.7, k - 0.3)
+    ax.set_xlabel(f"rank over {len(s)} bootstrap draws (1 = best); area: share of draws; x: median; "
+                  "line: 95% interval", fontsize=8)
+    ax.grid(alpha=0.3)
+    _legend_families(ax, list(t["family"]))
+    ax.get_legend().set_loc("upper left")
+    ax.get_legend().set_bbox_to_anchor((1.01, 1.0))  # beside the axes: the blobs fill every corner
+    return _uri(fig)
+
+
+#: Colours of the significance map: row claimed better than column, row claimed worse.
+BETTER, WORSE = "#2b83ba", "#e66101"
+
+
+def claim_grid(cell: CellStats) -> pd.DataFrame | None:
+    """losses x losses (table order) of the cell's claims: 1 where the row's loss is claimed better than the
+    column's, -1 where claimed worse, 0 where not separable (and on the diagonal); None without tests."""
+    if cell.p_holm is None:
+        return None
+    order = [x for x in cell.table.index if x in cell.p_holm.index]
+    grid = pd.DataFrame(0, index=order, columns=order, dtype=int)
+    for better, worse in cell.claims:
+        if better in grid.index and worse in grid.index:
+            grid.loc[better, worse], grid.loc[worse, better] = 1, -1
+    return grid
+
+
+@_plain_text
+def significance_map(cell: CellStats) -> str | None:
+    """The pairwise claims as a k x k grid in table order: cell (i, j) blue when loss i is claimed better than loss
+    j, orange when claimed worse, blank when the pair is not separable; the diagonal grey."""
+    grid = claim_grid(cell)
+    if grid is None or grid.empty:
+        return None
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    k = len(grid)
+    titles = [str(cell.table.loc[x, "title"]) for x in grid.index]
+    g = grid.to_numpy(float, copy=True)
+    np.fill_diagonal(g, np.nan)
+    side = 1.8 + 0.3 * k
+    fig = Figure(figsize=(side + 1.6, side))
+    ax = fig.add_subplot()
+    cmap = ListedColormap([WORSE, "white", BETTER]).with_extremes(bad="#dddddd")
+    ax.imshow(np.ma.masked_invalid(g), cmap=cmap, vmin=-1.5, vmax=1.5, aspect="equal")
+    ax.set_xticks(range(k), titles, rotation=90, fontsize=8)
+    ax.set_yticks(range(k), titles, fontsize=8)
+    ax.set_xticks(np.arange(-0.5, k, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, k, 1), minor=True)
+    ax.grid(which="minor", color="#999999", lw=0.5)
+    ax.tick_params(which="minor", length=0)
+    ax.set_xlabel("column loss", fontsize=8)
+    ax.set_ylabel("row loss", fontsize=8)
+    ax.legend(handles=[Patch(color=BETTER, label="row better"), Patch(color=WORSE, label="row worse"),
+                       Patch(facecolor="white", edgecolor="#999999", label="not separable")],
+              fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    return _uri(fig)
+
+
+@_plain_text
+def expected_max_curves(curves: pd.DataFrame, cell: CellStats, top: Sequence[str],
+                        titles: dict[str, str] | None = None) -> str | None:
+    """Expected best selection score against the number of tuning trials n (:func:`raysweep.report.budget.curves`:
+    index n, one column per loss), one line per loss: the contenders ``top`` in distinct colours with a legend, the
+    others thin and grey. ``titles``: display names of losses not in ``cell.table``."""
+    if curves.empty or curves.notna().sum().sum() == 0:
+        return None
+    names = {**(titles or {}), **cell.table["title"].to_dict()} if not cell.table.empty else dict(titles or {})
+    looks = _loss_styles(list(top))
+    fig = Figure(figsize=(6.4, 3.2))
+    ax = fig.add_subplot()
+    for loss in curves.columns:
+        c = curves[loss].dropna()
+        if loss in looks:
+            continue
+        ax.plot(c.index, c.to_numpy(), color=OTHER, lw=0.8)
+    for loss in top:  # on top of the grey lines, in the contenders' order
+        if loss not in curves.columns:
+            continue
+        c = curves[loss].dropna()
+        color, ls, marker = looks[loss]
+        ax.plot(c.index, c.to_numpy(), color=color, ls=ls, marker=marker, ms=3, lw=2,
+                label=str(names.get(loss, loss)))
+    ax.set_xlabel("tuning trials n (pooled over replicates)")
+    ax.set_ylabel(f"expected best {cell.primary}", fontsize=8)
+    ax.grid(alpha=0.3)
+    if top:
+        ax.legend(fontsize=8, frameon=False, loc="lower right")
+    return _uri(fig)

@@ -67,7 +67,8 @@ def ranking_table(c: stats.CellStats) -> dict[str, Any]:
         cols.append(("HD95", "mean HD95 over seeds (lower is better)"))
     if tested:
         cols += [("Mean rank", "per-case rank averaged over cases (rank-then-aggregate)"),
-                 ("Rank 95% CI", "bootstrap over cases"), ("P(first)", "share of bootstrap replicates ranked 1st"),
+                 ("Rank 95% CI", "bootstrap over cases"),
+                 ("P(first)", "share of bootstrap draws over cases and replicates in which the loss ranks first"),
                  ("p vs best", "Wilcoxon signed-rank against the best loss, Holm-corrected over all pairs")]
     cols += [(f"{x[6:]}", f"per-class {cm}, mean over seeds") for x in class_cols]
     cols += [("Last-20% gain", f"convergence: primary metric at the final report minus at the last report at or "
@@ -139,7 +140,11 @@ def power(c: stats.CellStats, protocol: dict[str, Any] | None, alpha: float) -> 
 
 
 def tuning_section(trials: pd.DataFrame, curves: pd.DataFrame, c: stats.CellStats,
-                    protocol: dict[str, Any] | None) -> dict[str, Any] | None:
+                    protocol: dict[str, Any] | None, spaces: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The cell's tuning table: per loss, its tune trials by proposer, by rung reached, at full budget, the
+    categorical branches they tried, and the tune trial confirmed. ``spaces``: sweep.json's ``spaces`` (per loss,
+    its search space), which says which hyperparameters are categorical and their choices; without it, a
+    hyperparameter whose tried values are all strings or booleans counts as categorical."""
     es = (protocol or {}).get("early_stopping") if isinstance((protocol or {}).get("early_stopping"), dict) else None
     rungs = [int(r) for r in es.get("rungs") or [] if isinstance(r, int)] if es else []
     max_t = int(es["max_t"]) if es and isinstance(es.get("max_t"), int) else None
@@ -164,8 +169,40 @@ def tuning_section(trials: pd.DataFrame, curves: pd.DataFrame, c: stats.CellStat
                      f"tune trials whose curve reached report {r}" + (": the full budget" if r == max_t else
                                                                        ": an ASHA rung")))
     cols += [("Full budget", "completed with every step of the budget: the trials confirmation picks from"),
+             ("Branches tried", "per categorical hyperparameter, the distinct values the group's tune trials tried "
+              "(any status; '(no score)': only in trials without a score; 'not tried': choices of the search space "
+              "no trial took); trial counts in the tooltip"),
              ("Confirmed", "tune trial whose params the ranked confirmation runs use (matched by value)")]
     order = [x for x in c.table.index if x in counts.index] + sorted(set(counts.index) - set(c.table.index))
+    cell_tune = trials[(trials["stage"] == "tune") & (trials["dataset"] == c.dataset) & (trials["arch"] == c.arch)]
+
+    def text(v: Any) -> str:
+        return json.dumps(v) if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+
+    def branches(loss: str) -> dict[str, Any]:
+        g = cell_tune[cell_tune["loss"] == loss]
+        space = (spaces or {}).get(loss) if isinstance((spaces or {}).get(loss), dict) else None
+        points = [stats.parse_json(p) for p in g["params"]]
+        scored = [mk.finite(m) for m in pd.to_numeric(g["final_metric"], errors="coerce")]
+        names = sorted({k for p in points for k in p})
+        if space is not None:
+            cats = [k for k, d in space.items() if isinstance(d, dict) and d.get("type") == "categorical"]
+        else:
+            cats = [k for k in names if all(isinstance(p[k], (str, bool)) for p in points if k in p)]
+        parts, tips = [], []
+        for name in cats:
+            tried: dict[str, list[bool]] = {}
+            for p, ok in zip(points, scored):
+                if name in p:
+                    tried.setdefault(text(p[name]), []).append(ok)
+            choices = [text(x) for x in (space or {}).get(name, {}).get("choices") or []]
+            values = [x for x in choices if x in tried] + sorted(set(tried) - set(choices))
+            shown = [x + ("" if any(tried[x]) else " (no score)") for x in values]
+            missing = [x for x in choices if x not in tried]
+            parts.append(f"{name}: {', '.join(shown) or 'none'}" + (f" (not tried: {', '.join(missing)})"
+                                                                      if missing else ""))
+            tips.append(f"{name}: " + ", ".join(f"{x} {len(tried[x])}" for x in values))
+        return mk.cell("; ".join(parts) or "–", len(parts), "" if parts else "na", "; ".join(tips))
     rows = []
     for loss in order:
         r = counts.loc[loss]
@@ -176,6 +213,7 @@ def tuning_section(trials: pd.DataFrame, curves: pd.DataFrame, c: stats.CellStat
             row += [mk.cell(int(r[k]), int(r[k]), "num") for k in keys]
         row += [mk.cell(int(r[f"rung:{m}"]), int(r[f"rung:{m}"]), "num") for m in marks]
         row.append(mk.cell(int(r["full_budget"]), int(r["full_budget"]), "num"))
+        row.append(branches(loss))
         src = sources.get(loss)
         row.append(mk.cell("not confirmed yet" if src is None else ", ".join(src[:3]) or "no match",
                          title="" if not src or len(src) <= 3 else ", ".join(src)))
