@@ -94,9 +94,11 @@ def test_summary_names_the_winner_and_the_tie(report):
     rows = {r["Dataset / arch"]: r for r in summary["rows"]}
     clear, tie = rows["synthetic / cnn"], rows["synthetic / transformer"]
     assert clear["Winner"] == "Boundary (boundary)" and clear["Family"] == "boundary"
-    assert clear["Top separable?"] == "yes"
+    # The fixture has one replicate per loss: the verdict is a case-level one, and the summary says so in red.
+    assert clear["Top separable?"] == "yes — case-level test only"
+    assert clear["In-run replication"] == "one replicate"
     assert tie["Winner"] in ("Dice (dice)", "Dice + CE (dice_ce)")
-    assert tie["Top separable?"] == "no (tie)"
+    assert tie["Top separable?"] == "no (tie) — case-level test only"
     assert float(clear["Spread"]) > 0.15
     assert "Boundary is best, separable from every other loss" in report["html"]
     assert "a tie at the top" in report["html"]
@@ -401,3 +403,30 @@ def test_powerless_design_is_prominent(tmp_path):
     assert summary["rows"][0]["Design power"] == f"CANNOT declare any difference (needs ≥ {p.cases_needed} cases)"
     assert 'id="powerless"' in html and "No difference can be declared in d / m" in html
     assert p.sentence().replace("<", "&lt;").replace(">", "&gt;") in html
+
+
+def test_replicates_put_tuning_variance_in_the_test_and_one_replicate_says_it_is_not(tmp_path, report):
+    # Three replicates per loss (one seed each): the verdict comes from the replicate-aware test, the ranking shows
+    # each loss's spread over its replicates, and no red warning; the one-replicate fixture carries the warning.
+    from raysweep.report import paired
+
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.4, 0.6, 16)
+    shifts = {"a": [0.30, 0.32, 0.31], "b": [0.10, 0.14, 0.06], "c": [0.0, 0.01, -0.01]}
+    scores = {x: np.vstack([base + s + rng.normal(0, 0.005, 16) for s in v]) for x, v in shifts.items()}
+    from report_fixture import write_planted_cell
+
+    write_planted_cell(tmp_path / "results", scores, replicates=3)
+    frames = stats.cell_view(results.read_results(tmp_path / "results"))
+    cell = stats.cell_stats(frames["trials"], frames["cases"], "d", "m")
+    assert cell.test_method == paired.WELCH and cell.n_replicates == 3 and not cell.replication_warning
+    assert cell.table.loc["b", "rep_min"] == pytest.approx((base + 0.06).mean(), abs=0.01)
+    assert cell.table.loc["b", "rep_sd"] == pytest.approx(np.std([0.10, 0.14, 0.06], ddof=1), abs=0.005)
+    assert cell.halves["replicates"] == (2, 1) and cell.halves["methods"] == (paired.WELCH, paired.WILCOXON)
+    html = build_report(tmp_path).read_text()
+    assert "replicate-aware t-test on 3 replicates x 16 paired cases" in html
+    assert "replication-warning" not in html.split("<h2>Methods</h2>")[0]
+    assert ">Replicate spread<" in html or "Replicate spread</th>" in html
+    one = report["html"]
+    assert 'class="alarm-text replication-warning"' in one
+    assert "Tuning and training variance are not in this test: one replicate per loss" in one

@@ -84,11 +84,13 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
         key = f"{c.dataset} / {c.arch}"
         if c.table.empty:
             summary_rows.append([mk.cell(key), mk.cell("no confirmation runs yet"), mk.cell(""), mk.cell("–"), mk.cell("–"),
-                                 mk.cell("–"), mk.cell("–"), mk.cell("–"), mk.cell("–"), mk.cell("–")])
+                                 mk.cell("–"), mk.cell("–"), mk.cell("–"), mk.cell("–"), mk.cell("–"), mk.cell("–")])
             summary_classes.append("")
             continue
         w = c.table.iloc[0]
         sep = {True: "yes", False: "no (tie)", None: "not tested"}[c.separable]
+        if c.replication_warning and c.separable is not None:
+            sep += " — case-level test only"
         if c.power is None:
             power = mk.cell("not tested", cls="na")
         elif c.power.declarable:
@@ -111,17 +113,23 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
             mk.cell(key), mk.loss_cell(w["title"], w["loss"], w["in_survey"]), mk.cell(w["family"]),
             mk.cell(f"{w['mean']:.4f}" + (f" [{w['ci_lo']:.4f}, {w['ci_hi']:.4f}]" if mk.finite(w["ci_lo"]) else ""),
                   repr(float(w["mean"])), "num"),
-            mk.num(c.spread, "{:.4f}"), mk.cell(sep, cls="sep-" + sep.split()[0]), power,
-            mk.num(c.kendall_w, "{:.3f}"), conv,
+            mk.num(c.spread, "{:.4f}"), mk.cell(sep, cls="power-none" if c.replication_warning else
+                                               "sep-" + sep.split()[0], title=c.replication_warning), power,
+            mk.num(c.kendall_w, "{:.3f}"), _halves_cell(c), conv,
             mk.cell(f"{len(c.table)} losses, {c.n_cases} cases, {c.n_seeds} seeds")])
         summary_classes.append("")
     summary = mk.table([("Dataset / arch", ""), ("Winner", "best mean primary metric"), ("Family", ""),
                       ("Mean [95% CI]", "primary metric over seeds"), ("Spread", "best minus worst loss"),
-                      ("Top separable?", "Wilcoxon-Holm on paired per-case scores"),
+                      ("Top separable?", "the best loss claimed better than every other (Holm over all pairs): "
+                       "a replicate-aware test with two or more replicates per loss, else Wilcoxon on cases (red: "
+                       "tuning and training variance are not in the test)"),
                       ("Design power", "can the cell's complete paired cases and ranked losses separate any pair at "
                        "all after Holm's correction? (the smallest adjusted p-value the design allows)"),
                       ("Seed agreement (W)", "Kendall's W of the seeds x losses matrix of final metrics (tie-"
                        "corrected): 1 = every confirmation seed orders the losses alike, 0 = unrelated orders"),
+                      ("In-run replication", "the replicates split in two halves, each ranked and tested alone: "
+                       "Kendall's tau-b between the halves' mean rankings, and the halves' claims replicated / left "
+                       "open / contradicted"),
                       ("Converged?", f"'not converged' when one of the {stats.CONVERGENCE_TOP} best losses still "
                        f"gains >= {stats.CONVERGENCE_GAIN} over the last 20% of its budget"), ("Evidence", "")],
                      summary_rows, summary_classes)
@@ -165,6 +173,7 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
             "unranked": sorted(set(t["loss"]) - set(c.table.index)),
             "dots": plots.ranking_dots(c), "cd": plots.cd_diagram(c), "pairwise": sections.pairwise_table(c),
             "friedman": c.friedman, "verdict": c.verdict, "caveats": c.caveats,
+            "replication_warning": c.replication_warning,
             "nemenyi_top": [c.table.loc[x, "title"] for x in c.nemenyi_top_group],
             "top_titles": [c.table.loc[x, "title"] for x in c.top_group],
             "size": sections.size_section(c, cases, trials),
@@ -195,6 +204,20 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
         "meta": sections.metadata(trials, meta, max_failed), "n_trials": len(trials),
         "css": (_HERE / "assets" / "report.css").read_text(), "js": (_HERE / "assets" / "report.js").read_text(),
     }
+
+
+def _halves_cell(c: stats.CellStats) -> dict[str, Any]:
+    """The summary's in-run replication cell: tau between the two halves of the replicates and their claims."""
+    h = c.halves
+    if not h:
+        return mk.cell("one replicate" if c.n_replicates < 2 else "–", cls="na",
+                       title="needs two or more replicates per loss (tuning.replicates)")
+    text = (f"tau {h['tau']:+.3f}; claims {h['replicated']} replicated / {h['open']} open / {h['contradicted']} "
+            f"contradicted")
+    title = (f"replicates {h['replicates'][0]} + {h['replicates'][1]}; halves' winners "
+             f"{c.table.loc[h['winners'][0], 'title']} / {c.table.loc[h['winners'][1], 'title']}; each half tested "
+             f"with: {' / '.join(dict.fromkeys(h['methods']))}")
+    return mk.cell(text, h["tau"], "warn" if h["contradicted"] else "", title)
 
 
 def render(context: dict[str, Any]) -> str:

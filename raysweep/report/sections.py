@@ -65,17 +65,25 @@ def ranking_table(c: stats.CellStats) -> dict[str, Any]:
             (c.primary, "mean over seeds of the final primary metric"), ("95% CI", "Student-t over seeds")]
     if has_hd:
         cols.append(("HD95", "mean HD95 over seeds (lower is better)"))
+    replicated = c.n_replicates > 1
+    if replicated:
+        cols += [("Replicates", "independent replicates of the group's tuning and confirmation ranked"),
+                 ("Replicate spread", "the lowest and the highest replicate mean of the final primary metric, and "
+                  "their standard deviation: how much the loss's score depends on tuning and training luck")]
     if tested:
         cols += [("Mean rank", "per-case rank averaged over cases (rank-then-aggregate)"),
-                 ("Rank 95% CI", "bootstrap over cases"),
+                 ("Rank 95% CI", "two-level bootstrap over cases and each loss's replicates"),
                  ("P(first)", "share of bootstrap draws over cases and replicates in which the loss ranks first"),
-                 ("p vs best", "Wilcoxon signed-rank against the best loss, Holm-corrected over all pairs")]
+                 ("p vs best", "the pairwise test against the best loss (the cell's test: see the verdict), "
+                  "Holm-corrected over all pairs")]
     cols += [(f"{x[6:]}", f"per-class {cm}, mean over seeds") for x in class_cols]
     cols += [("Last-20% gain", f"convergence: primary metric at the final report minus at the last report at or "
               f"before {stats.TAIL_START:.0%} of the budget, mean over the ranked runs; >= "
               f"{stats.CONVERGENCE_GAIN} means still improving (more steps could change the order)"),
              ("Tuning gain", "tuned minus default primary metric (source in the tooltip)"),
-             ("Best hyperparameters", "the confirmed configuration"), ("ms/step", "median training step"),
+             ("Best hyperparameters", "the confirmed configuration" + (" of each replicate (r0; r1; ...)" if
+                                                                        replicated else "")),
+             ("ms/step", "median training step"),
              ("Peak MB", "peak memory")]
     rows, classes = [], []
     for loss, r in t.iterrows():
@@ -87,6 +95,10 @@ def ranking_table(c: stats.CellStats) -> dict[str, Any]:
                      repr(float(r["ci_hi"] - r["ci_lo"])) if mk.finite(r["ci_lo"]) else None, "num")]
         if has_hd:
             row.append(mk.num(r["hd95"], "{:.2f}"))
+        if replicated:
+            row += [mk.cell(r["n_replicates"], r["n_replicates"], "num"),
+                    mk.cell(f"{r['rep_min']:.3f}–{r['rep_max']:.3f} (sd {r['rep_sd']:.3f})" if mk.finite(r["rep_sd"])
+                            else "–", repr(float(r["rep_sd"])) if mk.finite(r["rep_sd"]) else None, "num")]
         if tested:
             row += [mk.num(r.get("mean_rank"), "{:.2f}"),
                     mk.cell(f"{r['rank_lo']:.0f}–{r['rank_hi']:.0f}" if mk.finite(r.get("rank_lo")) else "–",
@@ -103,7 +115,8 @@ def ranking_table(c: stats.CellStats) -> dict[str, Any]:
         gain["title"] = str(r["gain_source"])
         if not mk.finite(r["gain"]):
             gain["text"] = "–"
-        row += [gain, mk.cell(r["params"]), mk.num(r["step_ms"], "{:.1f}"), mk.num(r["peak_memory_mb"], "{:.0f}")]
+        params = "; ".join(f"r{i}: {p}" for i, p in enumerate(r["replicate_params"])) if replicated else r["params"]
+        row += [gain, mk.cell(params), mk.num(r["step_ms"], "{:.1f}"), mk.num(r["peak_memory_mb"], "{:.0f}")]
         rows.append(row)
         classes.append("top" if bool(r.get("top", False)) else "")
     return mk.table(cols, rows, classes)
@@ -415,7 +428,7 @@ def _axis_panel(a: rb.AxisStats) -> dict[str, Any]:
             ("Rank clean → worst", "rank by mean metric at the clean and at the worst level")]
     if tested:
         cols += [("Case retained", "mean over the paired cases of worst / clean per case"),
-                 ("Rank 95% CI", "bootstrap over cases"), ("P(first)", "share of bootstrap replicates ranked 1st"),
+                 ("Rank 95% CI", "two-level bootstrap over cases and each loss's replicates"), ("P(first)", "share of bootstrap replicates ranked 1st"),
                  ("p vs best", "Wilcoxon signed-rank on per-case retained values against the most robust loss, "
                                "Holm-corrected over all pairs")]
     rows, classes = [], []
