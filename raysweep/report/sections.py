@@ -428,7 +428,7 @@ def _axis_panel(a: rb.AxisStats) -> dict[str, Any]:
             ("Rank clean → worst", "rank by mean metric at the clean and at the worst level")]
     if tested:
         cols += [("Case retained", "mean over the paired cases of worst / clean per case"),
-                 ("Rank 95% CI", "two-level bootstrap over cases and each loss's replicates"), ("P(first)", "share of bootstrap replicates ranked 1st"),
+                 ("Rank 95% CI", "bootstrap over cases"), ("P(first)", "share of bootstrap replicates ranked 1st"),
                  ("p vs best", "Wilcoxon signed-rank on per-case retained values against the most robust loss, "
                                "Holm-corrected over all pairs")]
     rows, classes = [], []
