@@ -88,7 +88,7 @@ def ranking_dots(cell: CellStats) -> str | None:
 @_plain_text
 def cd_diagram(cell: CellStats) -> str | None:
     """Critical-difference diagram (scikit-posthocs): mean per-case ranks, bars join losses that the
-    Wilcoxon-Holm test does not separate."""
+    pairwise test (Holm) does not separate."""
     if cell.mean_ranks is None or cell.p_holm is None or len(cell.mean_ranks) < 2:
         return None
     import scikit_posthocs as sp
@@ -102,7 +102,7 @@ def cd_diagram(cell: CellStats) -> str | None:
     fig = Figure(figsize=(7.5, 1.2 + 0.16 * k))
     ax = fig.add_subplot()
     sp.critical_difference_diagram(ranks, sig, ax=ax, label_props={"fontsize": 8})
-    ax.set_title("mean rank over cases (1 = best); bars: not separable (Wilcoxon-Holm)", fontsize=8)
+    ax.set_title("mean rank over cases (1 = best); bars: not separable (pairwise test, Holm)", fontsize=8)
     return _uri(fig)
 
 

@@ -17,7 +17,9 @@ Robustness, per (base dataset, arch, axis):
 * Paired statistics as in the main ranking, on per-case retained values: for each ranking case and loss, the case
   score at the worst level (mean over classes, then over seeds: :func:`raysweep.report.stats.case_matrix`) divided
   by the case score at the clean level. Cases scored 0 at the clean level (no ratio) and cases missing for a loss
-  are dropped (complete blocks only). Friedman over the matrix; all-pairs Wilcoxon signed-rank with Holm's
+  are dropped (complete blocks only); with replicates, replicate r's ratio is its worst-level score over replicate r's
+  clean one (:func:`retained_matrix`). Friedman over the matrix; the pairwise test of :mod:`raysweep.report.paired`
+  (replicate-aware with two or more replicates per loss, else Wilcoxon signed-rank) with Holm's
   correction; the *top group* is the most robust loss and every loss the test cannot separate from it; bootstrap
   intervals of each loss's rank; the design's power limit.
 * *Rank change*: each loss's rank by its mean metric among the compared losses at the clean level and at the worst
@@ -40,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
-from . import stats
+from . import paired, stats
 
 #: Losses named by the rank-change sentence at most (the largest moves first).
 MAX_MOVERS = 3
@@ -226,19 +228,24 @@ def robustness(trials: pd.DataFrame, cases: pd.DataFrame, base: str, arch: str, 
 
 def retained_matrix(trials: pd.DataFrame, cases: pd.DataFrame, base: str, arch: str, clean: str, worst: str,
                     losses: list[str], primary: str) -> tuple[pd.DataFrame, int, list[str]]:
-    """Per-case retained values (cases x losses, complete cases), how many cases had no ratio (clean score 0), and
-    the losses without per-case scores at either level."""
+    """Per-case retained values, cases x (loss, replicate) (complete cases; a table of
+    :mod:`raysweep.report.paired`), how many cases had no ratio (clean score 0), and the losses without per-case
+    scores at either level. Replicate r's ratio divides its score at the worst level by replicate r's at the clean
+    level: the replicates of two cells are independent draws, so matching them by index pairs them at random."""
     m = []
     for variant in (clean, worst):
         t = _cell_trials(trials, base, variant, arch, clean=variant == clean)
-        x = stats.case_matrix(cases, stats.ranked_runs(t), primary)
-        m.append(x.reindex(columns=losses) if not x.empty else pd.DataFrame(columns=losses))
-    missing = [x for x in losses if m[0][x].isna().all() or m[1][x].isna().all()]
+        m.append(paired.replicate_scores(cases, stats.ranked_runs(t), stats.class_metric(primary)))
+    present = [set(x.columns.get_level_values("loss")) if not x.empty else set() for x in m]
+    missing = [x for x in losses if x not in present[0] or x not in present[1]]
+    if missing:
+        return pd.DataFrame(), 0, missing
+    cols = m[0].columns.intersection(m[1].columns)
     common = m[0].index.intersection(m[1].index)
-    clean_m, worst_m = m[0].loc[common], m[1].loc[common]
+    clean_m, worst_m = m[0].loc[common, cols], m[1].loc[common, cols]
     ratio = worst_m / clean_m.where(clean_m > 0)
     complete = ratio.dropna(axis=0, how="any")
-    no_ratio = int((clean_m.notna().all(axis=1) & worst_m.notna().all(axis=1)).sum() - len(complete))
+    no_ratio = int(len(common) - len(complete))
     return complete.sort_index(), no_ratio, missing
 
 
@@ -248,7 +255,7 @@ def _paired(out: AxisStats, trials: pd.DataFrame, cases: pd.DataFrame, alpha: fl
     if k < 2:
         out.verdict = "Only one loss has runs at both levels: nothing to compare."
         return
-    matrix, no_ratio, missing = retained_matrix(trials, cases, out.dataset, out.arch, out.clean, out.worst[1],
+    scores, no_ratio, missing = retained_matrix(trials, cases, out.dataset, out.arch, out.clean, out.worst[1],
                                                 list(table.index), out.primary)
     if missing:
         out.verdict = (f"Not tested: per-case scores are missing for {', '.join(missing)} at the clean or the worst "
@@ -257,6 +264,8 @@ def _paired(out: AxisStats, trials: pd.DataFrame, cases: pd.DataFrame, alpha: fl
     if no_ratio:
         out.caveats.append(f"{no_ratio} case(s) scored 0 at the clean level for some loss: no retained ratio, "
                            "left out of the paired tests.")
+    order = [str(x) for x in table.index]
+    matrix = paired.loss_means(scores).reindex(columns=order) if not scores.empty else pd.DataFrame(columns=order)
     n = len(matrix)
     out.n_cases = n
     if n < 2:
@@ -267,26 +276,29 @@ def _paired(out: AxisStats, trials: pd.DataFrame, cases: pd.DataFrame, alpha: fl
 
     out.power = power_limit(n, k, alpha)
     table["mean_case_retained"] = matrix.mean()
-    boot = stats.bootstrap_ranks(matrix[list(table.index)], n=n_boot)
+    boot, _ = paired.bootstrap_ranks(scores, order, n_boot)
     table[["rank_lo", "rank_hi", "p_first"]] = boot[["rank_lo", "rank_hi", "p_first"]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if k >= 3:
             stat, p = sstats.friedmanchisquare(*matrix.to_numpy(float).T)
             out.friedman = {"statistic": float(stat), "pvalue": float(p)}
-    _, p = stats.pairwise_wilcoxon(matrix[list(table.index)])
-    out.p_holm = p
+    tests = paired.pairwise_tests(scores, order)
+    p = out.p_holm = tests.holm
+    design = (f"replicate-aware t-test on {min(tests.replicates.values())} replicates x {n} paired cases"
+              if tests.replicate_aware else f"Wilcoxon signed-rank on {n} paired cases")
     best = str(table.index[0])
     out.top_group = stats.mark_top_group(table, p, alpha)
     out.separable = len(out.top_group) == 1
     head = (f"{table.loc[best, 'title']} retains the most of its clean {out.primary} at {out.axis} {out.worst[0]:g} "
             f"({table.loc[best, 'retained']:.1%})")
     if out.separable:
-        out.verdict = (f"{head}, separable from every other loss (Wilcoxon signed-rank on {n} paired cases, "
-                       f"Holm-corrected, alpha {alpha}).")
+        out.verdict = f"{head}, separable from every other loss ({design}, Holm-corrected, alpha {alpha})."
     else:
         out.verdict = (f"{head}, but it is not separable from {stats.titles_of(table, out.top_group[1:])} "
-                       f"(Wilcoxon-Holm, alpha {alpha}, {n} paired cases).")
+                       f"({design}, Holm, alpha {alpha}).")
+    if not tests.replicate_aware:
+        out.caveats.append(f"Tuning and training variance are not in this test ({tests.why_cases_only}).")
     if not out.power.declarable:
         out.caveats.append("Design limit: " + out.power.sentence())
 

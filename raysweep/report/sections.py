@@ -429,7 +429,7 @@ def _axis_panel(a: rb.AxisStats) -> dict[str, Any]:
     if tested:
         cols += [("Case retained", "mean over the paired cases of worst / clean per case"),
                  ("Rank 95% CI", "bootstrap over cases"), ("P(first)", "share of bootstrap replicates ranked 1st"),
-                 ("p vs best", "Wilcoxon signed-rank on per-case retained values against the most robust loss, "
+                 ("p vs best", "the pairwise test on per-case retained values against the most robust loss, "
                                "Holm-corrected over all pairs")]
     rows, classes = [], []
     for loss, r in t.iterrows():

@@ -283,7 +283,7 @@ def _group_top(p: pd.DataFrame, best: str, alpha: float) -> list[str]:
 
 
 def mark_top_group(table: pd.DataFrame, p: pd.DataFrame, alpha: float) -> list[str]:
-    """The top group of a ranking table (best first): the best loss and every loss the Holm-corrected Wilcoxon
+    """The top group of a ranking table (best first): the best loss and every loss the Holm-corrected pairwise
     p-values ``p`` cannot separate from it at ``alpha``. Adds the ``p_vs_best`` and ``top`` columns to ``table``."""
     best = str(table.index[0])
     top = _group_top(p, best, alpha)
@@ -332,7 +332,8 @@ def cell_stats(trials: pd.DataFrame, cases: pd.DataFrame, dataset: str, arch: st
     ``table`` columns: loss, title, family, in_survey, n_seeds, mean, ci_lo, ci_hi, rank (by mean; 1 = best),
     hd95, per-class ``class:<name>`` means, gain, gain_source, params, step_ms, peak_memory_mb, last20_gain (NaN
     without ``curves``), and, where per-case scores exist, mean_rank (rank-then-aggregate), rank_lo, rank_hi,
-    p_first, p_vs_best (Wilcoxon-Holm), top (in the top group).
+    p_first, p_vs_best (the pairwise test, Holm), top (in the top group); n_replicates, rep_sd, rep_min, rep_max
+    (spread of the replicates' mean final metric) and replicate_params (each replicate's confirmed configuration).
     """
     t = trials[(trials["dataset"] == dataset) & (trials["arch"] == arch)]
     runs = ranked_runs(t)
