@@ -125,8 +125,10 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
                        "tuning and training variance are not in the test)"),
                       ("Design power", "can the cell's complete paired cases and ranked losses separate any pair at "
                        "all after Holm's correction? (the smallest adjusted p-value the design allows)"),
-                      ("Seed agreement (W)", "Kendall's W of the seeds x losses matrix of final metrics (tie-"
-                       "corrected): 1 = every confirmation seed orders the losses alike, 0 = unrelated orders"),
+                      ("Seed agreement (W)", "Kendall's W of the runs x losses matrix of final metrics (tie-"
+                       "corrected; a run is one replicate's k-th confirmation seed, so with replicates W is the "
+                       "agreement of independent re-runs): 1 = every run orders the losses alike, 0 = unrelated "
+                       "orders"),
                       ("In-run replication", "the replicates split in two halves, each ranked and tested alone: "
                        "Kendall's tau-b between the halves' mean rankings, and the halves' claims replicated / left "
                        "open / contradicted"),
