@@ -14,7 +14,7 @@ if ROOT not in sys.path:  # `python -m pytest` has the repository root on the pa
     sys.path.insert(0, ROOT)
 
 MODULES = ["_common", "losses", "maps", "loss_step", "data", "train", "precision", "gpu_check", "fractional",
-           "gpu_session", "gpu_sweep", "pack"]
+           "gpu_session", "gpu_sweep", "pack", "replication"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -86,3 +86,35 @@ def test_gpu_session_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         gpu_session.main(["--help"])
     assert exit_.value.code == 0 and "--smoke" in capsys.readouterr().out
+
+
+def test_replication_tables_from_two_planted_sweeps(tmp_path):
+    """benchmarks.replication's tables on two planted sweeps (3 replicates): A ranks x > y > z with large gaps, B ranks
+    y > x > z: one claim contradicted (x vs y), two replicated; each winner outside the other's top group."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        from report_fixture import write_planted_cell
+    finally:
+        sys.path.remove(str(Path(__file__).resolve().parent))
+    from benchmarks.replication import markdown, summarise
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.5, 12)
+    folders = {}
+    for seed, levels in ((1, {"x": 0.4, "y": 0.2, "z": 0.0}), (2, {"x": 0.2, "y": 0.4, "z": 0.0})):
+        folder = tmp_path / f"s{seed}"
+        write_planted_cell(folder / "results", {k: np.vstack([base + v + rng.normal(0, 0.002, 12) for _ in range(3)])
+                                                for k, v in levels.items()}, replicates=3)
+        (folder / "state.json").write_text(json.dumps({"wall_s": 600.0 * seed}))
+        folders[seed] = folder
+    runs, pairs = summarise(folders)
+    assert [(r["seed"], r["minutes"], r["top"], r["losses"], r["winner"]) for r in runs] == [
+        (1, 10.0, 1, 3, "x"), (2, 20.0, 1, 3, "y")]
+    (pair,) = pairs
+    assert (pair["replicated"], pair["open"], pair["contradicted"]) == (2, 0, 1)
+    assert pair["a_winner_in_b_top"] is False and pair["b_winner_in_a_top"] is False
+    assert pair["tau"] == pytest.approx(1 / 3)
+    text = markdown(runs, pairs)
+    assert "| 1 vs 2 | d/m | 2 / 0 / 1 (A: x > y, B: y > x) | no | 0.333 |" in text
