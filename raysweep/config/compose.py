@@ -196,6 +196,15 @@ def _check_power(cfg: SweepConfig, where: str) -> None:
     difference between two losses: the ranking would name a winner that no test could ever support."""
     if cfg.confirmation["seeds"] == 0 or len(cfg.losses) < 2:
         return
+    if cfg.tuning["replicates"] == 2:
+        import warnings
+
+        # The replicate-aware test estimates each loss's replicate variance from its replicates: with two, one
+        # degree of freedom each, so Holm's threshold needs a t of hundreds (raysweep.report.paired).
+        warnings.warn(f"{where}: tuning.replicates is 2: each loss's replicate spread then has one degree of "
+                      "freedom, and the ranking's test can claim only differences hundreds of times that spread. "
+                      "Use 3 or more replicates (or 1, and the report states that tuning variance is not in the "
+                      "test).", stacklevel=3)
     try:
         limits = power_limits(cfg)
     except FileNotFoundError as exc:
