@@ -45,7 +45,8 @@ def welch_by_hand(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def test_replicate_test_equals_welch_when_cases_add_no_variance():
     # Every case moves with its replicate (the per-case difference is the same on every case): the case term is 0
-    # and the test is exactly Welch's t-test on the replicate means (scipy as the oracle).
+    # and, with two losses (too few to fit a prior for their variances: no moderation), the test is exactly Welch's
+    # t-test on the replicate means (scipy as the oracle).
     rng = np.random.default_rng(1)
     shape = rng.normal(0, 0.05, 12)
     x = np.array([0.70, 0.74, 0.69, 0.73])[:, None] + shape
@@ -94,17 +95,99 @@ def test_a_planted_true_difference_is_claimed_and_its_direction_is_right():
     assert claims == {(f"l{j}", f"l{i}") for i in range(k) for j in range(i + 1, k)}
 
 
+def trigamma_inverse(x: float) -> float:
+    """limma's trigammaInverse (Smyth 2004): Newton's method on 1 / trigamma, from y = 0.5 + 1 / x."""
+    from scipy.special import polygamma
+
+    y = 0.5 + 1.0 / x
+    for _ in range(50):
+        tri = float(polygamma(1, y))
+        dif = tri * (1 - tri / x) / float(polygamma(2, y))
+        y += dif
+        if -dif / y < 1e-12:
+            break
+    return y
+
+
+def prior_by_hand(s2, df):
+    """Smyth's moment estimates of (d0, s0^2), written out with loops and another solver."""
+    from scipy.special import digamma, polygamma
+
+    e = [math.log(v) - digamma(d / 2) + math.log(d / 2) for v, d in zip(s2, df)]
+    m = sum(e) / len(e)
+    excess = sum((x - m) ** 2 for x in e) / (len(e) - 1) - sum(polygamma(1, d / 2) for d in df) / len(df)
+    if excess <= 0:
+        return math.inf, math.exp(m)
+    d0 = 2 * trigamma_inverse(excess)
+    return d0, math.exp(m + digamma(d0 / 2) - math.log(d0 / 2))
+
+
+def test_prior_of_the_replicate_variances_equals_smyths_moments():
+    rng = np.random.default_rng(8)
+    df = np.full(40, 2.0)
+    sigma2 = 0.01 ** 2 * 6 / rng.chisquare(6, 40)  # true variances from a scaled inverse chi-square, d0 = 6
+    s2 = sigma2 * rng.chisquare(2, 40) / 2
+    d0, s0 = paired.fit_prior(s2, df)
+    ref = prior_by_hand(s2, df)
+    assert d0 == pytest.approx(ref[0], rel=1e-8) and s0 == pytest.approx(ref[1], rel=1e-8)
+    assert 1 < d0 < 40  # a finite prior, of the size planted
+    assert paired.fit_prior(np.full(5, 0.02), np.full(5, 2.0)) == (math.inf, pytest.approx(prior_by_hand(
+        [0.02] * 5, [2.0] * 5)[1]))  # no spread beyond chance: one common variance
+    assert paired.fit_prior(np.array([0.1, 0.0, 0.2]), np.full(3, 2.0))[0] == 0.0  # two positive: no prior
+
+
+def test_moderated_test_matches_a_hand_computation():
+    rng = np.random.default_rng(12)
+    sds = {"a": 0.005, "b": 0.03, "c": 0.01, "d": 0.06}
+    blocks = {k: 0.6 + rng.normal(0, sd, (3, 1)) + rng.normal(0, 0.02, (3, 16)) for k, sd in sds.items()}
+    tests = paired.pairwise_tests(table(blocks))
+    s2 = [np.var(b.mean(axis=1), ddof=1) for b in blocks.values()]
+    d0, s0 = prior_by_hand(s2, [2.0] * 4)
+    assert math.isfinite(d0)
+    post = {k: (d0 * s0 + 2 * v) / (d0 + 2) for k, v in zip(blocks, s2)}
+    assert list(tests.variance.post) == pytest.approx(list(post.values()), rel=1e-8)
+    for x in blocks:
+        for y in blocks:
+            if x >= y:
+                continue
+            d = blocks[x].mean(axis=0) - blocks[y].mean(axis=0)
+            parts = [(post[x] / 3, d0 + 2), (post[y] / 3, d0 + 2), (np.var(d, ddof=1) / 16, 15)]
+            v = sum(p for p, _ in parts)
+            df = v * v / sum(p * p / n for p, n in parts)
+            ref = 2 * sstats.t.sf(abs(d.mean()) / math.sqrt(v), df)
+            assert tests.raw.loc[x, y] == pytest.approx(ref, rel=1e-8) and tests.df.loc[x, y] == pytest.approx(df)
+
+
+def test_lucky_small_variances_no_longer_make_claims_on_their_own():
+    # Ten losses; eight have a replicate sd of about 0.03, and two of them, 0.03 apart, have three replicates that
+    # happen to agree to 0.004. Plain Welch takes that at face value and declares their gap even after multiplying by
+    # all 45 pairs (Holm's strictest step); moderated, their variances are pulled towards the others' and it is a tie.
+    rng = np.random.default_rng(21)
+    flat = np.zeros(16)
+    blocks = {f"l{i}": (0.3 + 0.03 * i + np.array([-0.03, 0.0, 0.03]) + rng.normal(0, 0.01, 3))[:, None] + flat
+              for i in range(8)}
+    blocks["lucky1"] = (0.72 + np.array([-0.004, 0.0, 0.004]))[:, None] + flat
+    blocks["lucky2"] = (0.69 + np.array([-0.004, 0.0, 0.004]))[:, None] + flat
+    tests = paired.pairwise_tests(table(blocks))
+    welch = sstats.ttest_ind(blocks["lucky1"].mean(1), blocks["lucky2"].mean(1), equal_var=False).pvalue
+    assert welch * 45 < ALPHA  # unmoderated: declared even at Holm's strictest step
+    assert tests.variance.post[-1] > 10 * tests.variance.s2[-1]
+    assert tests.holm.loc["lucky1", "lucky2"] >= ALPHA and ("lucky1", "lucky2") not in paired.claims(tests, ALPHA)
+
+
 def test_holm_decides_at_alpha_not_at_half_alpha():
-    # Three pairs whose raw p-values are known exactly (Welch with no case variance, oracle: scipy): choose the
-    # replicate means so that the largest Holm-adjusted p lies between alpha / 2 and alpha. It must be claimed; a
-    # threshold at alpha / 2 would drop it.
-    # Replicate sd 0.079 (var 0.00625), 5 replicates each: the standard error of a difference is 0.05 with 8 df, so a
-    # gap of 0.125 gives t = 2.5, p = 0.037 (the largest p of the family: Holm leaves it as it is).
+    # Three losses whose replicate means spread alike (no spread of the variances beyond chance: d0 = inf, a common
+    # known variance, a normal test; the raw p-values are computed here from the formula). The gap of 'mid' over
+    # 'low' is chosen so that its Holm-adjusted p (the family's largest) lies between alpha / 2 and alpha: it must be
+    # claimed, and a threshold at alpha / 2 would drop it.
     flat = np.zeros(10)
     a = np.array([1.0, 1.1, 0.9, 1.05, 0.95])
-    blocks = {"top": (a + 3.0)[:, None] + flat, "mid": (a + 0.125)[:, None] + flat, "low": a[:, None] + flat}
+    blocks = {"top": (a + 3.0)[:, None] + flat, "mid": (a + 0.12)[:, None] + flat, "low": a[:, None] + flat}
     tests = paired.pairwise_tests(table(blocks))
-    raw = {pair: sstats.ttest_ind(blocks[pair[0]].mean(1), blocks[pair[1]].mean(1), equal_var=False).pvalue
+    d0, s0 = prior_by_hand([np.var(a, ddof=1)] * 3, [4.0] * 3)
+    assert d0 == math.inf and tests.variance.d0 == math.inf
+    se = math.sqrt(2 * s0 / 5)
+    raw = {pair: 2 * sstats.norm.sf(abs(blocks[pair[0]].mean() - blocks[pair[1]].mean()) / se)
            for pair in [("top", "mid"), ("top", "low"), ("mid", "low")]}
     order = sorted(raw, key=raw.get)
     adjusted = {}
@@ -113,7 +196,7 @@ def test_holm_decides_at_alpha_not_at_half_alpha():
         running = max(running, (3 - i) * raw[pair])
         adjusted[pair] = min(1.0, running)
     for (x, y), p in adjusted.items():
-        assert tests.holm.loc[x, y] == pytest.approx(p, rel=1e-9)
+        assert tests.holm.loc[x, y] == pytest.approx(p, rel=1e-9, abs=1e-300)
     assert ALPHA / 2 < adjusted[("mid", "low")] < ALPHA
     assert ("mid", "low") in paired.claims(tests, ALPHA)
     assert ("mid", "low") not in paired.claims(tests, ALPHA / 2)

@@ -424,7 +424,7 @@ def test_replicates_put_tuning_variance_in_the_test_and_one_replicate_says_it_is
     assert cell.table.loc["b", "rep_sd"] == pytest.approx(np.std([0.10, 0.14, 0.06], ddof=1), abs=0.005)
     assert cell.halves["replicates"] == (2, 1) and cell.halves["methods"] == (paired.WELCH, paired.WILCOXON)
     html = build_report(tmp_path).read_text()
-    assert "replicate-aware t-test on 3 replicates x 16 paired cases" in html
+    assert "replicate-aware moderated t-test on 3 replicates x 16 paired cases" in html
     assert "replication-warning" not in html.split("<h2>Methods</h2>")[0]
     assert ">Replicate spread<" in html or "Replicate spread</th>" in html
     one = report["html"]

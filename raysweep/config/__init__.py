@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .compose import (check_composed, compose_trial, confirmation_seeds, evaluation_split, tuning_seed, n_startup_trials, pack_envelope, pack_trials,
-                      power_limits, protocol_cases, trial_members, tune_quota)
+from .compose import (check_composed, compose_trial, confirmation_seeds, evaluation_split, n_startup_trials,
+                      pack_envelope, pack_trials, power_limits, protocol_cases, trial_members, tune_quota, tuning_seed)
 from .model import PAIRINGS, SCHEDULERS, UNDERPOWERED, Group, SweepConfig, parse
 from .yaml_io import parse_yaml, read_yaml_mapping
 

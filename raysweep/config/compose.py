@@ -18,8 +18,9 @@ from ..trial.schema import resolve_config
 from ..vocab import cell_label
 from .model import Group, SweepConfig
 
-__all__ = ["check_composed", "compose_trial", "confirmation_seeds", "tuning_seed", "dataset_section", "evaluation_split", "n_startup_trials",
-           "pack_envelope", "pack_trials", "power_limits", "protocol_cases", "trial_members", "tune_quota"]
+__all__ = ["check_composed", "compose_trial", "confirmation_seeds", "dataset_section", "evaluation_split",
+           "n_startup_trials", "pack_envelope", "pack_trials", "power_limits", "protocol_cases", "trial_members",
+           "tune_quota", "tuning_seed"]
 
 
 def tune_quota(cfg: SweepConfig, group: Group) -> int:

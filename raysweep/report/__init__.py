@@ -83,8 +83,8 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
     for c in per_cell:
         key = f"{c.dataset} / {c.arch}"
         if c.table.empty:
-            summary_rows.append([mk.cell(key), mk.cell("no confirmation runs yet"), mk.cell(""), mk.cell("–"), mk.cell("–"),
-                                 mk.cell("–"), mk.cell("–"), mk.cell("–"), mk.cell("–"), mk.cell("–"), mk.cell("–")])
+            summary_rows.append([mk.cell(key), mk.cell("no confirmation runs yet"), mk.cell("")]
+                                + [mk.cell("–") for _ in range(8)])
             summary_classes.append("")
             continue
         w = c.table.iloc[0]

@@ -285,7 +285,7 @@ def _paired(out: AxisStats, trials: pd.DataFrame, cases: pd.DataFrame, alpha: fl
             out.friedman = {"statistic": float(stat), "pvalue": float(p)}
     tests = paired.pairwise_tests(scores, order)
     p = out.p_holm = tests.holm
-    design = (f"replicate-aware t-test on {min(tests.replicates.values())} replicates x {n} paired cases"
+    design = (f"replicate-aware moderated t-test on {min(tests.replicates.values())} replicates x {n} paired cases"
               if tests.replicate_aware else f"Wilcoxon signed-rank on {n} paired cases")
     best = str(table.index[0])
     out.top_group = stats.mark_top_group(table, p, alpha)

@@ -14,11 +14,11 @@ A *cell* is one (dataset, arch) pair; a *group* one (dataset, arch, loss). Conve
   over classes of the class metric (Dice for ``dice`` datasets, IoU for ``miou`` ones), then over the replicate's
   seeds (:func:`raysweep.report.paired.replicate_scores`). Only cases scored for every (loss, replicate) enter.
 * Tests (:mod:`raysweep.report.paired`, the one pipeline every ranking uses): with two or more replicates per loss,
-  a replicate-aware t-test whose error term holds the replicates' spread (tuning and training luck) and the cases';
-  with one, the Wilcoxon signed-rank test on cases (and the report says in red that tuning variance is not in the
-  test). Holm's correction over all ``k (k - 1) / 2`` pairs; a *claim* is a pair declared different. Friedman
-  (scipy) with Iman-Davenport's F and Nemenyi (scikit-posthocs) over the replicate-averaged cases x losses matrix, for
-  reference; a two-level bootstrap (cases, and replicates within each loss) for each loss's rank distribution and
+  a replicate-aware moderated t-test whose error term holds the replicates' spread (tuning and training luck) and
+  the cases'; with one, the Wilcoxon signed-rank test on cases (and the report says in red that tuning variance is
+  not in the test). Holm's correction over all ``k (k - 1) / 2`` pairs; a *claim* is a pair declared different.
+  Friedman (scipy) with Iman-Davenport's F and Nemenyi (scikit-posthocs) over the replicate-averaged cases x losses
+  matrix, for reference; a two-level bootstrap (cases, and replicates within each loss) for each loss's rank distribution and
   probability of ranking first. The *top group* is the best loss and every loss not claimed worse than it; the top is
   *separable* when that group is the best loss alone. The design's *power limit* (:mod:`raysweep.power`) says whether
   any pair could be separated at all.
@@ -445,8 +445,9 @@ def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha
     out.separable = len(out.top_group) == 1
     out.halves = split_half(scores, order, alpha)
     reps = min(tests.replicates.values())
-    design = (f"replicate-aware t-test on {reps}{'+' if max(tests.replicates.values()) > reps else ''} replicates "
-              f"x {n} paired cases" if tests.replicate_aware else f"Wilcoxon signed-rank on {n} paired cases")
+    more = "+" if max(tests.replicates.values()) > reps else ""
+    design = (f"replicate-aware moderated t-test on {reps}{more} replicates x {n} paired cases"
+              if tests.replicate_aware else f"Wilcoxon signed-rank on {n} paired cases")
     best_title = table.loc[best, "title"]
     if out.separable:
         out.verdict = (f"{best_title} is best, separable from every other loss ({design}, Holm-corrected, alpha "
