@@ -19,9 +19,9 @@ A *cell* is one (dataset, arch) pair; a *group* one (dataset, arch, loss). Conve
   not in the test). Holm's correction over all ``k (k - 1) / 2`` pairs; a *claim* is a pair declared different.
   Friedman (scipy) with Iman-Davenport's F and Nemenyi (scikit-posthocs) over the replicate-averaged cases x losses
   matrix, for reference; a two-level bootstrap (cases, and replicates within each loss) for each loss's rank
-  distribution and probability of ranking first. The *top group* is the best loss and every loss not claimed worse than it; the top is
-  *separable* when that group is the best loss alone. The design's *power limit* (:mod:`raysweep.power`) says whether
-  any pair could be separated at all.
+  distribution and probability of ranking first. The *top group* is the best loss and every loss not claimed worse
+  than it; the top is *separable* when that group is the best loss alone. The design's *power limit*
+  (:mod:`raysweep.power`) says whether any pair could be separated at all.
 * In-run replication: the replicates split into two halves, each ranked and tested alone; Kendall's tau between the
   halves' mean rankings and their claims replicated, left open or contradicted (:func:`split_half`).
 * Seed agreement: Kendall's W (with the tie correction) of the runs x losses matrix of final metrics of the ranked
