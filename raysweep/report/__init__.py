@@ -116,7 +116,8 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
             mk.num(c.spread, "{:.4f}"), mk.cell(sep, cls="power-none" if c.replication_warning else
                                                "sep-" + sep.split()[0], title=c.replication_warning), power,
             mk.num(c.kendall_w, "{:.3f}"), _halves_cell(c), conv,
-            mk.cell(f"{len(c.table)} losses, {c.n_cases} cases, {c.n_seeds} seeds")])
+            mk.cell(f"{len(c.table)} losses, {c.n_cases} cases, " + (
+                f"{c.n_replicates} replicates x {c.n_seeds} seed(s)" if c.n_replicates > 1 else f"{c.n_seeds} seeds"))])
         summary_classes.append("")
     summary = mk.table([("Dataset / arch", ""), ("Winner", "best mean primary metric"), ("Family", ""),
                       ("Mean [95% CI]", "primary metric over seeds"), ("Spread", "best minus worst loss"),
