@@ -196,8 +196,8 @@ def _welch(x: np.ndarray, y: np.ndarray, vx: tuple[float, float], vy: tuple[floa
     if v <= 0:
         return diff, 0.0, math.inf, (1.0 if diff == 0 else 0.0)
     # Satterthwaite: a term with infinite degrees of freedom (a known variance) adds nothing to the denominator.
-    df = v ** 2 / sum(p ** 2 / n for p, n in parts if p > 0 and math.isfinite(n)) if any(
-        p > 0 and math.isfinite(n) for p, n in parts) else math.inf
+    estimated = [p ** 2 / n for p, n in parts if p > 0 and math.isfinite(n)]
+    df = v ** 2 / sum(estimated) if estimated else math.inf
     t = diff / math.sqrt(v)
     p = 2 * (sstats.t.sf(abs(t), df) if math.isfinite(df) else sstats.norm.sf(abs(t)))
     return diff, math.sqrt(v), float(df), float(p)
@@ -233,6 +233,15 @@ class PairTests:
     def replicate_aware(self) -> bool:
         return self.method == WELCH
 
+    def design(self, n_cases: int) -> str:
+        """The test as a verdict names it: ``replicate-aware moderated t-test on 3 replicates x 32 paired cases``
+        (``3+`` when some loss has more) or ``Wilcoxon signed-rank on 32 paired cases``."""
+        if not self.replicate_aware:
+            return f"Wilcoxon signed-rank on {n_cases} paired cases"
+        low = min(self.replicates.values())
+        more = "+" if max(self.replicates.values()) > low else ""
+        return f"replicate-aware moderated t-test on {low}{more} replicates x {n_cases} paired cases"
+
 
 def pairwise_tests(scores: pd.DataFrame, order: list[str] | None = None) -> PairTests:
     """All-pairs two-sided tests of a cases x (loss, replicate) table (:func:`replicate_scores`), Holm over the
@@ -241,7 +250,7 @@ def pairwise_tests(scores: pd.DataFrame, order: list[str] | None = None) -> Pair
     blocks = {loss: scores[loss].to_numpy(float).T for loss in losses}  # replicates x cases
     reps = {loss: int(x.shape[0]) for loss, x in blocks.items()}
     single = [loss for loss, r in reps.items() if r < 2]
-    aware = not single and len(scores) >= 1
+    aware = not single
     why = ("" if aware else "one replicate per loss (tuning.replicates: 1)" if len(single) == len(losses) else
            f"{', '.join(sorted(single))} ha{'s' if len(single) == 1 else 've'} a single replicate")
     k = len(losses)

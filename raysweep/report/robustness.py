@@ -15,12 +15,12 @@ Robustness, per (base dataset, arch, axis):
 * *Retained performance* of a loss = its metric at the worst level / its metric at the clean level (ratio of the
   means over seeds); the ranking orders losses by it, 1 = the most robust.
 * Paired statistics as in the main ranking, on per-case retained values: for each ranking case and loss, the case
-  score at the worst level (mean over classes, then over seeds: :func:`raysweep.report.stats.case_matrix`) divided
-  by the case score at the clean level. Cases scored 0 at the clean level (no ratio) and cases missing for a loss
-  are dropped (complete blocks only); with replicates, replicate r's ratio is its worst-level score over replicate r's
-  clean one (:func:`retained_matrix`). Friedman over the matrix; the pairwise test of :mod:`raysweep.report.paired`
-  (replicate-aware with two or more replicates per loss, else Wilcoxon signed-rank) with Holm's
-  correction; the *top group* is the most robust loss and every loss the test cannot separate from it; bootstrap
+  score at the worst level (mean over classes, then over seeds: :func:`raysweep.report.paired.replicate_scores`)
+  divided by the case score at the clean level. Cases scored 0 at the clean level (no ratio) and cases missing for a
+  loss are dropped (complete blocks only); with replicates, replicate r's ratio is its worst-level score over
+  replicate r's clean one (:func:`retained_matrix`). Friedman over the matrix; the pairwise test of
+  :mod:`raysweep.report.paired` (replicate-aware with two or more replicates per loss, else Wilcoxon signed-rank)
+  with Holm's correction; the *top group* is the most robust loss and every loss the test cannot separate from it; bootstrap
   intervals of each loss's rank; the design's power limit.
 * *Rank change*: each loss's rank by its mean metric among the compared losses at the clean level and at the worst
   level; the sentence names the losses whose rank moves most.
@@ -285,8 +285,7 @@ def _paired(out: AxisStats, trials: pd.DataFrame, cases: pd.DataFrame, alpha: fl
             out.friedman = {"statistic": float(stat), "pvalue": float(p)}
     tests = paired.pairwise_tests(scores, order)
     p = out.p_holm = tests.holm
-    design = (f"replicate-aware moderated t-test on {min(tests.replicates.values())} replicates x {n} paired cases"
-              if tests.replicate_aware else f"Wilcoxon signed-rank on {n} paired cases")
+    design = tests.design(n)
     best = str(table.index[0])
     out.top_group = stats.mark_top_group(table, p, alpha)
     out.separable = len(out.top_group) == 1

@@ -47,7 +47,7 @@ from scipy import stats as sstats
 
 from ..vocab import RANKED_STATUSES, cell_label
 from . import paired
-from .paired import holm
+from .paired import holm  # noqa: F401 (stats.holm: the report's public name for it)
 
 ALPHA = 0.05
 BOOTSTRAP = 2000
@@ -132,15 +132,6 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, floa
     return m, float(lo), float(hi)
 
 
-def case_matrix(cases: pd.DataFrame, runs: pd.DataFrame, primary: str) -> pd.DataFrame:
-    """Per-case scores of the ranked runs: DataFrame (cases x losses), complete cases only.
-
-    ``cases``: the ``cases`` table (any rows; those of ``runs``' trial ids are used). Values: the mean over classes
-    of :func:`class_metric` per (trial, case), then over each replicate's seeds, then over the replicates.
-    """
-    return paired.loss_means(paired.replicate_scores(cases, runs, class_metric(primary)))
-
-
 def _one_replicate(matrix: pd.DataFrame) -> pd.DataFrame:
     """A cases x losses matrix as a cases x (loss, replicate 0) table of :mod:`raysweep.report.paired`."""
     out = matrix.copy()
@@ -153,15 +144,6 @@ def bootstrap_ranks(matrix: pd.DataFrame, n: int = BOOTSTRAP, seed: int = 0) -> 
     resampled with replacement (:func:`raysweep.report.paired.bootstrap_ranks` with one replicate per loss): a
     DataFrame indexed by loss with ``rank_lo``, ``rank_median``, ``rank_hi`` and ``p_first``."""
     return paired.bootstrap_ranks(_one_replicate(matrix), list(matrix.columns), n, seed)[0]
-
-
-def pairwise_wilcoxon(matrix: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """All-pairs two-sided Wilcoxon signed-rank p-values of a cases x losses matrix: (uncorrected, Holm)
-    (:func:`raysweep.report.paired.pairwise_tests` with one replicate per loss). Symmetric losses x losses frames,
-    1.0 on the diagonal; ``zero_method="zsplit"``; identical columns give p = 1; Holm over the ``k (k - 1) / 2``
-    pairs."""
-    tests = paired.pairwise_tests(_one_replicate(matrix), list(matrix.columns))
-    return tests.raw, tests.holm
 
 
 def kendall_w(matrix: pd.DataFrame) -> float:
@@ -444,10 +426,7 @@ def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha
     out.top_group = mark_top_group(table, tests.holm, alpha)
     out.separable = len(out.top_group) == 1
     out.halves = split_half(scores, order, alpha)
-    reps = min(tests.replicates.values())
-    more = "+" if max(tests.replicates.values()) > reps else ""
-    design = (f"replicate-aware moderated t-test on {reps}{more} replicates x {n} paired cases"
-              if tests.replicate_aware else f"Wilcoxon signed-rank on {n} paired cases")
+    design = tests.design(n)
     best_title = table.loc[best, "title"]
     if out.separable:
         out.verdict = (f"{best_title} is best, separable from every other loss ({design}, Holm-corrected, alpha "
