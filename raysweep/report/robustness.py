@@ -20,8 +20,8 @@ Robustness, per (base dataset, arch, axis):
   loss are dropped (complete blocks only); with replicates, replicate r's ratio is its worst-level score over
   replicate r's clean one (:func:`retained_matrix`). Friedman over the matrix; the pairwise test of
   :mod:`raysweep.report.paired` (replicate-aware with two or more replicates per loss, else Wilcoxon signed-rank)
-  with Holm's correction; the *top group* is the most robust loss and every loss the test cannot separate from it; bootstrap
-  intervals of each loss's rank; the design's power limit.
+  with Holm's correction; the *top group* is the most robust loss and every loss the test cannot separate from it;
+  bootstrap intervals of each loss's rank; the design's power limit.
 * *Rank change*: each loss's rank by its mean metric among the compared losses at the clean level and at the worst
   level; the sentence names the losses whose rank moves most.
 
