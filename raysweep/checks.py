@@ -1,13 +1,16 @@
-"""Small helpers every layer shares: JSON-safe values, one "did you mean" for unknown names, and one converter of
-a config model's validation error into the project's message (:func:`config_error`, :class:`Bad`).
+"""Small helpers every layer shares: JSON-safe values, one "is this a finite number" rule (:func:`finite`), one
+"did you mean" for unknown names, and one converter of a config model's validation error into the project's message
+(:func:`config_error`, :class:`Bad`).
 
-Depends on nothing but the standard library (numpy scalars and pydantic models are recognised by duck typing).
+Depends on nothing but the standard library: numpy scalars are recognised through the :mod:`numbers` classes numpy
+registers with, pydantic models by duck typing.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import numbers
 import types
 import typing
 from typing import Any, Iterable, Mapping
@@ -176,8 +179,17 @@ def _expect(info: Any, models: list) -> str:
 
 
 def finite(x: Any) -> bool:
-    """Whether ``x`` is a finite Python number (what a trial reported as a score, a step or a metric)."""
-    return isinstance(x, (int, float)) and math.isfinite(x)
+    """Whether ``x`` is a finite real number: an ``int`` or ``float``, or a numpy integer or floating scalar (any
+    :class:`numbers.Real`), that is neither NaN nor +-inf. ``None``, bools (``True`` is no score), strings, arrays
+    and containers are not. The one rule for a trial's reported scores and times, the Parquet rows and the report's
+    cells.
+    """
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
-__all__ = ["Bad", "Must", "config_error", "did_you_mean", "finite", "jsonable"]
+def finite_or_none(x: Any) -> float | None:
+    """``float(x)`` when :func:`finite` holds, else ``None`` (a missing value, as the Parquet tables store it)."""
+    return float(x) if finite(x) else None
+
+
+__all__ = ["Bad", "Must", "config_error", "did_you_mean", "finite", "finite_or_none", "jsonable"]

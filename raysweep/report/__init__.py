@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from .. import __version__
+from ..checks import finite
 from ..results import SCHEMA_VERSION, read_results, read_sweep_meta, resolve_results_dir
 from . import markup as mk
 from . import across_cells
@@ -111,7 +112,7 @@ def build_context(frames: dict[str, pd.DataFrame], meta: dict[str, Any], rdir: P
             conv = mk.cell("no curves", cls="na")
         summary_rows.append([
             mk.cell(key), mk.loss_cell(w["title"], w["loss"], w["in_survey"]), mk.cell(w["family"]),
-            mk.cell(f"{w['mean']:.4f}" + (f" [{w['ci_lo']:.4f}, {w['ci_hi']:.4f}]" if mk.finite(w["ci_lo"]) else ""),
+            mk.cell(f"{w['mean']:.4f}" + (f" [{w['ci_lo']:.4f}, {w['ci_hi']:.4f}]" if finite(w["ci_lo"]) else ""),
                   repr(float(w["mean"])), "num"),
             mk.num(c.spread, "{:.4f}"), mk.cell(sep, cls="power-none" if c.replication_warning else
                                                "sep-" + sep.split()[0], title=c.replication_warning), power,

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
+from ..checks import finite
 
-__all__ = ["cell", "duration", "finite", "loss_cell", "num", "pvalue", "table"]
-
-
-def finite(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+__all__ = ["cell", "duration", "loss_cell", "num", "pvalue", "table"]
 
 
 def cell(text: Any, v: Any = None, cls: str = "", title: str = "") -> dict[str, Any]:

@@ -18,10 +18,11 @@ Robustness, per (base dataset, arch, axis):
   score at the worst level (mean over classes, then over seeds: :func:`raysweep.report.paired.replicate_scores`)
   divided by the case score at the clean level. Cases scored 0 at the clean level (no ratio) and cases missing for a
   loss are dropped (complete blocks only); with replicates, replicate r's ratio is its worst-level score over
-  replicate r's clean one (:func:`retained_matrix`). Friedman over the matrix; the pairwise test of
-  :mod:`raysweep.report.paired` (replicate-aware with two or more replicates per loss, else Wilcoxon signed-rank)
-  with Holm's correction; the *top group* is the most robust loss and every loss the test cannot separate from it;
-  bootstrap intervals of each loss's rank; the design's power limit.
+  replicate r's clean one (:func:`retained_matrix`). Friedman over the matrix (:func:`raysweep.report.stats.friedman`,
+  as in the main ranking); the pairwise test of :mod:`raysweep.report.paired` (replicate-aware with two or more
+  replicates per loss, else Wilcoxon signed-rank) with Holm's correction; the *top group* is the most robust loss
+  and every loss the test cannot separate from it; bootstrap intervals of each loss's rank; the design's power
+  limit.
 * *Rank change*: each loss's rank by its mean metric among the compared losses at the clean level and at the worst
   level; the sentence names the losses whose rank moves most.
 
@@ -42,6 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
+from ..checks import finite
 from . import paired, stats
 
 #: Losses named by the rank-change sentence at most (the largest moves first).
@@ -281,8 +283,7 @@ def _paired(out: AxisStats, trials: pd.DataFrame, cases: pd.DataFrame, alpha: fl
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if k >= 3:
-            stat, p = sstats.friedmanchisquare(*matrix.to_numpy(float).T)
-            out.friedman = {"statistic": float(stat), "pvalue": float(p)}
+            out.friedman = stats.friedman(matrix)
     tests = paired.pairwise_tests(scores, order)
     p = out.p_holm = tests.holm
     design = tests.design(n)
@@ -357,11 +358,7 @@ def overlap_boundary(trials: pd.DataFrame, dataset: str, arch: str) -> dict[str,
     table = table.set_index(table["loss"].rename(None)).drop(columns="loss")
     front = pareto_set(table)
     table["pareto"] = table.index.isin(front)
-    excluded = [x for x in table.index if not (_finite(table.loc[x, "dsc"]) and _finite(table.loc[x, "hd95"]))]
+    excluded = [x for x in table.index if not (finite(table.loc[x, "dsc"]) and finite(table.loc[x, "hd95"]))]
     front = sorted(front, key=lambda x: (-table.loc[x, "dsc"], table.loc[x, "hd95"], x))
     return {"table": table.sort_values(["dsc", "hd95"], ascending=[False, True]), "pareto": front,
             "excluded": excluded}
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(float(v))

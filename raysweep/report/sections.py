@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..checks import finite
 from ..power import power_limit
 from ..results import PROPOSALS, overlay_dirs
 from ..vocab import FAILED_STATUSES, cell_label
@@ -91,21 +92,21 @@ def ranking_table(c: stats.CellStats) -> dict[str, Any]:
                mk.cell(r["family"]), mk.cell(r["n_seeds"], r["n_seeds"],
                                          title=f"{r['n_diverged']} diverged" if r["n_diverged"] else ""),
                mk.num(r["mean"], "{:.4f}"),
-               mk.cell(f"[{r['ci_lo']:.4f}, {r['ci_hi']:.4f}]" if mk.finite(r["ci_lo"]) else "–",
-                     repr(float(r["ci_hi"] - r["ci_lo"])) if mk.finite(r["ci_lo"]) else None, "num")]
+               mk.cell(f"[{r['ci_lo']:.4f}, {r['ci_hi']:.4f}]" if finite(r["ci_lo"]) else "–",
+                     repr(float(r["ci_hi"] - r["ci_lo"])) if finite(r["ci_lo"]) else None, "num")]
         if has_hd:
             row.append(mk.num(r["hd95"], "{:.2f}"))
         if replicated:
             row += [mk.cell(r["n_replicates"], r["n_replicates"], "num"),
-                    mk.cell(f"{r['rep_min']:.3f}–{r['rep_max']:.3f} (sd {r['rep_sd']:.3f})" if mk.finite(r["rep_sd"])
-                            else "–", repr(float(r["rep_sd"])) if mk.finite(r["rep_sd"]) else None, "num")]
+                    mk.cell(f"{r['rep_min']:.3f}–{r['rep_max']:.3f} (sd {r['rep_sd']:.3f})" if finite(r["rep_sd"])
+                            else "–", repr(float(r["rep_sd"])) if finite(r["rep_sd"]) else None, "num")]
         if tested:
             row += [mk.num(r.get("mean_rank"), "{:.2f}"),
-                    mk.cell(f"{r['rank_lo']:.0f}–{r['rank_hi']:.0f}" if mk.finite(r.get("rank_lo")) else "–",
-                          r.get("rank_lo") if mk.finite(r.get("rank_lo")) else None, "num"),
+                    mk.cell(f"{r['rank_lo']:.0f}–{r['rank_hi']:.0f}" if finite(r.get("rank_lo")) else "–",
+                          r.get("rank_lo") if finite(r.get("rank_lo")) else None, "num"),
                     mk.num(r.get("p_first"), "{:.2f}"),
                     mk.cell(mk.pvalue(r.get("p_vs_best")) if loss != c.winner else "best",
-                          repr(float(r["p_vs_best"])) if mk.finite(r.get("p_vs_best")) else None, "num")]
+                          repr(float(r["p_vs_best"])) if finite(r.get("p_vs_best")) else None, "num")]
         row += [mk.num(r[x], "{:.3f}") for x in class_cols]
         conv = mk.num(r.get("last20_gain"), "{:+.4f}", "warn" if loss in c.not_converged else "")
         if loss in c.not_converged:
@@ -113,7 +114,7 @@ def ranking_table(c: stats.CellStats) -> dict[str, Any]:
         row.append(conv)
         gain = mk.num(r["gain"], "{:+.4f}")
         gain["title"] = str(r["gain_source"])
-        if not mk.finite(r["gain"]):
+        if not finite(r["gain"]):
             gain["text"] = "–"
         params = "; ".join(f"r{i}: {p}" for i, p in enumerate(r["replicate_params"])) if replicated else r["params"]
         row += [gain, mk.cell(params), mk.num(r["step_ms"], "{:.1f}"), mk.num(r["peak_memory_mb"], "{:.0f}")]
@@ -196,7 +197,7 @@ def tuning_section(trials: pd.DataFrame, curves: pd.DataFrame, c: stats.CellStat
         g = cell_tune[cell_tune["loss"] == loss]
         space = (spaces or {}).get(loss) if isinstance((spaces or {}).get(loss), dict) else None
         points = [stats.parse_json(p) for p in g["params"]]
-        scored = [mk.finite(m) for m in pd.to_numeric(g["final_metric"], errors="coerce")]
+        scored = [finite(m) for m in pd.to_numeric(g["final_metric"], errors="coerce")]
         names = sorted({k for p in points for k in p})
         if space is not None:
             cats = [k for k, d in space.items() if isinstance(d, dict) and d.get("type") == "categorical"]
@@ -361,7 +362,7 @@ def data_section(meta: dict[str, Any]) -> list[dict[str, Any]]:
                 ("Objects per case", "connected components per inspected case"),
                 ("Median object size", "pixels/voxels per connected component")]
         rows = [[mk.cell(f"{c.get('id')} {c.get('name')}", c.get("id")), mk.num(100 * c["fraction"], "{:.3g}")
-                 if mk.finite(c.get("fraction")) else mk.cell("–"),
+                 if finite(c.get("fraction")) else mk.cell("–"),
                  mk.cell(f"{c.get('cases_present')}/{r.get('inspected')}", c.get("cases_present")),
                  mk.num(c.get("objects_per_case"), "{:.2f}"), mk.num(c.get("median_object_size"), "{:.0f}")]
                 for c in r["per_class"] if isinstance(c, dict)]
@@ -442,7 +443,7 @@ def _axis_panel(a: rb.AxisStats) -> dict[str, Any]:
                     mk.cell(f"{r['rank_lo']:.0f}–{r['rank_hi']:.0f}", r["rank_lo"], "num"),
                     mk.num(r["p_first"], "{:.2f}"),
                     mk.cell("best" if loss == t.index[0] else mk.pvalue(r["p_vs_best"]),
-                            repr(float(r["p_vs_best"])) if mk.finite(r["p_vs_best"]) else None, "num")]
+                            repr(float(r["p_vs_best"])) if finite(r["p_vs_best"]) else None, "num")]
         rows.append(row)
         classes.append("top" if bool(r.get("top", False)) else "")
     return {"axis": a.axis, "worst": None if a.worst is None else {"level": a.worst[0], "variant": a.worst[1]},

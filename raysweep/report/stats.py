@@ -412,12 +412,7 @@ def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ties and small samples: the p-values say what they can
         if k >= 3:
-            stat, p = sstats.friedmanchisquare(*matrix.to_numpy(float).T)
-            # Iman-Davenport's F correction of the Friedman statistic (less conservative; Demsar 2006, eq. 2).
-            f_id = (n - 1) * stat / (n * (k - 1) - stat) if n * (k - 1) != stat else math.inf
-            p_id = float(sstats.f.sf(f_id, k - 1, (k - 1) * (n - 1))) if math.isfinite(f_id) else 0.0
-            out.friedman = {"statistic": float(stat), "pvalue": float(p), "iman_davenport_f": float(f_id),
-                            "iman_davenport_p": p_id}
+            out.friedman = friedman(matrix)
             out.nemenyi = sp.posthoc_nemenyi_friedman(matrix)
             out.nemenyi_top_group = _group_top(out.nemenyi, best, alpha)
     out.tests = tests = paired.pairwise_tests(scores, order)
@@ -449,6 +444,18 @@ def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha
     if k >= 10:
         out.caveats.append(f"{k} losses give {k * (k - 1) // 2} pairwise comparisons; Holm's correction keeps the "
                            "family-wise error at alpha, so only large differences are declared.")
+
+
+def friedman(matrix: pd.DataFrame) -> dict[str, float]:
+    """Friedman's test (scipy) over a cases x losses matrix of ``n >= 2`` cases and ``k >= 3`` losses, with
+    Iman-Davenport's F correction (less conservative; Demsar 2006, eq. 2): ``{"statistic": chi2, "pvalue",
+    "iman_davenport_f", "iman_davenport_p"}``. Call it under ``warnings.catch_warnings()`` where ties or small samples
+    are expected (scipy warns; the p-values say what they can)."""
+    n, k = matrix.shape
+    stat, p = sstats.friedmanchisquare(*matrix.to_numpy(float).T)
+    f_id = (n - 1) * stat / (n * (k - 1) - stat) if n * (k - 1) != stat else math.inf
+    p_id = float(sstats.f.sf(f_id, k - 1, (k - 1) * (n - 1))) if math.isfinite(f_id) else 0.0
+    return {"statistic": float(stat), "pvalue": float(p), "iman_davenport_f": float(f_id), "iman_davenport_p": p_id}
 
 
 def split_half(scores: pd.DataFrame, order: list[str], alpha: float) -> dict[str, Any] | None:

@@ -7,10 +7,10 @@ The sweep's results callback calls :func:`trial_rows` with the trial's tags (set
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any, Mapping
 
+from ..checks import finite, finite_or_none
 from ..vocab import result_status
 
 __all__ = ["ID_COLUMNS", "curve_row", "trial_rows"]
@@ -27,8 +27,9 @@ def curve_row(result: Mapping[str, Any]) -> dict[str, Any]:
     extra = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
              and k not in _CURVE_KEYS and "/" not in k}
     return {"training_iteration": result.get("training_iteration"), "step": result.get("step"),
-            "epoch": result.get("epoch"), "time_s": result.get("time_total_s"), "metric": _num(result.get(primary)),
-            "loss_value": _num(result.get("loss")), "lr": _num(result.get("lr")), "extra": json.dumps(extra)}
+            "epoch": result.get("epoch"), "time_s": result.get("time_total_s"),
+            "metric": finite_or_none(result.get(primary)), "loss_value": finite_or_none(result.get("loss")),
+            "lr": finite_or_none(result.get("lr")), "extra": json.dumps(extra)}
 
 
 def trial_rows(sweep_id: str, trial_id: str, tags: Mapping[str, Any], result: Mapping[str, Any],
@@ -55,10 +56,10 @@ def trial_rows(sweep_id: str, trial_id: str, tags: Mapping[str, Any], result: Ma
     ids = {"sweep_id": sweep_id, "trial_id": trial_id, **{k: tags.get(k) for k in ID_COLUMNS[2:]}}
     ids["variant"] = ids["variant"] or ""
     ids["replicate"] = int(ids["replicate"] or 0)
-    curve_vals = [c["metric"] for c in curves if _num(c.get("metric")) is not None]
+    curve_vals = [c["metric"] for c in curves if finite(c.get("metric"))]
     per_class = {k: v for k, v in result.items() if "/" in k and k.split("/")[0] in ("dice", "iou", "hd95", "miou")
                  and (v is None or isinstance(v, (int, float)))}
-    wall = _num(result.get("time_total_s"))
+    wall = finite_or_none(result.get("time_total_s"))
     trial = {
         **ids,
         "loss_title": tags.get("title"),
@@ -73,16 +74,16 @@ def trial_rows(sweep_id: str, trial_id: str, tags: Mapping[str, Any], result: Ma
         "budget_steps": budget,
         "steps_done": steps_done,
         "primary_metric": primary,
-        "final_metric": _num(result.get(primary)),
-        "best_metric": max(curve_vals) if curve_vals else _num(result.get(primary)),
-        "dice": _num(result.get("dice")),
-        "iou": _num(result.get("iou")),
-        "miou": _num(result.get("miou")),
-        "hd95": _num(result.get("hd95")),
+        "final_metric": finite_or_none(result.get(primary)),
+        "best_metric": max(curve_vals) if curve_vals else finite_or_none(result.get(primary)),
+        "dice": finite_or_none(result.get("dice")),
+        "iou": finite_or_none(result.get("iou")),
+        "miou": finite_or_none(result.get("miou")),
+        "hd95": finite_or_none(result.get("hd95")),
         "per_class": json.dumps(per_class),
-        **{f"{phase}_ms": _num(result.get(f"time/{phase}_ms")) for phase in _PHASES},
-        "steps_per_s": _num(result.get("steps_per_s")),
-        "peak_memory_mb": _num(result.get("peak_memory_mb")),
+        **{f"{phase}_ms": finite_or_none(result.get(f"time/{phase}_ms")) for phase in _PHASES},
+        "steps_per_s": finite_or_none(result.get("steps_per_s")),
+        "peak_memory_mb": finite_or_none(result.get("peak_memory_mb")),
         "node": result.get("hostname") or result.get("node_ip"),
         "wall_s": wall,
         "ended_at": now,
@@ -94,7 +95,3 @@ def trial_rows(sweep_id: str, trial_id: str, tags: Mapping[str, Any], result: Ma
     # anyone can check from the tables that the two sets never meet.
     case_rows = [{**ids, **row} for row in json.loads(result["cases"])] if result.get("cases") else []
     return [trial], curve_rows, case_rows
-
-
-def _num(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
