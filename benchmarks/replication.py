@@ -15,6 +15,16 @@ seeds for every replicate: :func:`raysweep.config.tuning_seed`), run with ``rays
 The targets the README states are checked and printed beside the figures. Time a sweep only on an otherwise idle
 machine (Ray's trials run at nice 15 and lose to any other job). This runs whole sweeps: it is not part of
 ``make bench`` (the default design takes tens of minutes per seed on a 2-core CPU).
+
+**The design trade-off** (``--design``): how many replicates a verdict needs, measured without running more. The
+sweeps' replicates are pooled per cell (they are independent runs of the same pipeline when no two sweeps share a
+tuning or training seed, which is checked from each ``sweep.json``), and designs of ``R`` replicates are drawn from
+the pool: for each ``R``, the top group's size over random ``R``-subsets, and for each ``R`` up to half the pool,
+random pairs of *disjoint* ``R``-subsets (two independent studies of that design) compared as ``raysweep compare``
+compares two sweeps: contradicted claims, Kendall's tau, each winner in the other's top group. The time of a design
+is the sweeps' median minutes per replicate times ``R`` (every replicate is the same work).
+
+    python -m benchmarks.replication --no-run --seeds 0 100 200 --design [--draws 200]
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +109,111 @@ def markdown(runs: list[dict], pairs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pooled_scores(folders: dict[int, Path]) -> tuple[dict[str, "pd.DataFrame"], float]:
+    """Per cell, the cases x (loss, replicate) scores of every sweep's replicates pooled (replicates renumbered
+    0..N-1 in sweep order; only cases every replicate scored), and the sweeps' median minutes per replicate (the
+    median, so that one sweep timed on a busy machine does not set the projection).
+    ValueError when two sweeps share a tuning or training seed (their replicates would not be independent)."""
+    import pandas as pd
+
+    from raysweep.report import paired, stats
+    from raysweep.results import read_results
+
+    seen: dict[int, int] = {}
+    blocks: dict[str, list] = {}
+    minutes = []
+    offset = 0
+    for sweep_seed, folder in folders.items():
+        meta = json.loads((folder / "results" / "sweep.json").read_text())
+        reps = meta["protocol"]["confirmation"].get("replicate_seeds") or {"0": {"tune": meta["protocol"]["tuning"][
+            "seed"], "confirm": meta["protocol"]["confirmation"]["seeds"]}}
+        for rep in reps.values():
+            for s in [rep["tune"], *rep["confirm"]]:
+                if s in seen and seen[s] != sweep_seed:
+                    raise ValueError(f"{folder}: seed {s} is also used by the sweep of tuning.seed {seen[s]}; pooled "
+                                     f"replicates must not share a seed (space the tuning seeds further apart)")
+                seen[s] = sweep_seed
+        state = json.loads((folder / "state.json").read_text())
+        minutes.append(state.get("wall_s", math.nan) / 60 / len(reps))
+        frames = stats.cell_view(read_results(folder / "results"))
+        for cell in stats.cells(frames["trials"]):
+            t = frames["trials"]
+            t = t[(t["dataset"] == cell[0]) & (t["arch"] == cell[1])]
+            sc = paired.replicate_scores(frames["cases"], stats.ranked_runs(t), stats.class_metric(
+                str(t["primary_metric"].mode().iloc[0])))
+            sc.columns = pd.MultiIndex.from_tuples([(loss, offset + r) for loss, r in sc.columns],
+                                                   names=["loss", "replicate"])
+            blocks.setdefault("/".join(cell), []).append(sc)
+        offset += len(reps)
+    pools = {cell: pd.concat(b, axis=1).dropna(axis=0, how="any").sort_index(axis=1) for cell, b in blocks.items()}
+    return pools, float(statistics.median(minutes))
+
+
+def _verdict(scores, alpha: float):
+    """(winner, top group, claims, mean of each loss) of one design's scores, as the report decides them."""
+    from raysweep.report import paired
+
+    tests = paired.pairwise_tests(scores)
+    means = paired.loss_means(scores).mean().sort_values(ascending=False)
+    found = paired.claims(tests, alpha)
+    best = str(means.index[0])
+    worse = {y for x, y in found if x == best}
+    return best, [loss for loss in means.index if loss not in worse], found, means
+
+
+def design_tradeoff(pools: dict[str, "pd.DataFrame"], minutes_per_replicate: float, draws: int = 200,
+                    seed: int = 0, alpha: float = 0.05) -> list[dict]:
+    """One row per (cell, R): the top group's size over ``draws`` random R-subsets of the pooled replicates
+    (median, min, max, share of draws at most half the losses) and, for R up to half the pool, over ``draws``
+    random pairs of disjoint R-subsets: contradicted claims (mean, share of pairs with any), Kendall's tau (min,
+    median) and the share of pairs whose winners are each in the other's top group."""
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    from raysweep.report.paired import compare_claims
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for cell, pool in pools.items():
+        reps = sorted(set(pool.columns.get_level_values("replicate")))
+        k = len(set(pool.columns.get_level_values("loss")))
+
+        def subset(chosen, pool=pool):
+            return pool.loc[:, pool.columns.get_level_values("replicate").isin(chosen)]
+
+        for r in range(2, len(reps) + 1):
+            tops = [len(_verdict(subset(rng.choice(reps, r, replace=False)), alpha)[1])
+                    for _ in range(draws if r < len(reps) else 1)]
+            row = {"cell": cell, "R": r, "minutes": minutes_per_replicate * r, "losses": k,
+                   "top_median": float(np.median(tops)), "top_min": min(tops), "top_max": max(tops),
+                   "top_half_share": float(np.mean([t <= k / 2 for t in tops])), "pairs": 0}
+            if 2 * r <= len(reps):
+                contra, taus, inside = [], [], []
+                for _ in range(draws):
+                    perm = rng.permutation(reps)
+                    a, b = _verdict(subset(perm[:r]), alpha), _verdict(subset(perm[r:2 * r]), alpha)
+                    contra.append(len(compare_claims(a[2], b[2])["contradicted"]))
+                    taus.append(kendalltau(a[3].reindex(b[3].index), b[3]).statistic)
+                    inside.append(a[0] in b[1] and b[0] in a[1])
+                row.update(pairs=draws, contra_mean=float(np.mean(contra)),
+                           contra_share=float(np.mean([c > 0 for c in contra])), tau_min=float(min(taus)),
+                           tau_median=float(np.median(taus)), winners_inside=float(np.mean(inside)))
+            rows.append(row)
+    return rows
+
+
+def design_markdown(rows: list[dict]) -> str:
+    lines = ["| cell | replicates R | minutes (projected) | top group: median (min-max) / losses | top group at most "
+             "half | two disjoint R-designs: contradicted claims, mean (pairs with any) | tau: median (min) | "
+             "winners in each other's top group |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        two = ((f"{r['contra_mean']:.2f} ({r['contra_share']:.0%})", f"{r['tau_median']:.3f} ({r['tau_min']:.3f})",
+                f"{r['winners_inside']:.0%}") if r["pairs"] else ("–", "–", "–"))
+        lines.append(f"| {r['cell']} | {r['R']} | {r['minutes']:.0f} | {r['top_median']:.0f} ({r['top_min']}-"
+                     f"{r['top_max']}) / {r['losses']} | {r['top_half_share']:.0%} | {' | '.join(two)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "replication")
     ap.add_argument("--md", type=Path, default=None, help="also write the tables here (markdown)")
     ap.add_argument("--no-run", action="store_true", help="only summarise the folders already in --out")
+    ap.add_argument("--design", action="store_true",
+                    help="also measure the design trade-off from the sweeps' pooled replicates (module docstring)")
+    ap.add_argument("--draws", type=int, default=200, help="random designs drawn per R with --design (default 200)")
     args = ap.parse_args(argv)
     folders = {}
     for seed in args.seeds:
@@ -115,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                                            args.out, args.arch)
     runs, pairs = summarise(folders)
     text = markdown(runs, pairs)
+    if args.design:
+        pools, per_replicate = pooled_scores(folders)
+        text += "\n" + design_markdown(design_tradeoff(pools, per_replicate, args.draws))
     print(text)
     if args.md:
         args.md.parent.mkdir(parents=True, exist_ok=True)

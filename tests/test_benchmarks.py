@@ -118,3 +118,51 @@ def test_replication_tables_from_two_planted_sweeps(tmp_path):
     assert pair["tau"] == pytest.approx(1 / 3)
     text = markdown(runs, pairs)
     assert "| 1 vs 2 | d/m | 2 / 0 / 1 (A: x > y, B: y > x) | no | 0.333 |" in text
+
+
+def test_design_tradeoff_pools_independent_replicates(tmp_path):
+    """benchmarks.replication --design: two planted sweeps of 2 replicates each pool into 4 per loss; designs of R
+    replicates are drawn from the pool, timed at the median minutes per replicate, and two disjoint 2-replicate
+    designs of a clear ranking (x > y > z) agree; sweeps that share a seed are refused."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        from report_fixture import write_planted_cell
+    finally:
+        sys.path.remove(str(Path(__file__).resolve().parent))
+    from benchmarks.replication import design_markdown, design_tradeoff, pooled_scores
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.3, 0.5, 16)
+    folders = {}
+    for k, sweep_seed in enumerate((100, 200)):
+        folder = tmp_path / f"s{sweep_seed}"
+        write_planted_cell(folder / "results", {name: np.vstack([base + v + rng.normal(0, 0.01, 16) for _ in range(2)])
+                                                for name, v in {"x": 0.3, "y": 0.15, "z": 0.0}.items()},
+                           replicates=2)
+        seeds = {str(r): {"tune": sweep_seed + 2 * r, "confirm": [sweep_seed + 2 * r + 1]} for r in range(2)}
+        (folder / "results" / "sweep.json").write_text(json.dumps({"protocol": {
+            "tuning": {"seed": sweep_seed}, "confirmation": {"seeds": [sweep_seed + 1], "replicate_seeds": seeds}}}))
+        (folder / "state.json").write_text(json.dumps({"wall_s": 600.0 * (k + 1)}))  # 5 and 10 min per replicate
+        folders[sweep_seed] = folder
+    pools, per_replicate = pooled_scores(folders)
+    assert list(pools) == ["d/m"] and per_replicate == pytest.approx(7.5)
+    pool = pools["d/m"]
+    assert pool.shape == (16, 12)
+    assert sorted(set(pool.columns.get_level_values("replicate"))) == [0, 1, 2, 3]
+    # replicates 2 and 3 are the second sweep's 0 and 1
+    second = pooled_scores({200: folders[200]})[0]["d/m"]
+    np.testing.assert_allclose(pool.xs(2, axis=1, level="replicate")["x"], second.xs(0, axis=1, level="replicate")["x"])
+    rows = design_tradeoff(pools, per_replicate, draws=5)
+    assert [(r["R"], r["minutes"], r["losses"]) for r in rows] == [(2, 15.0, 3), (3, 22.5, 3), (4, 30.0, 3)]
+    assert [r["pairs"] for r in rows] == [5, 0, 0]  # two disjoint designs only fit for R = 2
+    assert all(r["top_max"] == 1 for r in rows[1:])  # x is separable from y and z once 3+ replicates are pooled
+    two = rows[0]
+    assert two["contra_mean"] == 0 and two["tau_min"] == pytest.approx(1.0) and two["winners_inside"] == 1.0
+    assert "| d/m | 2 | 15 |" in design_markdown(rows)
+    shared = json.loads((folders[200] / "results" / "sweep.json").read_text())
+    shared["protocol"]["confirmation"]["replicate_seeds"]["0"]["tune"] = 101  # sweep 100's confirmation seed
+    (folders[200] / "results" / "sweep.json").write_text(json.dumps(shared))
+    with pytest.raises(ValueError, match="seed 101 is also used by the sweep of tuning.seed 100"):
+        pooled_scores(folders)
