@@ -63,10 +63,15 @@ def _cmd_data_inspect(args) -> int:
         from .config import read_yaml_mapping
 
         raw = read_yaml_mapping(args.path, "sweep config")
-        reports = di.inspect_config(raw.get("datasets"), Path(args.path).parent, args.max_cases)
+        reports = di.inspect_config(raw.get("datasets"), Path(args.path).parent, args.max_cases, progress=True)
     else:
-        reports = [di.inspect_dataset(kind, args.path, max_cases=args.max_cases)]
+        reports = [di.inspect_dataset(kind, args.path, max_cases=args.max_cases, progress=True)]
     print(di.as_json(reports) if args.json else di.as_text(reports), end="" if not args.json else "\n")
+    errors = sum(len(r.get("errors") or []) for r in reports)
+    if errors:  # warnings never fail; an error would fail the sweep, so it fails here too
+        print(f"raysweep data inspect: error: {errors} broken file(s) or listing problem(s) (under 'errors' above); "
+              f"a sweep on this data would refuse to start", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -118,12 +123,31 @@ def _report_path(out: str) -> str:
     return str(Path("reports") / f"{sweep.resolve().name}.html")
 
 
+def _check_data(cfg, skip: bool) -> dict:
+    """The full data check of ``raysweep run`` (raysweep.config.check_data), or its skipping, as sweep.json records
+    it; a DataCheckError (ValueError) lists the broken files and ends the command with exit status 2."""
+    if skip:
+        print("raysweep run: --skip-data-check: the datasets' files are not checked before the sweep (sweep.json "
+              "records it); a trial that reads a broken case ends as error", file=sys.stderr, flush=True)
+        return {"status": "skipped", "by": "--skip-data-check"}
+    from .config import check_data
+
+    record = check_data(cfg, progress=True)
+    if record["datasets"]:
+        cases = sum(d["cases"] for d in record["datasets"].values())
+        cached = sum(d["cached"] for d in record["datasets"].values())
+        print(f"data check: {cases} cases of {', '.join(record['datasets'])} passed ({cached} unchanged since an "
+              f"earlier check) in {record['seconds']:.1f} s", flush=True)
+    return record
+
+
 def _cmd_run(args) -> int:
     from .config import load_config
 
     select = {key: names for key, names in (("datasets", args.dataset), ("architectures", args.arch),
                                             ("losses", args.loss)) if names}
     cfg = load_config(args.config, select)
+    data_check = _check_data(cfg, args.skip_data_check)  # before Ray starts and before --out is touched
     from .sweep import SweepRunner
 
     out = args.out or f"results/{cfg.name}"
@@ -132,7 +156,8 @@ def _cmd_run(args) -> int:
     print(f"raysweep run: {len(cfg.groups())} groups ({where} x {len(cfg.architectures)} architectures x "
           f"{len(cfg.losses)} losses" + (f" x {cfg.tuning['replicates']} replicates" if cfg.tuning["replicates"] > 1
                                           else "") + f") -> {out}", flush=True)
-    state = SweepRunner(cfg, out, address=args.address, fresh=args.fresh, storage=args.storage).run()
+    state = SweepRunner(cfg, out, address=args.address, fresh=args.fresh, storage=args.storage,
+                        data_check=data_check).run()
     print(f"sweep finished in {state['wall_s'] / 60:.1f} min; results in {out}/results", flush=True)
     try:
         from .report import build_report
@@ -276,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", action="append", metavar="NAME", help="only these losses (repeatable)")
     p.add_argument("-o", "--report", metavar="FILE.html", help="where to write the report (default: "
                    "reports/<name of --out>.html, e.g. reports/default.html)")
+    p.add_argument("--skip-data-check", action="store_true",
+                   help="start without the full data check (by default every case of every nnunet/folder dataset "
+                   "is decoded before Ray starts, cached by file fingerprint, and broken files stop the run with "
+                   "exit status 2 before --out is written); sweep.json records that it was skipped")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
@@ -332,9 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Statistics a loss cares about, read from the files: per class the share of labelled "
         "pixels/voxels, the cases it appears in, objects (connected components) per case and their median size; "
         "shapes, spacing (volumes), intensity ranges per channel, the split; warnings for rare or mostly absent "
-        "classes, labels outside the declared classes, mismatched geometry and unreadable files. PATH is an nnU-Net "
-        "raw dataset (dataset.json), a folder with images/ and masks/, or a sweep config YAML (its nnunet and "
-        "folder datasets, with their options).",
+        "classes and anisotropic spacing; errors for every broken file (the full data check of raysweep run: every "
+        "case of every split decoded, cached by file fingerprint). PATH is an nnU-Net raw dataset (dataset.json), a "
+        "folder with images/ and masks/, or a sweep config YAML (its nnunet and folder datasets, with their "
+        "options). Exit status 2 when there is an error (warnings never fail).",
     )
     q.add_argument("path", metavar="PATH_OR_CONFIG", help="dataset folder or sweep config .yaml")
     q.add_argument("--json", action="store_true", help="print the statistics as JSON")

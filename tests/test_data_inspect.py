@@ -35,7 +35,7 @@ def test_statistics_match_direct_counts(nn_root):
     assert any("anisotropic" in w for w in r["warnings"])
 
 
-def test_warnings_rare_absent_out_of_range_and_geometry(nn_root):
+def test_errors_apart_from_warnings_rare_absent_out_of_range_and_geometry(nn_root):
     ct, _, label = case_arrays(0)
     bad = label.copy()
     bad[0, 0, 0] = 9
@@ -46,11 +46,14 @@ def test_warnings_rare_absent_out_of_range_and_geometry(nn_root):
         lb[lb == 2] = 0
         save_nii(nn_root / "labelsTr" / f"c{i:03d}.nii.gz", lb)
     r = di.inspect_dataset("nnunet", nn_root)
-    text = "\n".join(r["warnings"])
-    assert "c000.nii.gz: label values [9] are outside" in text
-    assert "c001_0000.nii.gz: image shape" in text and "differs from its label" in text
-    assert "class 'tumour' is absent from 4 of 4 inspected cases" in text
-    assert r["inspected"] == 4 and len(r["problems"]) == 2
+    errors = "\n".join(e["error"] for e in r["errors"])
+    assert "c000.nii.gz: label values [9] are outside" in errors
+    assert "c001_0000.nii.gz: image shape" in errors and "differs from its label" in errors
+    assert {e["file"] for e in r["errors"]} == {str(nn_root / "labelsTr" / "c000.nii.gz"),
+                                                str(nn_root / "imagesTr" / "c001_0000.nii.gz")}
+    warnings = "\n".join(r["warnings"])
+    assert "class 'tumour' is absent from 4 of 4 inspected cases" in warnings and "c000" not in warnings
+    assert r["inspected"] == 4 and r["checked"] == 6 and len(r["errors"]) == 2
 
 
 def test_rare_class_and_subsampling(tmp_path, monkeypatch):
@@ -75,7 +78,7 @@ def test_cli_folder_config_and_json(tmp_path, capsys, monkeypatch):
                       f"{json.dumps(PALETTE)}\n  synthetic: {{}}\n  synapse: {{root: {folder.name}}}\n")
     assert main(["data", "inspect", str(config), "--json"]) == 0
     reports = json.loads(capsys.readouterr().out)
-    assert reports[0]["dataset"] == "folder" and reports[0]["inspected"] == 8 and not reports[0]["problems"]
+    assert reports[0]["dataset"] == "folder" and reports[0]["inspected"] == 8 and reports[0]["errors"] == []
     assert reports[1]["dataset"] == "synthetic" and len(reports[1]["per_class"]) == 9  # generated, 16/4/8 volumes
     assert reports[1]["splits"] == {"train": 16, "val": 4, "test": 8}
     assert reports[2] == {"dataset": "synapse", "skipped": reports[2]["skipped"]}

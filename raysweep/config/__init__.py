@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .compose import (check_composed, compose_trial, confirmation_seeds, evaluation_split, n_startup_trials,
+from .compose import (check_composed, check_data, compose_trial, confirmation_seeds, evaluation_split, n_startup_trials,
                       pack_envelope, pack_trials, power_limits, protocol_cases, trial_members, tune_quota, tuning_seed)
 from .model import PAIRINGS, SCHEDULERS, UNDERPOWERED, Group, SweepConfig, parse
 from .yaml_io import parse_yaml, read_yaml_mapping
@@ -51,7 +51,7 @@ def load_config(path: str | Path | None = None, select: Mapping[str, Any] | None
     return cfg
 
 
-__all__ = ["PAIRINGS", "SCHEDULERS", "UNDERPOWERED", "Group", "SweepConfig", "compose_trial", "confirmation_seeds",
+__all__ = ["PAIRINGS", "SCHEDULERS", "UNDERPOWERED", "Group", "SweepConfig", "check_data", "compose_trial", "confirmation_seeds",
            "tuning_seed", "evaluation_split",
            "load_config", "n_startup_trials", "pack_envelope", "pack_trials", "parse", "parse_yaml", "power_limits",
            "protocol_cases", "read_yaml_mapping", "trial_members", "tune_quota", "validate"]

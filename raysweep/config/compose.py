@@ -18,7 +18,7 @@ from ..trial.schema import resolve_config
 from ..vocab import cell_label
 from .model import Group, SweepConfig
 
-__all__ = ["check_composed", "compose_trial", "confirmation_seeds", "dataset_section", "evaluation_split",
+__all__ = ["check_composed", "check_data", "compose_trial", "confirmation_seeds", "dataset_section", "evaluation_split",
            "n_startup_trials", "pack_envelope", "pack_trials", "power_limits", "protocol_cases", "trial_members",
            "tune_quota", "tuning_seed"]
 
@@ -180,6 +180,26 @@ def protocol_cases(cfg: SweepConfig) -> dict[str, dict[str, dict[str, Any]]]:
             raise ValueError(f"datasets.{name}: the selection and ranking splits share {len(shared)} case(s), e.g. "
                              f"{sorted(shared)[0]!r}; hyperparameters must not be selected on the cases that rank")
     return out
+
+
+def check_data(cfg: SweepConfig, progress: bool = False, workers: int | None = None) -> dict[str, Any]:
+    """The full data check of a sweep (:mod:`raysweep.data.check`), before anything starts: every case of every split
+    of each ``nnunet``/``folder`` dataset of each cell (variants' options merged, per-split options applied) decoded
+    once, in parallel, cached by file fingerprint. Runs whatever the design (also with ``confirmation.seeds: 0`` or
+    one loss, where validation reads no listing).
+
+    Returns what ``sweep.json``'s protocol records (:func:`raysweep.data.check.summary`).
+
+    Raises:
+        raysweep.data.check.DataCheckError (a ValueError): every broken file, one line each (the first 20 and a
+            count), with the fix.
+    """
+    from ..data.check import check_sections, raise_for_errors, summary
+
+    sections = {cell_label(name, variant): (name, dataset_section(cfg, name, variant)) for name, variant in cfg.cells()}
+    reports = check_sections(sections, workers=workers, progress=progress)
+    raise_for_errors(reports)
+    return summary(reports)
 
 
 def power_limits(cfg: SweepConfig, cases: Mapping[str, Any] | None = None) -> dict[str, Any]:

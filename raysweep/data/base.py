@@ -13,6 +13,9 @@ DataLoader worker, so maps such as distance maps always match the mask the loss 
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -402,3 +405,65 @@ def first_items(items: Sequence[Any], n: int = 5) -> str:
     """Short listing for error messages: the first ``n`` items and how many more."""
     shown = ", ".join(str(x) for x in items[:n])
     return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files: why one cannot be read, its fingerprint, where caches live.
+
+
+def cache_dir(kind: str) -> Path:
+    """``$RAYSWEEP_CACHE/<kind>`` or ``~/.cache/raysweep/<kind>``: where derived data (CT statistics, data-check
+    results) is cached; dataset roots are often read-only or shared, so nothing is written beside the data."""
+    return Path(os.environ.get("RAYSWEEP_CACHE") or Path.home() / ".cache" / "raysweep") / kind
+
+
+def path_problem(path: Path, what: str = "file") -> ValueError | FileNotFoundError | None:
+    """Why ``path`` cannot be read as a ``what`` file, from the file system alone, or None when it is a readable,
+    non-empty regular file (its *content* may still be bad).
+
+    Names the cause a user can act on: missing, a directory, a symbolic link loop, a broken symbolic link, no read
+    permission, an empty (0-byte) file; each message starts with the path and ends with the fix.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return ValueError(f"{path}: is a symbolic link loop (it resolves back to itself), not a {what}; point "
+                              f"the link at the real file or replace it with the file")
+        if isinstance(err, FileNotFoundError) or err.errno == errno.ENOENT:
+            if path.is_symlink():
+                return FileNotFoundError(f"{path}: is a broken symbolic link (to {os.readlink(path)}); restore its "
+                                         f"target or replace the link with the file")
+            return FileNotFoundError(f"{path}: file not found; restore it (or remove its case)")
+        return ValueError(f"{path}: cannot be read ({err.strerror or err}); fix it or replace it with the file")
+    if path.is_dir():
+        return ValueError(f"{path}: is a directory, not a {what}; replace it with the {what} (or remove it and "
+                          f"its case)")
+    if not os.access(path, os.R_OK):
+        return ValueError(f"{path}: cannot be read (permission denied); fix its permissions")
+    if st.st_size == 0:
+        return ValueError(f"{path}: is empty (0 bytes), not a {what}; re-export or re-copy it")
+    return None
+
+
+def files_fingerprint(paths: Sequence[Path], root: Path, salt: Any = None) -> str:
+    """A fingerprint of ``paths`` from the file system alone: sha256 of ``salt`` and each file's name (relative to
+    ``root`` where it is under it), size and modification time (ns). A file replaced, truncated or touched gets a new
+    fingerprint; reading no content, it costs one ``stat`` per file. ``salt`` (JSON-able) separates what the caller
+    derives from the files (a code version, the classes they are checked against).
+
+    Raises ValueError / FileNotFoundError naming a file that cannot be stat'ed (:func:`path_problem`).
+    """
+    entries = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError as err:
+            raise path_problem(p) or ValueError(f"{p}: cannot be read ({err})") from None
+        try:
+            name = str(p.relative_to(root))
+        except ValueError:
+            name = str(p)
+        entries.append((name, st.st_size, st.st_mtime_ns))
+    return hashlib.sha256(json.dumps([salt, entries]).encode()).hexdigest()

@@ -49,6 +49,7 @@ from .base import (
     option_probability,
     option_size,
     option_transform,
+    path_problem,
     require_dir,
     seeded_order,
 )
@@ -116,6 +117,7 @@ def _fraction(dataset: str, name: str, value: Any) -> float:
 
 def class_names(root: Path, classes: list[str] | None, palette: Mapping[str, Any] | None) -> tuple[str, ...]:
     """The class names in id order: option ``classes``, else ``root/classes.json``, else the palette's names."""
+    source = "folder: option classes" if classes is not None else str(root / "classes.json")
     if classes is None and (root / "classes.json").is_file():
         path = root / "classes.json"
         try:
@@ -124,22 +126,25 @@ def class_names(root: Path, classes: list[str] | None, palette: Mapping[str, Any
             raise ValueError(f"{path}: not valid JSON ({err}); fix the file") from None
         if isinstance(data, Mapping):
             if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in data.items()):
-                raise ValueError(f"{path}: expected {{\"name\": id, ...}} or [\"name\", ...], got {data!r}")
+                raise ValueError(f"{path}: expected {{\"name\": id, ...}} or [\"name\", ...], got {json_shape(data)}"
+                                 f"; fix the file")
             if sorted(data.values()) != list(range(len(data))):
                 raise ValueError(f"{path}: class ids must be 0..K-1 without gaps, got {sorted(data.values())}")
             data = [n for n, _ in sorted(data.items(), key=lambda kv: kv[1])]
         if not (isinstance(data, list) and data and all(isinstance(n, str) and n for n in data)
                 and len(set(data)) == len(data)):
             raise ValueError(f"{path}: expected a list of distinct class names in id order, e.g. [\"background\", "
-                             f"\"road\"], got {data!r}")
+                             f"\"road\"], got {json_shape(data)}; fix the file")
         classes = data
     if classes is None and palette is not None:
         classes = [n for n in palette if n != "ignore"]
+        source = "folder: option palette"
     if classes is None:
         raise ValueError(f"folder: the classes of {root} are not named; set the option classes: [background, ...] "
                          f"(names in id order) or write {root / 'classes.json'}")
     if len(classes) < 2:
-        raise ValueError(f"folder: {len(classes)} class ({classes}); a segmentation needs at least two classes")
+        raise ValueError(f"{source}: {len(classes)} class ({classes}); a segmentation needs at least two classes "
+                         f"(background and the others, in id order); fix it")
     if palette is not None:
         unknown = [n for n in palette if n not in classes and n != "ignore"]
         if unknown:
@@ -196,7 +201,8 @@ def compute_splits(root: Path, stems: list[str], split_seed: int = 0, val_fracti
         if not (isinstance(data, Mapping) and set(data) == {"train", "val", "test"}
                 and all(isinstance(v, list) and v and all(isinstance(s, str) for s in v) for v in data.values())):
             raise ValueError(f"{path}: expected {{\"train\": [...], \"val\": [...], \"test\": [...]}} with non-empty "
-                             f"lists of file stems, got keys {sorted(data) if isinstance(data, Mapping) else data!r}")
+                             f"lists of file stems, got {json_shape(data)}; fix the file or delete it (a seeded "
+                             f"split is drawn without it)")
         unknown = sorted(set().union(*map(set, data.values())) - set(stems))
         if unknown:
             raise FileNotFoundError(f"{path}: lists {first_items(unknown)}, which {'is' if len(unknown) == 1 else 'are'}"
@@ -217,9 +223,27 @@ def compute_splits(root: Path, stems: list[str], split_seed: int = 0, val_fracti
             "train": sorted(order[n_test + n_val:])}
 
 
+def json_shape(data: Any) -> str:
+    """What a JSON value is, in a few words and without its content: ``a list of 40 strings``, ``an object with keys
+    ['test', 'train']`` ..., for messages about a file of the wrong shape (its content may be long)."""
+    kinds = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number",
+             type(None): "null"}
+    if isinstance(data, Mapping):
+        keys = sorted(map(str, data))
+        shown = first_items([repr(k) for k in keys], 6)
+        parts = [f"{k!r}: {json_shape(data[k])}" for k in data if k in ("train", "val", "test")]
+        return f"an object with keys [{shown}]" + (f" ({'; '.join(parts)})" if parts else "")
+    if isinstance(data, list):
+        inner = sorted({kinds.get(type(v), type(v).__name__) for v in data})
+        return f"a list of {len(data)} {' / '.join(k + 's' for k in inner) or 'items'}" if data else "an empty list"
+    return f"a {kinds.get(type(data), type(data).__name__)}"
+
+
 def _open_error(path: Path, err: Exception) -> ValueError | FileNotFoundError:
-    if isinstance(err, FileNotFoundError):
-        return FileNotFoundError(f"{path}: file not found (listed when the dataset was built); restore it")
+    # The file system's own cause first (a directory, a link loop, 0 bytes), then the decoder's.
+    found = path_problem(path, "image")
+    if found is not None:
+        return found
     return ValueError(f"{path}: cannot decode the image ({type(err).__name__}: {err}); it is corrupt or truncated -- "
                       f"re-export it")
 
@@ -268,6 +292,19 @@ def read_mask(path: Path, num_classes: int, palette: Mapping[str, tuple[int, int
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise _open_error(path, err) from err
     return check_labels(values, num_classes, path, allow_ignore=True)
+
+
+def read_pair(image_path: Path, mask_path: Path, names: tuple[str, ...],
+              palette: Mapping[str, tuple[int, int, int]] | None) -> tuple[np.ndarray, np.ndarray]:
+    """One image and its mask, both decoded in full and checked: image uint8 RGB (H, W, 3), mask uint8 class ids
+    (H, W) (255 = ignore) through ``palette`` when given; ValueError / FileNotFoundError naming the file otherwise
+    (unreadable or corrupt file, colours or values outside the classes, a mask of another size)."""
+    image = read_image(image_path)
+    mask = read_mask(mask_path, len(names), palette, {n: i for i, n in enumerate(names)})
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"{mask_path}: mask size {mask.shape} differs from its image {image_path.name} "
+                         f"{image.shape[:2]}; they must match pixel for pixel")
+    return image, mask
 
 
 class FolderDataset(SegmentationDataset):

@@ -8,14 +8,18 @@ For a dataset folder (``nnunet``: it has ``dataset.json``; ``folder``: it has ``
 * the case shapes, the voxel spacing of volumes (z, y, x in mm), the intensity range of each channel (raw values as
   stored: min, 0.5 and 99.5 percentiles, max);
 * the split: cases per split, as the sweep will use them;
-* warnings the losses care about: classes under 0.1% of the labelled pixels (region losses with a smoothing term and
-  unweighted CE will largely ignore them), classes absent from most cases (the empty-class conventions of Dice
-  decide their scores), label values outside the declared classes, image/label geometry that does not match,
-  unreadable files.
+* errors: every broken file the full data check finds (:mod:`raysweep.data.check`: every case of every split
+  decoded; unreadable files, label values outside the declared classes, image/label geometry that does not match,
+  NaN intensities, a missing option such as a palette ...). Each would fail a sweep, so ``raysweep data inspect``
+  exits 2 when there is one;
+* warnings the losses care about, which never fail anything: classes under 0.1% of the labelled pixels (region
+  losses with a smoothing term and unweighted CE will largely ignore them), classes absent from most cases (the
+  empty-class conventions of Dice decide their scores), anisotropic spacing.
 
-Speed: at most ``max_cases`` cases are read (default 40), spread over the whole listing (every k-th case of the
-sorted ids), so a large dataset is inspected in seconds to a minute; the report says how many were read. Within a
-case every voxel counts.
+Speed: the check reads every case once (in parallel; unchanged cases are cached by file fingerprint, so a second
+inspect or run costs seconds); the statistics read at most ``max_cases`` cases that passed (default 40), spread over
+the whole listing (every k-th case of the sorted ids); the report says how many were read. Within a case every voxel
+counts.
 """
 
 from __future__ import annotations
@@ -125,39 +129,58 @@ def _cases(name: str, root: Path, options: Mapping[str, Any]) -> tuple[Any, dict
 
 def inspect_dataset(name: str, root: str | Path | None, options: Mapping[str, Any] | None = None,
                     max_cases: int = DEFAULT_MAX_CASES,
-                    split_options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+                    split_options: Mapping[str, Mapping[str, Any]] | None = None, *, full_check: bool = True,
+                    progress: bool = False) -> dict[str, Any]:
     """Statistics of the dataset ``name`` (``"nnunet"`` or ``"folder"`` under ``root``, or the embedded
-    ``"synthetic"``, for which ``root`` is ignored and ``split_options`` may add per-split options); see the module
-    docstring.
+    ``"synthetic"``, for which ``root`` is ignored); ``split_options`` adds per-split options (a sweep's train,
+    select and eval options); see the module docstring.
+
+    For ``nnunet`` and ``folder`` the full data check runs first (:func:`raysweep.data.check.check_dataset`: every
+    case of every split decoded, cached by file fingerprint; ``full_check`` False skips it, ``progress`` shows its
+    progress bar): its errors are the report's ``errors``, and the statistics are computed over cases that passed.
 
     Returns a JSON-able dict: ``dataset``, ``root``, ``classes``, ``splits`` (cases per split), ``inspected``,
     ``total_cases``, ``volumes`` (bool), ``shapes`` (min/max of (D, H, W) or (H, W)), ``spacing`` (volumes: median,
     min, max (z, y, x) in mm), ``channels`` (per channel: name, min, p0_5, p99_5, max), ``per_class`` (per class:
-    fraction, cases_present, objects_per_case, median_object_size), ``problems`` (per-case errors) and
-    ``warnings`` (sentences).
+    fraction, cases_present, objects_per_case, median_object_size), ``checked`` (cases the full check read or
+    found cached, None without it), ``errors`` (``{"file", "case", "error", ...}``: broken files, each failing the
+    sweep) and ``warnings`` (sentences about the data a loss will face; they never fail anything). When the listing
+    itself is unusable (dataset.json, classes, splits), the report holds only ``dataset``, ``root``, ``errors`` and
+    ``warnings``.
 
     Raises:
-        ValueError / FileNotFoundError: the description (dataset.json, classes, listing, splits) is unusable; errors
-            in single cases are reported in ``problems`` instead.
+        ValueError / FileNotFoundError: without ``full_check``, the description is unusable.
     """
+    from .check import check_dataset
+
     if name not in INSPECTED:
         raise ValueError(f"inspect reads the {', '.join(INSPECTED)} datasets, not {name!r}")
+    errors: list[dict[str, Any]] = []
+    checked = None
     if name == "synthetic":
         desc = None
         splits, readers, names, channel_names = _synthetic_cases(dict(options or {}), split_options or {})
         volumes = True
     else:
         root = Path(root).expanduser()
+        if full_check:
+            check = check_dataset(name, root, options, split_options, progress=progress)
+            errors, checked = check["errors"], check["cases"]
+            if not check["splits"]:  # the listing failed: nothing to read
+                return {"dataset": name, "root": str(root), "errors": errors, "warnings": []}
         desc, splits, readers, names = _cases(name, root, dict(options or {}))
+        if full_check:
+            splits = check["splits"]  # with the per-split options, as the sweep sees them
         channel_names = list(desc.channels) if desc is not None else ["R", "G", "B"]
         volumes = desc is not None and not desc.two_d
-    all_cases = sorted(c for s in splits.values() for c in s)
-    chosen = _spread(all_cases, max_cases)
+    broken = {e["case"] for e in errors}
+    all_cases = sorted({c for s in splits.values() for c in s})
+    chosen = _spread([c for c in all_cases if c not in broken], max_cases)
     k = len(names)
     counts = np.zeros(k, np.int64)
     present = np.zeros(k, np.int64)
     objects: list[list[int]] = [[] for _ in range(k)]
-    shapes, spacings, problems = [], [], []
+    shapes, spacings = [], []
     mins = np.full(len(channel_names), np.inf)
     maxs = np.full(len(channel_names), -np.inf)
     lows: list[list[float]] = [[] for _ in channel_names]
@@ -165,8 +188,9 @@ def inspect_dataset(name: str, root: str | Path | None, options: Mapping[str, An
     for case in chosen:
         try:
             image, label, spacing = readers[case](case)
-        except (ValueError, FileNotFoundError) as err:
-            problems.append({"case": case, "error": str(err)})
+        except (ValueError, OSError) as err:  # changed since the check, or not checked (full_check False)
+            errors.append({"file": str(err).split(": ", 1)[0], "case": case, "splits": [],
+                           "error": " ".join(str(err).split())})
             continue
         shapes.append(label.shape if volumes else label.shape[1:])
         if spacing is not None:
@@ -191,7 +215,7 @@ def inspect_dataset(name: str, root: str | Path | None, options: Mapping[str, An
             lo, hi = np.percentile(values, [0.5, 99.5])
             lows[ch].append(float(lo))
             highs[ch].append(float(hi))
-    read = len(chosen) - len(problems)
+    read = len(chosen) - len([e for e in errors if e["case"] in set(chosen)])
     total = counts.sum()
     per_class = []
     for c, cname in enumerate(names):
@@ -216,16 +240,14 @@ def inspect_dataset(name: str, root: str | Path | None, options: Mapping[str, An
         "channels": [{"name": n, "min": float(mins[i]), "p0_5": float(np.median(lows[i])) if lows[i] else None,
                       "p99_5": float(np.median(highs[i])) if highs[i] else None, "max": float(maxs[i])}
                      for i, n in enumerate(channel_names)] if read else [],
-        "per_class": per_class, "problems": problems,
+        "per_class": per_class, "checked": checked, "errors": errors,
     }
     out["warnings"] = _warnings(out, read)
     return out
 
 
 def _warnings(report: Mapping[str, Any], read: int) -> list[str]:
-    found = [f"case {p['case']}: {p['error']}" for p in report["problems"][:5]]
-    if len(report["problems"]) > 5:
-        found.append(f"... and {len(report['problems']) - 5} more unreadable or invalid case(s) (--json lists all)")
+    found: list[str] = []
     if not read:
         return found
     for c in report["per_class"][1:]:
@@ -247,9 +269,11 @@ def _warnings(report: Mapping[str, Any], read: int) -> list[str]:
 
 
 def inspect_config(datasets: Mapping[str, Any] | list | None, base: str | Path = ".",
-                   max_cases: int = DEFAULT_MAX_CASES) -> list[dict[str, Any]]:
-    """Inspect each ``nnunet``/``folder`` dataset of a sweep config's ``datasets`` section (with its ``options``);
-    other datasets are listed as skipped. A relative ``root`` that does not exist from the working folder is taken
+                   max_cases: int = DEFAULT_MAX_CASES, *, full_check: bool = True,
+                   progress: bool = False) -> list[dict[str, Any]]:
+    """Inspect each ``nnunet``/``folder`` dataset of a sweep config's ``datasets`` section (with its ``options`` and
+    per-split options, as the sweep reads it; ``full_check``, ``progress``: see :func:`inspect_dataset`); other
+    datasets are listed as skipped. A relative ``root`` that does not exist from the working folder is taken
     relative to ``base`` (the config's folder)."""
     datasets = datasets or {"synthetic": {}}
     if isinstance(datasets, list):
@@ -262,26 +286,25 @@ def inspect_config(datasets: Mapping[str, Any] | list | None, base: str | Path =
             continue
         if name == "synthetic":
             out.append(inspect_dataset(name, None, section.get("options") or {}, max_cases,
-                                       split_options=sweep_split_options(section)))
+                                       split_options=sweep_split_options({**section, "name": name})))
             continue
         if not section.get("root"):
             raise ValueError(f"datasets.{name}.root is required: the folder holding the data")
         root = Path(section["root"]).expanduser()
         if not root.is_absolute() and not root.exists():
             root = Path(base) / root
-        out.append(inspect_dataset(name, root, section.get("options") or {}, max_cases))
+        out.append(inspect_dataset(name, root, section.get("options") or {}, max_cases,
+                                   split_options=sweep_split_options({**section, "name": name}),
+                                   full_check=full_check, progress=progress))
     return out
 
 
 def sweep_split_options(section: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Per-split options of a sweep config's dataset section: train, selection (``select_options``) and ranking
     (``eval_options``) splits, keyed by split name."""
-    from . import DATASETS
+    from .check import split_options_of
 
-    info = DATASETS[section.get("name") or "synthetic"]
-    return {"train": dict(section.get("train_options") or {}),
-            info.select_split: dict(section.get("select_options") or {}),
-            info.eval_split: dict(section.get("eval_options") or {})}
+    return split_options_of(section.get("name") or "synthetic", section)
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -298,6 +321,9 @@ def as_text(reports: list[dict[str, Any]]) -> str:
             lines += [f"{r['dataset']}: skipped ({r['skipped']})", ""]
             continue
         lines.append(f"{r['dataset']}  {r['root'] or '(embedded, generated)'}")
+        if "per_class" not in r:  # the listing failed: errors only
+            lines += _error_lines(r) + [""]
+            continue
         splits = ", ".join(f"{s} {n}" for s, n in r["splits"].items())
         lines.append(f"  cases: {splits} (ranking split: {r['ranking_from'] if r['dataset'] == 'nnunet' else 'test'})"
                      f"; inspected {r['inspected']} of {r['total_cases']}")
@@ -321,6 +347,7 @@ def as_text(reports: list[dict[str, Any]]) -> str:
             lines.append(f"  {c['id']:>3} {c['name']:<16}{_fmt(100 * c['fraction'], 3):>10}"
                          f"{c['cases_present']:>6}/{r['inspected']:<3}{_fmt(c['objects_per_case'], 3):>14}"
                          f"{_fmt(c['median_object_size'], 4):>13}")
+        lines += _error_lines(r)
         if r["warnings"]:
             lines.append("  warnings:")
             lines += [f"    - {w}" for w in r["warnings"]]
@@ -328,6 +355,18 @@ def as_text(reports: list[dict[str, Any]]) -> str:
             lines.append("  warnings: none")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _error_lines(report: Mapping[str, Any], limit: int = 20) -> list[str]:
+    errors = report.get("errors") or []
+    if not errors:
+        checked = report.get("checked")
+        return [f"  errors: none ({checked} cases checked)"] if checked is not None else []
+    lines = [f"  errors ({len(errors)}: each fails a sweep; fix the file as the line says):"]
+    lines += [f"    - {e['error']}" for e in errors[:limit]]
+    if len(errors) > limit:
+        lines.append(f"    ... and {len(errors) - limit} more (--json lists every one)")
+    return lines
 
 
 def as_json(reports: list[dict[str, Any]]) -> str:

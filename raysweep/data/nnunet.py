@@ -70,6 +70,8 @@ from .base import (
     TargetMaps,
     Transform,
     Volume,
+    cache_dir,
+    files_fingerprint,
     first_items,
     option_bool,
     option_int,
@@ -111,7 +113,7 @@ _CT_STATS_MEMO: dict[str, dict[str, Any]] = {}
 
 def default_cache_dir() -> Path:
     """``$RAYSWEEP_CACHE/nnunet`` or ``~/.cache/raysweep/nnunet``: where the CT statistics are cached."""
-    return Path(os.environ.get("RAYSWEEP_CACHE") or Path.home() / ".cache" / "raysweep") / "nnunet"
+    return cache_dir("nnunet")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -225,13 +227,8 @@ def ct_normalise(x: np.ndarray, stats: Mapping[str, float]) -> np.ndarray:
 
 
 def _fingerprint(desc: Description, cases: list[str]) -> str:
-    entries = []
-    for case in cases:
-        images, label = desc.training[case]
-        for p in (*images, label):
-            st = p.stat()
-            entries.append((str(p.relative_to(desc.root)), st.st_size, st.st_mtime_ns))
-    return hashlib.sha256(json.dumps([_STATS_VERSION, entries]).encode()).hexdigest()
+    paths = [p for case in cases for p in (*desc.training[case][0], desc.training[case][1])]
+    return files_fingerprint(paths, desc.root, _STATS_VERSION)
 
 
 def ct_statistics(desc: Description, cases: list[str], cache_dir: Path | None = None) -> dict[int, dict[str, float]]:

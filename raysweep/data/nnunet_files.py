@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import IGNORE_INDEX, check_labels, first_items, require_dir
+from .base import IGNORE_INDEX, check_labels, first_items, path_problem, require_dir
 
 _IMAGE_ENDINGS_2D = (".png", ".tif", ".tiff")
 _CHANNEL_RE = re.compile(r"^(.+)_(\d{4})$")
@@ -177,7 +177,7 @@ def _msd_cases(path: Path, root: Path, entries: Any, key: str, label_dir: Path |
     """Decathlon entries (``{"image", "label"}`` dicts, or image paths for ``test``) as case -> (images, label)."""
     if not isinstance(entries, list):
         raise _json_error(path, f"{key!r} must be a list, got {type(entries).__name__}")
-    out = {}
+    out, unlabelled = {}, []
     for entry in entries:
         image_rel = entry.get("image") if isinstance(entry, Mapping) else entry
         if not isinstance(image_rel, str):
@@ -202,11 +202,28 @@ def _msd_cases(path: Path, root: Path, entries: Any, key: str, label_dir: Path |
             files = tuple(chans[c] for c in sorted(chans))
         if not label.is_file():
             if key == "test":
-                return {}  # unlabelled test set
+                unlabelled.append(label)
+                continue
             raise FileNotFoundError(f"{label}: listed in {path} ({key}) but missing on disk; restore it or remove "
                                     f"the entry")
         out[case] = (files, label)
-    return dict(sorted(out.items()))
+    if unlabelled and out:
+        # Some test images have labels and some not: ranking on the labelled ones would silently drop the others.
+        raise FileNotFoundError(f"{unlabelled[0]}: the label of a {key} image listed in {path} is missing, while "
+                                f"{len(out)} other {key} image(s) have theirs ({len(unlabelled)} missing: "
+                                f"{first_items([p.name for p in unlabelled], 3)}); restore the labels or remove "
+                                f"those entries")
+    return dict(sorted(out.items()))  # empty when no test image has a label: an unlabelled test set
+
+
+def _check_ending(path: Path, label_dir: Path, ending: str) -> None:
+    """ValueError naming ``file_ending`` when ``label_dir`` holds files but none end with it."""
+    names = [p.name for p in label_dir.iterdir() if not p.name.startswith(".")]
+    found = sorted({".nii.gz" if n.endswith(".nii.gz") else Path(n).suffix for n in names} - {""})
+    if names and found:
+        raise ValueError(f"{path}: file_ending is {ending!r}, but no file in {label_dir} ends with it (its files end "
+                         f"with {', '.join(map(repr, found))}, e.g. {sorted(names)[0]}); set file_ending to "
+                         f"{found[0]!r} or rename the files")
 
 
 def describe(root: str | Path) -> Description:
@@ -248,6 +265,8 @@ def describe(root: str | Path) -> Description:
         training = _pair_cases(require_dir(root / "imagesTr", "nnU-Net imagesTr folder", LAYOUT),
                                require_dir(root / "labelsTr", "nnU-Net labelsTr folder", LAYOUT), ending,
                                len(channels), two_d)
+        if not training:
+            _check_ending(path, root / "labelsTr", ending)
         n = meta["numTraining"]
         if isinstance(n, bool) or not isinstance(n, int) or n != len(training):
             raise ValueError(f"{path}: numTraining is {n!r} but {root / 'labelsTr'} holds {len(training)} label "
@@ -271,8 +290,11 @@ def describe(root: str | Path) -> Description:
 
 
 def _read_error(path: Path, err: Exception) -> ValueError | FileNotFoundError:
-    if isinstance(err, FileNotFoundError):
-        return FileNotFoundError(f"{path}: file not found (listed when the dataset was built); restore it")
+    # The file system's own cause first (a directory, a link loop, 0 bytes): "corrupt" would send the user re-exporting
+    # a file that is not the problem.
+    found = path_problem(path)
+    if found is not None:
+        return found
     return ValueError(f"{path}: cannot read the file ({type(err).__name__}: {err}); it is corrupt or truncated -- "
                       f"re-export or re-copy it")
 
@@ -317,12 +339,21 @@ def _read_image_2d(path: Path, label: bool) -> np.ndarray:
             if im.mode in ("RGBA", "P", "LA"):
                 im = im.convert("RGB")
             arr = np.asarray(im).astype(np.float32)
-    except FileNotFoundError as err:
-        raise _read_error(path, err) from err
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise ValueError(f"{path}: cannot decode the image ({type(err).__name__}: {err}); it is corrupt or truncated "
-                         f"-- re-export it") from err
+        raise path_problem(path, "image") or ValueError(
+            f"{path}: cannot decode the image ({type(err).__name__}: {err}); it is corrupt or truncated -- re-export "
+            f"it") from err
     return arr if arr.ndim == 3 else arr[:, :, None]
+
+
+def _check_finite(values: np.ndarray, path: Path) -> None:
+    """ValueError naming ``path`` (the file these values came from, so the right channel file) when any is NaN/inf."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = values[~finite]
+        raise ValueError(f"{path}: image holds {int(np.isnan(bad).sum())} NaN and {int(np.isinf(bad).sum())} "
+                         f"infinite value(s) among {values.size}; fix the file (e.g. replace them with the "
+                         f"background intensity)")
 
 
 def read_case(desc: Description, case: str, files: tuple[tuple[Path, ...], Path]
@@ -336,6 +367,8 @@ def read_case(desc: Description, case: str, files: tuple[tuple[Path, ...], Path]
     images, label_path = files
     if desc.two_d:
         chans = [_read_image_2d(p, label=False) for p in images]
+        for p, c in zip(images, chans):
+            _check_finite(c, p)
         label = _read_image_2d(label_path, label=True)
         for p, c in zip(images, chans):
             if c.shape[:2] != label.shape:
@@ -355,11 +388,13 @@ def read_case(desc: Description, case: str, files: tuple[tuple[Path, ...], Path]
                                  f"{label_img.shape[:3]}; image and label must cover the same voxel grid (resample "
                                  f"the label onto the image)")
             if not np.allclose(img.affine, label_img.affine, rtol=1e-4, atol=1e-3):
-                raise ValueError(f"{p}: affine (voxel-to-world matrix) differs from its label {label_path.name}:\n"
-                                 f"{np.round(img.affine, 4)}\nvs\n{np.round(label_img.affine, 4)}\n"
-                                 f"the label must be in the image's space; resample it, or copy the image header to "
-                                 f"it if only the header is wrong")
+                # One line: a trial's error summary keeps the last line of the traceback, and it must name the file.
+                raise ValueError(f"{p}: affine (voxel-to-world matrix) {np.round(img.affine, 4).tolist()} differs "
+                                 f"from its label {label_path.name}'s {np.round(label_img.affine, 4).tolist()}; the "
+                                 f"label must be in the image's space: resample it, or copy the image header to it "
+                                 f"if only the header is wrong")
             arr = _nifti_array(img, p, label=False)
+            _check_finite(arr, p)
             chans.append(arr if arr.ndim == 4 else arr[..., None])
         image = np.concatenate(chans, axis=3)
         zooms = label_img.header.get_zooms()
@@ -370,8 +405,6 @@ def read_case(desc: Description, case: str, files: tuple[tuple[Path, ...], Path]
     if image.shape[-1] != len(desc.channels):
         raise ValueError(f"{images[0]}: {image.shape[-1]} channel(s) for case {case!r}, but dataset.json declares "
                          f"{len(desc.channels)} ({', '.join(desc.channels)}); fix channel_names or the files")
-    if not np.isfinite(image).all():
-        raise ValueError(f"{images[0]}: image contains NaN or inf values; fix the file")
     values = np.asarray(label)
     if desc.ignore_id is not None:
         values = np.where(values == desc.ignore_id, IGNORE_INDEX, values)

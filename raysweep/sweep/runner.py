@@ -80,8 +80,11 @@ class SweepRunner:
     ``overlays/`` and the HTML report."""
 
     def __init__(self, cfg: SweepConfig, out_dir: str | Path, address: str | None = None, fresh: bool = False,
-                 progress: bool = True, storage: str | None = None):
+                 progress: bool = True, storage: str | None = None, data_check: dict[str, Any] | None = None):
         self.cfg = cfg
+        # The pre-run data check as it went (raysweep.config.check_data's record, or {"status": "skipped"}), for
+        # sweep.json's protocol; None: this runner was given none.
+        self.data_check = data_check
         self.out = Path(out_dir).expanduser().resolve()
         # Tune's experiment folders: shared storage (s3://, gs://, NFS) on a multi-node cluster; Parquet results are
         # written by the driver and stay under out_dir.
@@ -202,7 +205,8 @@ class SweepRunner:
         from ..data.inspect import inspect_config
 
         print("inspecting the datasets (raysweep data inspect)", flush=True)
-        return {r["dataset"]: r for r in inspect_config(self.cfg.datasets)}
+        skipped = (self.data_check or {}).get("status") == "skipped"  # then no full read here either
+        return {r["dataset"]: r for r in inspect_config(self.cfg.datasets, full_check=not skipped)}
 
     def protocol(self) -> dict[str, Any]:
         """What makes the ranking fair, recorded in sweep.json: the cases that select and the cases that rank (per
@@ -231,6 +235,7 @@ class SweepRunner:
                                                           "confirm": confirmation_seeds(self.cfg, r)}
                                                  for r in range(t["replicates"])}},
             "power": {cell: limit.to_dict() for cell, limit in power_limits(self.cfg, cases).items()},
+            "data_check": self.data_check or {"status": "not run"},
         }
 
     def _ensure_inversenets(self) -> dict[str, str]:
@@ -410,7 +415,7 @@ class SweepRunner:
 
 def run_sweep(config: str | Path | SweepConfig | None = None, out: str | Path | None = None, *,
               address: str | None = None, fresh: bool = False, storage: str | None = None,
-              progress: bool = True) -> Path:
+              progress: bool = True, check_data: bool = True) -> Path:
     """Run (or resume) a sweep; return its results folder (``<out>/results``, read it with ``read_results``).
 
     Args:
@@ -420,16 +425,20 @@ def run_sweep(config: str | Path | SweepConfig | None = None, out: str | Path | 
         fresh: discard what ``out`` holds and start over.
         storage: where Tune keeps its experiments (shared storage on a multi-node cluster).
         progress: print a line per finished trial.
+        check_data: the full data check first (:func:`raysweep.config.check_data`); False skips it, as
+            ``raysweep run --skip-data-check`` does, and sweep.json records that.
 
     Raises:
-        ValueError / FileNotFoundError: a bad config or data folder (before Ray starts); see
+        ValueError / FileNotFoundError: a bad config, data folder or data file (before Ray starts); see
         :meth:`SweepRunner.run` for the output folder's errors.
     """
-    from ..config import load_config
+    from ..config import check_data as run_check, load_config
 
     cfg = config if isinstance(config, SweepConfig) else load_config(config)
     out = Path(out) if out is not None else Path("results") / cfg.name
-    SweepRunner(cfg, out, address=address, fresh=fresh, progress=progress, storage=storage).run()
+    record = run_check(cfg, progress=progress) if check_data else {"status": "skipped", "by": "check_data=False"}
+    SweepRunner(cfg, out, address=address, fresh=fresh, progress=progress, storage=storage,
+                data_check=record).run()
     return out / "results"
 
 
