@@ -47,8 +47,8 @@ from .base import (
     option_size,
     option_transform,
     require_dir,
-    seeded_order,
 )
+from .holdout import HoldOut
 from .transforms import cityscapes_transform
 
 CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic_light", "traffic_sign", "vegetation",
@@ -65,6 +65,7 @@ LUT[list(LABEL_TO_TRAIN)] = list(LABEL_TO_TRAIN.values())
 
 #: Training cities held out as the ``holdout`` split by default (of the 18 official training cities).
 DEFAULT_HOLDOUT_CITIES = 3
+_HOLDOUT = HoldOut("cityscapes", "holdout_cities", "city", "cities", DEFAULT_HOLDOUT_CITIES, "[aachen, bochum]")
 
 INFO = DatasetInfo(
     name="cityscapes",
@@ -134,29 +135,17 @@ def _held_out(train_cities: list[str], pool: list[str], cities: list[str] | None
               split_seed: int, image_dir: Path, root: Path) -> list[str]:
     """The held-out training cities (sorted): ``holdout_cities`` as named, or the first that many of the
     ``split_seed`` order of all training cities that the ``pool`` (training cities ``cities`` keeps) holds."""
-    restricted = " that option cities keeps" if cities is not None else ""
-    if isinstance(holdout_cities, list):
-        val_cities = set(_city_names(root / "leftImg8bit" / "val"))
-        bad = [(c, "is a val city (the ranking split)" if c in val_cities else f"is not a training city under "
-                f"{image_dir}") for c in holdout_cities if c not in train_cities]
-        if bad:
-            raise ValueError(f"cityscapes: option holdout_cities names "
-                             f"{', '.join(f'{c}, which {why}' for c, why in bad)}; choose whole training cities "
-                             f"among: {first_items(pool, 20)}")
-        outside = [c for c in holdout_cities if c not in pool]
-        if outside:
-            raise ValueError(f"cityscapes: option holdout_cities names {', '.join(outside)}, which option cities "
-                             f"leaves out; add them to cities or remove them from holdout_cities")
-        if len(holdout_cities) >= len(pool):
-            raise ValueError(f"cityscapes: option holdout_cities holds out all {len(pool)} training cities"
-                             f"{restricted}, leaving none to train on; name fewer cities")
-        return sorted(holdout_cities)
-    if holdout_cities >= len(pool):
-        raise ValueError(f"cityscapes: option holdout_cities is {holdout_cities}, but there are only {len(pool)} "
-                         f"training cities{restricted} under {image_dir} ({first_items(pool)}); hold out at most "
-                         f"{len(pool) - 1} (0 for none){' or widen cities' if cities is not None else ''}")
-    keep = set(pool)
-    return sorted([c for c in seeded_order(train_cities, split_seed) if c in keep][:holdout_cities])
+    val_cities = set(_city_names(root / "leftImg8bit" / "val")) if isinstance(holdout_cities, list) else set()
+
+    def refuse(city: str) -> str | None:
+        if city in train_cities:
+            return None
+        return ("is a val city (the ranking split)" if city in val_cities
+                else f"is not a training city under {image_dir}")
+
+    where = ("that option cities keeps " if cities is not None else "") + f"under {image_dir}"
+    return _HOLDOUT.draw(holdout_cities, pool, split_seed, where=where, refuse=refuse, order=train_cities,
+                         narrowed_by="cities" if cities is not None else None)
 
 
 def _samples(root: Path, split: str, cities: list[str] | None, holdout_cities: int | list[str], split_seed: int
@@ -164,9 +153,7 @@ def _samples(root: Path, split: str, cities: list[str] | None, holdout_cities: i
     """The split's ``(image id, image path, label path)`` in item order (cities sorted, then files sorted) and the
     held-out cities (None for ``val``), from folder listings only."""
     if split == "holdout" and holdout_cities == 0:
-        raise ValueError("cityscapes: the holdout split is empty because option holdout_cities is 0 (nothing held "
-                         f"out); set holdout_cities to how many training cities to hold out (default "
-                         f"{DEFAULT_HOLDOUT_CITIES}) or to a list of them, e.g. [aachen, bochum]")
+        raise _HOLDOUT.empty("holdout")
     folder = "val" if split == "val" else "train"
     image_dir = require_dir(root / "leftImg8bit" / folder, f"Cityscapes {folder} images", LAYOUT)
     label_dir = require_dir(root / "gtFine" / folder, f"Cityscapes {folder} labels", LAYOUT)
@@ -186,7 +173,7 @@ def _samples(root: Path, split: str, cities: list[str] | None, holdout_cities: i
                              f"{first_items(names, 20)}) or set cities for the {other} split only")
     held = None
     if split != "val":
-        held = _held_out(names, kept, cities, holdout_cities, split_seed, image_dir, root) if holdout_cities else []
+        held = _held_out(names, kept, cities, holdout_cities, split_seed, image_dir, root)
         kept = held if split == "holdout" else [n for n in kept if n not in held]
     samples: list[tuple[str, Path, Path]] = []
     missing: list[str] = []

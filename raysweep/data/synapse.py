@@ -54,8 +54,8 @@ from .base import (
     option_size,
     option_transform,
     require_dir,
-    seeded_order,
 )
+from .holdout import HoldOut
 from .transforms import synapse_transform
 
 CLASS_NAMES = ("background", "aorta", "gallbladder", "left_kidney", "right_kidney", "liver", "pancreas", "spleen",
@@ -65,6 +65,7 @@ TEST_CASES = (1, 2, 3, 4, 8, 22, 25, 29, 32, 35, 36, 38)
 
 #: Training cases held out as the ``val`` split by default (of the 18 standard ones).
 DEFAULT_VAL_CASES = 4
+_HOLDOUT = HoldOut("synapse", "val_cases", "case", "cases", DEFAULT_VAL_CASES, "[case0005, case0006]")
 
 INFO = DatasetInfo(
     name="synapse",
@@ -252,43 +253,20 @@ def _test_volumes(root: Path, list_dir: Path | None) -> dict[str, Path]:
     return files
 
 
-def _held_out(training: list[str], test_cases: set[str], val_cases: int | list[str], split_seed: int,
-              source: str) -> list[str]:
-    """The validation cases (sorted): ``val_cases`` as named, or that many drawn from the training cases that are
-    not test cases, in :func:`~raysweep.data.base.seeded_order` of ``split_seed``."""
-    eligible = [c for c in training if c not in test_cases]
-    if isinstance(val_cases, list):
-        bad = [(c, "is a test case (the ranking split)" if c in test_cases else f"is not a training case in {source}")
-               for c in val_cases if c in test_cases or c not in training]
-        if bad:
-            raise ValueError(f"synapse: option val_cases names {', '.join(f'{c}, which {why}' for c, why in bad)}; "
-                             f"choose whole training cases to hold out among: {first_items(eligible, 20)}")
-        if len(val_cases) >= len(training):
-            raise ValueError(f"synapse: option val_cases holds out all {len(training)} training cases in {source}, "
-                             f"leaving none to train on; name fewer cases")
-        return sorted(val_cases)
-    if val_cases >= len(training):
-        raise ValueError(f"synapse: option val_cases is {val_cases}, but {source} holds only {len(training)} "
-                         f"training case(s) ({first_items(training)}); hold out at most {len(training) - 1} (0 for "
-                         f"none) so that some remain to train on")
-    if val_cases > len(eligible):
-        raise ValueError(f"synapse: option val_cases is {val_cases}, but only {len(eligible)} training case(s) in "
-                         f"{source} are not test cases ({first_items(eligible)}); hold out at most {len(eligible)}")
-    return sorted(seeded_order(eligible, split_seed)[:val_cases])
-
-
 def _split_slices(root: Path, split: str, list_dir: Path | None, val_cases: int | list[str], split_seed: int
                   ) -> tuple[list[tuple[str, int, Path]], list[str]]:
     """Slices ``(case, z, path)`` of the ``train`` or ``val`` split, and the held-out (validation) cases."""
     if split == "val" and val_cases == 0:
-        raise ValueError("synapse: the val split is empty because option val_cases is 0 (nothing held out); set "
-                         f"val_cases to how many training cases to hold out (default {DEFAULT_VAL_CASES}) or to a "
-                         "list of them, e.g. [case0005, case0006]")
+        raise _HOLDOUT.empty("val")
     slices, source = _training_slices(root, list_dir)
     test_list, _ = _read_list(root, list_dir, "test", required=False)
     test_cases = set(test_list) if test_list is not None else {_case_name(c) for c in TEST_CASES}
     training = sorted({case for case, _, _ in slices})
-    held = _held_out(training, test_cases, val_cases, split_seed, source) if val_cases else []
+    # A test case in a train list is trained on, as listed, but never held out: it is the ranking split's.
+    eligible = [c for c in training if c not in test_cases]
+    held = _HOLDOUT.draw(val_cases, eligible, split_seed, where=f"in {source}", trained=training,
+                         refuse=lambda c: "is a test case (the ranking split)" if c in test_cases else
+                         None if c in training else f"is not a training case in {source}")
     held_set = set(held)
     return [s for s in slices if (s[0] in held_set) == (split == "val")], held
 
