@@ -346,6 +346,21 @@ def _read_image_2d(path: Path, label: bool) -> np.ndarray:
     return arr if arr.ndim == 3 else arr[:, :, None]
 
 
+def _stored_zooms(img, path: Path) -> tuple[float, ...]:
+    """The voxel sizes (x, y, z ...) as the file stores them in pixdim. nibabel's loader replaces a zero pixdim by
+    1 mm (with a logged warning), which would silently put HD95 in wrong units, so the header is read again
+    without that fix (348 bytes)."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as f:
+            raw = type(img.header).from_fileobj(f, check=False)
+    except Exception as err:  # noqa: BLE001 - nibabel read this header a moment ago; a failure here is the file's
+        raise _read_error(path, err) from err
+    ndim = int(raw["dim"][0])
+    return tuple(float(z) for z in raw["pixdim"][1:1 + max(1, min(ndim, 3))])
+
+
 def _check_finite(values: np.ndarray, path: Path) -> None:
     """ValueError naming ``path`` (the file these values came from, so the right channel file) when any is NaN/inf."""
     finite = np.isfinite(values)
@@ -397,7 +412,7 @@ def read_case(desc: Description, case: str, files: tuple[tuple[Path, ...], Path]
             _check_finite(arr, p)
             chans.append(arr if arr.ndim == 4 else arr[..., None])
         image = np.concatenate(chans, axis=3)
-        zooms = label_img.header.get_zooms()
+        zooms = _stored_zooms(label_img, label_path)
         spacing = tuple(float(z) for z in (tuple(zooms[:3]) + (1.0,) * (3 - len(zooms)))[:3][::-1])
         if not all(np.isfinite(s) and s > 0 for s in spacing):
             raise ValueError(f"{label_path}: voxel spacing {spacing} (from the header's pixdim) is not positive; fix "
