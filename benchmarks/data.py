@@ -10,10 +10,14 @@ trained as 224 x 224 slices) this measures, in one process (= one DataLoader wor
 * the training step (forward + backward + AdamW step) of smp ``Unet("resnet18")`` at the same input size, as
   samples/s on this machine, and the number of loader workers that would keep up with it;
 * evaluation: the metric time per evaluated case (per-volume Dice + HD95 for the 3-D datasets, confusion matrix for
-  Cityscapes), in training steps.
+  Cityscapes), in training steps;
+* the data check ``raysweep run`` does before Ray starts (:mod:`raysweep.data.check`: every case decoded and
+  checked) on a generated nnU-Net dataset of 224 x 224 x 16 CT NIfTI volumes: cases/s on a first run with one
+  reading thread and with the default pool, and on a second run over unchanged files (cached by fingerprint).
 
 Run ``python -m benchmarks.data`` (about 1.5 minutes on 2 CPU cores; ``--medpy`` adds medpy's time for the same
-Synapse volume, ~1.5 minutes more) or ``python -m benchmarks.data --quick`` (under a minute). The step
+Synapse volume, ~1.5 minutes more) or ``python -m benchmarks.data --quick`` (under a minute);
+``python -m benchmarks.data --check-only`` measures the data check alone (``--check-cases N``, default 48). The step
 time here is the CPU's; on a GPU the step is 20-100x faster, so read the "workers to keep up" column with the
 device's step rate in mind (``--step-rate synapse=800`` replaces a measured rate, in samples/s). :func:`measure`
 returns the figures that ``main`` prints.
@@ -136,6 +140,30 @@ def eval_time_volume(shape: tuple[int, int, int], rng: np.random.Generator, medp
     return ours, ref
 
 
+def check_rates(n_cases: int, workers: int | None = None) -> dict[str, float]:
+    """The data check's cost on ``n_cases`` generated 224 x 224 x 16 CT NIfTI volumes (nnU-Net v2 raw layout, every
+    case in a split): ``{"cases", "mb", "serial", "first", "cached", "workers"}``, the rates in cases/s (``serial``:
+    a first run with one reading thread; ``first``: with ``workers`` threads, default the check's own; ``cached``:
+    the run after ``first``, files unchanged). Each first run starts from an empty cache folder."""
+    from raysweep.data.check import check_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        root = write_nnunet_example(tmp / "nnunet", num_training=n_cases, num_test=0, size=224, depth=16,
+                                    channels=("CT",))
+        mb = sum(p.stat().st_size for p in root.rglob("*.nii.gz")) / 1e6
+        out = {"cases": n_cases, "mb": mb, "workers": workers or min(8, os.cpu_count() or 1)}
+        for key, threads, cache in (("serial", 1, "a"), ("first", workers, "b"), ("cached", workers, "b")):
+            start = time.perf_counter()
+            report = check_dataset("nnunet", root, {"val_cases": 1, "test_cases": 1}, workers=threads,
+                                   cache=tmp / cache)
+            seconds = time.perf_counter() - start
+            assert not report["errors"] and report["cases"] == n_cases, report["errors"][:3]
+            assert report["cached"] == (n_cases if key == "cached" else 0)
+            out[key] = n_cases / seconds
+    return out
+
+
 def measure(q: bool, given: dict[str, float], medpy: bool) -> tuple[list[tuple], list[tuple]]:
     """Loader, step and evaluation figures (``q``: quick sizes; ``given``: step rates per dataset instead of measured
     ones; ``medpy``: also medpy's HD95 loop). Returns ``rows`` ``(dataset, input, loader/s, +maps/s, batch,
@@ -203,9 +231,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="training samples/s to compare against instead of the measured CPU step, per dataset "
                              "(e.g. a GPU's: synapse=800 cityscapes=120)")
     parser.add_argument("--medpy", action="store_true", help="also time medpy's hd95 loop on the Synapse volume")
+    parser.add_argument("--check-only", action="store_true", help="measure only the data check")
+    parser.add_argument("--check-cases", type=int, default=None, metavar="N",
+                        help="cases of the data check's dataset (default 48; 12 with --quick)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    n_check = args.check_cases or (12 if args.quick else 48)
+    if args.check_only:
+        print_check(check_rates(n_check))
+        return
     try:
         given = {k: float(v) for k, v in (pair.split("=", 1) for pair in args.step_rate)}
     except ValueError:
@@ -222,6 +257,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{'dataset':<11} {'evaluation':<48} {'seconds':>8} {'= steps':>8}")
     for name, what, seconds in evals:
         print(f"{name:<11} {what:<48} {seconds:>8.3f} {seconds / step_s[name]:>8.2f}")
+    print()
+    print_check(check_rates(n_check))
+
+
+def print_check(r: dict[str, float]) -> None:
+    """The table of :func:`check_rates`."""
+    print(f"data check (raysweep run, before Ray): nnunet, {r['cases']} cases of 224x224x16 CT NIfTI "
+          f"({r['mb']:.0f} MB .nii.gz), {os.cpu_count()} CPUs")
+    print(f"{'run':<40} {'cases/s':>8} {'s per 1000 cases':>17}")
+    for key, what in (("serial", "first run, 1 thread"), ("first", f"first run, {r['workers']} threads (default)"),
+                      ("cached", "second run, files unchanged (cached)")):
+        print(f"{what:<40} {r[key]:>8.1f} {1000 / r[key]:>17.2f}")
 
 
 if __name__ == "__main__":
