@@ -1,6 +1,6 @@
 """Small helpers every layer shares: JSON-safe values, one "is this a finite number" rule (:func:`finite`), one
-"did you mean" for unknown names, and one converter of a config model's validation error into the project's message
-(:func:`config_error`, :class:`Bad`).
+"did you mean" for unknown names, one way to quote a value in a message (:func:`show`), and one converter of a config
+model's validation error into the project's message (:func:`config_error`, :class:`Bad`).
 
 Depends on nothing but the standard library: numpy scalars are recognised through the :mod:`numbers` classes numpy
 registers with, pydantic models by duck typing.
@@ -74,7 +74,7 @@ def config_error(errors: list[dict], model: type, where: str = "", dotted: bool 
             full, base = _join(where, parts), _join(where, parts[:-1])
             hint = did_you_mean(full, [f"{base}.{k}" if base else k for k in known])
             return ValueError(f"unknown config key {full!r}{hint}; valid keys here: {', '.join(known)}")
-        return ValueError(f"{_join(where, parts[:-1]) or 'config'}: unknown key {_show(parts[-1])}"
+        return ValueError(f"{_join(where, parts[:-1]) or 'config'}: unknown key {show(parts[-1])}"
                           f"{did_you_mean(parts[-1], known)}; valid keys: {', '.join(known)}")
     if kind == "missing":
         if tag is not None:
@@ -85,14 +85,14 @@ def config_error(errors: list[dict], model: type, where: str = "", dotted: bool 
                           f"choose one of {', '.join(_tag(m) for m in models)}")
     if kind == "union_tag_not_found":
         return ValueError(f"{path} must be a mapping with a {ctx['discriminator']} "
-                          f"({', '.join(_tag(m) for m in models)}), got {_show(value)}")
+                          f"({', '.join(_tag(m) for m in models)}), got {show(value)}")
     if kind in ("value_error", "assertion_error"):
         exc = ctx.get("error")
         if isinstance(exc, Bad):
             return exc.kind(f"{_join(path, [exc.key] if exc.key else [])}{exc.text}")
         if str(exc):
             return ValueError(f"{path or 'config'}: {exc}")
-    return ValueError(f"{path or 'config'} must be {_expect(info, models)}, got {_show(value)}")
+    return ValueError(f"{path or 'config'} must be {_expect(info, models)}, got {show(value)}")
 
 
 def _walk(model: type, loc) -> tuple[list, Any, list, Any]:
@@ -133,7 +133,8 @@ def _join(where: str, parts: list) -> str:
     return text
 
 
-def _show(value: Any, limit: int = 80) -> str:
+def show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters (a long value ends in ``" ...]"``)."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 5] + " ...]"
 
@@ -192,4 +193,4 @@ def finite_or_none(x: Any) -> float | None:
     return float(x) if finite(x) else None
 
 
-__all__ = ["Bad", "Must", "config_error", "did_you_mean", "finite", "finite_or_none", "jsonable"]
+__all__ = ["Bad", "Must", "config_error", "did_you_mean", "finite", "finite_or_none", "jsonable", "show"]

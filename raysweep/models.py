@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MODELS", "SegModel", "architectures", "build_model", "encoder_names"]
+__all__ = ["MODELS", "SegModel", "architectures", "build_model", "check_arch_options", "check_encoder", "encoder_names",
+           "local_weights_path"]
 
 #: Named defaults used by the configs: keyword arguments of :func:`build_model` (besides classes and channels).
 #: The CNN is U-Net/ResNet-34 as in most Synapse and Cityscapes baselines; the Transformer is SegFormer/MiT-B0, the
@@ -142,15 +143,15 @@ def build_model(arch: str, encoder: str, num_classes: int, in_channels: int, enc
     if key not in smp.MODEL_ARCHITECTURES_MAPPING:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(architectures())} "
                          "(case-insensitive)")
-    _check_encoder(encoder)
-    _check_arch_options(key, encoder, arch_options)
+    check_encoder(encoder)
+    check_arch_options(key, encoder, arch_options)
     for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if aux_channels is not None and (not isinstance(aux_channels, int) or aux_channels < 1):
         raise ValueError(f"aux_channels must be a positive integer or None, got {aux_channels!r}")
 
-    local = _local_weights_path(encoder_weights)
+    local = local_weights_path(encoder_weights)
     # A local file is loaded into a 3-channel encoder first, then the stem is adapted like smp does for its own
     # pretrained weights (so in_channels=1 keeps the pretrained filters, summed over RGB).
     build_channels = 3 if local is not None else in_channels
@@ -178,7 +179,8 @@ def build_model(arch: str, encoder: str, num_classes: int, in_channels: int, enc
     return SegModel(net, aux_channels=aux_channels, return_features=return_features)
 
 
-def _check_encoder(encoder: str) -> None:
+def check_encoder(encoder: str) -> None:
+    """ValueError unless ``encoder`` names an smp encoder or ``tu-<timm model>`` (names only; nothing is built)."""
     import segmentation_models_pytorch as smp
 
     if not isinstance(encoder, str) or not encoder:
@@ -197,7 +199,8 @@ def _check_encoder(encoder: str) -> None:
                          "'tu-<timm name>' for any timm model")
 
 
-def _check_arch_options(key: str, encoder: str, options: dict[str, Any]) -> None:
+def check_arch_options(key: str, encoder: str, options: dict[str, Any]) -> None:
+    """ValueError for ``options`` the smp architecture ``key`` (lower case) does not take (timm encoders: any)."""
     # smp forwards unknown keyword arguments to the encoder, where native encoders silently drop them; a typo in a
     # config would then go unnoticed. Only timm ('tu-') encoders take extra keywords.
     import inspect
@@ -213,7 +216,12 @@ def _check_arch_options(key: str, encoder: str, options: dict[str, Any]) -> None
         raise ValueError(f"{cls.__name__} has no option(s) {', '.join(unknown)}; valid: {', '.join(sorted(own))}")
 
 
-def _local_weights_path(weights: str | None) -> Path | None:
+def local_weights_path(weights: str | None) -> Path | None:
+    """The state-dict file ``encoder_weights`` names, or None for a weight name (``"imagenet"``) or None.
+
+    Raises:
+        ValueError: not a string, path or None. FileNotFoundError: a path that is not a file.
+    """
     if weights is None:
         return None
     if not isinstance(weights, (str, Path)):

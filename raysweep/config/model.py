@@ -52,10 +52,10 @@ from typing import Annotated, Any, Literal, Mapping, Optional, Union
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_validator)
 
-from ..checks import Bad, Must, config_error, did_you_mean
+from ..checks import Bad, Must, config_error, did_you_mean, show
 from ..trial.schema import TrialConfig, choice, registry_names
 from ..vocab import cell_label
-from .yaml_io import _check_plain, _show
+from .yaml_io import check_plain
 
 PAIRINGS = ("none", "ce", "dice")
 SCHEDULERS = ("asha", "none")
@@ -142,10 +142,10 @@ def _names(what: str, default: list[str]):
         if isinstance(value, (list, tuple)):
             bad = [v for v in value if not isinstance(v, str) or not v]
             if bad:
-                raise Bad(f": {_show(bad[0])} is not a {what} name (a list holds names)")
+                raise Bad(f": {show(bad[0])} is not a {what} name (a list holds names)")
             value = {v: {} for v in value}
         if not isinstance(value, Mapping) or not value:
-            raise Bad(f" must name at least one {what} (a list or a mapping), got {_show(value)}")
+            raise Bad(f" must name at least one {what} (a list or a mapping), got {show(value)}")
         return dict(value)
     return convert
 
@@ -165,10 +165,10 @@ def _losses(value: Any) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
-        raise Bad(f" must be 'survey', 'all' or a non-empty list of loss names, got {_show(value)}")
+        raise Bad(f" must be 'survey', 'all' or a non-empty list of loss names, got {show(value)}")
     for loss in value:
         if not isinstance(loss, str) or loss not in known:
-            raise Bad(f": unknown loss {_show(loss)}{did_you_mean(loss, known)}; see `raysweep losses`")
+            raise Bad(f": unknown loss {show(loss)}{did_you_mean(loss, known)}; see `raysweep losses`")
     return list(dict.fromkeys(value))
 
 
@@ -317,10 +317,10 @@ class SweepModel(Section):
 
         for ds, section in value.items():
             if ds not in DATASETS:
-                raise Bad(f": unknown dataset {_show(ds)}{did_you_mean(ds, DATASETS)}; choose from "
+                raise Bad(f": unknown dataset {show(ds)}{did_you_mean(ds, DATASETS)}; choose from "
                           f"{', '.join(DATASETS)}")
             if section.name not in (None, ds):
-                raise Bad(f" must be {ds!r} (the key names the dataset), got {_show(section.name)}", f"{ds}.name")
+                raise Bad(f" must be {ds!r} (the key names the dataset), got {show(section.name)}", f"{ds}.name")
             if DATASETS[ds].needs_root:
                 if not section.root:
                     raise Bad(f" is required: the folder holding the {ds} data", f"{ds}.root")
@@ -341,11 +341,11 @@ class SweepModel(Section):
         models = registry_names("models")
         for arch, section in value.items():
             if arch not in models and "arch" not in section.model_fields_set:
-                raise Bad(f": unknown model {_show(arch)}; use one of {', '.join(models)} or give "
+                raise Bad(f": unknown model {show(arch)}; use one of {', '.join(models)} or give "
                           "{arch: <smp architecture>, encoder: <name>}")
             base = section.name or (arch if arch in models else models[0])
             if base not in models:
-                raise Bad(f" must be one of {', '.join(models)} (the defaults it starts from), got {_show(base)}",
+                raise Bad(f" must be one of {', '.join(models)} (the defaults it starts from), got {show(base)}",
                           f"{arch}.name")
             _check_model(base, section, arch)
         return value
@@ -365,7 +365,7 @@ class SweepModel(Section):
         device = resolve_config(trial)["train"]["device"]
         if device not in ("auto", "cpu", "cuda"):
             raise Bad(f" must be auto, cpu or cuda in a sweep (Ray gives each trial its GPU, which the trial sees as "
-                      f"cuda), got {_show(device)}", "train.device")
+                      f"cuda), got {show(device)}", "train.device")
         return trial
 
 
@@ -407,7 +407,7 @@ def parse(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
     """
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: a sweep config is a mapping of keys, got {type(raw).__name__}")
-    _check_plain(raw, where)
+    check_plain(raw, where)
     raw = json.loads(json.dumps(raw))  # a plain copy (tuples -> lists): what the sweep stores and compares on resume
     try:
         m = SweepModel.model_validate(raw)
@@ -439,9 +439,9 @@ def _check_model(base: str, section: ArchitectureEntry, arch: str) -> None:
     if name.lower() not in models.architectures():
         raise Bad(f": unknown smp architecture {name!r}{did_you_mean(name.lower(), models.architectures())}; choose "
                   f"one of {', '.join(models.architectures())} (case-insensitive)", f"{arch}.arch")
-    for key, check in (("encoder", lambda: models._check_encoder(encoder)),
-                       ("options", lambda: models._check_arch_options(name.lower(), encoder, section.options)),
-                       ("encoder_weights", lambda: models._local_weights_path(section.encoder_weights))):
+    for key, check in (("encoder", lambda: models.check_encoder(encoder)),
+                       ("options", lambda: models.check_arch_options(name.lower(), encoder, section.options)),
+                       ("encoder_weights", lambda: models.local_weights_path(section.encoder_weights))):
         try:
             check()
         except FileNotFoundError as exc:

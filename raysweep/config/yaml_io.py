@@ -13,16 +13,13 @@ from typing import Any, Mapping
 
 import yaml
 
-__all__ = ["parse_yaml", "read_yaml_mapping"]
+from ..checks import show
+
+__all__ = ["check_plain", "parse_yaml", "read_yaml_mapping"]
 
 #: Limits of what a config file may expand to (YAML aliases can multiply a small file).
 _MAX_NODES = 100_000
 _MAX_DEPTH = 32
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 5] + " ...]"
 
 
 class _Loader(yaml.SafeLoader):
@@ -115,11 +112,11 @@ def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ValueError(f"{path}: a {what} is a mapping of keys, got {type(raw).__name__}")
-    _check_plain(raw, str(path))
+    check_plain(raw, str(path))
     return dict(raw)
 
 
-def _check_plain(value: Any, where: str) -> None:
+def check_plain(value: Any, where: str) -> None:
     """Refuse what JSON cannot hold faithfully (and what no config key takes): non-string keys, NaN/inf, dates,
     bytes, sets; and structures nested or expanded (YAML aliases) past sane limits. Iterative: no recursion."""
     todo = [(value, where, 0)]
@@ -133,7 +130,7 @@ def _check_plain(value: Any, where: str) -> None:
         if isinstance(v, Mapping):
             for key, item in v.items():
                 if not isinstance(key, str):
-                    raise ValueError(f"{path}: key {_show(key)} is a {type(key).__name__}; config keys are strings "
+                    raise ValueError(f"{path}: key {show(key)} is a {type(key).__name__}; config keys are strings "
                                      "(quote it)")
                 todo.append((item, f"{path}.{key}", depth + 1))
         elif isinstance(v, (list, tuple)):
@@ -142,7 +139,7 @@ def _check_plain(value: Any, where: str) -> None:
             if not math.isfinite(v):
                 raise ValueError(f"{path}: {v} is not allowed; use a finite number")
         elif v is not None and not isinstance(v, (str, int, bool)):
-            raise ValueError(f"{path}: {_show(v)} is a {type(v).__name__}; config values are strings, numbers, "
+            raise ValueError(f"{path}: {show(v)} is a {type(v).__name__}; config values are strings, numbers, "
                              "booleans, null, lists or mappings (quote it to make it a string)")
 
 

@@ -21,7 +21,8 @@ from ..vocab import FAMILIES, STAGES, STATUSES
 #: 2: search dimensions keep their bare names in ``params`` (``alpha``, ``companion_weight``); version 1 wrote
 #: ``loss/alpha`` and ``companion/weight`` (:func:`upgrade_params` maps them when reading).
 SCHEMA_VERSION = 2
-_META_KEY = b"raysweep.schema_version"
+#: The Parquet schema metadata key that holds a part file's ``SCHEMA_VERSION``.
+META_KEY = b"raysweep.schema_version"
 
 TABLES = ("trials", "curves", "cases")
 PRIMARY_METRICS = ("dice", "miou")
@@ -282,15 +283,16 @@ def validate_rows(table: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
             columns[f.name].append(_cell(f, row.get(f.name), f"{table} row {i}, column {f.name!r}"))
     if table == "trials":
         for tid in columns["trial_id"]:
-            _check_trial_id(tid)
+            check_trial_id(tid)
     return pa.Table.from_pydict(columns, schema=_with_version(schema))
 
 
 def _with_version(schema: pa.Schema) -> pa.Schema:
-    return schema.with_metadata({_META_KEY: str(SCHEMA_VERSION).encode()})
+    return schema.with_metadata({META_KEY: str(SCHEMA_VERSION).encode()})
 
 
-def _check_trial_id(trial_id: Any) -> str:
+def check_trial_id(trial_id: Any) -> str:
+    """``trial_id`` unchanged when it is usable as a part file's name; ValueError otherwise."""
     if not isinstance(trial_id, str) or not _TRIAL_ID.match(trial_id):
         raise ValueError(f"trial_id {trial_id!r} is not usable as a file name: use letters, digits, '_', '-', '.'")
     return trial_id

@@ -15,13 +15,13 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from ..checks import jsonable
-from .schema import (_META_KEY, SCHEMA_VERSION, SCHEMAS, STAGES, SWEEP_KEYS, TABLES, TRIALS, _check_trial_id,
+from .schema import (META_KEY, SCHEMA_VERSION, SCHEMAS, STAGES, SWEEP_KEYS, TABLES, TRIALS, check_trial_id,
                      upgrade_params, validate_rows)
 from .rows import ID_COLUMNS
 
 def part_path(results_dir: str | Path, table: str, trial_id: str) -> Path:
     """``<results_dir>/<table>/part-<trial_id>.parquet``: the file holding one trial's rows of ``table``."""
-    return Path(results_dir) / table / f"part-{_check_trial_id(trial_id)}.parquet"
+    return Path(results_dir) / table / f"part-{check_trial_id(trial_id)}.parquet"
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -60,7 +60,7 @@ def write_trial_rows(results_dir: str | Path, trial_id: str, trial_row: Mapping[
     All rows are validated before anything is written. ``curves`` and ``cases`` are written before ``trials``, so a
     trial's ``trials`` row marks its rows as complete.
     """
-    _check_trial_id(trial_id)
+    check_trial_id(trial_id)
     if isinstance(trial_row, Mapping):
         trial_rows = [trial_row]
     else:
@@ -152,7 +152,7 @@ def _read_table(results_dir: Path, table: str) -> pa.Table:
     # added, never renamed.
     dataset = pads.dataset(files, schema=schema, format="parquet")
     for fragment in dataset.get_fragments():
-        version = int((fragment.physical_schema.metadata or {}).get(_META_KEY, b"0"))
+        version = int((fragment.physical_schema.metadata or {}).get(META_KEY, b"0"))
         if version > SCHEMA_VERSION:
             raise ValueError(f"{fragment.path}: schema version {version} is newer than this raysweep's "
                              f"({SCHEMA_VERSION}); upgrade raysweep to read it")

@@ -18,8 +18,8 @@ import torch
 
 from .build import Parts
 
-__all__ = ["CHECKPOINT_FILE", "CheckpointClock", "RoundClock", "load_state", "prune", "read_dir", "rng_state",
-           "set_rng_state", "state_dict", "write_dir"]
+__all__ = ["CHECKPOINT_FILE", "CheckpointClock", "RoundClock", "diff_keys", "load_state", "prune", "read_dir",
+           "rng_state", "set_rng_state", "state_dict", "write_dir"]
 
 CHECKPOINT_FILE = "state.pt"
 #: Config sections a checkpoint must agree on to be resumed.
@@ -79,7 +79,7 @@ def load_state(cfg: dict[str, Any], parts: Parts, state: dict[str, Any], source:
     """
     mine = fingerprint(cfg)
     if state.get("config") != mine:
-        diff = _diff_keys(state.get("config") or {}, mine)
+        diff = diff_keys(state.get("config") or {}, mine)
         raise ValueError(f"checkpoint {source} was written by a different config (differs in: "
                          f"{', '.join(diff[:8]) or '?'}); resume with the config that wrote it")
     parts.model.load_state_dict(state["model"])
@@ -147,11 +147,12 @@ def _as_tuple(x: Any) -> Any:
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def _diff_keys(a: Any, b: Any, where: str = "") -> list[str]:
+def diff_keys(a: Any, b: Any, where: str = "") -> list[str]:
+    """The dotted keys (sorted, ``"<root>"`` for unequal non-mappings) where nested mappings ``a`` and ``b`` differ."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(k), b.get(k), f"{where}.{k}" if where else k)
+            out += diff_keys(a.get(k), b.get(k), f"{where}.{k}" if where else k)
         return out
     return [] if a == b else [where or "<root>"]
 

@@ -62,7 +62,8 @@ from .schema import resolve_config
 from .sink import Sink, sink_for
 from .timing import StepTimer, peak_memory_mb
 
-__all__ = ["DIVERGED_SCORE", "STATUSES", "DeviceBatch", "Trial", "device_batch", "train_trial"]
+__all__ = ["DIVERGED_SCORE", "STATUSES", "DeviceBatch", "Trial", "device_batch", "free_memory", "is_oom",
+           "report_failure", "train_trial"]
 
 STATUSES = TRIAL_STATUSES
 #: The primary metric reported for a diverged trial: the worst value of Dice and mIoU.
@@ -92,7 +93,8 @@ class _Stop(Exception):
         self.status, self.step = status, step
 
 
-def _is_oom(exc: BaseException) -> bool:
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory error (torch's, Python's, or a RuntimeError saying so)."""
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc)
@@ -121,11 +123,11 @@ def train_trial(config: Mapping[str, Any] | None = None) -> dict[str, Any] | Non
     try:
         parts = build(cfg)
     except Exception as exc:  # noqa: BLE001 - only OOM is swallowed, everything else re-raised
-        if not _is_oom(exc):
+        if not is_oom(exc):
             raise
-        _free(None)
+        free_memory(None)
         primary = DATASETS[cfg["dataset"]["name"]].primary_metric
-        return sink.returns(_failure(sink, primary, "oom", 0, 1, None, f"{type(exc).__name__}: {exc}", 1))
+        return sink.returns(report_failure(sink, primary, "oom", 0, 1, None, f"{type(exc).__name__}: {exc}", 1))
     trial = Trial(cfg, parts, sink)
     try:
         return sink.returns(trial.run())
@@ -214,10 +216,10 @@ class Trial:
         except _Stop as stop:
             return self._fail(stop.status, stop.step)
         except Exception as exc:  # noqa: BLE001 - only OOM is swallowed, everything else re-raised
-            if not _is_oom(exc):
+            if not is_oom(exc):
                 raise
             self.loader_iter, self._pending = None, []
-            _free(self.parts.optimizer)
+            free_memory(self.parts.optimizer)
             return self._fail("oom", self.step + 1, error=f"{type(exc).__name__}: {exc}")
 
     def _train_step(self, batch: DeviceBatch) -> None:
@@ -354,7 +356,7 @@ class Trial:
         self.reports += 1
         # Steps run after the first non-finite loss (before the pending values reached the host) do not count.
         done = min(self.step, step)
-        self.last = _failure(self.sink, self.parts.info.primary_metric, status, done, step,
+        self.last = report_failure(self.sink, self.parts.info.primary_metric, status, done, step,
                              self.parts.device, error, self.reports)
         return self.last
 
@@ -364,7 +366,7 @@ class Trial:
         self.loader_iter = None  # shuts the DataLoader workers down
 
 
-def _failure(sink: Sink, primary: str, status: str, steps_done: int, step: int, device: torch.device | None,
+def report_failure(sink: Sink, primary: str, status: str, steps_done: int, step: int, device: torch.device | None,
              error: str | None, reports: int) -> dict[str, Any]:
     """The final report of a trial that diverged or ran out of memory (1-based ``step`` where it happened)."""
     worst = DIVERGED_SCORE if status == "diverged" else float("nan")
@@ -380,7 +382,7 @@ def _failure(sink: Sink, primary: str, status: str, steps_done: int, step: int, 
     return metrics
 
 
-def _free(optimizer: torch.optim.Optimizer | None) -> None:
+def free_memory(optimizer: torch.optim.Optimizer | None) -> None:
     """Release what an out-of-memory step left behind, so that the final report can still be sent."""
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)

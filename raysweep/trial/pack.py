@@ -47,7 +47,7 @@ import torch
 from ..checks import jsonable
 from . import checkpoint
 from .build import build
-from .loop import Trial, _failure, _free, _is_oom, device_batch
+from .loop import Trial, device_batch, free_memory, is_oom, report_failure
 from .objective import merge_target_maps
 from .overlays import encode_overlays
 from .schema import resolve_config
@@ -78,7 +78,7 @@ def check_pack(configs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     cfgs = [resolve_config(c) for c in configs]
     first = _shared(cfgs[0])
     for k, cfg in enumerate(cfgs[1:], start=1):
-        differ = checkpoint._diff_keys(first, _shared(cfg))
+        differ = checkpoint.diff_keys(first, _shared(cfg))
         if differ:
             raise ValueError(f"pack member {k} differs from member 0 in {', '.join(differ[:8])}: the members of a "
                              f"pack share their batches and evaluation, so only {', '.join(MEMBER_FREE)} may "
@@ -175,7 +175,7 @@ class _Pack:
             m.trial = Trial(cfg, parts, sink, clock=self.clock)
         except Exception as exc:  # noqa: BLE001 - a member's failure ends that member alone
             m.trial = None
-            _free(None)
+            free_memory(None)
             m.final = self._end_failed(m, sink, exc, steps_done=0)
             return
         m.rng = checkpoint.rng_state()
@@ -184,10 +184,10 @@ class _Pack:
         from ..data import DATASETS
 
         primary = DATASETS[m.cfg["dataset"]["name"]].primary_metric
-        status = "oom" if _is_oom(exc) else "error"
+        status = "oom" if is_oom(exc) else "error"
         reports = (m.trial.reports + 1) if m.trial is not None else 1
-        return _failure(sink, primary, status, steps_done, steps_done + 1, None, f"{type(exc).__name__}: {exc}",
-                        reports)
+        return report_failure(sink, primary, status, steps_done, steps_done + 1, None,
+                              f"{type(exc).__name__}: {exc}", reports)
 
     def run(self) -> list[dict[str, Any]] | None:
         for m in self.members:
