@@ -2,7 +2,7 @@
 
 Kept in an importable module (not the driver script) because Ray pickles the searchers, define-by-run functions
 included, into the experiment folder; a function defined in ``__main__`` cannot be restored from another entry point
-(shared/reference/ray_optuna.md, 1.6).
+(Tune then restarts the experiment afresh in the same folder instead of resuming it).
 
 A sampled point is a flat dict keyed by the hyperparameters' own names (``{"alpha": 0.3}``), plus
 ``companion_weight`` when the pairing adds a companion term. The name stays the same from the search space to the

@@ -2,7 +2,7 @@
 config derived from cluster/local.yaml whose head is 127.0.0.1, `ray submit ... raysweep/run.py -- --config <tiny>
 --out <dir>`, the Parquet results checked, `ray down`.
 
-How (see ../shared/reference/cluster-loopback.md): a private sshd on 127.0.0.1:22 (Ray's launcher has no SSH port
+How: a private sshd on 127.0.0.1:22 (Ray's launcher has no SSH port
 setting) with a throwaway host key and client key; the client key's public half appended to ~/.ssh/authorized_keys
 and a marked block appended to ~/.bashrc (the venv first on PATH, RAY_AUTH_MODE=disabled, RAY_ADDRESS of the test
 head), both restored byte for byte afterwards, sshd stopped by its pid file.

@@ -1,4 +1,5 @@
-"""The shape of the house (DESIGN.md): small modules, no import cycle, lower layers that know nothing of upper ones.
+"""The shape of the house (the README's "Layout"): small modules, no import cycle, lower layers that know nothing of
+upper ones, no module using another one's private names.
 
 Every ``import`` statement of every module counts, the ones inside functions too: a cycle hidden behind a
 function-level import is still a cycle.

@@ -1,7 +1,8 @@
 """Each loss's value against a peer library (test-only oracle) or an independent NumPy computation.
 
-Peers known to be wrong are not used as oracles (see shared/reference/peers.md): kornia's Lovász and Tversky, the
-survey's own code, mmseg's Dice denominator.
+Peers known to be wrong are not used as oracles: kornia's Lovász (right only for class 1 of a binary problem) and
+Tversky (micro-averaged, so alpha and beta collapse), the survey's own code, mmseg's Dice denominator (it counts
+ignored pixels, open-mmlab/mmsegmentation#1088).
 """
 
 import math
