@@ -26,9 +26,9 @@ architectures and encoders), dataset options by value, that every trial config t
 ``raysweep.trial.resolve_config``, and the design's power (:mod:`raysweep.power`): with the ranking split's cases
 (listed, not read) and the cell's losses, some difference must be declarable at ``confirmation.alpha``.
 
-The protocol (:func:`raysweep.config.compose.evaluation_split`): tuning trials evaluate on each dataset's selection split
-(``DATASETS[name].select_split``, options from the dataset section's ``select_options``), confirmation runs on its
-ranking split (``eval_split``, ``eval_options``); the sweep records both case lists in ``sweep.json``. Every error
+The protocol (:func:`raysweep.config.compose.evaluation_split`): tuning trials evaluate on each dataset's selection
+split (``DATASETS[name].select_split``, options from the dataset section's ``select_options``), confirmation runs on
+its ranking split (``eval_split``, ``eval_options``); the sweep records both case lists in ``sweep.json``. Every error
 is a ``ValueError`` (``FileNotFoundError`` for a missing file or data
 folder) that names the key and the fix; unknown keys get a "did you mean". The keys are the pydantic model
 :class:`SweepModel` (its JSON Schema, ``raysweep schema``, is ``docs/schema/sweep-config.schema.json``: editors that
