@@ -51,7 +51,8 @@ def load_config(path: str | Path | None = None, select: Mapping[str, Any] | None
     return cfg
 
 
-__all__ = ["PAIRINGS", "SCHEDULERS", "UNDERPOWERED", "Group", "SweepConfig", "check_data", "compose_trial", "confirmation_seeds",
+__all__ = ["PAIRINGS", "SCHEDULERS", "UNDERPOWERED", "Group", "SweepConfig", "check_data", "compose_trial",
+           "confirmation_seeds",
            "tuning_seed", "evaluation_split",
            "load_config", "n_startup_trials", "pack_envelope", "pack_trials", "parse", "parse_yaml", "power_limits",
            "protocol_cases", "read_yaml_mapping", "trial_members", "tune_quota", "validate"]

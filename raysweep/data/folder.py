@@ -183,7 +183,8 @@ def list_pairs(root: Path) -> dict[str, tuple[Path, Path]]:
                                 f"remove the images")
     no_image = sorted(set(masks) - set(images))
     if no_image:
-        raise FileNotFoundError(f"{len(no_image)} mask(s) have no image: {first_items([masks[s].name for s in no_image], 3)}"
+        shown = first_items([masks[s].name for s in no_image], 3)
+        raise FileNotFoundError(f"{len(no_image)} mask(s) have no image: {shown}"
                                 f" in {mask_dir} has no NAME.png/.tif/.jpg in {image_dir}; add the images or remove "
                                 f"the masks")
     return {s: (images[s], masks[s]) for s in sorted(images)}
@@ -205,7 +206,8 @@ def compute_splits(root: Path, stems: list[str], split_seed: int = 0, val_fracti
                              f"split is drawn without it)")
         unknown = sorted(set().union(*map(set, data.values())) - set(stems))
         if unknown:
-            raise FileNotFoundError(f"{path}: lists {first_items(unknown)}, which {'is' if len(unknown) == 1 else 'are'}"
+            verb = "is" if len(unknown) == 1 else "are"
+            raise FileNotFoundError(f"{path}: lists {first_items(unknown)}, which {verb}"
                                     f" not in {root / 'images'}; restore the files or fix the list")
         for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
             shared = sorted(set(data[a]) & set(data[b]))
@@ -216,7 +218,8 @@ def compute_splits(root: Path, stems: list[str], split_seed: int = 0, val_fracti
     n = len(stems)
     n_test, n_val = max(1, round(test_fraction * n)), max(1, round(val_fraction * n))
     if n_test + n_val >= n:
-        raise ValueError(f"folder: {n} image(s) in {root / 'images'} are too few for a test ({n_test}), a val ({n_val}) "
+        raise ValueError(f"folder: {n} image(s) in {root / 'images'} are too few for a test ({n_test}), a val "
+                         f"({n_val}) "
                          f"and a train split; add images or write {path}")
     order = seeded_order(stems, split_seed)
     return {"test": sorted(order[:n_test]), "val": sorted(order[n_test:n_test + n_val]),

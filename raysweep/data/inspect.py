@@ -252,7 +252,8 @@ def _warnings(report: Mapping[str, Any], read: int) -> list[str]:
         return found
     for c in report["per_class"][1:]:
         if c["fraction"] < RARE_FRACTION:
-            found.append(f"class {c['name']!r} covers {c['fraction']:.4%} of the labelled pixels (< {RARE_FRACTION:.1%})"
+            found.append(f"class {c['name']!r} covers {c['fraction']:.4%} of the labelled pixels "
+                         f"(< {RARE_FRACTION:.1%})"
                          f": losses without class weighting will largely ignore it; compare weighted and region losses")
         absent = read - c["cases_present"]
         if absent > ABSENT_SHARE * read:

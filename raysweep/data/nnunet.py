@@ -140,7 +140,8 @@ def _draw(dataset: str, name: str, pool: list[str], value: int | list[str] | Non
     if isinstance(value, list):
         bad = [c for c in value if c not in pool]
         if bad:
-            raise ValueError(f"{dataset}: option {name} names {first_items(bad)}, which {'is' if len(bad) == 1 else 'are'}"
+            verb = "is" if len(bad) == 1 else "are"
+            raise ValueError(f"{dataset}: option {name} names {first_items(bad)}, which {verb}"
                              f" not among the cases it can hold out ({where}): {first_items(sorted(pool), 10)}")
         chosen = value
     else:
@@ -187,7 +188,8 @@ def compute_splits(desc: Description, fold: int = 0, split_seed: int = 0, val_ca
         if not val:
             raise ValueError(f"{splits_path}: fold {fold} has an empty val list; the selection split needs cases")
         test = sorted(desc.test) if desc.test is not None else _draw(
-            name, "test_cases", train_pool, test_cases, order, f"in fold {fold}'s train list of {splits_path.name}", len(training))
+            name, "test_cases", train_pool, test_cases, order, f"in fold {fold}'s train list of {splits_path.name}",
+            len(training))
         train = sorted(set(train_pool) - set(test)) if desc.test is None else sorted(train_pool)
         return {"train": train, "val": sorted(val), "test": test}
     if desc.test is not None:
