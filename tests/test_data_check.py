@@ -250,7 +250,7 @@ DEFECTS = [
       r"the label of a test image .* is missing, while 1 other"),
     # ---- folder (grey class ids, classes.json): content
     D("folder-zero-byte-image", "folder", lambda r: (r / "images/img_002.png").write_bytes(b""),
-      "images/img_002.png", r"is empty \(0 bytes\), not a image"),
+      "images/img_002.png", r"is empty \(0 bytes\), not an image"),
     D("folder-truncated-png", "folder", lambda r: _truncate(r / "images/img_002.png"), "images/img_002.png",
       r"cannot decode the image .*re-export it"),
     D("folder-text-as-jpeg", "folder", _to_jpeg_text, "images/img_003.jpg", r"cannot decode the image"),

@@ -425,11 +425,12 @@ def path_problem(path: Path, what: str = "file") -> ValueError | FileNotFoundErr
     permission, an empty (0-byte) file; each message starts with the path and ends with the fix.
     """
     path = Path(path)
+    a = "an" if what[:1] in "aeiou" else "a"
     try:
         st = path.stat()
     except OSError as err:
         if err.errno == errno.ELOOP:
-            return ValueError(f"{path}: is a symbolic link loop (it resolves back to itself), not a {what}; point "
+            return ValueError(f"{path}: is a symbolic link loop (it resolves back to itself), not {a} {what}; point "
                               f"the link at the real file or replace it with the file")
         if isinstance(err, FileNotFoundError) or err.errno == errno.ENOENT:
             if path.is_symlink():
@@ -438,12 +439,12 @@ def path_problem(path: Path, what: str = "file") -> ValueError | FileNotFoundErr
             return FileNotFoundError(f"{path}: file not found; restore it (or remove its case)")
         return ValueError(f"{path}: cannot be read ({err.strerror or err}); fix it or replace it with the file")
     if path.is_dir():
-        return ValueError(f"{path}: is a directory, not a {what}; replace it with the {what} (or remove it and "
+        return ValueError(f"{path}: is a directory, not {a} {what}; replace it with the {what} (or remove it and "
                           f"its case)")
     if not os.access(path, os.R_OK):
         return ValueError(f"{path}: cannot be read (permission denied); fix its permissions")
     if st.st_size == 0:
-        return ValueError(f"{path}: is empty (0 bytes), not a {what}; re-export or re-copy it")
+        return ValueError(f"{path}: is empty (0 bytes), not {a} {what}; re-export or re-copy it")
     return None
 
 
