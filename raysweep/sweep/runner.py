@@ -82,9 +82,7 @@ class SweepRunner:
     def __init__(self, cfg: SweepConfig, out_dir: str | Path, address: str | None = None, fresh: bool = False,
                  progress: bool = True, storage: str | None = None, data_check: dict[str, Any] | None = None):
         self.cfg = cfg
-        # The pre-run data check as it went (raysweep.config.check_data's record, or {"status": "skipped"}), for
-        # sweep.json's protocol; None: this runner was given none.
-        self.data_check = data_check
+        self.data_check = data_check  # the pre-run check's record (raysweep.config.check_data) for sweep.json
         self.out = Path(out_dir).expanduser().resolve()
         # Tune's experiment folders: shared storage (s3://, gs://, NFS) on a multi-node cluster; Parquet results are
         # written by the driver and stay under out_dir.
@@ -205,8 +203,8 @@ class SweepRunner:
         from ..data.inspect import inspect_config
 
         print("inspecting the datasets (raysweep data inspect)", flush=True)
-        skipped = (self.data_check or {}).get("status") == "skipped"  # then no full read here either
-        return {r["dataset"]: r for r in inspect_config(self.cfg.datasets, full_check=not skipped)}
+        full = (self.data_check or {}).get("status") != "skipped"  # --skip-data-check: no full read here either
+        return {r["dataset"]: r for r in inspect_config(self.cfg.datasets, full_check=full)}
 
     def protocol(self) -> dict[str, Any]:
         """What makes the ranking fair, recorded in sweep.json: the cases that select and the cases that rank (per
@@ -425,8 +423,7 @@ def run_sweep(config: str | Path | SweepConfig | None = None, out: str | Path | 
         fresh: discard what ``out`` holds and start over.
         storage: where Tune keeps its experiments (shared storage on a multi-node cluster).
         progress: print a line per finished trial.
-        check_data: the full data check first (:func:`raysweep.config.check_data`); False skips it, as
-            ``raysweep run --skip-data-check`` does, and sweep.json records that.
+        check_data: the data check first (:func:`raysweep.config.check_data`); False skips it (sweep.json says so).
 
     Raises:
         ValueError / FileNotFoundError: a bad config, data folder or data file (before Ray starts); see
@@ -437,8 +434,7 @@ def run_sweep(config: str | Path | SweepConfig | None = None, out: str | Path | 
     cfg = config if isinstance(config, SweepConfig) else load_config(config)
     out = Path(out) if out is not None else Path("results") / cfg.name
     record = run_check(cfg, progress=progress) if check_data else {"status": "skipped", "by": "check_data=False"}
-    SweepRunner(cfg, out, address=address, fresh=fresh, progress=progress, storage=storage,
-                data_check=record).run()
+    SweepRunner(cfg, out, address=address, fresh=fresh, progress=progress, storage=storage, data_check=record).run()
     return out / "results"
 
 
