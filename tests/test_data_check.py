@@ -521,3 +521,40 @@ def test_a_case_broken_after_the_check_fails_the_trial_naming_the_file(bases, tm
     _truncate(folder / "images" / f"{fds.cases[0]}.png")  # images are read per item, in the loader
     with pytest.raises(ValueError, match=rf"{fds.cases[0]}.png: cannot decode the image"):
         fds[0]
+
+
+@pytest.mark.parametrize("layout", ["nnunet", "folder"])
+def test_a_case_removed_after_the_sweep_started_fails_the_trial_naming_the_split(layout, bases, tmp_path):
+    """Every composed trial of a file-based dataset carries the listing the sweep started with (train and its
+    evaluation split); a case pair removed mid-sweep (which would silently shrink a split, or redraw a seeded one)
+    ends the trial with an error naming the split and both counts, instead of training or ranking on other cases."""
+    from raysweep.config import load_config
+    from raysweep.config.compose import compose_trial
+    from raysweep.config.model import Group
+    from raysweep.data import list_cases, listing_digest
+    from raysweep.search import GroupSpace
+    from raysweep.trial.build import build
+    from raysweep.trial.schema import resolve_config
+
+    name, options = LAYOUTS[layout]
+    root = tmp_path / "data"
+    shutil.copytree(bases[layout], root)
+    cfg = load_config(_config(tmp_path, name, root, options, design="ranked"))
+    envelope = compose_trial(cfg, Group(name, "cnn", "dice"), GroupSpace("dice", "none").defaults(), 0, "confirm")
+    trial = resolve_config(envelope["trial"])
+    split = trial["eval"]["split"]
+    opts = {"image_size": 32, **options}
+    assert trial["dataset"]["cases"] == {
+        s: listing_digest(list_cases(name, s, root=root, **opts)) for s in ("train", split)}
+    build(trial)  # the data as listed: builds
+    # nnU-Net's numTraining guards labelsTr already; labelsTs has no count, and a folder's split is drawn anew
+    victim = list_cases(name, split if layout == "nnunet" else "train", root=root, **opts)[0]
+    for path in root.rglob(f"{victim}*"):
+        path.unlink()
+    with pytest.raises(ValueError, match=r"the (train|test) split lists \d+ case\(s\) now, \d+ \(or other names\) "
+                                         r"when the sweep checked the data .* during the sweep") as info:
+        build(trial)
+    assert str(root) in str(info.value)
+    synthetic = compose_trial(load_config("configs/default.yaml"), Group("synthetic", "cnn", "dice"),
+                              GroupSpace("dice", "none").defaults(), 0, "confirm")
+    assert "cases" not in synthetic["trial"]["dataset"]  # generated data cannot change under a sweep

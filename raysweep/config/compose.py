@@ -8,6 +8,7 @@ the budget, the loss's title and family) are set here too, so nothing downstream
 from __future__ import annotations
 
 import copy
+import json
 import math
 from typing import Any, Mapping
 
@@ -86,6 +87,11 @@ def compose_trial(cfg: SweepConfig, group: Group, point: Mapping[str, Any], seed
     split, section["eval_options"] = evaluation_split(cfg, group.dataset, stage, group.variant)
     trial["dataset"] = section
     trial.setdefault("eval", {})["split"] = split
+    from ..data import DATASETS
+
+    if DATASETS[group.dataset].needs_root:  # files can change under a running sweep; generated data cannot
+        section["cases"] = {s: _listing(group.dataset, section.get("root"), s, {**section.get("options", {}), **o})
+                            for s, o in (("train", section.get("train_options", {})), (split, section["eval_options"]))}
     budget = resolve_config(cfg.trial)["train"]["steps"]
     if stage == "confirm" and cfg.confirmation.get("evaluations"):
         # Confirmation runs evaluate on the (larger) ranking split, so less often; the evaluations are evenly spaced
@@ -105,6 +111,20 @@ def compose_trial(cfg: SweepConfig, group: Group, point: Mapping[str, Any], seed
             "proposal": proposal if stage == "tune" else None, "budget_steps": budget, "pairing": cfg.pairing,
             "title": spec.title, "family": spec.family, "in_survey": spec.in_survey}
     return {"trial": trial, "tags": tags}
+
+
+_LISTINGS: dict[str, str] = {}
+
+
+def _listing(name: str, root: Any, split: str, options: Mapping[str, Any]) -> str:
+    """The split's :func:`~raysweep.data.listing_digest` as this process first listed it (once per sweep run: the
+    driver composes every trial, so every trial carries the listing the sweep started with)."""
+    from ..data import list_cases, listing_digest
+
+    key = json.dumps([name, str(root), split, options], sort_keys=True, default=str)
+    if key not in _LISTINGS:
+        _LISTINGS[key] = listing_digest(list_cases(name, split, root=root, **options))
+    return _LISTINGS[key]
 
 
 def pack_trials(envelopes: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:

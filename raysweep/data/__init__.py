@@ -140,6 +140,28 @@ def list_cases(name: str, split: str, *, root: str | Path | None = None, **optio
     return cls.list_cases(split, root=root, **options)
 
 
+def listing_digest(cases: list[str]) -> str:
+    """``"<count>:<sha256 of the ids, 16 hex>"``: a split's case listing in a few bytes, for a trial config to carry
+    the listing the sweep checked (:func:`check_listing`). Order-sensitive, as evaluation order is."""
+    import hashlib
+
+    return f"{len(cases)}:{hashlib.sha256(chr(10).join(cases).encode()).hexdigest()[:16]}"
+
+
+def check_listing(name: str, split: str, expected: str, *, root: str | Path | None = None, **options: Any) -> None:
+    """Raise ValueError when ``split`` no longer lists the cases it listed when the sweep started (``expected``, a
+    :func:`listing_digest`): files added to or removed from the dataset during the sweep would otherwise change what
+    a trial trains or is ranked on without a word. The message names the split, both counts and the folder."""
+    cases = list_cases(name, split, root=root, **options)
+    if listing_digest(cases) == expected:
+        return
+    before = expected.partition(":")[0]
+    raise ValueError(f"{name}: the {split} split lists {len(cases)} case(s) now, {before} (or other names) when the "
+                     f"sweep checked the data before it started: files were added to or removed from "
+                     f"{root or 'the dataset'} during the sweep; restore them, or start the sweep again (--fresh) to "
+                     f"rank on the data as it is now")
+
+
 def _check_call(name: str, split: str, root: str | Path | None, options: Mapping[str, Any]
                 ) -> type[SegmentationDataset]:
     """The dataset class, after the checks :func:`build_dataset` and :func:`list_cases` share (name, split, option
@@ -201,11 +223,13 @@ __all__ = [
     "Volume",
     "build_dataset",
     "check_dataset_options",
+    "check_listing",
     "cityscapes",
     "corruption",
     "dataset_info",
     "folder",
     "list_cases",
+    "listing_digest",
     "nnunet",
     "synapse",
     "synthetic",

@@ -70,7 +70,7 @@ def build(cfg: dict[str, Any]) -> Parts:
         ValueError: a batch larger than the training set, image sides the model cannot take, a device or precision
             the machine lacks; the builders' own errors (dataset folder, model options, loss hyperparameters).
     """
-    from ..data import build_dataset, dataset_info
+    from ..data import build_dataset, check_listing, dataset_info
     from ..models import build_model
 
     t = cfg["train"]
@@ -85,7 +85,11 @@ def build(cfg: dict[str, Any]) -> Parts:
     train_options = {**ds["options"], **ds["train_options"]}
     info = dataset_info(ds["name"], root=ds["root"], **train_options)
     train_ds = build_dataset(ds["name"], "train", root=ds["root"], **train_options)
-    eval_ds = build_dataset(ds["name"], cfg["eval"]["split"], root=ds["root"], **{**ds["options"], **ds["eval_options"]})
+    eval_options = {**ds["options"], **ds["eval_options"]}
+    eval_ds = build_dataset(ds["name"], cfg["eval"]["split"], root=ds["root"], **eval_options)
+    for split, options in (("train", train_options), (cfg["eval"]["split"], eval_options)):
+        if (ds["cases"] or {}).get(split):  # the sweep's listing: a split never shrinks or grows unnoticed
+            check_listing(ds["name"], split, ds["cases"][split], root=ds["root"], **options)
     steps_per_epoch = len(train_ds) // t["batch_size"]
     if steps_per_epoch < 1:
         raise ValueError(f"train.batch_size={t['batch_size']} is larger than the training set "

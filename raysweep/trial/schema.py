@@ -122,6 +122,9 @@ class Dataset(Section):
     options: Options = Field({}, description="build_dataset options for every split (image_size, depth, ...)")
     train_options: Options = Field({}, description="... for the training split only (label_noise, ...)")
     eval_options: Options = Field({}, description="... for the evaluation split only (num_volumes, ...)")
+    cases: Optional[dict[str, str]] = Field(None, description="split -> the listing the sweep started with "
+                                            "('<count>:<digest>', raysweep.data.listing_digest); a trial whose "
+                                            "split lists other cases ends as error. null: not checked")
     _name = _name_in("datasets", "dataset", "choose one of {}")
 
 
