@@ -113,8 +113,8 @@ def train_trial(config: Mapping[str, Any] | None = None) -> dict[str, Any] | Non
 
     Raises:
         ValueError / FileNotFoundError: a bad config (before any training), or a checkpoint that does not match it.
-        A non-finite loss or an out-of-memory error does not raise: it ends the trial with status ``diverged`` or
-        ``oom``.
+            A non-finite loss or an out-of-memory error does not raise: it ends the trial with status ``diverged``
+            or ``oom``.
     """
     from ..data import DATASETS
 
