@@ -27,7 +27,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-## Benchmarks (see README, "Benchmarks"); BENCH_ARGS=--quick for a short run. Tables also land in benchmarks/results/.
+## Benchmarks (docs/benchmarks.md); BENCH_ARGS=--quick for a short run. Tables also land in benchmarks/results/.
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.losses $(BENCH_ARGS) --out benchmarks/results/losses.md
@@ -60,9 +60,9 @@ schema: $(STAMP)
 	$(BIN)/raysweep schema -o docs/schema/sweep-config.schema.json
 	$(BIN)/raysweep schema --trial -o docs/schema/trial-config.schema.json
 
-## Offline install (README, "Offline install and GPU planning"): the wheels a target image lacks, for its Python and
-## platform(s) (comma-separated tags); TARGET_PACKAGES = its `pip freeze`; SLIM_RAY=1 repacks Ray without jars,
-## rllib and dashboard source maps and writes bundle.tar.xz. install-offline runs on the target, without an index.
+## Offline install (docs/cluster.md, "Offline install and GPU planning"): the wheels a target image lacks, for its
+## Python and platform(s) (comma-separated tags); TARGET_PACKAGES = its `pip freeze`; SLIM_RAY=1 repacks Ray without
+## jars, rllib and dashboard source maps and writes bundle.tar.xz. install-offline runs on the target, without an index.
 PY ?= 3.11
 PLATFORM ?= manylinux_2_28_x86_64
 TARGET_PACKAGES ?=
