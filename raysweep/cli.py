@@ -165,6 +165,9 @@ def _cmd_run(args) -> int:
         return 0
     html = build_report(f"{out}/results", args.report or _report_path(out))
     print(f"report: {html}")
+    from .sweep.tracking import log_report
+
+    log_report(cfg, state["sweep_id"], html)  # to the sweep's MLflow run, when the config tracks
     return 0
 
 
@@ -228,6 +231,50 @@ Writes a self-contained HTML page (default compare.html in the current folder) a
 Exit status: 0 on success; 2 on an error (a folder without results, no cell ranked in both);
 3 with --fail-on-contradiction when some compared cell has a contradicted claim (the output is printed
 first, then one line on stderr naming the cells and the count).
+"""
+
+
+def _cmd_export(args) -> int:
+    from . import export
+
+    conf = export.confirmed(args.results, args.cell, args.loss, args.replicate)
+    if args.to == "python":
+        code = export.python_code(conf)
+        if not args.output:
+            sys.stdout.write(code)
+            return 0
+        from pathlib import Path
+
+        Path(args.output).write_text(code, encoding="utf-8")
+        print(f"wrote {args.output}: {conf.summary()}")
+        return 0
+    path = export.write_nnunet(conf, args.output)
+    print(f"wrote {path}: {conf.summary()}\nput it where nnU-Net finds trainers (with the Python that runs nnU-Net):"
+          f"\n  {export.install_command(path)}\nthen train a 2-D configuration with it:\n  "
+          f"{export.train_command(conf.loss)}")
+    return 0
+
+
+_EXPORT_HELP = """\
+What is exported: the confirmed configuration of a loss in one cell (dataset/arch) of a sweep, i.e. the params of
+its ranked confirmation runs (the runs the report ranks), with the companion term and its tuned companion_weight
+when the sweep's pairing added one (objective: loss + companion_weight * companion).
+
+Defaults: --cell, the sweep's only cell (several: an error lists them); --loss, the cell's winner as the report
+ranks it; --replicate, the loss's replicate with the best mean primary metric (the output says which).
+
+--to python prints the build_loss(...) code (or writes it to -o FILE).
+--to nnunet writes nnUNetTrainer_raysweep_<loss>.py (to -o FOLDER or FILE.py; default the current folder): an
+nnU-Net v2 trainer whose _build_loss returns the loss behind nnU-Net's deep-supervision wrapper (nnU-Net's
+weights), with nnU-Net's target (B, 1, H, W) and ignore label mapped to raysweep's (B, H, W) int64 and 255.
+2-D configurations only (a 3-D plan stops with an error); losses that need decoder features or auxiliary logits
+are refused. Put it where nnU-Net finds trainers, then train:
+
+  cp nnUNetTrainer_raysweep_<loss>.py \\
+    "$(python -c "import nnunetv2, os; print(os.path.dirname(nnunetv2.__file__))")/training/nnUNetTrainer/"
+  nnUNetv2_train DATASET 2d FOLD -tr nnUNetTrainer_raysweep_<loss>
+
+Exit status 2 on an error (no results, an unknown cell/loss/replicate, no confirmation runs, a refused loss).
 """
 
 
@@ -335,6 +382,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "declare different in opposite directions), after printing the comparison and a one-line "
                    "summary on stderr")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser(
+        "export", help="the confirmed loss of a sweep as build_loss(...) code or an nnU-Net v2 trainer",
+        description="Export a sweep's verdict where people train: the confirmed configuration of a loss (default: "
+        "the cell's winner) as Python or as an nnU-Net v2 trainer module.",
+        epilog=_EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", metavar="RESULTS", help="the sweep's --out folder or its results/ folder")
+    p.add_argument("--cell", metavar="DATASET/ARCH", help="the cell, as the report names it (default: the only one)")
+    p.add_argument("--loss", metavar="NAME", help="the loss (default: the cell's winner)")
+    p.add_argument("--replicate", type=int, metavar="N", help="this replicate's configuration (default: the best)")
+    p.add_argument("--to", required=True, choices=("nnunet", "python"), help="what to write")
+    p.add_argument("-o", "--output", metavar="PATH", help="python: a file instead of stdout; nnunet: a folder or "
+                   ".py file (default: ./nnUNetTrainer_raysweep_<loss>.py)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
         "inverseform",

@@ -10,7 +10,8 @@ A sweep config (``configs/default.yaml`` documents every key)::
     pairing: none                 # none | ce | dice: a companion term whose weight is tuned with the loss
     tuning: {trials_per_group: 4, seed: 0, scheduler: asha, grace_period: 1, reduction_factor: 2,
              n_startup_trials: auto,   # TPE's random start-up trials per group (auto: a third of the quota, >= 2)
-             replicates: 1}            # independent replicates of each group's tuning + confirmation
+             replicates: 1,            # independent replicates of each group's tuning + confirmation
+             storage: null}            # the studies' Optuna storage: null (<out>/optuna.journal) or a database URL
     confirmation: {seeds: 3, evaluations: null, alpha: 0.05, underpowered: error}
                                   # best config of each group retrained with these many seeds (0: skip), evaluated
                                   # on the ranking split this many times, evenly spaced (null: as trial.eval.every);
@@ -20,6 +21,8 @@ A sweep config (``configs/default.yaml`` documents every key)::
                                   # whole CPUs >= 1; GPUs in [0, 1]; pack: runs per Ray trial (K runs of one
                                   # cell trained side by side on the same batches; results as alone)
     trial: {...}                  # the base train_trial config every trial starts from (raysweep.trial.schema)
+    tracking: {mlflow: {tracking_uri: http://127.0.0.1:5000, experiment: null}}
+                                  # optional: one MLflow run per trial under one for the sweep (raysweep[mlflow])
 
 Validation reads no data and starts nothing; it checks names against the registries (datasets, losses, smp
 architectures and encoders), dataset options by value, that every trial config the sweep composes passes
@@ -44,6 +47,7 @@ compared on resume.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +113,7 @@ class SweepConfig:
     confirmation: dict
     resources: dict
     trial: dict
+    tracking: dict = field(default_factory=dict)  # {"mlflow": {...}} when the config asks for tracking
     source: dict = field(default_factory=dict)
     text: str = ""
 
@@ -127,8 +132,10 @@ class SweepConfig:
                 for r in range(self.tuning["replicates"])]
 
     def to_dict(self) -> dict:
-        """The config as plain data (JSON-serialisable); ``validate(cfg.to_dict())`` gives the same config back."""
-        return {k: copy.deepcopy(getattr(self, k)) for k in SweepModel.model_fields}
+        """The config as plain data (JSON-serialisable); ``validate(cfg.to_dict())`` gives the same config back.
+        ``tracking`` and ``tuning.storage`` are left out when unset, so that a sweep from before them still resumes."""
+        return {k: copy.deepcopy(getattr(self, k)) for k in SweepModel.model_fields
+                if k != "tracking" or self.tracking}
 
 
 def _count(low: int, high: int = _MAX_COUNT) -> Any:
@@ -170,6 +177,21 @@ def _losses(value: Any) -> list[str]:
         if not isinstance(loss, str) or loss not in known:
             raise Bad(f": unknown loss {show(loss)}{did_you_mean(loss, known)}; see `raysweep losses`")
     return list(dict.fromkeys(value))
+
+
+def _storage_url(value: str | None) -> str | None:
+    """A database URL SQLAlchemy can open (its driver installed), or None."""
+    import sqlalchemy
+
+    try:
+        value is None or sqlalchemy.make_url(value).get_dialect().import_dbapi()  # the driver: fails here, not later
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as exc:
+        raise Bad(f": {show(value)} is not a database URL ({exc}); use null for the journal file in the output "
+                  "folder, or e.g. sqlite:///studies.db, postgresql://user@host/db") from None
+    except ImportError as exc:
+        raise Bad(f": the database driver for {show(value)} is not installed ({exc}); pip install the module it "
+                  "names (e.g. 'psycopg[binary]' for postgresql://)") from None
+    return value
 
 
 def _loss_enum(schema: dict) -> None:
@@ -249,6 +271,31 @@ class Tuning(Section):
     n_startup_trials: Annotated[Union[Literal["auto"], _count(0)], Must(
         f"'auto' or an integer >= 0 (at most {_MAX_COUNT})")] = Field(
         "auto", description="TPE's random start-up trials per group (auto: a third of the quota, >= 2)")
+    storage: Annotated[Optional[str], AfterValidator(_storage_url), Must(
+        "null or a database URL such as 'sqlite:///studies.db' or 'postgresql://user@host/db'")] = Field(
+        None, description="where the per-group Optuna studies live: null (the journal file <out>/optuna.journal) or "
+        "a database URL (sqlite:///..., postgresql://..., mysql://...) for nodes that share no disk")
+
+
+class MlflowTracking(Section):
+    """Where the sweep's MLflow runs go: one run per trial, nested under one run for the sweep."""
+
+    tracking_uri: Annotated[Optional[str], Field(min_length=1), Must("a tracking URI such as http://host:5000")] = \
+        Field(None, description="the MLflow tracking server (null: MLflow's default, MLFLOW_TRACKING_URI)")
+    experiment: Annotated[Optional[str], Field(min_length=1), Must("a name")] = Field(
+        None, description="the MLflow experiment (null: the sweep's name)")
+
+    @model_validator(mode="after")
+    def _installed(self) -> "MlflowTracking":
+        if importlib.util.find_spec("mlflow") is None:
+            raise Bad(" needs the mlflow package: pip install 'raysweep[mlflow]' (or remove the tracking section)")
+        return self
+
+
+class Tracking(Section):
+    """Experiment trackers the sweep also writes to (the Parquet results stay the record)."""
+
+    mlflow: Optional[MlflowTracking] = Field(None, description="MLflow: {tracking_uri, experiment}")
 
 
 class Confirmation(Section):
@@ -305,6 +352,7 @@ class SweepModel(Section):
     tuning: Tuning = Field(Tuning(), description="the tuning stage")
     confirmation: Confirmation = Field(Confirmation(), description="the confirmation stage")
     resources: Resources = Field(Resources(), description="per-trial resources")
+    tracking: Optional[Tracking] = Field(None, description="experiment trackers the runs also go to (MLflow)")
     trial: Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v, json_schema_input_type=Optional[
         TrialConfig]), Must("a mapping (the base train_trial config)")] = Field(
         {}, description="the base train_trial config every trial starts from (raysweep.trial.schema); dataset, "
@@ -419,7 +467,9 @@ def parse(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
         datasets={ds: {**s.model_dump(exclude_unset=True), "name": ds} for ds, s in m.datasets.items()},
         architectures={a: {**s.model_dump(exclude_unset=True), "name": s.name or (a if a in models else models[0])}
                        for a, s in m.architectures.items()},
-        tuning=m.tuning.model_dump(), confirmation=m.confirmation.model_dump(), resources=m.resources.model_dump())
+        tuning={k: v for k, v in m.tuning.model_dump().items() if k != "storage" or v is not None},
+        tracking=m.tracking.model_dump(exclude_none=True) if m.tracking else {},
+        confirmation=m.confirmation.model_dump(), resources=m.resources.model_dump())
 
 
 def json_schema(trial: bool = False) -> str:

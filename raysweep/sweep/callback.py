@@ -36,7 +36,8 @@ def _callback_base():
 
 class ResultsCallback(_callback_base()):
     """Writes every trial to Parquet on the driver as it ends (``raysweep.results``), writes the overlays its final
-    report carried to ``overlays_dir/<trial_id>/``, and shows progress.
+    report carried to ``overlays_dir/<trial_id>/``, and shows progress; with a ``tracker``
+    (:mod:`raysweep.sweep.tracking`), the written trial then goes to MLflow too.
 
     Rows are keyed by trial id and written atomically, so a restored experiment rewrites rather than duplicates them.
     The per-report curve rows of running trials are kept in the callback's state, which Tune saves with the
@@ -44,8 +45,9 @@ class ResultsCallback(_callback_base()):
     """
 
     def __init__(self, results_dir: Path, overlays_dir: Path, sweep_id: str, stage: str, planned: int,
-                 versions: Mapping[str, str], quota: int = 1, progress: bool = True):
+                 versions: Mapping[str, str], quota: int = 1, progress: bool = True, tracker: Any = None):
         self.results_dir = Path(results_dir)
+        self.tracker = tracker  # raysweep.sweep.tracking.MlflowTracker: each written trial also goes there
         self.overlays_dir = Path(overlays_dir)
         self.versions = dict(versions)  # recorded once per stage (environment()), not per trial
         self.sweep_id, self.stage = sweep_id, stage
@@ -81,6 +83,8 @@ class ResultsCallback(_callback_base()):
         have = results.stage_trial_ids(self.results_dir, self.stage)
         for trial_id in have - known:
             results.remove_trial_rows(self.results_dir, trial_id)
+        if getattr(self, "tracker", None) is not None:  # (a callback pickled before tracking existed has none)
+            self.tracker.forget(sorted(have - known))
         results.remove_incomplete(self.results_dir)
         for t in trials:
             if t.status == "TERMINATED" and any(tid not in have for tid, _ in trial_members(t)):
@@ -194,6 +198,8 @@ class ResultsCallback(_callback_base()):
             return False
         self.curves.pop(trial_id, None)
         self.written.add(trial_id)
+        if getattr(self, "tracker", None) is not None:  # after the Parquet write; a tracking failure is a warning
+            self.tracker.log_trial(rows[0][0], rows[1], tags)
         if show:
             running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
             self.progress.finished(Group.of(tags).key, result.get(METRIC), rows[0][0]["status"], running, self.quota)

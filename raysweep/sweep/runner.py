@@ -22,10 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -39,8 +36,11 @@ from ..search import GroupSpace
 from ..trial.schema import resolve_config
 from .callback import WRITE_FAILURES, ResultsCallback, delete_checkpoints
 from .outdir import OutputLock, ResultsWriteError, _iso, check_writable, state_key
+from .records import environment
 from .scheduler import METRIC, GroupScheduler, asha_rungs
 from .searcher import FixedSearcher, GroupSearcher
+from .studies import tune_studies
+from .tracking import finish_tracking, tracker_for
 from .trainable import sweep_trainable, trial_resources
 
 __all__ = ["SweepInterrupted", "SweepRunner", "best_points", "run_sweep", "confirmation_seeds", "environment"]
@@ -166,6 +166,7 @@ class SweepRunner:
         state["wall_s"] = state.get("wall_s", 0.0) + (time.time() - t0)
         self._save_state(state)
         results.update_sweep_meta(self.results_dir, ended_at=_iso(state["ended"]), wall_s=state["wall_s"])
+        finish_tracking(self.cfg, state["sweep_id"], self.results_dir)  # sweep.json to the MLflow run, if tracked
         return state
 
     def _write_meta(self, state: dict, cluster: dict, slots: int) -> None:
@@ -283,7 +284,8 @@ class SweepRunner:
         callback = ResultsCallback(self.results_dir, self.out / "overlays", sweep_id=state["sweep_id"], stage=stage,
                                    planned=planned, versions=self.env["versions"], progress=self.progress,
                                    quota=self.cfg.tuning["trials_per_group"] if stage == "tune"
-                                   else self.cfg.confirmation["seeds"])
+                                   else self.cfg.confirmation["seeds"],
+                                   tracker=tracker_for(self.cfg, state["sweep_id"]))  # MLflow, if configured
         return tune.RunConfig(
             name=f"{self.cfg.name}-{stage}",
             storage_path=self.storage,
@@ -313,7 +315,11 @@ class SweepRunner:
 
             stops = channel_name(state["sweep_id"])
             channel = open_channel(stops)  # held for the stage: an actor without a handle is collected
-        searcher = GroupSearcher(self._threaded_cfg(resources), self.inversenets, pack=pack, stops=stops)
+        # The studies live in an Optuna storage (raysweep.sweep.studies); a restored stage reopens them through the
+        # searcher Tune saved, so the one built here (for its quota only) then gets none.
+        restoring = tune.Tuner.can_restore(f"{self.storage.rstrip('/')}/{self.cfg.name}-tune")
+        searcher = GroupSearcher(self._threaded_cfg(resources), self.inversenets, pack=pack, stops=stops,
+                                 storage=None if restoring else tune_studies(self.cfg, self.out))
         scheduler = None
         if asha:
             scheduler = GroupScheduler(max_t=evals, grace_period=min(self.cfg.tuning["grace_period"], evals),
@@ -473,27 +479,3 @@ def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
             if key not in best or float(score) > best[key][0]:
                 best[key] = (float(score), tags["params"])
     return {k: v[1] for k, v in best.items()}
-
-
-def environment() -> dict[str, Any]:
-    """Versions, hardware and git commit (``-dirty`` with uncommitted changes), for sweep.json and every trial row.
-    Computed once per run."""
-    import importlib.metadata as md
-
-    versions = {}
-    for pkg in ("raysweep", "torch", "ray", "optuna", "segmentation-models-pytorch", "pyarrow", "numpy"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=here).stdout.strip() or None
-        if commit and subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                     text=True, timeout=10, cwd=here).stdout.strip():
-            commit += "-dirty"
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"versions": versions, "python": sys.version.split()[0], "platform": platform.platform(),
-            "cpus": os.cpu_count(), "git_commit": commit}

@@ -15,6 +15,7 @@ from ..config import Group, SweepConfig, compose_trial, n_startup_trials, pack_e
 from ..search import GroupSpace
 from ..trial.schema import resolve_config
 from .scheduler import METRIC
+from .studies import StudyRecorder, settle_unknown_trials
 
 __all__ = ["FixedSearcher", "GroupSearcher"]
 
@@ -39,8 +40,11 @@ class GroupSearcher(_searcher_base()):
     Ray actor through which the scheduler's per-member decisions reach the packs (:mod:`raysweep.sweep.stops`).
     """
 
+    storage: Any = None  # (class defaults: a searcher pickled before stored studies existed has neither)
+    stored = False
+
     def __init__(self, cfg: SweepConfig, inversenets: Mapping[str, str] | None = None, metric: str = METRIC,
-                 mode: str = "max", pack: int = 1, stops: str | None = None):
+                 mode: str = "max", pack: int = 1, stops: str | None = None, storage: Any = None):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
@@ -58,19 +62,25 @@ class GroupSearcher(_searcher_base()):
         self.finished: dict[str, int] = {g.key: 0 for g in self.groups}
         self.n_fixed: dict[str, int] = {}  # per group: the points given before the sampler's own (defaults, branches)
         seed = cfg.tuning["seed"]
+        self.storage = storage  # an Optuna storage (raysweep.sweep.studies), or None: in-memory studies
+        self.stored = storage is not None
         for i, g in enumerate(self.groups):
             space = GroupSpace(g.loss, cfg.pairing)
             self.spaces[g.key] = space
             self.quota[g.key] = tune_quota(cfg, g)
             if space.is_empty():
+                if self.stored:  # nothing to sample, but its trial is recorded in its study all the same
+                    self.subs[g.key] = StudyRecorder(storage, g.key)
                 continue
-            # The survey's defaults first, then every categorical branch (stratified start-up), then TPE.
-            starts = [space.defaults(), *space.branch_points(rotate=g.replicate)]
+            # The survey's defaults first, then every categorical branch (stratified start-up), then TPE. No more
+            # than the quota: a queued point never asked would stay in the stored study as a waiting trial.
+            starts = [space.defaults(), *space.branch_points(rotate=g.replicate)][:self.quota[g.key]]
             self.n_fixed[g.key] = len(starts)
             self.subs[g.key] = OptunaSearch(
-                space=space, metric=metric, mode=mode, points_to_evaluate=starts,
+                space=space, metric=metric, mode=mode, points_to_evaluate=starts, storage=storage,
                 sampler=optuna.samplers.TPESampler(seed=seed * 10007 + i, n_startup_trials=self.n_startup),
-                study_name=f"{cfg.name}-{g.key}",  # unique: groups never merge into one study
+                # one study per group (raysweep.sweep.studies): named by the group key in a stored study
+                study_name=g.key if self.stored else f"{cfg.name}-{g.key}",
             )
         self.issued = {g.key: 0 for g in self.groups}
         self.owner: dict[str, Group] = {}
@@ -119,8 +129,10 @@ class GroupSearcher(_searcher_base()):
                 continue  # a pack's members share cell and seed, so replicate
             self.cursor = (self.cursor + k + 1) % n
             sub = self.subs.get(g.key)
-            if sub is None:
+            if g.key not in self.n_fixed:
                 point, proposal = {}, "fixed"
+                if sub is not None:
+                    sub.suggest(trial_id)
             else:
                 point = sub.suggest(trial_id)
                 if not isinstance(point, dict):  # the study has nothing to propose now
@@ -133,6 +145,9 @@ class GroupSearcher(_searcher_base()):
                             "random" if self.finished[g.key] < self.n_startup else "model")
             self.issued[g.key] += 1
             self.owner[trial_id] = g
+            ot_trial = getattr(sub, "_ot_trials", {}).get(trial_id) if self.stored else None
+            if ot_trial is not None:  # the study's trial names its Tune trial (the trials table's trial_id)
+                ot_trial.set_user_attr("trial_id", trial_id)
             return compose_trial(self.cfg, g, point, seed=tuning_seed(self.cfg, g.replicate), stage="tune",
                                  proposal=proposal, inversenets=self.inversenets)
         return None
@@ -141,9 +156,7 @@ class GroupSearcher(_searcher_base()):
         if trial_id in self.packs:
             self._pack_result(trial_id, result)
             return
-        sub = self._sub(trial_id)
-        if sub is not None and METRIC in result:
-            sub.on_trial_result(trial_id, result)
+        self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self.packs:
@@ -172,9 +185,7 @@ class GroupSearcher(_searcher_base()):
             self.member_last[mid] = report
             if report.get("status") == "running":
                 if not final:
-                    sub = self._sub(mid)
-                    if sub is not None and METRIC in report:
-                        sub.on_trial_result(mid, report)
+                    self._report(mid, report)
             else:
                 self._complete(mid, report, error=report.get("status") == "error")
                 self.done.add(mid)
@@ -185,12 +196,26 @@ class GroupSearcher(_searcher_base()):
                     self._complete(mid, self.member_last[mid], error=False)
                     self.done.add(mid)
 
+    def _report(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        """One evaluation to the trial's study as an intermediate value, once (a trial restarted from a checkpoint
+        reports its later evaluations again)."""
+        sub, reported = self._sub(trial_id), self.__dict__.setdefault("reported", {})
+        step = int(result.get("training_iteration") or 0)
+        if sub is not None and METRIC in result and step > reported.get(trial_id, 0):
+            sub.on_trial_result(trial_id, result)
+            reported[trial_id] = step
+
     def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         sub = self._sub(trial_id)
         if sub is None:
             return
         if result is not None and not finite(result.get(METRIC)):
             error = True  # Optuna cannot store NaN; an OOM trial says nothing about its config
+        if not error and result is not None:
+            # Tune hands a trial's last evaluation to on_trial_complete only: it is an intermediate value too (the
+            # study's curve ends where the trial did; TPE ranks an early-stopped trial by its last one).
+            self._report(trial_id, result)
+        self.__dict__.setdefault("reported", {}).pop(trial_id, None)
         if not error and result is not None and int(result.get("step") or 0) < self.budget \
                 and result.get("status") == "running":
             # Stopped early by the group's ASHA: PRUNED, not COMPLETE, so TPE ranks it by its intermediate values
@@ -211,6 +236,9 @@ class GroupSearcher(_searcher_base()):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+        for sub in self.subs.values() if self.stored else ():
+            # Trials asked after the snapshot this state comes from: unknown to the restored experiment.
+            settle_unknown_trials(self.storage, sub._ot_study, (t.number for t in sub._ot_trials.values()))
 
 
 class FixedSearcher(_searcher_base()):
