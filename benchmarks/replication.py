@@ -12,7 +12,7 @@ seeds for every replicate: :func:`raysweep.config.tuning_seed`), run with ``rays
 * per pair of sweeps (``raysweep compare``): claims replicated / left open / contradicted, each winner inside the
   other's top group, and Kendall's tau-b between the two mean rankings.
 
-The targets the README states are checked and printed beside the figures. Time a sweep only on an otherwise idle
+The targets docs/protocol.md states are checked and printed beside the figures. Time a sweep only on an otherwise idle
 machine (Ray's trials run at nice 15 and lose to any other job). This runs whole sweeps: it is not part of
 ``make bench`` (the default design takes tens of minutes per seed on a 2-core CPU).
 

@@ -12,7 +12,7 @@ The calls a notebook needs::
     raysweep.LOSSES["tversky"].space                          # its family, defaults, search space, extra inputs
     ds = raysweep.build_dataset("synthetic", "train")         # raysweep.DATASETS: the datasets and their facts
 
-The package is layered (see the README's layout): ``losses``, ``data`` and ``metrics`` know nothing of Ray, Optuna,
+The package is layered (see docs/layout.md): ``losses``, ``data`` and ``metrics`` know nothing of Ray, Optuna,
 Parquet or HTML; ``trial`` trains one configuration; ``sweep`` runs many on Ray Tune; ``results`` and ``report``
 read what they wrote (without Ray or torch). Names are imported on first use, so ``import raysweep`` is instant.
 """
@@ -47,7 +47,7 @@ def read_results(path) -> dict:
     """The three results tables of a sweep as pandas frames: ``{"trials", "curves", "cases"}``.
 
     ``path``: the sweep's ``--out`` folder or its ``results/`` folder (what ``run_sweep`` returns). The schema is
-    in the README ("Results schema") and :mod:`raysweep.results.schema`.
+    in docs/results.md ("Results schema") and :mod:`raysweep.results.schema`.
     """
     from .results import read_results, resolve_results_dir
 

@@ -323,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the loss catalogue from the registry.")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable: one object per loss")
-    fmt.add_argument("--markdown", action="store_true", help="the README table")
-    fmt.add_argument("--update-readme", metavar="FILE", help="rewrite the catalogue between the markers in FILE")
+    fmt.add_argument("--markdown", action="store_true", help="the catalogue as the docs' markdown table")
+    fmt.add_argument("--update-readme", metavar="PATH", help="rewrite the generated blocks (catalogue, Fidelity, "
+                     "schema) between their markers in PATH, a markdown file or a folder of them (docs)")
     p.add_argument("--family", metavar="FAMILY", help="only this family: pixel, region, boundary or combination")
     p.set_defaults(func=_cmd_losses)
 
@@ -470,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "schema", help="print the JSON Schema of the sweep config (--trial: of the trial config), for editors",
         description="Print the JSON Schema generated from the config models; docs/schema/ holds them (make schema) "
-        "and the YAML files point editors at them (README, 'Editor completion').")
+        "and the YAML files point editors at them (docs/sweep.md, 'Editor completion').")
     p.add_argument("--trial", action="store_true", help="the trial config (raysweep train --config) instead")
     p.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead of stdout")
     p.set_defaults(func=_cmd_schema)

@@ -3,7 +3,7 @@ trainer (``raysweep export``).
 
 Why a top-level module: an exporter reads results and the report's ranking (``results``, ``report.stats``) *and*
 the loss registry (``losses``, ``search``), to check the configuration it emits and to know each loss's needs. The
-report layer must stay free of torch and of the losses (README "Layout"), and the losses know nothing of results,
+report layer must stay free of torch and of the losses (docs/layout.md), and the losses know nothing of results,
 so the module that joins them sits beside ``cli.py`` at the top, and nothing in the package imports it.
 
 Conventions:

@@ -26,7 +26,7 @@ after another).
 Then, with ``D`` devices of ``n`` trials each: ``hours = steps / (rate * D) / 3600 + evaluations * eval_s / (n D)
 / 3600`` per stage and architecture; GPU-hours are ``hours * D``. Not counted: trial start-up (model build, data
 loading), the tail of a stage where fewer trials than slots remain, and losses slower than the calibration's
-(``dice_ce``; only ``hausdorff``'s step is several times CE's on a GPU, README "Benchmarks").
+(``dice_ce``; only ``hausdorff``'s step is several times CE's on a GPU, docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The loss registry: one :class:`LossSpec` per loss, the single source of truth for the catalogue.
 
-The README's catalogue table, ``raysweep losses``, the sweep's search spaces and the report's family view are all
+The docs' catalogue table, ``raysweep losses``, the sweep's search spaces and the report's family view are all
 generated from :data:`LOSSES`. A loss module registers its class with :func:`register`; the spec's ``defaults`` are
 read from the class's ``__init__`` signature so that the documented default and the code's default cannot drift apart.
 

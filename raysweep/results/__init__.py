@@ -20,7 +20,7 @@ sorted keys (a dict passed to the writer is serialised); timestamps are UTC. The
 file's metadata (``raysweep.schema_version``); readers refuse files of a newer version.
 
 Modules: :mod:`.schema` (columns, enums, sweep.json keys, validation), :mod:`.store` (writer, readers),
-:mod:`.rows` (a trial's report -> rows). The README's schema table is :func:`schema_markdown`.
+:mod:`.rows` (a trial's report -> rows). The docs' schema table (docs/results.md) is :func:`schema_markdown`.
 """
 
 from .rows import ID_COLUMNS, curve_row, trial_rows

@@ -1,4 +1,4 @@
-"""Real example rows of the results tables, for the README's schema section, and their *structure* (column names,
+"""Real example rows of the results tables, for the docs' schema section, and their *structure* (column names,
 the keys inside JSON columns, sweep.json's keys), which a test compares with what a real sweep writes: the
 documentation cannot drift from the code.
 
@@ -79,7 +79,7 @@ def structure(example: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def example_markdown(example: dict[str, Any]) -> str:
-    """The README's example block: a real tuning trial's JSON columns and identity, and sweep.json's keys."""
+    """The docs' example block: a real tuning trial's JSON columns and identity, and sweep.json's keys."""
     trial = example.get("trials") or {}
     shown = {k: trial.get(k) for k in ("trial_id", "stage", "dataset", "arch", "loss", "family", "seed", "proposal",
                                        "is_default", "status", "final_metric", "params", "versions")}

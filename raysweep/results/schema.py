@@ -1,6 +1,6 @@
 """The Parquet schema of the results: three tables, their columns and enums, sweep.json's keys, row validation.
 
-:data:`SCHEMAS` is the single source of truth for the writer's validation, the report and the README's schema table
+:data:`SCHEMAS` is the single source of truth for the writer's validation, the report and the docs' schema table
 (:func:`schema_markdown`).
 """
 
@@ -176,7 +176,7 @@ def _type_name(t: pa.DataType) -> str:
 
 
 def schema_markdown() -> str:
-    """The schema as markdown (one table per Parquet table, then sweep.json): what the README shows."""
+    """The schema as markdown (one table per Parquet table, then sweep.json): what docs/results.md shows."""
     out = [f"Schema version {SCHEMA_VERSION}. Nullable columns are marked `?`; JSON columns hold JSON text. Enumerated "
            "values: " + "; ".join(f"`{k}` in {', '.join(f'`{v}`' for v in vals)}" for k, vals in ENUMS.items()) + "."]
     for name, schema in SCHEMAS.items():
