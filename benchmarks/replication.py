@@ -22,9 +22,10 @@ tuning or training seed, which is checked from each ``sweep.json``), and designs
 the pool: for each ``R``, the top group's size over random ``R``-subsets, and for each ``R`` up to half the pool,
 random pairs of *disjoint* ``R``-subsets (two independent studies of that design) compared as ``raysweep compare``
 compares two sweeps: contradicted claims, Kendall's tau, each winner in the other's top group. The time of a design
-is the sweeps' median minutes per replicate times ``R`` (every replicate is the same work).
+is the median minutes per replicate of the sweeps timed on an idle machine (``--timed``) times ``R`` (every
+replicate is the same work).
 
-    python -m benchmarks.replication --no-run --seeds 0 100 200 --design [--draws 200]
+    python -m benchmarks.replication --no-run --seeds 0 100 200 300 --design [--draws 200] [--timed 0 200]
 """
 
 from __future__ import annotations
@@ -113,10 +114,11 @@ def markdown(runs: list[dict], pairs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pooled_scores(folders: dict[int, Path]) -> tuple[dict[str, "pd.DataFrame"], float]:
+def pooled_scores(folders: dict[int, Path], timed: list[int] | None = None
+                  ) -> tuple[dict[str, "pd.DataFrame"], float]:
     """Per cell, the cases x (loss, replicate) scores of every sweep's replicates pooled (replicates renumbered
-    0..N-1 in sweep order; only cases every replicate scored), and the sweeps' median minutes per replicate (the
-    median, so that one sweep timed on a busy machine does not set the projection).
+    0..N-1 in sweep order; only cases every replicate scored), and the median minutes per replicate of the sweeps
+    in ``timed`` (default: all; name the sweeps timed on an idle machine, as a busy one slows a sweep).
     ValueError when two sweeps share a tuning or training seed (their replicates would not be independent)."""
     import pandas as pd
 
@@ -138,7 +140,8 @@ def pooled_scores(folders: dict[int, Path]) -> tuple[dict[str, "pd.DataFrame"], 
                                      f"replicates must not share a seed (space the tuning seeds further apart)")
                 seen[s] = sweep_seed
         state = json.loads((folder / "state.json").read_text())
-        minutes.append(state.get("wall_s", math.nan) / 60 / len(reps))
+        if timed is None or sweep_seed in timed:
+            minutes.append(state.get("wall_s", math.nan) / 60 / len(reps))
         frames = stats.cell_view(read_results(folder / "results"))
         for cell in stats.cells(frames["trials"]):
             t = frames["trials"]
@@ -150,7 +153,7 @@ def pooled_scores(folders: dict[int, Path]) -> tuple[dict[str, "pd.DataFrame"], 
             blocks.setdefault("/".join(cell), []).append(sc)
         offset += len(reps)
     pools = {cell: pd.concat(b, axis=1).dropna(axis=0, how="any").sort_index(axis=1) for cell, b in blocks.items()}
-    return pools, float(statistics.median(minutes))
+    return pools, float(statistics.median(minutes)) if minutes else math.nan
 
 
 def _verdict(scores, alpha: float):
@@ -232,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--design", action="store_true",
                     help="also measure the design trade-off from the sweeps' pooled replicates (module docstring)")
     ap.add_argument("--draws", type=int, default=200, help="random designs drawn per R with --design (default 200)")
+    ap.add_argument("--timed", type=int, nargs="+", default=None,
+                    help="with --design: the tuning seeds whose sweeps ran on an idle machine; their minutes per "
+                    "replicate set the projected times (default: every sweep's)")
     args = ap.parse_args(argv)
     folders = {}
     for seed in args.seeds:
@@ -240,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, pairs = summarise(folders)
     text = markdown(runs, pairs)
     if args.design:
-        pools, per_replicate = pooled_scores(folders)
+        pools, per_replicate = pooled_scores(folders, args.timed)
         text += "\n" + design_markdown(design_tradeoff(pools, per_replicate, args.draws))
     print(text)
     if args.md:

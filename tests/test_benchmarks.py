@@ -148,6 +148,7 @@ def test_design_tradeoff_pools_independent_replicates(tmp_path):
         folders[sweep_seed] = folder
     pools, per_replicate = pooled_scores(folders)
     assert list(pools) == ["d/m"] and per_replicate == pytest.approx(7.5)
+    assert pooled_scores(folders, timed=[100])[1] == pytest.approx(5.0)  # only the sweeps timed on an idle machine
     pool = pools["d/m"]
     assert pool.shape == (16, 12)
     assert sorted(set(pool.columns.get_level_values("replicate"))) == [0, 1, 2, 3]
