@@ -14,7 +14,8 @@ if ROOT not in sys.path:  # `python -m pytest` has the repository root on the pa
     sys.path.insert(0, ROOT)
 
 MODULES = ["_common", "losses", "maps", "loss_step", "data", "train", "precision", "gpu_check", "fractional",
-           "gpu_session", "gpu_sweep", "pack", "replication"]
+           "gpu_session", "gpu_sweep", "pack", "replication",
+           "convergence"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -167,3 +168,16 @@ def test_design_tradeoff_pools_independent_replicates(tmp_path):
     (folders[200] / "results" / "sweep.json").write_text(json.dumps(shared))
     with pytest.raises(ValueError, match="seed 101 is also used by the sweep of tuning.seed 100"):
         pooled_scores(folders)
+
+
+def test_convergence_gain_is_the_reports_last20_check_on_a_real_run():
+    """benchmarks.convergence: the last-20% gain of a curve as the report computes it, and one real confirmation run
+    of the default config's CNN cell (20 steps, 5 evaluations at 4, 8, ..., 20): its reports are recorded in order."""
+    from benchmarks.convergence import last20_gain, markdown, measure
+
+    assert last20_gain([(100, 0.7), (20, 0.1), (80, 0.65), (60, 0.5)]) == pytest.approx(0.05)
+    assert last20_gain([(30, 0.6), (150, 0.7), (120, 0.66)]) == pytest.approx(0.04)
+    (row,) = measure(Path("configs/default.yaml"), "cnn", ["dice"], [20], [1])
+    assert (row["loss"], row["steps"], row["seeds"]) == ("dice", 20, 1)
+    assert 0 <= row["final_mean"] <= 1 and row["gain_max"] == row["gain_mean"]
+    assert "| dice | 20 |" in markdown([row])

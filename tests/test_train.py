@@ -342,6 +342,8 @@ def test_defaults_are_complete_and_documented():
     ({"loss.schedule": {"kind": "linear"}}, "a 'linear' schedule needs 'to'"),
     ({"loss.schedule": {"kind": "steal", "delta": 0.1, "floor": -1}}, "loss.schedule.floor must be"),
     ({"train.amp": "bf16"}, "train.amp='bf16' needs CUDA"),
+    ({"train.steps": 10, "scheduler.pct_start": 0.1}, r"scheduler.pct_start x train.steps = 0.1 x 10 is a warm-up of "
+                                                     r"exactly one step"),
 ])
 def test_bad_config_raises_a_clear_value_error(config, match):
     with pytest.raises(ValueError, match=match):

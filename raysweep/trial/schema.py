@@ -305,6 +305,12 @@ class TrialConfig(Section):
         e.split = e.split or info.eval_split
         if e.split not in info.splits:
             raise Bad(f": {self.dataset.name} has no split {e.split!r}; choose one of {info.splits}", "eval.split")
+        warmup = self.scheduler.pct_start * self.train.steps
+        if self.scheduler.name == "onecycle" and abs(warmup - 1) < 1e-9:
+            # torch's OneCycleLR divides by zero on its first step when the warm-up is exactly one step long
+            raise Bad(f" x train.steps = {self.scheduler.pct_start:g} x {self.train.steps} is a warm-up of exactly one "
+                      f"step, which OneCycleLR cannot schedule; change scheduler.pct_start or train.steps",
+                      "scheduler.pct_start")
         return self
 
 
