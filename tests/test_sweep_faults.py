@@ -118,9 +118,14 @@ def assert_complete_and_exactly_once(out: Path, cfg: dict) -> None:
     searcher = pickle.loads(sorted(exp.glob("searcher-state-*.pkl"))[-1].read_bytes())
     assert set(searcher["owner"]) == set(tune.trial_id)
     assert set(searcher["issued"].values()) == {quota}
+    from raysweep.sweep.studies import current_trials
+
     for key, sub in searcher["subs"].items():
-        study = sub._ot_study.trials
-        assert len(study) == quota and all(t.state.is_finished() for t in study), (key, study)
+        study = current_trials(sub._ot_study)  # without the trials a restore superseded (asked after a snapshot)
+        assert len(study) == quota and all(t.state.is_finished() for t in study), (key, sub._ot_study.trials)
+        _, arch, loss = key.split("/")[:3]
+        ids = set(tune[(tune.arch == arch) & (tune.loss == loss)].trial_id)
+        assert {t.user_attrs["trial_id"] for t in study} == ids, key
     # Finished stages keep no model checkpoints (they are never restored again; the default sweep wrote ~20 GB).
     assert not list((out / "ray").glob("*/*/checkpoint_*"))
 

@@ -125,9 +125,25 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_trials(tmp_path):
     searcher = pickle.loads(sorted(exp.glob("searcher-state-*.pkl"))[-1].read_bytes())
     assert set(searcher["owner"]) == final_ids
     assert searcher["issued"] == {"synthetic/cnn/tversky": 3, "synthetic/cnn/focal": 3}
+    from raysweep.sweep.studies import current_trials
+
     for key, sub in searcher["subs"].items():
+        # The stored study also keeps the trials asked after the snapshot: settled as FAIL and marked superseded, or,
+        # when they had already finished (an Optuna trial cannot change then), listed in the study's
+        # superseded_trials. Without those, what the study holds is exactly the quota, every point of it finished.
         study_trials = sub._ot_study.trials
-        assert len(study_trials) == 3 and all(t.state.is_finished() for t in study_trials), (key, study_trials)
+        kept = current_trials(sub._ot_study)
+        assert len(kept) == 3 and all(t.state.is_finished() for t in kept), (key, study_trials)
+        assert all(t.state.name == "FAIL" for t in study_trials if "superseded" in t.user_attrs), key
+        _, arch, loss = key.split("/")[:3]
+        ids = set(tune[(tune.arch == arch) & (tune.loss == loss)].trial_id)
+        assert {t.user_attrs["trial_id"] for t in kept} == ids, key
+    # The fixed points (defaults, the categorical branch) are each tried once in the final tables, kill or not.
+    for loss, branch in (("tversky", "per_image"),):
+        rows = tune[tune.loss == loss]
+        points = [json.loads(p) if isinstance(p, str) else p for p in rows.params]
+        assert sorted(str(p.get(branch)) for p in points if p.get("alpha") == 0.3 and p.get("beta") == 0.7
+                      ) == ["False", "True"], points
 
     print(f"\nkilled at {t_kill:.0f} s with {len(before)} tune rows ({len(orphans)} unknown to the last snapshot, "
           f"{len(snapshot)} trials in it; {len(leftovers)} Ray processes killed after the driver); resumed and "

@@ -201,13 +201,21 @@ class GroupSearcher(_searcher_base()):
         reports its later evaluations again)."""
         sub, reported = self._sub(trial_id), self.__dict__.setdefault("reported", {})
         step = int(result.get("training_iteration") or 0)
-        if sub is not None and METRIC in result and step > reported.get(trial_id, 0):
+        if sub is not None and METRIC in result and step > reported.get(trial_id, 0) \
+                and not self._told_before_restore(sub, trial_id):
             sub.on_trial_result(trial_id, result)
             reported[trial_id] = step
 
     def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         sub = self._sub(trial_id)
         if sub is None:
+            return
+        if self._told_before_restore(sub, trial_id):
+            # The study already holds this trial's end (told after the snapshot the sweep resumed from, which Tune
+            # then re-ran): telling it again would raise; its first end stands.
+            sub._ot_trials.pop(trial_id, None)
+            self.__dict__.setdefault("reported", {}).pop(trial_id, None)
+            self.finished[self.owner[trial_id].key] += 1
             return
         if result is not None and not finite(result.get(METRIC)):
             error = True  # Optuna cannot store NaN; an OOM trial says nothing about its config
@@ -224,6 +232,13 @@ class GroupSearcher(_searcher_base()):
         sub.on_trial_complete(trial_id, result=result, error=error)
         if not error:
             self.finished[self.owner[trial_id].key] += 1
+
+    def _told_before_restore(self, sub, trial_id: str) -> bool:
+        """Whether the stored study has already finished this trial: the storage is written as trials end, the
+        searcher's state only at Tune's snapshots, so a trial that ended between the last snapshot and a kill is
+        finished in the study yet re-run by the resumed stage."""
+        ot_trial = getattr(sub, "_ot_trials", {}).get(trial_id) if self.stored else None
+        return ot_trial is not None and self.storage.get_trial(ot_trial._trial_id).state.is_finished()
 
     def _sub(self, trial_id: str):
         g = self.owner.get(trial_id)

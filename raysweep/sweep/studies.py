@@ -20,8 +20,8 @@ from typing import Any, Iterable, Mapping
 from ..config import Group, SweepConfig
 from .scheduler import METRIC
 
-__all__ = ["JOURNAL", "StudyRecorder", "open_storage", "prepare_studies", "settle_unknown_trials", "study_attrs",
-           "tune_studies"]
+__all__ = ["JOURNAL", "StudyRecorder", "current_trials", "open_storage", "prepare_studies", "settle_unknown_trials",
+           "study_attrs", "tune_studies"]
 
 #: The default storage's file name in the output folder.
 JOURNAL = "optuna.journal"
@@ -86,29 +86,46 @@ def prepare_studies(storage, cfg: SweepConfig, out: str | Path) -> None:
 
 
 def settle_unknown_trials(storage, study, known: Iterable[int]) -> int:
-    """After a restore: mark FAIL the trials of ``study`` that the restored searcher never asked (``known``: the
-    trial numbers it holds), those asked after the last experiment snapshot, whose Tune trials the restored experiment
-    does not know, and put their fixed points (the defaults, the branches) back in the queue in their order, so each
-    is still tried. Trials that already finished stay as they are. Returns how many were settled.
+    """After a restore: settle the trials of ``study`` that the restored searcher never asked (``known``: the trial
+    numbers it holds): those asked after the last experiment snapshot, whose Tune trials the restored experiment does
+    not know (their Parquet rows are dropped and their points asked again). Returns how many were settled.
 
-    Waiting (queued) trials are settled and requeued with them, so the queue keeps its order.
+    * a running or waiting one is marked FAIL with the user attribute ``superseded``;
+    * a finished one cannot be changed in an Optuna storage: its number joins the study's user attribute
+      ``superseded_trials`` (TPE still learns from its score: a real run of that point);
+    * every fixed point among them (the defaults, a categorical branch) is queued again, in order, so each is still
+      tried within the quota.
     """
     from optuna.trial import TrialState
 
     known = set(known)
-    todo = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
-            if t.number not in known]
+    unknown = [t for t in study.get_trials(deepcopy=False) if t.number not in known]
+    unknown = [t for t in unknown if "superseded" not in t.user_attrs]  # settled by an earlier restore
+    done_before = set(study.user_attrs.get("superseded_trials", []))
+    unknown = [t for t in unknown if t.number not in done_before]
     study_id = storage.get_study_id_from_name(study.study_name)
-    for t in todo:
+    for t in unknown:
+        if t.state.is_finished():
+            continue
         tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         if t.state == TrialState.RUNNING:
             storage.set_trial_user_attr(tid, "superseded", "asked after the last snapshot of a driver that stopped; "
                                         "its Tune trial was rerun")
         storage.set_trial_state_values(tid, TrialState.FAIL)
-    for t in todo:
+    finished = [t.number for t in unknown if t.state.is_finished()]
+    if finished:
+        study.set_user_attr("superseded_trials", sorted(done_before | set(finished)))
+    for t in unknown:
         if "fixed_params" in t.system_attrs:
             study.enqueue_trial(t.system_attrs["fixed_params"])
-    return len(todo)
+    return len(unknown)
+
+
+def current_trials(study) -> list:
+    """The study's trials that stand for rows of the ``trials`` table: all of them but those a restore superseded
+    (:func:`settle_unknown_trials`: marked ``superseded``, or listed in the study's ``superseded_trials``)."""
+    listed = set(study.user_attrs.get("superseded_trials", []))
+    return [t for t in study.get_trials(deepcopy=False) if "superseded" not in t.user_attrs and t.number not in listed]
 
 
 class StudyRecorder:
