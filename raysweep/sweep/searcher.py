@@ -237,6 +237,8 @@ class GroupSearcher(_searcher_base()):
         """Whether the stored study has already finished this trial: the storage is written as trials end, the
         searcher's state only at Tune's snapshots, so a trial that ended between the last snapshot and a kill is
         finished in the study yet re-run by the resumed stage."""
+        if trial_id not in self.__dict__.get("restored", ()):  # only a trial of the snapshot can be ahead of it
+            return False
         ot_trial = getattr(sub, "_ot_trials", {}).get(trial_id) if self.stored else None
         return ot_trial is not None and self.storage.get_trial(ot_trial._trial_id).state.is_finished()
 
@@ -251,6 +253,7 @@ class GroupSearcher(_searcher_base()):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+        self.restored = set(self.owner)  # the trials this snapshot had asked (the storage may be ahead for them)
         for sub in self.subs.values() if self.stored else ():
             # Trials asked after the snapshot this state comes from: unknown to the restored experiment.
             settle_unknown_trials(self.storage, sub._ot_study, (t.number for t in sub._ot_trials.values()))
