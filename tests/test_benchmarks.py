@@ -89,16 +89,22 @@ def test_gpu_session_help(capsys):
     assert exit_.value.code == 0 and "--smoke" in capsys.readouterr().out
 
 
-def test_replication_tables_from_two_planted_sweeps(tmp_path):
-    """benchmarks.replication's tables on two planted sweeps (3 replicates): A ranks x > y > z with large gaps, B ranks
-    y > x > z: one claim contradicted (x vs y), two replicated; each winner outside the other's top group."""
-    import numpy as np
-
+def _planted_cell_writer():
+    """tests/report_fixture.py's ``write_planted_cell`` (the tests folder is not a package)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     try:
         from report_fixture import write_planted_cell
     finally:
         sys.path.remove(str(Path(__file__).resolve().parent))
+    return write_planted_cell
+
+
+def test_replication_tables_from_two_planted_sweeps(tmp_path):
+    """benchmarks.replication's tables on two planted sweeps (3 replicates): A ranks x > y > z with large gaps, B ranks
+    y > x > z: one claim contradicted (x vs y), two replicated; each winner outside the other's top group."""
+    import numpy as np
+
+    write_planted_cell = _planted_cell_writer()
     from benchmarks.replication import markdown, summarise
 
     rng = np.random.default_rng(0)
@@ -127,11 +133,7 @@ def test_design_tradeoff_pools_independent_replicates(tmp_path):
     designs of a clear ranking (x > y > z) agree; sweeps that share a seed are refused."""
     import numpy as np
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    try:
-        from report_fixture import write_planted_cell
-    finally:
-        sys.path.remove(str(Path(__file__).resolve().parent))
+    write_planted_cell = _planted_cell_writer()
     from benchmarks.replication import design_markdown, design_tradeoff, pooled_scores
 
     rng = np.random.default_rng(1)

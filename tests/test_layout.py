@@ -22,20 +22,23 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
 
 
+def _from_module(name: str, path: Path, node: ast.ImportFrom) -> str:
+    """The absolute module a ``from ... import`` in module ``name`` (file ``path``) reads from ("" for none)."""
+    if not node.level:
+        return node.module or ""
+    base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imports(name: str, path: Path) -> set[str]:
     """Modules of raysweep, and top-level third-party packages, that ``name`` imports anywhere in its file."""
-    is_pkg = path.name == "__init__.py"
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = name.split(".") if is_pkg else name.split(".")[:-1]
-                base = base[: len(base) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module
+            module = _from_module(name, path, node)
             for alias in node.names:  # `from . import x` and `from .pkg import submodule` name modules
                 out.add(f"{module}.{alias.name}" if f"{module}.{alias.name}" in MODULES else module)
     return out
@@ -110,7 +113,6 @@ def _private_uses(name: str, path: Path) -> set[tuple[str, str]]:
     """``(module, name)`` for each private name of another raysweep module that ``name`` uses: ``from .x import _y``
     (a package's ``__init__`` counts as its own module) and ``x._y`` on a name bound to a module by an import.
     Private modules (``losses/_functional.py``) are not names here: importing one names its file."""
-    is_pkg = path.name == "__init__.py"
     tree = ast.parse(path.read_text())
     modules: dict[str, str] = {}  # local name -> the raysweep module it is bound to
     out = set()
@@ -120,12 +122,7 @@ def _private_uses(name: str, path: Path) -> set[tuple[str, str]]:
                 if alias.asname and alias.name in MODULES:  # `import raysweep.x as m`
                     modules[alias.asname] = alias.name
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = name.split(".") if is_pkg else name.split(".")[:-1]
-                base = base[: len(base) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
+            module = _from_module(name, path, node)
             for alias in node.names:
                 if f"{module}.{alias.name}" in MODULES:
                     modules[alias.asname or alias.name] = f"{module}.{alias.name}"
