@@ -293,7 +293,7 @@ def _cmd_schema(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    from .plan import make_plan, plan_as_json, plan_as_text, read_config
+    from .sweep.plan import make_plan, plan_as_json, plan_as_text, read_config
 
     if args.gpus is not None and args.gpus < 0:
         raise ValueError(f"--gpus must be 0 or more, got {args.gpus}")
@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Project a sweep before running it: per stage and architecture the expected trials (ASHA's "
         "nominal fractions), optimiser steps, evaluations and hours on the GPUs seen here (or --gpus N), from a "
         "short calibration run per architecture on the local device (--calibrate-steps) or from given rates "
-        "(--steps-per-s: no data needed). The model is in the raysweep.plan module docstring.")
+        "(--steps-per-s: no data needed). The model is in the raysweep.sweep.plan module docstring.")
     p.add_argument("--config", required=True, metavar="FILE", help="sweep config YAML")
     p.add_argument("--gpus", type=int, metavar="N", help="plan for N GPUs (default: those torch sees here; 0: the "
                    "CPU machine)")

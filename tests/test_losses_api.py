@@ -260,3 +260,24 @@ def test_cli_losses_text_and_json(capsys):
 def test_cli_reports_user_errors_without_traceback(capsys):
     assert cli.main(["losses", "--update-readme", "/nonexistent/README.md"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_the_inverseform_preparation_makes_its_net_once_per_output_folder(tmp_path):
+    """LossSpec.prepare: only the InverseForm loss has a step to run before a sweep's trials; it trains the net on
+    the dataset's training masks once, keeps it in the output folder, and returns what the loss is built with."""
+    from raysweep.data import build_dataset
+    from raysweep.losses import Preparation
+
+    assert {name for name, spec in LOSSES.items() if spec.prepare is not None} == {"inverseform"}
+    built = []
+
+    def train_split():
+        built.append(1)
+        return build_dataset("synthetic", "train", image_size=32, depth=4, num_volumes=2)
+
+    step = Preparation(dataset="synthetic", train_split=train_split, out_dir=tmp_path, seed=0, progress=False)
+    out = LOSSES["inverseform"].prepare(step)
+    assert out == {"inversenet": str(tmp_path / "inversenet" / "synthetic.pt")} and Path(out["inversenet"]).is_file()
+    logits, target = torch.randn(2, 4, 32, 32), torch.randint(0, 4, (2, 32, 32))
+    assert torch.isfinite(build_loss("inverseform", **out)(logits, target))
+    assert LOSSES["inverseform"].prepare(step) == out and built == [1]  # found again: the split is not even built

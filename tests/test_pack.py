@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from raysweep.config import pack_trials
 from raysweep.trial import CombinedObjective, train_trial
 from raysweep.trial.objective import merge_target_maps
+from raysweep.sweep.packing import pack_trials
 from raysweep.trial.pack import check_pack, train_pack
 
 from sweep_helpers import TINY_SWEEP, tiny_sweep
@@ -166,6 +166,54 @@ def test_pack_trials_groups_by_cell_and_seed():
     assert sorted(id(m) for p in packs for m in p["members"]) == sorted(id(e) for e in envs)
 
 
+def test_the_pack_report_decodes_what_it_encodes():
+    from raysweep.sweep.packing import PackReport
+
+    reports = {1: {"status": "completed", "step": 4, "score": 0.5}, 0: {"status": "running", "step": 2, "score": 0.25}}
+    encoded = PackReport(reports, live=[0], round="r1").encode()
+    assert encoded["status"] == "running" and encoded["step"] == 4 and encoded["live"] == [0]
+    assert [r["member"] for r in json.loads(encoded["pack"])] == [0, 1]  # the wire order is the members' order
+    back = PackReport.of({**encoded, "time_total_s": 3.0})
+    assert back.reports == reports and back.live == [0] and back.round == "r1"
+    assert back.extra == {"status": "running", "step": 4, "time_total_s": 3.0}
+    assert [(k, mid) for k, mid, _ in back.members("T")] == [(0, "T-0"), (1, "T-1")]
+    assert PackReport(reports, live=[]).encode()["status"] == "completed"
+    assert PackReport.of({"score": 0.5, "step": 4}) is None and PackReport.of(None) is None
+
+
+def test_a_missed_stop_decision_is_a_warning_naming_the_pack_and_its_members(monkeypatch, caplog):
+    import logging
+    from types import SimpleNamespace
+
+    import ray
+
+    from raysweep.sweep.packing import TunePackSink
+
+    sink = TunePackSink.__new__(TunePackSink)  # its channel only: no Tune session here
+    sink.trial_id, sink.DECISION_TIMEOUT_S = "abc_00003", 0.05
+    asked = []
+    sink.channel = SimpleNamespace(get=SimpleNamespace(remote=lambda *a: asked.append(a) or (False, [1])))
+    monkeypatch.setattr(ray, "get", lambda ref: ref)
+    with caplog.at_level(logging.WARNING, logger="raysweep.sweep.packing"):
+        assert sink._decision("r7", [0, 1, 2]) == [1]
+    assert len(asked) > 1 and asked[-1] == ("abc_00003", "r7")
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "abc_00003" in warning and "abc_00003-0, abc_00003-1, abc_00003-2" in warning and "0 s" in warning
+    caplog.clear()
+    sink.channel = SimpleNamespace(get=SimpleNamespace(remote=lambda *a: (True, [2])))
+    with caplog.at_level(logging.WARNING, logger="raysweep.sweep.packing"):
+        assert sink._decision("r8", [0, 2]) == [2]
+    assert not caplog.records  # a decision in time says nothing
+
+
+def test_a_pack_inside_tune_without_the_tune_sink_is_refused(monkeypatch):
+    from raysweep.trial import pack
+
+    monkeypatch.setattr(pack, "in_tune", lambda: True)
+    with pytest.raises(ValueError, match="TunePackSink"):
+        train_pack([member("dice"), member("ce")])
+
+
 # -- the tuning stage: searcher and scheduler per member -----------------------------------------------------------
 
 # Three losses in two models, 8 ranking volumes (the fewest with which Wilcoxon-Holm can separate 3 losses).
@@ -282,7 +330,10 @@ def ray_local(ray_session):
 
 def crash_once_then_pack(config):
     """train_pack, except that the first attempt dies right after its first report (and checkpoint)."""
-    return crash_after_first_report(Path(config["crash_marker"]), lambda: train_pack(config["members"]))
+    from raysweep.sweep.packing import TunePackSink
+
+    return crash_after_first_report(Path(config["crash_marker"]),
+                                    lambda: train_pack(config["members"], sink=TunePackSink(len(config["members"]))))
 
 
 def test_a_tune_pack_reports_its_members_and_resumes_after_a_crash(ray_local, tmp_path):

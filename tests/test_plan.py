@@ -9,7 +9,7 @@ import yaml
 
 from raysweep.cli import main
 from raysweep.config import validate
-from raysweep.plan import expected_tune, make_plan, plan_as_text
+from raysweep.sweep.plan import expected_tune, make_plan, plan_as_text
 
 # 3 losses (ce has nothing to tune: quota 1), one architecture; 90 steps evaluated every 10 (9 evaluations), ASHA
 # rungs at 1 and 3 evaluations (grace 1, reduction factor 3); 2 confirmation seeds evaluated 3 times.

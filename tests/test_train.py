@@ -165,14 +165,14 @@ def test_evaluation_packs_volumes_without_changing_the_scores():
     reports = []
     import raysweep.trial.loop as train_mod
 
-    report = train_mod.Trial._report
+    report = train_mod.Trial.report
 
     def keep(self, status):
         reports.append(report(self, status))
         return reports[-1]
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(train_mod.Trial, "_report", keep)
+        m.setattr(train_mod.Trial, "report", keep)
         train_trial(steps)
     assert len(reports) == 2 and math.isnan(reports[0]["hd95"]) and math.isfinite(reports[1]["hd95"])
 

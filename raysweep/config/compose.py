@@ -20,8 +20,7 @@ from ..vocab import cell_label
 from .model import Group, SweepConfig
 
 __all__ = ["check_composed", "check_data", "compose_trial", "confirmation_seeds", "dataset_section", "evaluation_split",
-           "n_startup_trials", "pack_envelope", "pack_trials", "power_limits", "protocol_cases", "trial_members",
-           "tune_quota", "tuning_seed"]
+           "n_startup_trials", "power_limits", "protocol_cases", "tune_quota", "tuning_seed"]
 
 
 def tune_quota(cfg: SweepConfig, group: Group) -> int:
@@ -69,14 +68,16 @@ def evaluation_split(cfg: SweepConfig, dataset: str, stage: str, variant: str = 
 
 
 def compose_trial(cfg: SweepConfig, group: Group, point: Mapping[str, Any], seed: int, stage: str,
-                  proposal: str | None = None, inversenets: Mapping[str, str] | None = None) -> dict[str, Any]:
+                  proposal: str | None = None,
+                  prepared: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> dict[str, Any]:
     """One trial of the sweep: ``{"trial": <train_trial config>, "tags": {...}}`` (both stages, one envelope).
 
     Args:
         point: the sampled hyperparameters by their own names, and ``companion_weight`` when the pairing adds one.
         stage: ``tune`` (evaluates on the selection split) or ``confirm`` (the ranking split).
         proposal: tune trials: who proposed ``point`` (``default``, ``random``, ``model`` or ``fixed``).
-        inversenets: dataset -> InverseNet checkpoint path, for the ``inverseform`` loss.
+        prepared: loss -> dataset -> the constructor arguments its preparation step returned (``LossSpec.prepare``;
+            the InverseForm loss's ``inversenet`` path), passed to every trial of that loss and dataset.
     """
     trial = copy.deepcopy(cfg.trial)
     point = dict(point)
@@ -98,8 +99,8 @@ def compose_trial(cfg: SweepConfig, group: Group, point: Mapping[str, Any], seed
         # and end at the budget, so the one at 80% of the steps gives the report's last-20% convergence gain.
         trial["eval"]["every"] = max(1, math.ceil(budget / cfg.confirmation["evaluations"]))
     trial["model"] = copy.deepcopy(cfg.architectures[group.arch])
-    if group.loss == "inverseform" and (inversenets or {}).get(group.dataset):
-        params.setdefault("inversenet", inversenets[group.dataset])
+    for key, value in ((prepared or {}).get(group.loss) or {}).get(group.dataset, {}).items():
+        params.setdefault(key, value)
     trial["loss"] = {"name": group.loss, "params": params}
     companion = companion_for(cfg.pairing, group.loss)
     trial["companions"] = ([{"name": companion, "weight": float(point.get(COMPANION_KEY, COMPANION_DEFAULT))}]
@@ -125,44 +126,6 @@ def _listing(name: str, root: Any, split: str, options: Mapping[str, Any]) -> st
     if key not in _LISTINGS:
         _LISTINGS[key] = listing_digest(list_cases(name, split, root=root, **options))
     return _LISTINGS[key]
-
-
-def pack_trials(envelopes: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
-    """``envelopes`` packed ``k`` at a time (``resources.pack``): members share their (dataset, variant, arch, stage,
-    seed), in the order given (:func:`pack_envelope`). With ``k`` 1 the envelopes are returned unchanged."""
-    if k <= 1:
-        return list(envelopes)
-    cells: dict[tuple, list[dict[str, Any]]] = {}
-    for env in envelopes:
-        t = env["tags"]
-        cells.setdefault((t["dataset"], t["variant"], t["arch"], t["stage"], t["seed"]), []).append(env)
-    return [pack_envelope(members[i:i + k]) for members in cells.values() for i in range(0, len(members), k)]
-
-
-def pack_envelope(members: list[dict[str, Any]], stops: str | None = None) -> dict[str, Any]:
-    """One Ray trial for ``members`` (envelopes of one cell and seed): ``{"members": [...], "tags": {...}}`` with
-    the members' shared tags and ``loss: "pack"``, and ``stops`` (the early-stopping channel of the tuning stage,
-    :mod:`raysweep.sweep.stops`) where given."""
-    t = members[0]["tags"]
-    shared = {key: t[key] for key in ("sweep", "stage", "dataset", "variant", "arch", "seed", "budget_steps")}
-    # Members of one pack share their seed, so their replicate too (each replicate owns its seeds).
-    shared["replicate"] = t.get("replicate", 0)
-    envelope = {"members": list(members), "tags": {**shared, "loss": "pack",
-                                                   "losses": [m["tags"]["loss"] for m in members]}}
-    if stops is not None:
-        envelope["stops"] = stops
-    return envelope
-
-
-def trial_members(trial: Any) -> list[tuple[str, dict[str, Any]]]:
-    """``(trial id, tags)`` of what a Tune trial (anything with ``trial_id`` and a ``config`` envelope) trains:
-    itself, or each member of a pack (ids ``<trial id>-<k>``, :func:`raysweep.trial.pack.member_id`)."""
-    envelope = trial.config or {}
-    if "members" not in envelope:
-        return [(trial.trial_id, envelope.get("tags") or {})]
-    from ..trial.pack import member_id
-
-    return [(member_id(trial.trial_id, k), m["tags"]) for k, m in enumerate(envelope["members"])]
 
 
 def check_composed(cfg: SweepConfig, where: str) -> None:

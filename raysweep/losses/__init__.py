@@ -24,7 +24,8 @@ from . import region as _region  # noqa: F401
 from ._functional import IGNORE_INDEX
 from .base import SegLoss
 from ..vocab import FAMILIES
-from .registry import COMPANION_TERMS, EXTRA_INPUTS, LOSSES, Categorical, Float, Int, LossSpec, build_loss
+from .registry import (COMPANION_TERMS, EXTRA_INPUTS, LOSSES, Categorical, Float, Int, LossSpec, Preparation,
+                       build_loss)
 
 __all__ = [
     "COMPANION_TERMS",
@@ -36,6 +37,7 @@ __all__ = [
     "Float",
     "Int",
     "LossSpec",
+    "Preparation",
     "SegLoss",
     "build_loss",
 ]

@@ -11,7 +11,9 @@ Optuna and Ray; the sweep translates them.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -33,6 +35,26 @@ EXTRA_INPUTS = MappingProxyType(
         "aux_logits": "auxiliary head output, float (B, K, H, W)",
     }
 )
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What a loss's preparation step (``LossSpec.prepare``) gets: one dataset of a sweep.
+
+    Attributes:
+        dataset: the dataset's name in the sweep config.
+        train_split: builds the dataset's training split (called only when the step has work to do): items with
+            ``mask`` (H, W) int64, and ``info.num_classes``.
+        out_dir: the sweep's output folder; the step keeps what it makes there (a resumed sweep finds it again).
+        seed: the sweep's ``tuning.seed``.
+        progress: whether to show a progress bar.
+    """
+
+    dataset: str
+    train_split: Callable[[], Any]
+    out_dir: Path
+    seed: int
+    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,10 @@ class LossSpec:
         in_survey: whether the loss is one of the survey's 25 (``False`` for the two baselines).
         cls: the ``torch.nn.Module`` class.
         summary: one line on what the loss does.
+        prepare: a step a sweep runs once per dataset before any trial, for a loss that needs something made from
+            the data first (the InverseForm loss: its InverseNet), or None. Called as
+            ``prepare(Preparation(...))`` (:class:`Preparation`), it returns the extra constructor arguments every
+            trial of that dataset passes (``{"inversenet": "<path>"}``).
     """
 
     name: str
@@ -133,6 +159,7 @@ class LossSpec:
     contains: frozenset = frozenset()
     summary: str = ""
     has_parameters: bool = field(default=False)
+    prepare: Callable[[Preparation], dict[str, Any]] | None = None
 
     def to_dict(self) -> dict:
         """A JSON-serialisable view (used by ``raysweep losses --json``)."""
@@ -166,6 +193,7 @@ def register(
     contains: frozenset | set = frozenset(),
     in_survey: bool = True,
     has_parameters: bool = False,
+    prepare: Callable[[Preparation], dict[str, Any]] | None = None,
 ):
     """Class decorator that adds a loss to :data:`LOSSES` after checking the spec is coherent."""
 
@@ -200,6 +228,7 @@ def register(
             cls=cls,
             summary=doc.splitlines()[0] if doc else "",
             has_parameters=has_parameters,
+            prepare=prepare,
         )
         cls.spec_name = name
         return cls

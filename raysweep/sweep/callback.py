@@ -1,9 +1,9 @@
 """The results callback: on the driver, every trial lands in Parquet as it ends, with its overlays, and a progress
 line is printed.
 
-A packed Tune trial (``resources.pack``, :mod:`raysweep.trial.pack`) lands as its members: each member's reports
-arrive inside the pack's (``pack``: JSON list), and each member is written as the trial it would have been alone,
-with trial id ``<pack trial id>-<k>``, its own curves, cases and overlays.
+A packed Tune trial (``resources.pack``, :mod:`raysweep.sweep.packing`) lands as its members: each member's reports
+arrive inside the pack's (:class:`~raysweep.sweep.packing.PackReport`), and each member is written as the trial it
+would have been alone, with trial id ``<pack trial id>-<k>``, its own curves, cases and overlays.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any, Mapping
 
 from .. import results
 from ..checks import finite
-from ..config import Group, trial_members
+from ..config import Group
+from .packing import PackReport, trial_members
 from .scheduler import METRIC
 
 __all__ = ["WRITE_FAILURES", "ResultsCallback", "delete_checkpoints"]
@@ -124,19 +125,18 @@ class ResultsCallback(_callback_base()):
                 self._marks[trial_id] = Path(latest).name
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "pack" not in result:
+        pack = PackReport.of(result)
+        if pack is None:
             self._curve(trial.trial_id, result)
             return
-        from ..trial.pack import member_id
-
         # A member's time is its pack's: the members train side by side on the same batches, from the pack's start.
         if trial.trial_id not in self.pack_started and finite(result.get("time_total_s")):
             self.pack_started[trial.trial_id] = time.time() - float(result["time_total_s"])
         started = self.pack_started.get(trial.trial_id)
-        for report in json.loads(result["pack"]):
-            report = {**report, "time_total_s": result.get("time_total_s"), "members": len(trial_members(trial)),
-                      "pack_started": started, **{k: result[k] for k in ("hostname", "node_ip") if k in result}}
-            mid = member_id(trial.trial_id, report["member"])
+        for k, mid, report in pack.members(trial.trial_id):
+            report = {**report, "member": k, "time_total_s": result.get("time_total_s"),
+                      "members": len(trial_members(trial)), "pack_started": started,
+                      **{key: result[key] for key in ("hostname", "node_ip") if key in result}}
             self.members[mid] = report
             self._curve(mid, {k: v for k, v in report.items() if k not in _PACK_KEYS})
 

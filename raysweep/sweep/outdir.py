@@ -11,7 +11,7 @@ import socket
 import time
 from pathlib import Path
 
-__all__ = ["MIN_FREE_BYTES", "OutputInUse", "OutputLock", "ResultsWriteError", "check_writable", "state_key"]
+__all__ = ["MIN_FREE_BYTES", "OutputInUse", "OutputLock", "ResultsWriteError", "check_writable", "iso_time", "state_key"]
 
 #: Free space (bytes) the output folder must have before a sweep starts: Parquet rows are small, but every running
 #: trial keeps one or two model checkpoints (tens of MB each) until it ends.
@@ -32,7 +32,8 @@ def state_key(path: Path) -> str:
     return hashlib.sha1(str(path).encode()).hexdigest()[:8]
 
 
-def _iso(t: float) -> str:
+def iso_time(t: float) -> str:
+    """``t`` (seconds since the epoch) as an ISO 8601 UTC timestamp, as sweep.json records times."""
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
@@ -91,7 +92,7 @@ class OutputLock:
                               "for it to finish (or stop it), or choose another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                  "since": _iso(time.time())}).encode(), 0)
+                                  "since": iso_time(time.time())}).encode(), 0)
         self.fd = fd
         return self
 

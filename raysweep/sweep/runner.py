@@ -19,8 +19,7 @@ stage is skipped. See ``raysweep run --help``.
 
 from __future__ import annotations
 
-import json
-import math
+import functools
 import os
 import shutil
 import time
@@ -30,14 +29,14 @@ from typing import Any
 
 from .. import results
 from ..checks import finite
-from ..config import (Group, SweepConfig, compose_trial, confirmation_seeds, n_startup_trials, pack_trials,
-                      power_limits, protocol_cases, tune_quota, tuning_seed)
+from ..config import Group, SweepConfig, compose_trial, confirmation_seeds
 from ..search import GroupSpace
 from ..trial.schema import resolve_config
 from .callback import WRITE_FAILURES, ResultsCallback, delete_checkpoints
-from .outdir import OutputLock, ResultsWriteError, _iso, check_writable, state_key
-from .records import environment
-from .scheduler import METRIC, GroupScheduler, asha_rungs
+from .outdir import OutputLock, ResultsWriteError, check_writable, iso_time
+from .packing import PackReport, channel_name, is_pack, open_channel, pack_trials
+from .records import environment, evaluations, protocol, read_state, sweep_meta, write_state
+from .scheduler import METRIC, GroupScheduler
 from .searcher import FixedSearcher, GroupSearcher
 from .studies import tune_studies
 from .tracking import finish_tracking, tracker_for
@@ -92,19 +91,15 @@ class SweepRunner:
         self.progress = progress
         self.results_dir = self.out / "results"
         self.state_path = self.out / "state.json"
-        self.inversenets: dict[str, str] = {}  # dataset -> InverseNet checkpoint (inverseform loss)
+        self.prepared: dict[str, dict[str, dict]] = {}  # loss -> dataset -> its preparation's arguments
         self.env: dict[str, Any] = {}
 
-    # state: which stages are done and the best points found, so a rerun skips finished work
-    def _state(self) -> dict:
-        if self.state_path.exists():
-            return json.loads(self.state_path.read_text())
-        return {}
-
     def _save_state(self, state: dict) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.state_path)
+        write_state(self.state_path, state)
+
+    def protocol(self) -> dict[str, Any]:
+        """sweep.json's ``protocol`` for this sweep (:func:`raysweep.sweep.records.protocol`)."""
+        return protocol(self.cfg, self.data_check)
 
     def run(self) -> dict:
         """Run or resume the sweep; returns its state (``state.json``).
@@ -121,7 +116,7 @@ class SweepRunner:
                 for sub in ("ray", "results", "overlays", "state.json"):
                     p = self.out / sub
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-            state = self._state()
+            state = read_state(self.state_path)
             if state and state.get("config") != self.cfg.to_dict():
                 raise ValueError(f"{self.out} holds a sweep with a different config; pass --fresh to start over or "
                                  "choose another --out")
@@ -149,8 +144,9 @@ class SweepRunner:
                 ray.init(address=self.address, log_to_driver=False)
         cluster = ray.cluster_resources()
         resources, slots = trial_resources(self.cfg, cluster)  # before any work: it checks the config's demands
-        self.inversenets = self._ensure_inversenets()
-        self._write_meta(state, cluster, slots)
+        self.prepared = self._prepare_losses()
+        results.write_sweep_meta(self.results_dir, sweep_meta(self.cfg, state, self.env, cluster, slots,
+                                                              self.data_check))
         t0 = time.time()
         if not state.get("tune_done"):
             best = self._tune(state, resources, slots)
@@ -165,108 +161,30 @@ class SweepRunner:
         state["ended"] = time.time()
         state["wall_s"] = state.get("wall_s", 0.0) + (time.time() - t0)
         self._save_state(state)
-        results.update_sweep_meta(self.results_dir, ended_at=_iso(state["ended"]), wall_s=state["wall_s"])
+        results.update_sweep_meta(self.results_dir, ended_at=iso_time(state["ended"]), wall_s=state["wall_s"])
         finish_tracking(self.cfg, state["sweep_id"], self.results_dir)  # sweep.json to the MLflow run, if tracked
         return state
 
-    def _write_meta(self, state: dict, cluster: dict, slots: int) -> None:
-        env = self.env
-        searcher_total = sum(tune_quota(self.cfg, g) for g in self.cfg.groups())
-        results.write_sweep_meta(self.results_dir, {
-            "sweep_id": state["sweep_id"],
-            "config": self.cfg.to_dict(),
-            "config_text": self.cfg.text or "",
-            "started_at": _iso(state["started"]),
-            "ended_at": None,
-            "wall_s": state.get("wall_s", 0.0),
-            "git_commit": env["git_commit"],
-            "versions": {**env["versions"], "python": env["python"]},
-            "hardware": {"platform": env["platform"], "cpus": cluster.get("CPU"), "gpus": cluster.get("GPU", 0),
-                         "nodes": len([k for k in cluster if k.startswith("node:") and "internal" not in k]),
-                         "concurrent_trials": slots},
-            "planned": {"tune": searcher_total, "confirm": len(self.cfg.groups()) * self.cfg.confirmation["seeds"]},
-            "groups": [{"dataset": g.dataset, "variant": g.variant, "arch": g.arch, "loss": g.loss,
-                        "replicate": g.replicate} for g in self.cfg.groups()],
-            "variants": {d: {name: {"axis": v.get("axis"), "level": v.get("level"),
-                                    "overrides": {k: v[k] for k in ("options", "train_options", "eval_options",
-                                                                    "select_options") if v.get(k)}}
-                             for name, v in s["variants"].items()}
-                         for d, s in self.cfg.datasets.items() if s.get("variants")},
-            "spaces": {loss: GroupSpace(loss, self.cfg.pairing).to_dict() for loss in self.cfg.losses},
-            "protocol": self.protocol(),
-            "datasets": self.dataset_statistics(),
-        })
-
-    def dataset_statistics(self) -> dict[str, Any]:
-        """What each dataset holds (``raysweep data inspect``: classes, pixel shares, objects, spacing, warnings), for
-        sweep.json and the report's data section: a ranking holds for data of this kind. Datasets inspect does not
-        read are recorded as skipped."""
-        from ..data.inspect import inspect_config
-
-        print("inspecting the datasets (raysweep data inspect)", flush=True)
-        full = (self.data_check or {}).get("status") != "skipped"  # --skip-data-check: no full read here either
-        return {r["dataset"]: r for r in inspect_config(self.cfg.datasets, full_check=full)}
-
-    def protocol(self) -> dict[str, Any]:
-        """What makes the ranking fair, recorded in sweep.json: the cases that select and the cases that rank (per
-        dataset), the early-stopping scope and rungs, the tuning quota and start-up trials, the confirmation seeds
-        and each cell's power limit."""
-        trial = resolve_config(self.cfg.trial)
-        evals = _evaluations(self.cfg.trial)
-        t = self.cfg.tuning
-        asha = t["scheduler"] == "asha" and evals > 1
-        cases = protocol_cases(self.cfg)
-        return {
-            "alpha": self.cfg.confirmation["alpha"],
-            **cases,
-            "early_stopping": {"scheduler": "asha" if asha else "none", "scope": "group",
-                               "time_attr": "training_iteration", "grace_period": min(t["grace_period"], evals),
-                               "reduction_factor": t["reduction_factor"], "max_t": evals,
-                               "rungs": asha_rungs(evals, min(t["grace_period"], evals), t["reduction_factor"])
-                               if asha else [],
-                               "eval_every": trial["eval"]["every"], "budget_steps": trial["train"]["steps"]},
-            "tuning": {"trials_per_group": t["trials_per_group"], "n_startup_trials": n_startup_trials(self.cfg),
-                       "seed": t["seed"], "sampler": "tpe", "replicates": t["replicates"],
-                       "startup": "stratified"},
-            # Replicate 0's seeds stay a plain list (as before replicates); every replicate's are listed by index.
-            "confirmation": {"seeds": confirmation_seeds(self.cfg),
-                             "replicate_seeds": {str(r): {"tune": tuning_seed(self.cfg, r),
-                                                          "confirm": confirmation_seeds(self.cfg, r)}
-                                                 for r in range(t["replicates"])}},
-            "power": {cell: limit.to_dict() for cell, limit in power_limits(self.cfg, cases).items()},
-            "data_check": self.data_check or {"status": "not run"},
-        }
-
-    def _ensure_inversenets(self) -> dict[str, str]:
-        """Train (once, cached in the output folder) the InverseNet each dataset needs for the inverseform loss.
-
-        The authors' checkpoint cannot be downloaded, so raysweep's own net is trained on the dataset's training
-        masks before any trial starts; trials load it by path (on a multi-node cluster, --out must be shared).
-        """
-        if "inverseform" not in self.cfg.losses:
-            return {}
+    def _prepare_losses(self) -> dict[str, dict[str, dict]]:
+        """Run the preparation step of each loss that has one (``LossSpec.prepare``: the InverseForm loss trains its
+        InverseNet), once per dataset and output folder, before any trial starts. Returns loss -> dataset -> the
+        constructor arguments every trial of that loss and dataset gets."""
         from ..data import build_dataset
-        from ..losses.boundary import inverseform as inv
+        from ..losses import LOSSES, Preparation
 
-        paths = {}
-        for name, section in self.cfg.datasets.items():
-            path = self.out / "inversenet" / f"{name}.pt"
-            if not path.exists():
-                print(f"training the InverseNet for {name} (inverseform loss), once per output folder", flush=True)
+        prepared: dict[str, dict[str, dict]] = {}
+        for loss in self.cfg.losses:
+            prepare = LOSSES[loss].prepare
+            if prepare is None:
+                continue
+            for name, section in self.cfg.datasets.items():
                 options = {**section.get("options", {}), **section.get("train_options", {})}
                 kwargs = {"root": section["root"]} if section.get("root") else {}
-                ds = build_dataset(name, "train", **kwargs, **options)
-                stride = max(1, len(ds) // 256)
-                masks = [ds[i]["mask"].numpy() for i in range(0, len(ds), stride)][:256]
-                edges = inv.edge_tiles_from_masks(masks, ds.info.num_classes, tile=32)
-                net, summary = inv.train_inversenet(edges, steps=400, seed=self.cfg.tuning["seed"],
-                                                    progress=self.progress)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = inv.save_inversenet(net, f"raysweep-{name}-{state_key(self.out)}", summary)
-                tmp.replace(path)
-                print(f"  {summary['explained']:.0%} of the transforms explained; saved {path}", flush=True)
-            paths[name] = str(path)
-        return paths
+                train_split = functools.partial(build_dataset, name, "train", **kwargs, **options)
+                prepared.setdefault(loss, {})[name] = prepare(Preparation(
+                    dataset=name, train_split=train_split, out_dir=self.out, seed=self.cfg.tuning["seed"],
+                    progress=self.progress))
+        return prepared
 
     # ------------------------------------------------------------------ stages
 
@@ -306,19 +224,17 @@ class SweepRunner:
     def _tune(self, state: dict, resources: dict, slots: int) -> dict:
         from ray import tune
 
-        evals = _evaluations(self.cfg.trial)
+        evals = evaluations(self.cfg.trial)
         asha = self.cfg.tuning["scheduler"] == "asha" and evals > 1
-        pack = int(self.cfg.resources.get("pack", 1))
+        pack = self.cfg.resources["pack"]
         stops, channel = None, None
         if pack > 1 and asha:  # ASHA decides per member; its decisions reach the packs through this actor
-            from .stops import channel_name, open_channel
-
             stops = channel_name(state["sweep_id"])
             channel = open_channel(stops)  # held for the stage: an actor without a handle is collected
         # The studies live in an Optuna storage (raysweep.sweep.studies); a restored stage reopens them through the
         # searcher Tune saved, so the one built here (for its quota only) then gets none.
         restoring = tune.Tuner.can_restore(f"{self.storage.rstrip('/')}/{self.cfg.name}-tune")
-        searcher = GroupSearcher(self._threaded_cfg(resources), self.inversenets, pack=pack, stops=stops,
+        searcher = GroupSearcher(self._threaded_cfg(resources), self.prepared, pack=pack, stops=stops,
                                  storage=None if restoring else tune_studies(self.cfg, self.out))
         scheduler = None
         if asha:
@@ -355,9 +271,9 @@ class SweepRunner:
                 point = GroupSpace(g.loss, cfg.pairing).defaults()
             for seed in confirmation_seeds(cfg, g.replicate):
                 envelopes.append(compose_trial(cfg, g, point, seed=seed, stage="confirm",
-                                               inversenets=self.inversenets))
+                                               prepared=self.prepared))
         # resources.pack: K runs of one cell and seed per Ray trial, trained side by side on the same batches.
-        packed = pack_trials(envelopes, int(cfg.resources.get("pack", 1)))
+        packed = pack_trials(envelopes, cfg.resources["pack"])
         tuner = self._tuner(
             "confirm", self._with_threads(resources),
             tune_config=tune.TuneConfig(search_alg=FixedSearcher(packed), num_samples=-1,
@@ -449,13 +365,6 @@ def _dirname(trial) -> str:
     return f"{tags['loss']}-{tags['arch']}-{trial.trial_id}"
 
 
-def _evaluations(trial_cfg: dict) -> int:
-    """Reports per trial (ASHA's max_t), from the trial config's steps and evaluation interval."""
-    full = resolve_config(trial_cfg)
-    steps, every = full["train"]["steps"], full["eval"]["every"]
-    return 1 if not every else math.ceil(steps / every)
-
-
 def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
     """Best sampled point per group: the highest final selection score among the group's tuning trials that
     completed their full budget (early-stopped, diverged and failed trials are never chosen: their scores are not
@@ -465,8 +374,8 @@ def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
     for result in grid:
         config = result.config or {}
         metrics = result.metrics or {}
-        if "members" in config:  # a pack: its members' last reports (every member that ran its budget is there)
-            reports = {r["member"]: r for r in json.loads(metrics.get("pack") or "[]")}
+        if is_pack(config):  # a pack: its members' last reports (every member that ran its budget is there)
+            reports = (PackReport.of(metrics) or PackReport({})).reports
             runs = [(m.get("tags"), reports.get(k, {})) for k, m in enumerate(config["members"])]
         else:
             runs = [(config.get("tags"), metrics)]

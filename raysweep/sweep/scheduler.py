@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import Group, trial_members
+from ..config import Group
+from .packing import PackReport, is_pack, publish_decision, trial_members
 
 __all__ = ["METRIC", "GroupScheduler", "asha_rungs"]
 
@@ -38,8 +39,8 @@ class GroupScheduler(_asha_base()):
     rung always passes it, so every group has at least one full-budget trial unless its trials fail.
 
     A packed trial (``resources.pack``) is decided member by member, each in its own group's bracket as if it ran
-    alone (its reports arrive in the pack's ``pack`` key); each round's decision goes to the pack through the
-    ``stops`` actor (:mod:`raysweep.sweep.stops`), and the pack is stopped as a whole once no member is left.
+    alone (:class:`~raysweep.sweep.packing.PackReport`); each round's decision goes to the pack through the stop
+    channel (``stops``, the actor's name), and the pack is stopped as a whole once no member is left.
     """
 
     def __init__(self, max_t: int, grace_period: int, reduction_factor: int, metric: str = METRIC,
@@ -67,7 +68,7 @@ class GroupScheduler(_asha_base()):
             import ray
 
             self._channel = ray.get_actor(self.stops)
-        self._channel.decide.remote(trial_id, round_id, stopped)
+        publish_decision(self._channel, trial_id, round_id, stopped)
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return metric in (None, self.asha["metric"]) and mode in (None, self.asha["mode"])
@@ -86,11 +87,11 @@ class GroupScheduler(_asha_base()):
                 self.groups[key] = AsyncHyperBandScheduler(**self.asha)
             self.group_of[trial_id] = key
             self.groups[key].on_trial_add(tune_controller, _Handle(trial_id))
-        if "members" in (trial.config or {}):
+        if is_pack(trial.config):
             self.live[trial.trial_id] = {k: trial_id for k, (trial_id, _) in enumerate(members)}
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if "members" in (trial.config or {}):
+        if is_pack(trial.config):
             if trial.trial_id not in self.live:  # a pack this scheduler was not told of (a restored experiment)
                 self.on_trial_add(tune_controller, trial)
             return self._pack_result(tune_controller, trial, result)
@@ -99,12 +100,10 @@ class GroupScheduler(_asha_base()):
 
     def _pack_result(self, tune_controller, trial, result: dict) -> str:
         """Each live member's report decided in its own bracket; a member that ended on its own completes there."""
-        import json
-
         live = self.live[trial.trial_id]
         stopped = []
-        for report in json.loads(result.get("pack") or "[]"):
-            k = report["member"]
+        pack = PackReport.of(result) or PackReport({})
+        for k, _, report in pack.members(trial.trial_id):
             trial_id = live.get(k)
             if trial_id is None:
                 continue
@@ -120,8 +119,8 @@ class GroupScheduler(_asha_base()):
                 else:
                     self._complete(tune_controller, trial_id, report)
                 del live[k]
-        if "round" in result:
-            self._publish(trial.trial_id, result["round"], stopped)
+        if pack.round is not None:
+            self._publish(trial.trial_id, pack.round, stopped)
         return self.CONTINUE if live else self.STOP
 
     def _complete(self, tune_controller, trial_id: str, result: dict) -> None:

@@ -11,9 +11,10 @@ import pickle
 from typing import Any, Mapping
 
 from ..checks import finite
-from ..config import Group, SweepConfig, compose_trial, n_startup_trials, pack_envelope, tune_quota, tuning_seed
+from ..config import Group, SweepConfig, compose_trial, n_startup_trials, tune_quota, tuning_seed
 from ..search import GroupSpace
 from ..trial.schema import resolve_config
+from .packing import PackReport, member_id, pack_envelope
 from .scheduler import METRIC
 from .studies import StudyRecorder, settle_unknown_trials
 
@@ -33,17 +34,17 @@ class GroupSearcher(_searcher_base()):
     that proposed the trial. A group whose loss has nothing to tune gets a single trial (its defaults). Returns
     ``Searcher.FINISHED`` once every quota is issued. Pickled whole by Tune (module-level classes only).
 
-    With ``pack`` K > 1 each Tune trial is a pack (:mod:`raysweep.trial.pack`): K suggestions of the same cell,
+    With ``pack`` K > 1 each Tune trial is a pack (:mod:`raysweep.sweep.packing`): K suggestions of the same cell,
     drawn as the round robin would draw them, member ``k`` known to its study as ``<trial id>-<k>``. Each member is
     told to its study as it would be alone: its reports as they arrive, its end when it ends (on its own, or when it
     is no longer among the pack's ``live`` members: early-stopped), the rest when the pack ends. ``stops`` names the
-    Ray actor through which the scheduler's per-member decisions reach the packs (:mod:`raysweep.sweep.stops`).
+    Ray actor through which the scheduler's per-member decisions reach the packs (the stop channel).
     """
 
     storage: Any = None  # (class defaults: a searcher pickled before stored studies existed has neither)
     stored = False
 
-    def __init__(self, cfg: SweepConfig, inversenets: Mapping[str, str] | None = None, metric: str = METRIC,
+    def __init__(self, cfg: SweepConfig, prepared: Mapping[str, Any] | None = None, metric: str = METRIC,
                  mode: str = "max", pack: int = 1, stops: str | None = None, storage: Any = None):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -51,7 +52,7 @@ class GroupSearcher(_searcher_base()):
         super().__init__(metric=metric, mode=mode)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.cfg = cfg
-        self.inversenets = dict(inversenets or {})
+        self.prepared = dict(prepared or {})  # loss -> dataset -> its preparation's arguments (compose_trial)
         self.groups = cfg.groups()
         self.quota: dict[str, int] = {}
         self.subs: dict[str, Any] = {}
@@ -99,8 +100,6 @@ class GroupSearcher(_searcher_base()):
         if self.pack <= 1:
             envelope = self._suggest_one(trial_id)
         else:
-            from ..trial.pack import member_id
-
             members: list[dict[str, Any]] = []
             for k in range(self.pack):
                 cell = None if not members else members[0]["tags"]
@@ -149,19 +148,18 @@ class GroupSearcher(_searcher_base()):
             if ot_trial is not None:  # the study's trial names its Tune trial (the trials table's trial_id)
                 ot_trial.set_user_attr("trial_id", trial_id)
             return compose_trial(self.cfg, g, point, seed=tuning_seed(self.cfg, g.replicate), stage="tune",
-                                 proposal=proposal, inversenets=self.inversenets)
+                                 proposal=proposal, prepared=self.prepared)
         return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.packs:
-            self._pack_result(trial_id, result)
+            self._pack_result(trial_id, PackReport.of(result))
             return
         self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self.packs:
-            if result is not None and "pack" in result:
-                self._pack_result(trial_id, result, final=True)
+            self._pack_result(trial_id, PackReport.of(result), final=True)
             for mid in self.packs.pop(trial_id):  # members the pack's end cut short: as their trial's end
                 if mid not in self.done:
                     last = self.member_last.get(mid)
@@ -171,15 +169,12 @@ class GroupSearcher(_searcher_base()):
             return
         self._complete(trial_id, result, error)
 
-    def _pack_result(self, trial_id: str, result: dict, final: bool = False) -> None:
+    def _pack_result(self, trial_id: str, pack: PackReport | None, final: bool = False) -> None:
         """Route a pack's report to its members' studies: running members' reports as results; members that ended
         on their own, or that are no longer live (early-stopped), as completed."""
-        import json
-
-        from ..trial.pack import member_id
-
-        for report in json.loads(result["pack"]):
-            mid = member_id(trial_id, report["member"])
+        if pack is None:
+            return
+        for _, mid, report in pack.members(trial_id):
             if mid in self.done:
                 continue
             self.member_last[mid] = report
@@ -189,7 +184,7 @@ class GroupSearcher(_searcher_base()):
             else:
                 self._complete(mid, report, error=report.get("status") == "error")
                 self.done.add(mid)
-        live = result.get("live")
+        live = pack.live
         if live is not None:
             for k, mid in enumerate(self.packs[trial_id]):
                 if k not in live and mid not in self.done and mid in self.member_last:

@@ -10,11 +10,15 @@ __all__ = ["sweep_trainable", "trial_resources"]
 
 def sweep_trainable(config: dict) -> None:
     """The function trainable: runs :func:`raysweep.trial.train_trial` on a sweep trial's envelope, or
-    :func:`raysweep.trial.pack.train_pack` on a pack's (``{"members": [envelope, ...]}``)."""
-    if "members" in config:
+    :func:`raysweep.trial.pack.train_pack` on a pack's (``{"members": [envelope, ...]}``), reporting to Tune
+    through :class:`~raysweep.sweep.packing.TunePackSink`."""
+    from .packing import TunePackSink, is_pack
+
+    if is_pack(config):
         from ..trial.pack import train_pack
 
-        train_pack([m["trial"] for m in config["members"]], stops=config.get("stops"))
+        train_pack([m["trial"] for m in config["members"]],
+                   sink=TunePackSink(len(config["members"]), stops=config.get("stops")))
         return
     from ..trial import train_trial
 

@@ -174,7 +174,7 @@ class Trial:
     def _run(self) -> dict[str, Any]:
         p = self.parts
         if self.step >= p.steps:  # resumed from the final checkpoint: evaluate and report again
-            return self._report("completed")
+            return self.report("completed")
         self.loader_iter = iter(self.loader(self.step))
         self.start()
         while True:
@@ -203,7 +203,7 @@ class Trial:
         if len(self._pending) >= p.sync_every or self.step % every == 0 or self.step == p.steps:
             self._check_losses()
         if self.step % every == 0 or self.step == p.steps:
-            result = self._report("completed" if self.step == p.steps else "running")
+            result = self.report("completed" if self.step == p.steps else "running")
             if result.get("status") in ("completed", "diverged"):
                 return result
         return None
@@ -214,13 +214,13 @@ class Trial:
         try:
             return fn()
         except _Stop as stop:
-            return self._fail(stop.status, stop.step)
+            return self.fail(stop.status, stop.step)
         except Exception as exc:  # noqa: BLE001 - only OOM is swallowed, everything else re-raised
             if not is_oom(exc):
                 raise
             self.loader_iter, self._pending = None, []
             free_memory(self.parts.optimizer)
-            return self._fail("oom", self.step + 1, error=f"{type(exc).__name__}: {exc}")
+            return self.fail("oom", self.step + 1, error=f"{type(exc).__name__}: {exc}")
 
     def _train_step(self, batch: DeviceBatch) -> None:
         p, t = self.parts, self.timer
@@ -290,7 +290,9 @@ class Trial:
 
     # -- reports -----------------------------------------------------------------------------------------------
 
-    def _report(self, status: str) -> dict[str, Any]:
+    def report(self, status: str) -> dict[str, Any]:
+        """Evaluate now and send the report (``status``: ``running`` or ``completed``), with a checkpoint when due;
+        the report (``diverged`` where the primary metric is not finite)."""
         p = self.parts
         if p.device.type == "cuda":
             torch.cuda.synchronize(p.device)  # the interval ends when its GPU work does
@@ -352,7 +354,8 @@ class Trial:
         self._t_interval = time.perf_counter()
         return metrics
 
-    def _fail(self, status: str, step: int, error: str | None = None) -> dict[str, Any]:
+    def fail(self, status: str, step: int, error: str | None = None) -> dict[str, Any]:
+        """End the trial as ``status`` (``diverged``, ``oom``) at 1-based ``step``; its final report."""
         self.reports += 1
         # Steps run after the first non-finite loss (before the pending values reached the host) do not count.
         done = min(self.step, step)

@@ -24,47 +24,33 @@ killed pack resumes every member from one step: inside Ray Tune from the pack's 
 member, and ``pack.json`` with the final reports of members that had ended), when called directly from each
 member's ``checkpoint.resume``.
 
-Inside Ray Tune a pack is one Tune trial: every round of reports goes out as one ``ray.tune.report`` whose ``pack``
-key holds the members' reports (JSON, ``[{"member": k, ...report}]``), ``live`` the members still training and
-``round`` an id for the round. The sweep's searcher and scheduler treat each member as the trial it would be alone
-(:mod:`raysweep.sweep.searcher`, :mod:`raysweep.sweep.scheduler`); where the scheduler stops members early, the pack
-waits for each round's decision (``stops``, :mod:`raysweep.sweep.stops`) and ends the members stopped. The results
-callback writes one row set per member (trial id ``<pack trial id>-<k>``).
+Where the reports go is the pack's :class:`~raysweep.trial.sink.PackSink`, chosen once by the caller: called
+directly, each member's own folder (:class:`~raysweep.trial.sink.LocalPackSink`); in a sweep, Ray Tune, where a pack
+is one Tune trial whose every round of reports goes out as one report and the scheduler may stop members early
+(:mod:`raysweep.sweep.packing`). The training here is the same either way.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
-from ..checks import jsonable
 from . import checkpoint
 from .build import build
 from .loop import Trial, device_batch, free_memory, is_oom, report_failure
 from .objective import merge_target_maps
-from .overlays import encode_overlays
 from .schema import resolve_config
-from .sink import LocalSink, Sink, in_tune
+from .sink import LocalPackSink, PackSink, Sink, in_tune
 
-__all__ = ["MEMBER_FREE", "check_pack", "member_id", "train_pack"]
+__all__ = ["MEMBER_FREE", "check_pack", "train_pack"]
 
 #: Config sections the members of a pack may set freely (everything else must agree).
 MEMBER_FREE = ("loss", "companions", "optimizer", "scheduler", "output_dir")
 #: Keys of the shared sections that may still differ per member.
 _MEMBER_FREE_KEYS = {"train": ("progress",), "checkpoint": ("resume",)}
-PACK_STATE_FILE = "pack.json"
-
-
-def member_id(pack_trial_id: str, k: int) -> str:
-    """The results' trial id of member ``k`` of the pack that ran as Tune trial ``pack_trial_id``."""
-    return f"{pack_trial_id}-{k}"
 
 
 def check_pack(configs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -97,24 +83,30 @@ def _shared(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_pack(configs: Sequence[Mapping[str, Any]], stops: str | None = None) -> list[dict[str, Any]] | None:
+def train_pack(configs: Sequence[Mapping[str, Any]], sink: PackSink | None = None) -> list[dict[str, Any]] | None:
     """Train the configurations ``configs`` (schema in :mod:`raysweep.trial.schema`) as one pack.
 
     Args:
-        stops: inside a sweep's tuning stage, the name of the Ray actor that carries the scheduler's early-stopping
-            decisions per member (:mod:`raysweep.sweep.stops`); the pack waits for each round's decision and ends
-            the members stopped, each at the report where it would have been stopped alone.
+        sink: where the members report (:class:`~raysweep.trial.sink.PackSink`); by default each to its own
+            ``output_dir`` (:class:`~raysweep.trial.sink.LocalPackSink`). Inside Ray Tune the caller passes Tune's,
+            :class:`raysweep.sweep.packing.TunePackSink`, through which the scheduler may also stop members early.
 
     Returns:
-        called directly: each member's final report, in order (``status``: ``completed``, ``diverged``, ``oom`` or
-        ``error``, the last with ``error`` naming the exception). Inside Ray Tune: None.
+        what the sink returns: by default each member's final report, in order (``status``: ``completed``,
+        ``diverged``, ``oom`` or ``error``, the last with ``error`` naming the exception); None inside Ray Tune.
 
     Raises:
-        ValueError: members that cannot share batches (see :func:`check_pack`), or resumed members at different
-            steps. A member's own bad config does not raise: that member ends with status ``error``.
+        ValueError: members that cannot share batches (see :func:`check_pack`), resumed members at different steps,
+            or a call inside a Ray Tune trial without a sink (its reports would reach no one). A member's own bad
+            config does not raise: that member ends with status ``error``.
     """
     cfgs = check_pack(configs)
-    pack = _Pack(cfgs, _TunePack(len(cfgs), stops) if in_tune() else None)
+    if sink is None:
+        if in_tune():
+            raise ValueError("train_pack inside a Ray Tune trial needs the Tune sink: "
+                             "train_pack(configs, sink=raysweep.sweep.packing.TunePackSink(len(configs)))")
+        sink = LocalPackSink()
+    pack = _Pack(cfgs, sink)
     try:
         return pack.run()
     finally:
@@ -148,28 +140,22 @@ class _Member:
 
 
 class _Pack:
-    def __init__(self, cfgs: list[dict[str, Any]], tune: _TunePack | None) -> None:
-        self.cfgs, self.tune = cfgs, tune
+    def __init__(self, cfgs: list[dict[str, Any]], sink: PackSink) -> None:
+        self.cfgs, self.sink = cfgs, sink
         self.members = [_Member(k, cfg) for k, cfg in enumerate(cfgs)]
         self.clock = checkpoint.RoundClock(cfgs[0]["checkpoint"])
         self.bar = None
 
-    def _sink(self, m: _Member) -> Sink:
-        if self.tune is not None:
-            return self.tune.member_sink(m.k)
-        c = m.cfg["checkpoint"]
-        return LocalSink(m.cfg["output_dir"], c["resume"], c["keep"])
-
     def _build(self, m: _Member) -> None:
         """Build member ``m`` as its own trial would be built (seeds first), or end it with its failure."""
-        ended = self.tune.ended.get(m.k) if self.tune is not None else None
+        ended = self.sink.ended_before(m.k)
         if ended is not None:  # ended before the checkpoint this pack resumed from
             m.final = ended
             return
-        if self.tune is not None and m.k in self.tune.stopped:  # early-stopped after it: the driver has its reports
+        if self.sink.stopped_before(m.k):  # early-stopped after it: the driver has its reports
             return
         cfg = {**m.cfg, "train": {**m.cfg["train"], "progress": False}}
-        sink = self._sink(m)
+        sink = self.sink.member_sink(m.k, m.cfg)
         try:
             parts = build(cfg)
             m.trial = Trial(cfg, parts, sink, clock=self.clock)
@@ -200,15 +186,14 @@ class _Pack:
         if live:
             self._train(live)
         self._flush()
-        finals = [m.final or {} for m in self.members]
-        return None if self.tune is not None else finals
+        return self.sink.returns([m.final or {} for m in self.members])
 
     def _train(self, live: list[_Member]) -> None:
         first = live[0].trial
         parts, steps, start = first.parts, first.parts.steps, first.step
         if start >= steps:  # resumed from the final checkpoint: evaluate and report again
             for m in live:
-                self._act(m, lambda t: t._report("completed"))
+                self._act(m, lambda t: t.report("completed"))
             return
         # One pipeline for the pack: the first member's batches with every member's target maps.
         parts.train_items.dataset.target_maps = merge_target_maps([m.trial.parts.objective for m in live])
@@ -243,16 +228,14 @@ class _Pack:
             m.end(ended)
 
     def _flush(self) -> list[int]:
-        """Send the round's reports under Tune; the live members the scheduler stopped at them."""
-        if self.tune is None:
-            return []
+        """End the round of reports; the live members the sink stops at them."""
         live = [m.k for m in self.members if m.trial is not None]
-        stopped = self.tune.flush({m.k: m.final for m in self.members if m.final is not None}, live=live)
+        stopped = self.sink.end_round({m.k: m.final for m in self.members if m.final is not None}, live=live)
         return [k for k in stopped if k in live]
 
     def _progress(self, live: list[_Member], start: int, steps: int) -> None:
         show = self.cfgs[0]["train"]["progress"]
-        if show is True or (show == "auto" and self.tune is None):
+        if show is True or (show == "auto" and self.sink.shows_progress):
             from tqdm.auto import tqdm
 
             m = self.cfgs[0]["model"]
@@ -265,109 +248,3 @@ class _Pack:
                 m.trial.close()
         if self.bar is not None:
             self.bar.close()
-
-
-class _TunePack:
-    """The pack's side of Ray Tune: collects the members' reports of one round and sends them as one report, with
-    one checkpoint holding every member that was due (``member_<k>/``) and the ended members' final reports; where a
-    scheduler decides per member, waits for each round's decision."""
-
-    #: How long a pack waits for the driver to decide a round before it carries on (a driver under heavy load).
-    DECISION_TIMEOUT_S = 300.0
-
-    def __init__(self, n: int, stops: str | None = None) -> None:
-        import ray.tune
-
-        self.tune, self.n = ray.tune, n
-        self.round: dict[int, dict[str, Any]] = {}
-        self.states: dict[int, dict[str, Any]] = {}
-        self.restored: dict[int, tuple[dict[str, Any], str]] = {}
-        self.ended: dict[int, dict[str, Any]] = {}
-        found = self.tune.get_checkpoint()
-        if found is not None:
-            with found.as_directory() as d:
-                d = Path(d)
-                saved = json.loads((d / PACK_STATE_FILE).read_text()) if (d / PACK_STATE_FILE).exists() else {}
-                self.ended = {int(k): v for k, v in saved.get("ended", {}).items()}
-                for k in range(n):
-                    sub = d / f"member_{k}"
-                    if (sub / checkpoint.CHECKPOINT_FILE).exists():
-                        self.restored[k] = (checkpoint.read_dir(sub), f"{found.path}/member_{k}")
-        self.resend = set(self.ended)
-        self.channel, self.trial_id, self.stopped = None, None, set()
-        if stops is not None:
-            import ray
-
-            self.trial_id = self.tune.get_context().get_trial_id()
-            self.channel = ray.get_actor(stops)
-            self.stopped = set(ray.get(self.channel.get.remote(self.trial_id, ""))[1])
-
-    def member_sink(self, k: int) -> Sink:
-        return _MemberSink(self, k)
-
-    def flush(self, finals: Mapping[int, dict[str, Any]], live: list[int]) -> list[int]:
-        """Send the round's reports (if any) as one Tune report; ``finals``: the final reports of the members that
-        have ended, ``live``: the members still training. Returns the members stopped so far by the scheduler."""
-        import uuid
-
-        for k in self.resend:  # ended before the checkpoint this pack resumed from: the driver hears of them again
-            self.round.setdefault(k, self.ended[k])
-        self.resend = set()
-        self.ended.update(finals)
-        if not self.round:
-            return []
-        reports = [{"member": k, **metrics} for k, metrics in sorted(self.round.items())]
-        round_id = uuid.uuid4().hex
-        metrics = {"status": "running" if live else "completed",
-                   "step": max(int(r.get("step") or 0) for r in reports), "live": live, "round": round_id,
-                   "pack": json.dumps(jsonable(reports))}
-        states, self.round, self.states = self.states, {}, {}
-        if not states:
-            self.tune.report(metrics)
-        else:
-            with tempfile.TemporaryDirectory(prefix="raysweep-pack-") as d:
-                for k, state in states.items():
-                    checkpoint.write_dir(Path(d) / f"member_{k}", state)
-                (Path(d) / PACK_STATE_FILE).write_text(json.dumps(jsonable({"ended": self.ended})))
-                self.tune.report(metrics, checkpoint=self.tune.Checkpoint.from_directory(d))
-        return self._decision(round_id) if live else []
-
-    def _decision(self, round_id: str) -> list[int]:
-        if self.channel is None:
-            return []
-        import ray
-
-        deadline = time.perf_counter() + self.DECISION_TIMEOUT_S
-        wait = 0.002
-        while True:
-            decided, stopped = ray.get(self.channel.get.remote(self.trial_id, round_id))
-            if decided or time.perf_counter() > deadline:
-                return stopped
-            time.sleep(wait)
-            wait = min(wait * 2, 0.1)
-
-
-class _MemberSink(Sink):
-    """A member's sink inside a Tune pack: its reports and checkpoint states go to the pack's next round."""
-
-    final_overlays = True
-    counts_reports = True  # the pack's own training_iteration counts rounds
-
-    def __init__(self, pack: _TunePack, k: int) -> None:
-        self.pack, self.k = pack, k
-
-    def restore(self) -> tuple[dict[str, Any], str] | None:
-        return self.pack.restored.get(self.k)
-
-    def report(self, metrics: dict[str, Any], overlays, state: Callable[[], dict] | None) -> None:
-        if overlays:
-            metrics["overlays"] = encode_overlays(overlays)
-        self.pack.round[self.k] = metrics
-        if state is not None:
-            self.pack.states[self.k] = state()
-
-    def fail(self, metrics: dict[str, Any]) -> None:
-        self.pack.round[self.k] = metrics
-
-    def returns(self, metrics: dict[str, Any]) -> None:
-        return None

@@ -8,7 +8,8 @@ dataset at hand (random affine transforms of ground-truth boundary maps; the net
 user-supplied official checkpoint (``distance_measures_regressor.pth``) is accepted too.
 
 Nets are cached under ``$RAYSWEEP_CACHE/inversenet/`` (default ``~/.cache/raysweep``), by name. Train one with
-``raysweep inverseform --dataset NAME`` or :func:`train_inversenet`.
+``raysweep inverseform --dataset NAME`` or :func:`train_inversenet`. In a sweep, the loss's preparation step
+(:func:`prepare_inversenet`, ``LossSpec.prepare``) trains one per dataset before any trial, kept in the output folder.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import nn
 from ...safe_load import load_tensors
 from .._functional import IGNORE_INDEX, onehot
 from ..base import SegLoss, check_range
-from ..registry import Float, register
+from ..registry import Float, Preparation, register
 
 FORMAT = "raysweep-inversenet-1"
 _EPS = 1e-6
@@ -216,6 +217,26 @@ def settings_key(**settings) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def prepare_inversenet(p: Preparation) -> dict[str, str]:
+    """The sweep's preparation step for this loss: the InverseNet of dataset ``p.dataset``, trained once on up to 256
+    of its training masks (400 steps, seeded by ``p.seed``) and kept as ``<out_dir>/inversenet/<dataset>.pt``; trials
+    load it by path (on a multi-node cluster the output folder must be shared). Returns ``{"inversenet": path}``."""
+    path = Path(p.out_dir) / "inversenet" / f"{p.dataset}.pt"
+    if not path.exists():
+        print(f"training the InverseNet for {p.dataset} (inverseform loss), once per output folder", flush=True)
+        ds = p.train_split()
+        stride = max(1, len(ds) // 256)
+        masks = [ds[i]["mask"].numpy() for i in range(0, len(ds), stride)][:256]
+        edges = edge_tiles_from_masks(masks, ds.info.num_classes, tile=32)
+        net, summary = train_inversenet(edges, steps=400, seed=p.seed, progress=p.progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = save_inversenet(net, f"raysweep-{p.dataset}-{settings_key(out=str(Path(p.out_dir).resolve()))}",
+                              summary)
+        tmp.replace(path)
+        print(f"  {summary['explained']:.0%} of the transforms explained; saved {path}", flush=True)
+    return {"inversenet": str(path)}
+
+
 @register(
     "inverseform",
     family="boundary",
@@ -224,6 +245,7 @@ def settings_key(**settings) -> str:
     reference="Borse, Wang, Zhang & Porikli, 'InverseForm: a loss function for structured boundary-aware "
     "segmentation', CVPR 2021",
     space={"beta": Float(0.05, 2.0, log=True), "gamma": Float(0.05, 2.0, log=True)},
+    prepare=prepare_inversenet,
 )
 class InverseFormLoss(SegLoss):
     """``CE + beta * BCE(b_hat, b) + gamma * L_IF(b_hat, b)``: cross-entropy, a boundary term and InverseForm.

@@ -50,7 +50,7 @@ def read_config(path: str | Path, need_data: bool):
     """The sweep config at ``path``. Planning from given rates reads no data, so when ``need_data`` is false a data
     folder that does not exist here (a cluster's path) is allowed: the config is checked key by key (``parse``) with
     such folders replaced by an empty one. Returns ``(SweepConfig, missing roots)``."""
-    from .config import load_config, parse, read_yaml_mapping
+    from ..config import load_config, parse, read_yaml_mapping
 
     try:
         return load_config(path), []
@@ -82,7 +82,7 @@ def expected_tune(quota: int, steps: int, every: int | None, scheduler: str, gra
         ``{"trials", "full_budget", "steps", "evaluations", "rungs"}`` (expected values, floats; ``rungs`` in
         evaluations).
     """
-    from .sweep.scheduler import asha_rungs
+    from .scheduler import asha_rungs
 
     evals = 1 if not every else math.ceil(steps / every)
     rungs = []
@@ -105,8 +105,8 @@ def expected_tune(quota: int, steps: int, every: int | None, scheduler: str, gra
 
 def stage_counts(cfg) -> list[dict[str, Any]]:
     """Per stage and architecture: groups, expected trials, full-budget trials, optimiser steps and evaluations."""
-    from .config import tune_quota
-    from .trial.schema import resolve_config
+    from ..config import tune_quota
+    from ..trial.schema import resolve_config
 
     trial = resolve_config(cfg.trial)
     steps, every = trial["train"]["steps"], trial["eval"]["every"]
@@ -145,7 +145,7 @@ def _devices(cfg, gpus: int | None) -> dict[str, Any]:
         seen = "seen here (torch)"
     else:
         seen = "given (--gpus)"
-    from .sweep.trainable import trial_resources
+    from .trainable import trial_resources
 
     if gpus > 0:
         gpt = float(cfg.resources["gpus_per_trial"]) or 1.0
@@ -171,7 +171,7 @@ def calibrate(cfg, arch: str, steps: int = 10, processes: int = 1, device: str =
     if steps < 1:
         raise ValueError(f"--calibrate-steps must be at least 1, got {steps}")
     trial = calibration_trial(cfg, arch, steps, device)
-    run = functools.partial(_calibration_run, pack=int(cfg.resources.get("pack", 1)))
+    run = functools.partial(_calibration_run, pack=cfg.resources["pack"])
     if processes <= 1:
         results = [run(trial)]
     else:
@@ -187,8 +187,8 @@ def calibrate(cfg, arch: str, steps: int = 10, processes: int = 1, device: str =
 
 def calibration_trial(cfg, arch: str, steps: int, device: str = "auto") -> dict[str, Any]:
     """The trial config a calibration runs: the sweep's tune-stage trial of (first cell, ``arch``, dice_ce)."""
-    from .config import Group, compose_trial
-    from .search import GroupSpace
+    from ..config import Group, compose_trial
+    from ..search import GroupSpace
 
     dataset, variant = cfg.cells()[0]
     group = Group(dataset, arch, CALIBRATION_LOSS, variant)
@@ -209,8 +209,8 @@ def _calibration_run(trial: dict[str, Any], pack: int = 1) -> dict[str, float]:
     whose members' steps add up (each advances one step per pack step). ``eval_s``: one member's evaluation."""
     import torch
 
-    from .trial import train_trial
-    from .trial.pack import train_pack
+    from ..trial import train_trial
+    from ..trial.pack import train_pack
 
     threads = torch.get_num_threads()
     try:
