@@ -31,7 +31,7 @@ def trials(config: str, arch: str, losses: list[str], threads: int, steps: int |
     out = []
     for loss in losses:
         trial = compose_trial(cfg, Group(dataset, arch, loss, variant), GroupSpace(loss, "none").defaults(),
-                              seed=cfg.tuning["seed"], stage="tune")["trial"]
+                              seed=cfg.tuning.seed, stage="tune")["trial"]
         trial["train"].update(progress=False, threads=threads, device="cpu" if not torch.cuda.is_available() else
                               trial["train"].get("device", "auto"))
         if steps is not None:

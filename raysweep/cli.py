@@ -52,8 +52,6 @@ def _cmd_inverseform(args) -> int:
 
 
 def _cmd_data_inspect(args) -> int:
-    from pathlib import Path
-
     from .data import inspect as di  # the submodule (raysweep.data.inspect)
 
     if args.max_cases < 1:
@@ -63,7 +61,7 @@ def _cmd_data_inspect(args) -> int:
         from .config import read_yaml_mapping
 
         raw = read_yaml_mapping(args.path, "sweep config")
-        reports = di.inspect_config(raw.get("datasets"), Path(args.path).parent, args.max_cases, progress=True)
+        reports = di.inspect_config(raw.get("datasets"), args.max_cases, progress=True)
     else:
         reports = [di.inspect_dataset(kind, args.path, max_cases=args.max_cases, progress=True)]
     print(di.as_json(reports) if args.json else di.as_text(reports), end="" if not args.json else "\n")
@@ -154,7 +152,7 @@ def _cmd_run(args) -> int:
     cells = len(cfg.cells())
     where = f"{len(cfg.datasets)} datasets" + (f" in {cells} variants" if cells > len(cfg.datasets) else "")
     print(f"raysweep run: {len(cfg.groups())} groups ({where} x {len(cfg.architectures)} architectures x "
-          f"{len(cfg.losses)} losses" + (f" x {cfg.tuning['replicates']} replicates" if cfg.tuning["replicates"] > 1
+          f"{len(cfg.losses)} losses" + (f" x {cfg.tuning.replicates} replicates" if cfg.tuning.replicates > 1
                                           else "") + f") -> {out}", flush=True)
     state = SweepRunner(cfg, out, address=args.address, fresh=args.fresh, storage=args.storage,
                         data_check=data_check).run()

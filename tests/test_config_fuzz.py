@@ -45,10 +45,10 @@ def check_accepted(cfg) -> None:
     again = validate(data, where=WHERE)
     assert again.to_dict() == data, "validate(cfg.to_dict()) changed the config"
     groups = cfg.groups()
-    assert len(groups) == len(cfg.datasets) * len(cfg.architectures) * len(cfg.losses) * cfg.tuning["replicates"] > 0
+    assert len(groups) == len(cfg.datasets) * len(cfg.architectures) * len(cfg.losses) * cfg.tuning.replicates > 0
     resolve_config(cfg.trial)
     for g in groups[:: max(1, len(groups) // 8)]:  # a spread of groups: every dataset x architecture pair is checked
-        resolve_config(compose_trial(cfg, g, GroupSpace(g.loss, cfg.pairing).defaults(), seed=cfg.tuning["seed"],
+        resolve_config(compose_trial(cfg, g, GroupSpace(g.loss, cfg.pairing).defaults(), seed=cfg.tuning.seed,
                                      stage="tune")["trial"])
 
 

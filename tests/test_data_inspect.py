@@ -76,6 +76,13 @@ def test_cli_folder_config_and_json(tmp_path, capsys, monkeypatch):
     config = tmp_path / "sweep.yaml"
     config.write_text(f"datasets:\n  folder:\n    root: {folder.name}\n    options:\n      palette: "
                       f"{json.dumps(PALETTE)}\n  synthetic: {{}}\n  synapse: {{root: {folder.name}}}\n")
+    # A relative root is taken from the working folder, as `raysweep run` takes it: from elsewhere it is an error
+    # that names the working folder.
+    monkeypatch.chdir(folder)
+    assert main(["data", "inspect", str(config), "--json"]) == 2
+    (error,) = json.loads(capsys.readouterr().out)[0]["errors"]
+    assert f"from the working folder {folder}" in error["error"] and error["file"] == folder.name
+    monkeypatch.chdir(tmp_path)
     assert main(["data", "inspect", str(config), "--json"]) == 0
     reports = json.loads(capsys.readouterr().out)
     assert reports[0]["dataset"] == "folder" and reports[0]["inspected"] == 8 and reports[0]["errors"] == []

@@ -43,8 +43,8 @@ def test_default_config_covers_every_survey_loss_and_both_models():
     cfg = load_config()
     assert set(cfg.losses) == {n for n, s in LOSSES.items() if s.in_survey}
     assert set(cfg.architectures) == {"cnn", "transformer"}
-    assert cfg.tuning["replicates"] >= 3  # the ranking's test holds tuning and training variance
-    assert len(cfg.groups()) == 2 * len(cfg.losses) * cfg.tuning["replicates"]
+    assert cfg.tuning.replicates >= 3  # the ranking's test holds tuning and training variance
+    assert len(cfg.groups()) == 2 * len(cfg.losses) * cfg.tuning.replicates
 
 
 @pytest.mark.parametrize(
@@ -419,8 +419,7 @@ def test_searcher_proposals_startup_trials_and_pruned_stops():
 
     cfg = validate({**TINY, "architectures": ["cnn"], "losses": ["tversky"],
                     "tuning": {**TINY["tuning"], "trials_per_group": 6}})
-    assert n_startup_trials(cfg) == 2 and validate({**TINY, "tuning": {"n_startup_trials": 5}}).tuning[
-        "n_startup_trials"] == 5
+    assert n_startup_trials(cfg) == 2 and validate({**TINY, "tuning": {"n_startup_trials": 5}}).tuning.n_startup_trials == 5
     searcher = GroupSearcher(cfg)
     proposals = []
     for i in range(6):

@@ -25,20 +25,20 @@ __all__ = ["check_composed", "check_data", "compose_trial", "confirmation_seeds"
 
 def tune_quota(cfg: SweepConfig, group: Group) -> int:
     """Tuning trials of a group: ``tuning.trials_per_group``, or 1 (its defaults) when it has nothing to tune."""
-    return 1 if GroupSpace(group.loss, cfg.pairing).is_empty() else cfg.tuning["trials_per_group"]
+    return 1 if GroupSpace(group.loss, cfg.pairing).is_empty() else cfg.tuning.trials_per_group
 
 
 def tuning_seed(cfg: SweepConfig, replicate: int = 0) -> int:
     """The training seed of a replicate's tuning trials: ``tuning.seed + replicate * (confirmation.seeds + 1)``, so
     that each replicate owns a block of seeds (its tuning seed, then its confirmation seeds) that no other replicate
     uses; replicate 0's block is the seeds of a sweep from before replicates."""
-    return cfg.tuning["seed"] + replicate * (cfg.confirmation["seeds"] + 1)
+    return cfg.tuning.seed + replicate * (cfg.confirmation.seeds + 1)
 
 
 def confirmation_seeds(cfg: SweepConfig, replicate: int = 0) -> list[int]:
     """The training seeds of a replicate's confirmation runs: the ``confirmation.seeds`` seeds after its tuning
     seed (:func:`tuning_seed`), distinct from every other run's of the sweep."""
-    return [tuning_seed(cfg, replicate) + 1 + k for k in range(cfg.confirmation["seeds"])]
+    return [tuning_seed(cfg, replicate) + 1 + k for k in range(cfg.confirmation.seeds)]
 
 
 def dataset_section(cfg: SweepConfig, dataset: str, variant: str = "") -> dict[str, Any]:
@@ -93,11 +93,11 @@ def compose_trial(cfg: SweepConfig, group: Group, point: Mapping[str, Any], seed
     if DATASETS[group.dataset].needs_root:  # files can change under a running sweep; generated data cannot
         section["cases"] = {s: _listing(group.dataset, section.get("root"), s, {**section.get("options", {}), **o})
                             for s, o in (("train", section.get("train_options", {})), (split, section["eval_options"]))}
-    budget = resolve_config(cfg.trial)["train"]["steps"]
-    if stage == "confirm" and cfg.confirmation.get("evaluations"):
+    budget = cfg.resolved_trial["train"]["steps"]
+    if stage == "confirm" and cfg.confirmation.evaluations:
         # Confirmation runs evaluate on the (larger) ranking split, so less often; the evaluations are evenly spaced
         # and end at the budget, so the one at 80% of the steps gives the report's last-20% convergence gain.
-        trial["eval"]["every"] = max(1, math.ceil(budget / cfg.confirmation["evaluations"]))
+        trial["eval"]["every"] = max(1, math.ceil(budget / cfg.confirmation.evaluations))
     trial["model"] = copy.deepcopy(cfg.architectures[group.arch])
     for key, value in ((prepared or {}).get(group.loss) or {}).get(group.dataset, {}).items():
         params.setdefault(key, value)
@@ -137,8 +137,8 @@ def check_composed(cfg: SweepConfig, where: str) -> None:
 def n_startup_trials(cfg: SweepConfig) -> int:
     """TPE's random start-up trials per group: ``tuning.n_startup_trials``, or for ``auto`` a third of the group's
     quota and at least 2 (Optuna's default of 10 would leave a small quota random throughout)."""
-    n = cfg.tuning["n_startup_trials"]
-    return max(2, cfg.tuning["trials_per_group"] // 3) if n == "auto" else n
+    n = cfg.tuning.n_startup_trials
+    return max(2, cfg.tuning.trials_per_group // 3) if n == "auto" else n
 
 
 def protocol_cases(cfg: SweepConfig) -> dict[str, dict[str, dict[str, Any]]]:
@@ -150,7 +150,7 @@ def protocol_cases(cfg: SweepConfig) -> dict[str, dict[str, dict[str, Any]]]:
     """
     from ..data import list_cases
 
-    max_cases = resolve_config(cfg.trial)["eval"]["max_cases"]
+    max_cases = cfg.resolved_trial["eval"]["max_cases"]
     out: dict[str, dict[str, dict[str, Any]]] = {"selection": {}, "ranking": {}}
     for name, variant in cfg.cells():
         label, section = cell_label(name, variant), dataset_section(cfg, name, variant)
@@ -189,7 +189,7 @@ def power_limits(cfg: SweepConfig, cases: Mapping[str, Any] | None = None) -> di
     """``{"<dataset>/<arch>": raysweep.power.PowerLimit}`` (``<dataset>`` with its variant, ``synthetic:noise1``):
     each cell's ranking cases against its losses."""
     cases = cases or protocol_cases(cfg)
-    alpha = cfg.confirmation["alpha"]
+    alpha = cfg.confirmation.alpha
     return {f"{cell_label(d, v)}/{a}": power_limit(len(cases["ranking"][cell_label(d, v)]["cases"]), len(cfg.losses),
                                                    alpha)
             for d, v in cfg.cells() for a in cfg.architectures}
@@ -198,9 +198,9 @@ def power_limits(cfg: SweepConfig, cases: Mapping[str, Any] | None = None) -> di
 def _check_power(cfg: SweepConfig, where: str) -> None:
     """Refuse (or, with ``confirmation.underpowered: warn``, warn about) a design that can never declare a
     difference between two losses: the ranking would name a winner that no test could ever support."""
-    if cfg.confirmation["seeds"] == 0 or len(cfg.losses) < 2:
+    if cfg.confirmation.seeds == 0 or len(cfg.losses) < 2:
         return
-    if cfg.tuning["replicates"] == 2:
+    if cfg.tuning.replicates == 2:
         import warnings
 
         # The replicate-aware test estimates each loss's replicate variance from its replicates: with two, one
@@ -224,7 +224,7 @@ def _check_power(cfg: SweepConfig, where: str) -> None:
                    "num_volumes of synthetic, or more test cases on disk; trial.eval.max_cases must not cut them), "
                    "rank fewer losses, or set confirmation.underpowered: warn to run it anyway (the report then "
                    "states that no difference can be declared).")
-        if cfg.confirmation["underpowered"] == "error":
+        if cfg.confirmation.underpowered == "error":
             raise ValueError(message)
         import warnings
 

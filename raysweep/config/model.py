@@ -1,52 +1,26 @@
 """The sweep config: its keys, their defaults and checks, and the validated :class:`SweepConfig`.
 
-A sweep config (``configs/default.yaml`` documents every key)::
-
-    name: default                 # names the Ray experiment folders and the results
-    datasets:                     # dataset name -> its section of the trial config
-      synthetic: {options: {image_size: 48}}
-    architectures: [cnn, transformer]     # raysweep.models.MODELS keys, or {name: {arch, encoder, options}}
-    losses: survey                # survey | all (survey + baselines) | [names]
-    pairing: none                 # none | ce | dice: a companion term whose weight is tuned with the loss
-    tuning: {trials_per_group: 4, seed: 0, scheduler: asha, grace_period: 1, reduction_factor: 2,
-             n_startup_trials: auto,   # TPE's random start-up trials per group (auto: a third of the quota, >= 2)
-             replicates: 1,            # independent replicates of each group's tuning + confirmation
-             storage: null}            # the studies' Optuna storage: null (<out>/optuna.journal) or a database URL
-    confirmation: {seeds: 3, evaluations: null, alpha: 0.05, underpowered: error}
-                                  # best config of each group retrained with these many seeds (0: skip), evaluated
-                                  # on the ranking split this many times, evenly spaced (null: as trial.eval.every);
-                                  # a design whose ranking cases can never separate two losses at alpha is refused
-                                  # (underpowered: warn runs it anyway)
-    resources: {cpus_per_trial: 1, gpus_per_trial: 0.5, max_concurrent: null, pack: 1}
-                                  # whole CPUs >= 1; GPUs in [0, 1]; pack: runs per Ray trial (K runs of one
-                                  # cell trained side by side on the same batches; results as alone)
-    trial: {...}                  # the base train_trial config every trial starts from (raysweep.trial.schema)
-    tracking: {mlflow: {tracking_uri: http://127.0.0.1:5000, experiment: null}}
-                                  # optional: one MLflow run per trial under one for the sweep (raysweep[mlflow])
+The keys are the pydantic model :class:`SweepModel` and its sections (:class:`Tuning`, :class:`Confirmation`,
+:class:`Resources`, :class:`Tracking`, one :class:`DatasetEntry` per dataset, one :class:`ArchitectureEntry` per
+architecture); each field's description is its documentation, and their JSON Schema (``raysweep schema``,
+``docs/schema/sweep-config.schema.json``) lets editors complete and check configs. Defaults live only in the models:
+:class:`SweepConfig` keeps the ``tuning``, ``confirmation``, ``resources`` and ``tracking`` sections as those models
+(``cfg.tuning.seed``), and ``cfg.to_dict()`` is the plain data stored with the results and compared on resume.
 
 Validation reads no data and starts nothing; it checks names against the registries (datasets, losses, smp
-architectures and encoders), dataset options by value, that every trial config the sweep composes passes
-``raysweep.trial.resolve_config``, and the design's power (:mod:`raysweep.power`): with the ranking split's cases
-(listed, not read) and the cell's losses, some difference must be declarable at ``confirmation.alpha``.
+architectures and encoders) and dataset options by value. :func:`raysweep.config.validate` adds what the config
+composes: every trial config passes ``raysweep.trial.resolve_config``, and the design has power (:mod:`raysweep.power`).
+Every error is a ``ValueError`` (``FileNotFoundError`` for a missing file or data folder) that names the key and the
+fix; unknown keys get a "did you mean" (:func:`parse` turns the model's first error into that message).
 
-The protocol (:func:`raysweep.config.compose.evaluation_split`): tuning trials evaluate on each dataset's selection
-split (``DATASETS[name].select_split``, options from the dataset section's ``select_options``), confirmation runs on
-its ranking split (``eval_split``, ``eval_options``); the sweep records both case lists in ``sweep.json``. Every error
-is a ``ValueError`` (``FileNotFoundError`` for a missing file or data
-folder) that names the key and the fix; unknown keys get a "did you mean". The keys are the pydantic model
-:class:`SweepModel` (its JSON Schema, ``raysweep schema``, is ``docs/schema/sweep-config.schema.json``: editors that
-speak yaml-language-server complete and check configs with it); :func:`parse` turns its first error into that message.
-
-The YAML is read with YAML 1.2 scalars: only ``true`` / ``false`` are booleans (``off``, ``no``, ``yes``, ``on`` stay
-strings, so ``amp: off`` means what it says) and ``1e-3`` is a float (PyYAML alone reads it as a string); a key given
-twice in one mapping is an error rather than silently the last one. Values must be plain data (strings, numbers,
-booleans, null, lists, mappings with string keys; no NaN or inf): the config is stored as JSON with the results and
-compared on resume.
+Values must be plain data (strings, numbers, booleans, null, lists, mappings with string keys; no NaN or inf); the YAML
+is read with YAML 1.2 scalars (:mod:`raysweep.config.yaml_io`).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import json
 from dataclasses import dataclass, field
@@ -109,13 +83,21 @@ class SweepConfig:
     architectures: dict[str, dict]
     losses: list[str]
     pairing: str
-    tuning: dict
-    confirmation: dict
-    resources: dict
+    tuning: Tuning
+    confirmation: Confirmation
+    resources: Resources
     trial: dict
-    tracking: dict = field(default_factory=dict)  # {"mlflow": {...}} when the config asks for tracking
+    tracking: Optional[Tracking] = None  # when the config asks for an experiment tracker
     source: dict = field(default_factory=dict)
     text: str = ""
+
+    @functools.cached_property
+    def resolved_trial(self) -> dict[str, Any]:
+        """The base trial config with every default filled in (:func:`raysweep.trial.resolve_config`), resolved
+        once per config: what every trial starts from (its budget, evaluation interval, ...)."""
+        from ..trial.schema import resolve_config
+
+        return resolve_config(self.trial)
 
     def variants(self, dataset: str) -> list[str]:
         """The dataset's variants in config order, or ``[""]`` (the dataset as it is) when it lists none."""
@@ -129,13 +111,17 @@ class SweepConfig:
         """Every (dataset, variant, arch, loss, replicate), replicates innermost (with one replicate, the groups and
         their order are those of a sweep from before replicates)."""
         return [Group(d, a, loss, v, r) for d, v in self.cells() for a in self.architectures for loss in self.losses
-                for r in range(self.tuning["replicates"])]
+                for r in range(self.tuning.replicates)]
 
     def to_dict(self) -> dict:
         """The config as plain data (JSON-serialisable); ``validate(cfg.to_dict())`` gives the same config back.
         ``tracking`` and ``tuning.storage`` are left out when unset, so that a sweep from before them still resumes."""
-        return {k: copy.deepcopy(getattr(self, k)) for k in SweepModel.model_fields
-                if k != "tracking" or self.tracking}
+        out = {k: copy.deepcopy(getattr(self, k)) for k in SweepModel.model_fields if k not in _SECTIONS}
+        out["tuning"] = self.tuning.model_dump(exclude={"storage"} if self.tuning.storage is None else None)
+        out["confirmation"], out["resources"] = self.confirmation.model_dump(), self.resources.model_dump()
+        if self.tracking is not None:
+            out["tracking"] = self.tracking.model_dump(exclude_none=True)
+        return {k: out[k] for k in SweepModel.model_fields if k in out}
 
 
 def _count(low: int, high: int = _MAX_COUNT) -> Any:
@@ -373,8 +359,10 @@ class SweepModel(Section):
                 if not section.root:
                     raise Bad(f" is required: the folder holding the {ds} data", f"{ds}.root")
                 if not Path(section.root).expanduser().is_dir():
-                    raise Bad(f": {section.root} is not a folder; download {ds} there or fix the path", f"{ds}.root",
-                              FileNotFoundError)
+                    where = "" if Path(section.root).expanduser().is_absolute() else \
+                        f" (relative roots are taken from the working folder, {Path.cwd()})"
+                    raise Bad(f": {section.root} is not a folder{where}; download {ds} there or fix the path",
+                              f"{ds}.root", FileNotFoundError)
             for key in ("options", "train_options", "eval_options", "select_options"):
                 try:
                     check_dataset_options(ds, getattr(section, key), _split_of(ds, key))
@@ -467,9 +455,11 @@ def parse(raw: Mapping[str, Any], where: str = "config") -> SweepConfig:
         datasets={ds: {**s.model_dump(exclude_unset=True), "name": ds} for ds, s in m.datasets.items()},
         architectures={a: {**s.model_dump(exclude_unset=True), "name": s.name or (a if a in models else models[0])}
                        for a, s in m.architectures.items()},
-        tuning={k: v for k, v in m.tuning.model_dump().items() if k != "storage" or v is not None},
-        tracking=m.tracking.model_dump(exclude_none=True) if m.tracking else {},
-        confirmation=m.confirmation.model_dump(), resources=m.resources.model_dump())
+        tuning=m.tuning, tracking=m.tracking, confirmation=m.confirmation, resources=m.resources)
+
+
+#: The sections that stay typed models on :class:`SweepConfig` (their defaults live only in the models).
+_SECTIONS = ("tuning", "confirmation", "resources", "tracking")
 
 
 def json_schema(trial: bool = False) -> str:

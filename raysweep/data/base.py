@@ -13,6 +13,7 @@ DataLoader worker, so maps such as distance maps always match the mask the loss 
 
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import json
@@ -38,6 +39,8 @@ TargetMaps = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 Transform = Callable[..., dict[str, Any]]
 
 _RESERVED_KEYS = frozenset({"image", "mask", "case"})
+#: (dataset class, options as JSON) -> the normalised options (SegmentationDataset.check_options).
+_CHECKED: dict[tuple[type, str], dict[str, Any]] = {}
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,19 @@ class SegmentationDataset(Dataset):
 
         Raises ValueError naming the dataset and the option for an unknown option or a bad value (wrong type, out of
         range). The constructors call it too, so a config that passes it fails later only on the data themselves.
+        Each value is checked once per process: the config's validation, the case listing, the dataset's info and
+        its constructor all ask about the same options, and get the first answer again.
         """
+        try:
+            key = (cls, json.dumps(options, sort_keys=True, default=repr))
+        except TypeError:  # keys JSON cannot sort (a palette keyed by tuples): checked every time
+            return cls._check_options(options)
+        if key not in _CHECKED:
+            _CHECKED[key] = cls._check_options(options)
+        return copy.deepcopy(_CHECKED[key])
+
+    @classmethod
+    def _check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         name = cls.info.name
         checks = {**cls.option_checks, **GENERIC_OPTIONS}
         unknown = sorted(set(options) - set(checks), key=str)

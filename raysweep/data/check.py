@@ -297,11 +297,11 @@ def split_options_of(name: str, section: Mapping[str, Any]) -> dict[str, dict[st
 
 
 def check_sections(sections: Mapping[str, tuple[str, Mapping[str, Any]]], *, workers: int | None = None,
-                   progress: bool = False, base: str | Path | None = None) -> list[dict[str, Any]]:
+                   progress: bool = False) -> list[dict[str, Any]]:
     """Check each ``nnunet``/``folder`` dataset of a sweep: ``sections`` maps a label (the cell, ``nnunet`` or
     ``nnunet:variant``) to ``(dataset name, dataset section)`` with ``root``, ``options`` and the per-split option
     sections. Sections that read the same files with the same options are checked once. A relative ``root`` is
-    taken from the working folder, as the trials take it (or from ``base`` when it does not exist there).
+    taken from the working folder, as the trials take it.
 
     Returns the reports of :func:`check_dataset`, one per distinct dataset checked (others skipped)."""
     reports, done = [], set()
@@ -311,8 +311,6 @@ def check_sections(sections: Mapping[str, tuple[str, Mapping[str, Any]]], *, wor
         if not section.get("root"):
             raise ValueError(f"datasets.{name}.root is required: the folder holding the data")
         root = Path(section["root"]).expanduser()
-        if base is not None and not root.is_absolute() and not root.exists():
-            root = Path(base) / root
         options, per_split = dict(section.get("options") or {}), split_options_of(name, section)
         key = json.dumps([name, str(root), options, per_split], sort_keys=True, default=str)
         if key in done:

@@ -269,13 +269,12 @@ def _warnings(report: Mapping[str, Any], read: int) -> list[str]:
     return found
 
 
-def inspect_config(datasets: Mapping[str, Any] | list | None, base: str | Path = ".",
-                   max_cases: int = DEFAULT_MAX_CASES, *, full_check: bool = True,
-                   progress: bool = False) -> list[dict[str, Any]]:
+def inspect_config(datasets: Mapping[str, Any] | list | None, max_cases: int = DEFAULT_MAX_CASES, *,
+                   full_check: bool = True, progress: bool = False) -> list[dict[str, Any]]:
     """Inspect each ``nnunet``/``folder`` dataset of a sweep config's ``datasets`` section (with its ``options`` and
     per-split options, as the sweep reads it; ``full_check``, ``progress``: see :func:`inspect_dataset`); other
-    datasets are listed as skipped. A relative ``root`` that does not exist from the working folder is taken
-    relative to ``base`` (the config's folder)."""
+    datasets are listed as skipped. A relative ``root`` is taken from the working folder, as ``raysweep run`` and the
+    trials take it."""
     datasets = datasets or {"synthetic": {}}
     if isinstance(datasets, list):
         datasets = {n: {} for n in datasets}
@@ -293,7 +292,11 @@ def inspect_config(datasets: Mapping[str, Any] | list | None, base: str | Path =
             raise ValueError(f"datasets.{name}.root is required: the folder holding the data")
         root = Path(section["root"]).expanduser()
         if not root.is_absolute() and not root.exists():
-            root = Path(base) / root
+            error = (f"{root} does not exist from the working folder {Path.cwd()}: a relative root is taken from "
+                     "where raysweep runs, as raysweep run takes it; run from that folder or give an absolute path")
+            out.append({"dataset": name, "root": str(root), "warnings": [],
+                        "errors": [{"file": str(root), "case": None, "splits": [], "error": error}]})
+            continue
         out.append(inspect_dataset(name, root, section.get("options") or {}, max_cases,
                                    split_options=sweep_split_options({**section, "name": name}),
                                    full_check=full_check, progress=progress))

@@ -106,12 +106,11 @@ def expected_tune(quota: int, steps: int, every: int | None, scheduler: str, gra
 def stage_counts(cfg) -> list[dict[str, Any]]:
     """Per stage and architecture: groups, expected trials, full-budget trials, optimiser steps and evaluations."""
     from ..config import tune_quota
-    from ..trial.schema import resolve_config
 
-    trial = resolve_config(cfg.trial)
+    trial = cfg.resolved_trial
     steps, every = trial["train"]["steps"], trial["eval"]["every"]
     t, c = cfg.tuning, cfg.confirmation
-    confirm_every = math.ceil(steps / c["evaluations"]) if c.get("evaluations") else every
+    confirm_every = math.ceil(steps / c.evaluations) if c.evaluations else every
     confirm_evals = 1 if not confirm_every else math.ceil(steps / confirm_every)
     rows = []
     for arch in cfg.architectures:
@@ -119,12 +118,12 @@ def stage_counts(cfg) -> list[dict[str, Any]]:
         tune = {"stage": "tune", "arch": arch, "groups": len(groups), "trials": 0.0, "full_budget": 0.0,
                 "steps": 0.0, "evaluations": 0.0}
         for g in groups:
-            e = expected_tune(tune_quota(cfg, g), steps, every, t["scheduler"], t["grace_period"],
-                              t["reduction_factor"])
+            e = expected_tune(tune_quota(cfg, g), steps, every, t.scheduler, t.grace_period,
+                              t.reduction_factor)
             for key in ("trials", "full_budget", "steps", "evaluations"):
                 tune[key] += e[key]
             tune["rungs"] = e["rungs"] if e["rungs"] else tune.get("rungs", [])
-        seeds = c["seeds"]
+        seeds = c.seeds
         confirm = {"stage": "confirm", "arch": arch, "groups": len(groups), "trials": float(len(groups) * seeds),
                    "full_budget": float(len(groups) * seeds), "steps": float(len(groups) * seeds * steps),
                    "evaluations": float(len(groups) * seeds * confirm_evals), "rungs": []}
@@ -148,10 +147,10 @@ def _devices(cfg, gpus: int | None) -> dict[str, Any]:
     from .trainable import trial_resources
 
     if gpus > 0:
-        gpt = float(cfg.resources["gpus_per_trial"]) or 1.0
+        gpt = float(cfg.resources.gpus_per_trial) or 1.0
         per_device = max(1, int(1.0 / gpt + 1e-9))
-        if cfg.resources["max_concurrent"]:
-            per_device = max(1, min(per_device, cfg.resources["max_concurrent"] // gpus or 1))
+        if cfg.resources.max_concurrent:
+            per_device = max(1, min(per_device, cfg.resources.max_concurrent // gpus or 1))
         return {"kind": "gpu", "devices": gpus, "trials_per_device": per_device, "source": seen}
     _, slots = trial_resources(cfg, {"CPU": float(cpus), "GPU": 0.0})
     return {"kind": "cpu", "devices": 1, "trials_per_device": slots, "source": f"this machine ({cpus} CPUs)"}
@@ -171,7 +170,7 @@ def calibrate(cfg, arch: str, steps: int = 10, processes: int = 1, device: str =
     if steps < 1:
         raise ValueError(f"--calibrate-steps must be at least 1, got {steps}")
     trial = calibration_trial(cfg, arch, steps, device)
-    run = functools.partial(_calibration_run, pack=cfg.resources["pack"])
+    run = functools.partial(_calibration_run, pack=cfg.resources.pack)
     if processes <= 1:
         results = [run(trial)]
     else:
@@ -192,12 +191,12 @@ def calibration_trial(cfg, arch: str, steps: int, device: str = "auto") -> dict[
 
     dataset, variant = cfg.cells()[0]
     group = Group(dataset, arch, CALIBRATION_LOSS, variant)
-    trial = compose_trial(cfg, group, GroupSpace(CALIBRATION_LOSS, "none").defaults(), seed=cfg.tuning["seed"],
+    trial = compose_trial(cfg, group, GroupSpace(CALIBRATION_LOSS, "none").defaults(), seed=cfg.tuning.seed,
                           stage="tune")["trial"]
     trial["companions"] = []
     train = trial.setdefault("train", {})
     train.update(steps=2 * steps, progress=False, device=device)
-    train.setdefault("threads", max(1, int(cfg.resources["cpus_per_trial"])))  # as the sweep pins them
+    train.setdefault("threads", max(1, int(cfg.resources.cpus_per_trial)))  # as the sweep pins them
     trial["eval"].update(every=steps, overlays=0, report_cases=False)
     trial["checkpoint"] = {"every": 0, "at_end": False}
     trial["output_dir"] = None
@@ -288,8 +287,8 @@ def make_plan(cfg, gpus: int | None = None, steps_per_s: list[str] | None = None
         notes.append("evaluation time not counted where no --eval-s was given")
     if missing_roots:
         notes.append("data folders not found here (planned from the config alone): " + "; ".join(missing_roots))
-    if cfg.tuning["replicates"] > 1:
-        notes.append(f"groups count each (dataset, arch, loss) {cfg.tuning['replicates']} times: tuning.replicates "
+    if cfg.tuning.replicates > 1:
+        notes.append(f"groups count each (dataset, arch, loss) {cfg.tuning.replicates} times: tuning.replicates "
                      "runs its tuning and confirmation that many times, independently")
     return {"config": cfg.name, "device": dev, "rates": per_arch, "stages": rows, "total": total, "notes": notes}
 

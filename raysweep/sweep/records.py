@@ -16,7 +16,6 @@ from typing import Any
 from ..config import (SweepConfig, confirmation_seeds, n_startup_trials, power_limits, protocol_cases, tune_quota,
                       tuning_seed)
 from ..search import GroupSpace
-from ..trial.schema import resolve_config
 from .outdir import iso_time
 from .scheduler import asha_rungs
 
@@ -36,9 +35,9 @@ def write_state(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
-def evaluations(trial_cfg: dict) -> int:
-    """Reports per trial (ASHA's max_t), from the trial config's steps and evaluation interval."""
-    full = resolve_config(trial_cfg)
+def evaluations(cfg: SweepConfig) -> int:
+    """Reports per tuning trial (ASHA's max_t), from the trial config's steps and evaluation interval."""
+    full = cfg.resolved_trial
     steps, every = full["train"]["steps"], full["eval"]["every"]
     return 1 if not every else math.ceil(steps / every)
 
@@ -65,7 +64,7 @@ def sweep_meta(cfg: SweepConfig, state: dict, env: dict[str, Any], cluster: dict
                      "nodes": len([k for k in cluster if k.startswith("node:") and "internal" not in k]),
                      "concurrent_trials": slots},
         "planned": {"tune": sum(tune_quota(cfg, g) for g in groups),
-                    "confirm": len(groups) * cfg.confirmation["seeds"]},
+                    "confirm": len(groups) * cfg.confirmation.seeds},
         "groups": [{"dataset": g.dataset, "variant": g.variant, "arch": g.arch, "loss": g.loss,
                     "replicate": g.replicate} for g in groups],
         "variants": {d: {name: {"axis": v.get("axis"), "level": v.get("level"),
@@ -94,28 +93,28 @@ def protocol(cfg: SweepConfig, data_check: dict[str, Any] | None = None) -> dict
     """What makes the ranking fair, recorded in sweep.json: the cases that select and the cases that rank (per
     dataset), the early-stopping scope and rungs, the tuning quota and start-up trials, the confirmation seeds,
     each cell's power limit and the pre-run data check."""
-    trial = resolve_config(cfg.trial)
-    evals = evaluations(cfg.trial)
+    trial = cfg.resolved_trial
+    evals = evaluations(cfg)
     t = cfg.tuning
-    asha = t["scheduler"] == "asha" and evals > 1
+    asha = t.scheduler == "asha" and evals > 1
     cases = protocol_cases(cfg)
     return {
-        "alpha": cfg.confirmation["alpha"],
+        "alpha": cfg.confirmation.alpha,
         **cases,
         "early_stopping": {"scheduler": "asha" if asha else "none", "scope": "group",
-                           "time_attr": "training_iteration", "grace_period": min(t["grace_period"], evals),
-                           "reduction_factor": t["reduction_factor"], "max_t": evals,
-                           "rungs": asha_rungs(evals, min(t["grace_period"], evals), t["reduction_factor"])
+                           "time_attr": "training_iteration", "grace_period": min(t.grace_period, evals),
+                           "reduction_factor": t.reduction_factor, "max_t": evals,
+                           "rungs": asha_rungs(evals, min(t.grace_period, evals), t.reduction_factor)
                            if asha else [],
                            "eval_every": trial["eval"]["every"], "budget_steps": trial["train"]["steps"]},
-        "tuning": {"trials_per_group": t["trials_per_group"], "n_startup_trials": n_startup_trials(cfg),
-                   "seed": t["seed"], "sampler": "tpe", "replicates": t["replicates"],
+        "tuning": {"trials_per_group": t.trials_per_group, "n_startup_trials": n_startup_trials(cfg),
+                   "seed": t.seed, "sampler": "tpe", "replicates": t.replicates,
                    "startup": "stratified"},
         # Replicate 0's seeds stay a plain list (as before replicates); every replicate's are listed by index.
         "confirmation": {"seeds": confirmation_seeds(cfg),
                          "replicate_seeds": {str(r): {"tune": tuning_seed(cfg, r),
                                                       "confirm": confirmation_seeds(cfg, r)}
-                                             for r in range(t["replicates"])}},
+                                             for r in range(t.replicates)}},
         "power": {cell: limit.to_dict() for cell, limit in power_limits(cfg, cases).items()},
         "data_check": data_check or {"status": "not run"},
     }

@@ -31,7 +31,6 @@ from .. import results
 from ..checks import finite
 from ..config import Group, SweepConfig, compose_trial, confirmation_seeds
 from ..search import GroupSpace
-from ..trial.schema import resolve_config
 from .callback import WRITE_FAILURES, ResultsCallback, delete_checkpoints
 from .outdir import OutputLock, ResultsWriteError, check_writable, iso_time
 from .packing import PackReport, channel_name, is_pack, open_channel, pack_trials
@@ -153,7 +152,7 @@ class SweepRunner:
             state.update(tune_done=True, best=best)
             self._save_state(state)
             self._prune_checkpoints("tune")
-        if self.cfg.confirmation["seeds"] > 0 and not state.get("confirm_done"):
+        if self.cfg.confirmation.seeds > 0 and not state.get("confirm_done"):
             self._confirm(state, resources, slots)
             state["confirm_done"] = True
             self._save_state(state)
@@ -182,7 +181,7 @@ class SweepRunner:
                 kwargs = {"root": section["root"]} if section.get("root") else {}
                 train_split = functools.partial(build_dataset, name, "train", **kwargs, **options)
                 prepared.setdefault(loss, {})[name] = prepare(Preparation(
-                    dataset=name, train_split=train_split, out_dir=self.out, seed=self.cfg.tuning["seed"],
+                    dataset=name, train_split=train_split, out_dir=self.out, seed=self.cfg.tuning.seed,
                     progress=self.progress))
         return prepared
 
@@ -201,8 +200,8 @@ class SweepRunner:
 
         callback = ResultsCallback(self.results_dir, self.out / "overlays", sweep_id=state["sweep_id"], stage=stage,
                                    planned=planned, versions=self.env["versions"], progress=self.progress,
-                                   quota=self.cfg.tuning["trials_per_group"] if stage == "tune"
-                                   else self.cfg.confirmation["seeds"],
+                                   quota=self.cfg.tuning.trials_per_group if stage == "tune"
+                                   else self.cfg.confirmation.seeds,
                                    tracker=tracker_for(self.cfg, state["sweep_id"]))  # MLflow, if configured
         return tune.RunConfig(
             name=f"{self.cfg.name}-{stage}",
@@ -224,9 +223,9 @@ class SweepRunner:
     def _tune(self, state: dict, resources: dict, slots: int) -> dict:
         from ray import tune
 
-        evals = evaluations(self.cfg.trial)
-        asha = self.cfg.tuning["scheduler"] == "asha" and evals > 1
-        pack = self.cfg.resources["pack"]
+        evals = evaluations(self.cfg)
+        asha = self.cfg.tuning.scheduler == "asha" and evals > 1
+        pack = self.cfg.resources.pack
         stops, channel = None, None
         if pack > 1 and asha:  # ASHA decides per member; its decisions reach the packs through this actor
             stops = channel_name(state["sweep_id"])
@@ -238,8 +237,8 @@ class SweepRunner:
                                  storage=None if restoring else tune_studies(self.cfg, self.out))
         scheduler = None
         if asha:
-            scheduler = GroupScheduler(max_t=evals, grace_period=min(self.cfg.tuning["grace_period"], evals),
-                                       reduction_factor=self.cfg.tuning["reduction_factor"], stops=stops)
+            scheduler = GroupScheduler(max_t=evals, grace_period=min(self.cfg.tuning.grace_period, evals),
+                                       reduction_factor=self.cfg.tuning.reduction_factor, stops=stops)
         tuner = self._tuner(
             "tune", self._with_threads(resources),
             tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
@@ -273,7 +272,7 @@ class SweepRunner:
                 envelopes.append(compose_trial(cfg, g, point, seed=seed, stage="confirm",
                                                prepared=self.prepared))
         # resources.pack: K runs of one cell and seed per Ray trial, trained side by side on the same batches.
-        packed = pack_trials(envelopes, cfg.resources["pack"])
+        packed = pack_trials(envelopes, cfg.resources.pack)
         tuner = self._tuner(
             "confirm", self._with_threads(resources),
             tune_config=tune.TuneConfig(search_alg=FixedSearcher(packed), num_samples=-1,
@@ -321,16 +320,15 @@ class SweepRunner:
     def _threaded_cfg(self, resources: dict) -> SweepConfig:
         """The config with each trial's torch threads and device pinned to its resources."""
         import copy
+        import dataclasses
 
-        cfg = copy.copy(self.cfg)
-        trial = copy.deepcopy(cfg.trial)
+        trial = copy.deepcopy(self.cfg.trial)
         train = trial.setdefault("train", {})
         train.setdefault("threads", max(1, int(resources["cpu"])))
         if resources["gpu"] == 0:
             train["device"] = "cpu"  # never touch a GPU the trial did not ask for
         train.setdefault("progress", False)
-        cfg.trial = trial
-        return cfg
+        return dataclasses.replace(self.cfg, trial=trial)
 
 
 def run_sweep(config: str | Path | SweepConfig | None = None, out: str | Path | None = None, *,
@@ -369,7 +367,7 @@ def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
     """Best sampled point per group: the highest final selection score among the group's tuning trials that
     completed their full budget (early-stopped, diverged and failed trials are never chosen: their scores are not
     comparable). A group without such a trial is absent (the confirmation stage then uses its defaults)."""
-    steps = resolve_config(cfg.trial)["train"]["steps"]
+    steps = cfg.resolved_trial["train"]["steps"]
     best: dict[str, tuple[float, dict]] = {}
     for result in grid:
         config = result.config or {}

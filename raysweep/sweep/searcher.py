@@ -13,7 +13,6 @@ from typing import Any, Mapping
 from ..checks import finite
 from ..config import Group, SweepConfig, compose_trial, n_startup_trials, tune_quota, tuning_seed
 from ..search import GroupSpace
-from ..trial.schema import resolve_config
 from .packing import PackReport, member_id, pack_envelope
 from .scheduler import METRIC
 from .studies import StudyRecorder, settle_unknown_trials
@@ -57,12 +56,12 @@ class GroupSearcher(_searcher_base()):
         self.quota: dict[str, int] = {}
         self.subs: dict[str, Any] = {}
         self.spaces: dict[str, GroupSpace] = {}
-        self.budget = resolve_config(cfg.trial)["train"]["steps"]
+        self.budget = cfg.resolved_trial["train"]["steps"]
         self.n_startup = n_startup_trials(cfg)
         # Trials of each group told to its study as COMPLETE or PRUNED: what TPE counts against n_startup_trials.
         self.finished: dict[str, int] = {g.key: 0 for g in self.groups}
         self.n_fixed: dict[str, int] = {}  # per group: the points given before the sampler's own (defaults, branches)
-        seed = cfg.tuning["seed"]
+        seed = cfg.tuning.seed
         self.storage = storage  # an Optuna storage (raysweep.sweep.studies), or None: in-memory studies
         self.stored = storage is not None
         for i, g in enumerate(self.groups):

@@ -42,7 +42,7 @@ def open_storage(url: str | None, out: str | Path):
 
 def tune_studies(cfg: SweepConfig, out: str | Path):
     """The storage of a tuning stage that starts from its beginning, its studies created (:func:`prepare_studies`)."""
-    storage = open_storage(cfg.tuning.get("storage"), out)
+    storage = open_storage(cfg.tuning.storage, out)
     prepare_studies(storage, cfg, out)
     return storage
 

@@ -36,8 +36,8 @@ _TAGS = ("dataset", "variant", "arch", "loss", "family", "stage", "seed", "repli
 
 def tracker_for(cfg, sweep_id: str) -> "MlflowTracker | None":
     """The sweep's tracker, or None when its config asks for no tracking."""
-    settings = (cfg.tracking or {}).get("mlflow")
-    return None if settings is None else MlflowTracker(settings, cfg.name, sweep_id)
+    mlflow = cfg.tracking.mlflow if cfg.tracking is not None else None
+    return None if mlflow is None else MlflowTracker(mlflow.model_dump(), cfg.name, sweep_id)
 
 
 def finish_tracking(cfg, sweep_id: str, results_dir: str | Path) -> None:

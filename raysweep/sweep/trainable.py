@@ -32,7 +32,7 @@ def trial_resources(cfg: SweepConfig, cluster: dict[str, float]) -> tuple[dict[s
     config runs on a laptop and on a GPU cluster; fractional GPUs let several trials share one. A config that insists
     on CUDA (``trial.train.device: cuda``) on a cluster without GPUs is an error, raised before any trial starts.
     """
-    cpus = float(cfg.resources["cpus_per_trial"])
+    cpus = float(cfg.resources.cpus_per_trial)
     total_cpu = float(cluster.get("CPU", 1))
     total_gpu = float(cluster.get("GPU", 0))
     if cpus > total_cpu:
@@ -41,11 +41,11 @@ def trial_resources(cfg: SweepConfig, cluster: dict[str, float]) -> tuple[dict[s
     if device.startswith("cuda") and total_gpu == 0:
         raise ValueError(f"trial.train.device is {device!r} but the Ray cluster has no GPU: set it to 'auto' (GPU "
                          "where the cluster has one, else CPU) or 'cpu', or run on a cluster with GPUs")
-    gpus = float(cfg.resources["gpus_per_trial"]) if total_gpu > 0 else 0.0
+    gpus = float(cfg.resources.gpus_per_trial) if total_gpu > 0 else 0.0
     res = {"cpu": cpus, "gpu": gpus}
     slots = int(total_cpu // cpus)
     if gpus > 0:
         slots = min(slots, int(total_gpu // gpus + 1e-9))
-    if cfg.resources["max_concurrent"]:
-        slots = min(slots, int(cfg.resources["max_concurrent"]))
+    if cfg.resources.max_concurrent:
+        slots = min(slots, int(cfg.resources.max_concurrent))
     return res, max(1, slots)
