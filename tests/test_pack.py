@@ -228,9 +228,10 @@ SWEEP = tiny_sweep(name="packs", losses=["tversky", "ce", "focal"],
 def test_a_packed_searcher_draws_each_pack_from_one_cell_and_keeps_every_quota():
     from raysweep.config import validate
     from raysweep.sweep import GroupSearcher
+    from raysweep.sweep.packing import PackSearcher
 
     cfg = validate(SWEEP)
-    alone, packed = GroupSearcher(cfg), GroupSearcher(cfg, pack=2, stops="channel")
+    alone, packed = GroupSearcher(cfg), PackSearcher(GroupSearcher(cfg), 2, stops="channel")
     issued = []
     for i in range(100):
         env = packed.suggest(f"p{i}")
@@ -247,7 +248,7 @@ def test_a_packed_searcher_draws_each_pack_from_one_cell_and_keeps_every_quota()
     assert sorted(set(issued)) == sorted(f"{loss}/{arch}" for loss in ("tversky", "ce", "focal")
                                           for arch in ("cnn", "transformer"))
     # Each member was told to its own study as a completed trial of its group.
-    study = packed.subs["synthetic/cnn/tversky"]._ot_study
+    study = packed.inner.subs["synthetic/cnn/tversky"]._ot_study
     assert len(study.trials) == 3 and all(t.value == 0.5 for t in study.trials)
 
 
@@ -266,6 +267,7 @@ def test_the_scheduler_stops_a_packed_member_where_it_would_stop_alone():
 
     from raysweep.config import validate
     from raysweep.sweep import GroupScheduler
+    from raysweep.sweep.packing import PackScheduler
 
     cfg = validate(SWEEP)
     published = []
@@ -273,7 +275,9 @@ def test_the_scheduler_stops_a_packed_member_where_it_would_stop_alone():
               "d": [0.1, 0.1, 0.1, 0.1]}
 
     def decisions(packed: bool):
-        s = GroupScheduler(max_t=4, grace_period=1, reduction_factor=2, stops="channel" if packed else None)
+        s = GroupScheduler(max_t=4, grace_period=1, reduction_factor=2)
+        if packed:
+            s = PackScheduler(s, stops="channel")
         s._channel = SimpleNamespace(decide=SimpleNamespace(remote=lambda *a: published.append(a)))
         first = SimpleNamespace(trial_id="a", config=_envelope(cfg, "tversky"))
         s.on_trial_add(None, first)
@@ -384,7 +388,9 @@ def test_a_packed_sweep_writes_every_member_as_the_trial_it_would_be_alone(ray_l
     assert (confirm.status == "completed").all() and sorted(confirm.loss) == ["focal", "tversky"]
     for tid in confirm.trial_id:  # each member's overlays under its own id
         assert list((out / "overlays" / tid).glob("*.png")), tid
-    threaded = runner._threaded_cfg({"cpu": 1, "gpu": 0})
+    from raysweep.sweep.stages import threaded_config
+
+    threaded = threaded_config(runner.cfg, {"cpu": 1, "gpu": 0})
     for row in trials[trials.status == "completed"].itertuples():
         group = Group("synthetic", "cnn", row.loss, "")
         env = compose_trial(threaded, group, json.loads(row.params), seed=row.seed, stage=row.stage)

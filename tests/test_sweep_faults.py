@@ -421,8 +421,6 @@ def faulty_trainable(config: dict) -> None:
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(ray_session, tmp_path):
-    from ray import tune
-
     from raysweep.config import validate
     from raysweep.report import build_report
     from raysweep.results import read_results
@@ -431,8 +429,7 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(ray_session, tmp_path
     ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
     class FaultyRunner(SweepRunner):
-        def _with_threads(self, resources):
-            return tune.with_resources(faulty_trainable, resources)
+        trainable = staticmethod(faulty_trainable)
 
     cfg = validate(tiny_sweep(name="faulty", losses=["tversky", "focal", "dice", "ce"],
                                  confirmation={"seeds": 1, "underpowered": "warn"}))

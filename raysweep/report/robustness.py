@@ -18,7 +18,7 @@ Robustness, per (base dataset, arch, axis):
   score at the worst level (mean over classes, then over seeds: :func:`raysweep.report.paired.replicate_scores`)
   divided by the case score at the clean level. Cases scored 0 at the clean level (no ratio) and cases missing for a
   loss are dropped (complete blocks only); with replicates, replicate r's ratio is its worst-level score over
-  replicate r's clean one (:func:`retained_matrix`). Friedman over the matrix (:func:`raysweep.report.stats.friedman`,
+  replicate r's clean one (:func:`retained_matrix`). Friedman over the matrix (:func:`raysweep.report.ranking.friedman`,
   as in the main ranking); the pairwise test of :mod:`raysweep.report.paired` (replicate-aware with two or more
   replicates per loss, else Wilcoxon signed-rank) with Holm's correction; the *top group* is the most robust loss
   and every loss the test cannot separate from it; bootstrap intervals of each loss's rank; the design's power
@@ -35,7 +35,6 @@ DSC) takes no part and is listed as excluded.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +44,7 @@ from scipy import stats as sstats
 
 from ..checks import finite
 from . import paired, stats
+from .ranking import ranking
 
 #: Losses named by the rank-change sentence at most (the largest moves first).
 MAX_MOVERS = 3
@@ -118,7 +118,10 @@ class AxisStats:
     table: pd.DataFrame
     n_cases: int = 0
     friedman: dict[str, float] | None = None
+    nemenyi: pd.DataFrame | None = None
+    tests: Any = None  # paired.PairTests
     p_holm: pd.DataFrame | None = None
+    claims: set = field(default_factory=set)
     top_group: list[str] = field(default_factory=list)
     separable: bool | None = None
     power: Any = None
@@ -274,22 +277,13 @@ def _paired(out: AxisStats, trials: pd.DataFrame, cases: pd.DataFrame, alpha: fl
         out.verdict = ("Not tested: fewer than two ranking cases have per-case scores at both levels for every "
                        "loss; the ranking orders retained means only.")
         return
-    from ..power import power_limit
-
-    out.power = power_limit(n, k, alpha)
     table["mean_case_retained"] = matrix.mean()
-    boot, _ = paired.bootstrap_ranks(scores, order, n_boot)
-    table[["rank_lo", "rank_hi", "p_first"]] = boot[["rank_lo", "rank_hi", "p_first"]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if k >= 3:
-            out.friedman = stats.friedman(matrix)
-    tests = paired.pairwise_tests(scores, order)
-    p = out.p_holm = tests.holm
+    r = ranking(table, scores, alpha, n_boot)  # the main ranking's pipeline, on retained scores
+    out.power, out.friedman, out.nemenyi, out.tests = r.power, r.friedman, r.nemenyi, r.tests
+    tests = r.tests
+    out.p_holm, out.claims, out.top_group, out.separable = tests.holm, r.claims, r.top_group, r.separable
     design = tests.design(n)
     best = str(table.index[0])
-    out.top_group = stats.mark_top_group(table, p, alpha)
-    out.separable = len(out.top_group) == 1
     head = (f"{table.loc[best, 'title']} retains the most of its clean {out.primary} at {out.axis} {out.worst[0]:g} "
             f"({table.loc[best, 'retained']:.1%})")
     if out.separable:

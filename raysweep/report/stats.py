@@ -13,7 +13,8 @@ A *cell* is one (dataset, arch) pair; a *group* one (dataset, arch, loss). Conve
   cases, which chose the configurations and so must not also rank them): for each (loss, replicate, case) the mean
   over classes of the class metric (Dice for ``dice`` datasets, IoU for ``miou`` ones), then over the replicate's
   seeds (:func:`raysweep.report.paired.replicate_scores`). Only cases scored for every (loss, replicate) enter.
-* Tests (:mod:`raysweep.report.paired`, the one pipeline every ranking uses): with two or more replicates per loss,
+* Tests (:mod:`raysweep.report.paired`; :func:`raysweep.report.ranking.ranking` is the one pipeline every ranking
+  uses): with two or more replicates per loss,
   a replicate-aware moderated t-test whose error term holds the replicates' spread (tuning and training luck) and
   the cases'; with one, the Wilcoxon signed-rank test on cases (and the report says in red that tuning variance is
   not in the test). Holm's correction over all ``k (k - 1) / 2`` pairs; a *claim* is a pair declared different.
@@ -23,7 +24,8 @@ A *cell* is one (dataset, arch) pair; a *group* one (dataset, arch, loss). Conve
   than it; the top is *separable* when that group is the best loss alone. The design's *power limit*
   (:mod:`raysweep.power`) says whether any pair could be separated at all.
 * In-run replication: the replicates split into two halves, each ranked and tested alone; Kendall's tau between the
-  halves' mean rankings and their claims replicated, left open or contradicted (:func:`split_half`).
+  halves' mean rankings and their claims replicated, left open or contradicted
+  (:func:`raysweep.report.ranking.split_half`).
 * Seed agreement: Kendall's W (with the tie correction) of the runs x losses matrix of final metrics of the ranked
   runs (:func:`kendall_w`; a rater is one (replicate, k-th seed)): 1 when every run orders the losses alike, 0 when
   the orders are unrelated.
@@ -37,7 +39,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ from scipy import stats as sstats
 from ..vocab import RANKED_STATUSES, cell_label
 from . import paired
 from .paired import holm  # noqa: F401 (stats.holm: the report's public name for it)
+from .ranking import ranking
 
 ALPHA = 0.05
 BOOTSTRAP = 2000
@@ -260,21 +262,6 @@ class CellStats:
         return float(m.max() - m.min()) if len(m) else math.nan
 
 
-def _group_top(p: pd.DataFrame, best: str, alpha: float) -> list[str]:
-    return [best] + [other for other in p.columns if other != best and not p.loc[best, other] < alpha]
-
-
-def mark_top_group(table: pd.DataFrame, p: pd.DataFrame, alpha: float) -> list[str]:
-    """The top group of a ranking table (best first): the best loss and every loss the Holm-corrected pairwise
-    p-values ``p`` cannot separate from it at ``alpha``. Adds the ``p_vs_best`` and ``top`` columns to ``table``."""
-    best = str(table.index[0])
-    top = _group_top(p, best, alpha)
-    table["p_vs_best"] = p[best]
-    table.loc[best, "p_vs_best"] = math.nan
-    table["top"] = table.index.isin(top)
-    return top
-
-
 def titles_of(table: pd.DataFrame, losses: list[str], most: int = 6) -> str:
     """``"A, B and 3 more"``: the display titles of ``losses`` for a verdict sentence."""
     titles = [table.loc[x, "title"] for x in losses]
@@ -388,39 +375,19 @@ def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha
                            "every loss there is no significance test.")
         return
     order = [str(x) for x in table.index]
-    matrix = matrix[order]
-    out.matrix = matrix
     out.replicate_means = paired.replicate_means(scores)[order]
-    n = len(matrix)
-    out.n_cases = n
-    from ..power import power_limit  # numpy and scipy only
-
-    out.power = power_limit(n, k, alpha)
-    best = order[0]
-    case_ranks = matrix.rank(axis=1, ascending=False, method="average")
-    out.mean_ranks = case_ranks.mean()
-    table["mean_rank"] = out.mean_ranks
-    boot, out.rank_samples = paired.bootstrap_ranks(scores, order, n_boot)
-    table[["rank_lo", "rank_median", "rank_hi", "p_first"]] = boot[["rank_lo", "rank_median", "rank_hi",
-                                                                    "p_first"]]
-    if n < 2:
+    r = ranking(table, scores, alpha, n_boot)
+    out.matrix, out.n_cases, out.power, out.mean_ranks, out.rank_samples = (r.matrix, r.n, r.power, r.mean_ranks,
+                                                                          r.rank_samples)
+    if r.tests is None:
         out.verdict = "Not tested: a single evaluation case."
         out.caveats.append("One case cannot support any test; the ranking is descriptive.")
         return
-    import scikit_posthocs as sp  # imported here: it pulls in matplotlib and statsmodels
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ties and small samples: the p-values say what they can
-        if k >= 3:
-            out.friedman = friedman(matrix)
-            out.nemenyi = sp.posthoc_nemenyi_friedman(matrix)
-            out.nemenyi_top_group = _group_top(out.nemenyi, best, alpha)
-    out.tests = tests = paired.pairwise_tests(scores, order)
-    out.p_raw, out.p_holm = tests.raw, tests.holm
-    out.claims = paired.claims(tests, alpha)
-    out.top_group = mark_top_group(table, tests.holm, alpha)
-    out.separable = len(out.top_group) == 1
-    out.halves = split_half(scores, order, alpha)
+    out.friedman, out.nemenyi, out.nemenyi_top_group = r.friedman, r.nemenyi, r.nemenyi_top_group
+    out.tests = tests = r.tests
+    out.p_raw, out.p_holm, out.claims = tests.raw, tests.holm, r.claims
+    out.top_group, out.separable, out.halves = r.top_group, r.separable, r.halves
+    n, best = r.n, order[0]
     design = tests.design(n)
     best_title = table.loc[best, "title"]
     if out.separable:
@@ -444,41 +411,3 @@ def _paired_tests(out: CellStats, cases: pd.DataFrame, runs: pd.DataFrame, alpha
     if k >= 10:
         out.caveats.append(f"{k} losses give {k * (k - 1) // 2} pairwise comparisons; Holm's correction keeps the "
                            "family-wise error at alpha, so only large differences are declared.")
-
-
-def friedman(matrix: pd.DataFrame) -> dict[str, float]:
-    """Friedman's test (scipy) over a cases x losses matrix of ``n >= 2`` cases and ``k >= 3`` losses, with
-    Iman-Davenport's F correction (less conservative; Demsar 2006, eq. 2): ``{"statistic": chi2, "pvalue",
-    "iman_davenport_f", "iman_davenport_p"}``. Call it under ``warnings.catch_warnings()`` where ties or small samples
-    are expected (scipy warns; the p-values say what they can)."""
-    n, k = matrix.shape
-    stat, p = sstats.friedmanchisquare(*matrix.to_numpy(float).T)
-    f_id = (n - 1) * stat / (n * (k - 1) - stat) if n * (k - 1) != stat else math.inf
-    p_id = float(sstats.f.sf(f_id, k - 1, (k - 1) * (n - 1))) if math.isfinite(f_id) else 0.0
-    return {"statistic": float(stat), "pvalue": float(p), "iman_davenport_f": float(f_id), "iman_davenport_p": p_id}
-
-
-def split_half(scores: pd.DataFrame, order: list[str], alpha: float) -> dict[str, Any] | None:
-    """In-run replication of a cell: its replicates split into two halves (:func:`raysweep.report.paired.split_halves`),
-    each ranked by its mean scores and tested alone (the same pipeline); Kendall's tau-b between the two halves'
-    means and the halves' claims side by side (:func:`raysweep.report.paired.compare_claims`). None with fewer than
-    2 replicates for some loss.
-
-    Returns ``{"replicates": (R_a, R_b), "tau": float, "methods": (test of A, of B), "winners": (a, b), "replicated": n,
-    "open": n, "contradicted": n, "contradicted_pairs": [(better in A, worse in A), ...]}``.
-    """
-    halves = paired.split_halves(scores)
-    if halves is None:
-        return None
-    means, tests = [], []
-    for h in halves:
-        m = paired.loss_means(h)[order].mean(axis=0)
-        means.append(m)
-        tests.append(paired.pairwise_tests(h, order))
-    tau = float(sstats.kendalltau(means[0].to_numpy(float), means[1].to_numpy(float), variant="b").statistic)
-    c = paired.compare_claims(paired.claims(tests[0], alpha), paired.claims(tests[1], alpha))
-    sizes = tuple(int(h.columns.get_level_values("replicate").nunique()) for h in halves)
-    return {"replicates": sizes, "tau": tau, "methods": (tests[0].method, tests[1].method),
-            "winners": (str(means[0].idxmax()), str(means[1].idxmax())),
-            "replicated": len(c["replicated"]), "open": len(c["open"]), "contradicted": len(c["contradicted"]),
-            "contradicted_pairs": c["contradicted"]}

@@ -7,8 +7,12 @@ Everything the sweep knows of packs lives here:
   :func:`trial_members` (what a Tune trial trains: itself, or its members);
 * the typed pack report, :class:`PackReport`: a round of the members' reports, encoded into one Tune report by
   :class:`TunePackSink` and decoded by :meth:`PackReport.of` for the searcher, the scheduler and the results callback;
-* the stop channel: ASHA decides per member (:class:`~raysweep.sweep.scheduler.GroupScheduler`), and its decision for
-  each round reaches the pack through a small named Ray actor (:class:`PackStops`), which the pack waits for;
+* the members as trials: :class:`PackSearcher` draws each pack's members from the per-group searcher as its round
+  robin would and tells each member's study of it as of a trial alone; :class:`PackScheduler` decides each member in
+  its own group's ASHA bracket as if it ran alone (:class:`~raysweep.sweep.searcher.GroupSearcher` and
+  :class:`~raysweep.sweep.scheduler.GroupScheduler` know nothing of packs);
+* the stop channel: the scheduler's decision for each round reaches the pack through a small named Ray actor
+  (:class:`PackStops`), which the pack waits for;
 * :class:`TunePackSink`, the pack's side of Ray Tune, handed by the trainable to
   :func:`raysweep.trial.pack.train_pack` (the training itself knows nothing of Tune).
 """
@@ -28,10 +32,12 @@ from typing import Any
 from ..checks import jsonable
 from ..trial import checkpoint
 from ..trial.overlays import encode_overlays
-from ..trial.sink import PackSink, Sink
+from ..trial.pack import PackSink
+from ..trial.sink import Sink
+from .searcher import GroupSearcher
 
-__all__ = ["PackReport", "PackStops", "TunePackSink", "channel_name", "is_pack", "member_id", "open_channel",
-           "pack_envelope", "pack_trials", "publish_decision", "trial_members"]
+__all__ = ["PackReport", "PackScheduler", "PackSearcher", "PackStops", "TunePackSink", "channel_name", "is_pack",
+           "member_id", "open_channel", "pack_envelope", "pack_trials", "trial_members"]
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +163,164 @@ def open_channel(name: str) -> Any:
     return ray.remote(num_cpus=0)(PackStops).options(name=name, get_if_exists=True).remote()
 
 
-def publish_decision(channel: Any, trial_id: str, round_id: str, stopped: list[int]) -> None:
-    """The scheduler's decision for a pack's round: the members (indices) it stops there."""
-    channel.decide.remote(trial_id, round_id, stopped)
+# -- the members as trials: searcher and scheduler ---------------------------------------------------------------
+
+
+def _searcher_base():
+    from ray.tune.search import Searcher
+
+    return Searcher
+
+
+def _scheduler_base():
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler
+
+
+class PackSearcher(_searcher_base()):
+    """The tuning stage's searcher with ``resources.pack`` K > 1: each Tune trial is a pack of up to K suggestions of
+    ``inner`` (:class:`~raysweep.sweep.searcher.GroupSearcher`) from one cell, drawn as its round robin would draw
+    them; member ``k`` is known to its study as ``<trial id>-<k>`` and told of as the trial it would be alone: its
+    reports as they arrive, its end when it ends (on its own, or when it is no longer among the pack's ``live``
+    members: early-stopped), the rest when the pack ends. ``stops`` names the stop channel (with early stopping)."""
+
+    def __init__(self, inner: GroupSearcher, k: int, stops: str | None = None):
+        super().__init__(metric=inner.metric, mode=inner.mode)
+        self.inner, self.k, self.stops = inner, int(k), stops
+        self.packs: dict[str, list[str]] = {}  # pack trial id -> its members' ids
+        self.member_last: dict[str, dict] = {}  # member id -> its last report
+        self.done: set[str] = set()  # members already told to their study that they ended
+
+    @property
+    def total(self) -> int:
+        """Tuning trials planned (members, not packs), all groups together."""
+        return self.inner.total
+
+    def suggest(self, trial_id: str):
+        members: list[dict[str, Any]] = []
+        for k in range(self.k):
+            one = self.inner.suggest_in(member_id(trial_id, k), members[0]["tags"] if members else None)
+            if one is None:
+                break
+            members.append(one)
+        if not members:
+            return self.FINISHED if self.inner.all_issued() else None
+        self.packs[trial_id] = [member_id(trial_id, k) for k in range(len(members))]
+        return pack_envelope(members, self.stops)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._route(trial_id, PackReport.of(result))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._route(trial_id, PackReport.of(result), final=True)
+        for mid in self.packs.pop(trial_id, []):  # members the pack's end cut short: as their trial's end
+            if mid not in self.done:
+                last = self.member_last.get(mid)
+                self.inner.complete(mid, last, error=error or last is None)
+            self.member_last.pop(mid, None)
+            self.done.discard(mid)
+
+    def _route(self, trial_id: str, pack: PackReport | None, final: bool = False) -> None:
+        """A pack's report to its members' studies: running members' reports as results; members that ended on
+        their own, or that are no longer live (early-stopped), as completed."""
+        if pack is None or trial_id not in self.packs:
+            return
+        for _, mid, report in pack.members(trial_id):
+            if mid in self.done:
+                continue
+            self.member_last[mid] = report
+            if report.get("status") == "running":
+                if not final:
+                    self.inner.report(mid, report)
+            else:
+                self.inner.complete(mid, report, error=report.get("status") == "error")
+                self.done.add(mid)
+        if pack.live is not None:
+            for k, mid in enumerate(self.packs[trial_id]):
+                if k not in pack.live and mid not in self.done and mid in self.member_last:
+                    self.inner.complete(mid, self.member_last[mid], error=False)
+                    self.done.add(mid)
+
+    # Tune snapshots: the whole state pickled, the per-group searcher with it, as that searcher saves its own.
+    save = GroupSearcher.save
+    restore = GroupSearcher.restore
+
+    def restored_from_snapshot(self) -> None:
+        self.inner.restored_from_snapshot()
+
+
+class PackScheduler(_scheduler_base()):
+    """The tuning stage's early stopping with packs: each member of a pack is decided in its own group's bracket of
+    ``inner`` (:class:`~raysweep.sweep.scheduler.GroupScheduler`) as if it ran alone; each round's decision goes to
+    the pack through the stop channel ``stops``, and the pack is stopped as a whole once no member is left."""
+
+    def __init__(self, inner: Any, stops: str | None = None):
+        super().__init__()
+        self.inner, self.stops = inner, stops
+        self.live: dict[str, dict[int, str]] = {}  # pack trial id -> its members still training: index -> member id
+        self._channel = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_channel"] = None  # an actor handle is this driver session's
+        return state
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return self.inner.set_search_properties(metric, mode, **spec)
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        if not is_pack(trial.config):
+            return self.inner.on_trial_add(tune_controller, trial)
+        members = trial_members(trial)
+        for trial_id, tags in members:
+            self.inner.add(tune_controller, trial_id, tags)
+        self.live[trial.trial_id] = {k: trial_id for k, (trial_id, _) in enumerate(members)}
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if not is_pack(trial.config):
+            return self.inner.on_trial_result(tune_controller, trial, result)
+        if trial.trial_id not in self.live:  # a pack this scheduler was not told of (a restored experiment)
+            self.on_trial_add(tune_controller, trial)
+        live, stopped = self.live[trial.trial_id], []
+        pack = PackReport.of(result) or PackReport({})
+        for k, _, report in pack.members(trial.trial_id):
+            trial_id = live.get(k)
+            if trial_id is None:
+                continue
+            if report.get("status") == "running":
+                if self.inner.decide(tune_controller, trial_id, report) == self.STOP:
+                    stopped.append(k)
+                    self.inner.complete(tune_controller, trial_id, report)
+                    del live[k]
+            else:  # ended on its own: as a trial that ends (completed, diverged, oom) or raises (error)
+                if report.get("status") == "error":
+                    self.inner.drop(trial_id)
+                else:
+                    self.inner.complete(tune_controller, trial_id, report)
+                del live[k]
+        if pack.round is not None and self.stops is not None:
+            if self._channel is None:
+                import ray
+
+                self._channel = ray.get_actor(self.stops)
+            self._channel.decide.remote(trial.trial_id, pack.round, stopped)
+        return self.CONTINUE if live else self.STOP
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        if not is_pack(trial.config):
+            return self.inner.on_trial_complete(tune_controller, trial, result)
+        for trial_id in self.live.pop(trial.trial_id, {}).values():  # what the pack's end cut short
+            self.inner.drop(trial_id)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        if not is_pack(trial.config):
+            return self.inner.on_trial_remove(tune_controller, trial)
+        for trial_id in self.live.pop(trial.trial_id, {}).values():
+            self.inner.drop(trial_id)
+
+    def debug_string(self) -> str:
+        return self.inner.debug_string() + ", member by member in packs"
 
 
 # -- the pack's side of Ray Tune ----------------------------------------------------------------------------------

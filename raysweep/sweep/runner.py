@@ -1,4 +1,5 @@
-"""The sweep runner: runs (or resumes) the two stages of a sweep into an output folder.
+"""The sweep runner: runs (or resumes) a sweep into an output folder: the folder's lock and ``state.json``, Ray's
+start-up, the losses' preparation steps and ``sweep.json`` (:mod:`.records`), then the two stages (:mod:`.stages`).
 
 Stage ``tune``: one ``Tuner`` whose searcher (:class:`GroupSearcher`) hands out trials round-robin across one Optuna
 study per group, with an equal quota each, the survey's defaults first; :class:`GroupScheduler` stops weak trials early
@@ -28,25 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import results
-from ..checks import finite
-from ..config import Group, SweepConfig, compose_trial, confirmation_seeds
-from ..search import GroupSpace
-from .callback import WRITE_FAILURES, ResultsCallback, delete_checkpoints
-from .outdir import OutputLock, ResultsWriteError, check_writable, iso_time
-from .packing import PackReport, channel_name, is_pack, open_channel, pack_trials
-from .records import environment, evaluations, protocol, read_state, sweep_meta, write_state
-from .scheduler import METRIC, GroupScheduler
-from .searcher import FixedSearcher, GroupSearcher
-from .studies import tune_studies
-from .tracking import finish_tracking, tracker_for
+from ..config import SweepConfig
+from .outdir import OutputLock, check_writable, iso_time
+from .records import environment, protocol, read_state, sweep_meta, write_state
+from .stages import Stages
+from .tracking import finish_tracking
 from .trainable import sweep_trainable, trial_resources
 
-__all__ = ["SweepInterrupted", "SweepRunner", "best_points", "run_sweep", "confirmation_seeds", "environment"]
-
-
-class SweepInterrupted(KeyboardInterrupt):
-    """A stage ended before all its trials did (Ctrl+C, SIGTERM): nothing is marked done, and running the same
-    command on the same output folder resumes it."""
+__all__ = ["SweepRunner", "run_sweep"]
 
 
 class _tune_environment:
@@ -76,6 +66,9 @@ class _tune_environment:
 class SweepRunner:
     """Runs (or resumes) a sweep into ``out_dir``: ``ray/`` (Tune experiments), ``results/`` (Parquet, sweep.json),
     ``overlays/`` and the HTML report."""
+
+    #: What Ray runs for each trial (a test may inject faults through another).
+    trainable = staticmethod(sweep_trainable)
 
     def __init__(self, cfg: SweepConfig, out_dir: str | Path, address: str | None = None, fresh: bool = False,
                  progress: bool = True, storage: str | None = None, data_check: dict[str, Any] | None = None):
@@ -146,17 +139,18 @@ class SweepRunner:
         self.prepared = self._prepare_losses()
         results.write_sweep_meta(self.results_dir, sweep_meta(self.cfg, state, self.env, cluster, slots,
                                                               self.data_check))
+        stages = Stages(self.cfg, self.out, self.storage, state, self.env, resources, slots, self.prepared,
+                        progress=self.progress, trainable=self.trainable)
         t0 = time.time()
         if not state.get("tune_done"):
-            best = self._tune(state, resources, slots)
-            state.update(tune_done=True, best=best)
+            state.update(tune_done=True, best=stages.tune())
             self._save_state(state)
-            self._prune_checkpoints("tune")
+            stages.prune_checkpoints("tune")
         if self.cfg.confirmation.seeds > 0 and not state.get("confirm_done"):
-            self._confirm(state, resources, slots)
+            stages.confirm()
             state["confirm_done"] = True
             self._save_state(state)
-            self._prune_checkpoints("confirm")
+            stages.prune_checkpoints("confirm")
         state["ended"] = time.time()
         state["wall_s"] = state.get("wall_s", 0.0) + (time.time() - t0)
         self._save_state(state)
@@ -185,152 +179,6 @@ class SweepRunner:
                     progress=self.progress))
         return prepared
 
-    # ------------------------------------------------------------------ stages
-
-    def _tuner(self, stage: str, trainable, **kwargs):
-        from ray import tune
-
-        path = f"{self.storage.rstrip('/')}/{self.cfg.name}-{stage}"
-        if tune.Tuner.can_restore(path):
-            return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-        return tune.Tuner(trainable, **kwargs)
-
-    def _run_config(self, stage: str, state: dict, planned: int):
-        from ray import tune
-
-        callback = ResultsCallback(self.results_dir, self.out / "overlays", sweep_id=state["sweep_id"], stage=stage,
-                                   planned=planned, versions=self.env["versions"], progress=self.progress,
-                                   quota=self.cfg.tuning.trials_per_group if stage == "tune"
-                                   else self.cfg.confirmation.seeds,
-                                   tracker=tracker_for(self.cfg, state["sweep_id"]))  # MLflow, if configured
-        return tune.RunConfig(
-            name=f"{self.cfg.name}-{stage}",
-            storage_path=self.storage,
-            callbacks=[callback],
-            verbose=0,
-            # A lost node or a crashed worker: the trial restarts from its last checkpoint, up to twice.
-            failure_config=tune.FailureConfig(max_failures=2),
-            # Every checkpoint is kept by Tune; the callback deletes those no restore can need (it knows when the
-            # experiment snapshot moved past them, Tune's num_to_keep does not).
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-        )
-
-    def _with_threads(self, resources):
-        from ray import tune
-
-        return tune.with_resources(sweep_trainable, resources)
-
-    def _tune(self, state: dict, resources: dict, slots: int) -> dict:
-        from ray import tune
-
-        evals = evaluations(self.cfg)
-        asha = self.cfg.tuning.scheduler == "asha" and evals > 1
-        pack = self.cfg.resources.pack
-        stops, channel = None, None
-        if pack > 1 and asha:  # ASHA decides per member; its decisions reach the packs through this actor
-            stops = channel_name(state["sweep_id"])
-            channel = open_channel(stops)  # held for the stage: an actor without a handle is collected
-        # The studies live in an Optuna storage (raysweep.sweep.studies); a restored stage reopens them through the
-        # searcher Tune saved, so the one built here (for its quota only) then gets none.
-        restoring = tune.Tuner.can_restore(f"{self.storage.rstrip('/')}/{self.cfg.name}-tune")
-        searcher = GroupSearcher(self._threaded_cfg(resources), self.prepared, pack=pack, stops=stops,
-                                 storage=None if restoring else tune_studies(self.cfg, self.out))
-        scheduler = None
-        if asha:
-            scheduler = GroupScheduler(max_t=evals, grace_period=min(self.cfg.tuning.grace_period, evals),
-                                       reduction_factor=self.cfg.tuning.reduction_factor, stops=stops)
-        tuner = self._tuner(
-            "tune", self._with_threads(resources),
-            tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=searcher, scheduler=scheduler,
-                                        num_samples=-1, max_concurrent_trials=slots, reuse_actors=True,
-                                        trial_dirname_creator=_dirname),
-            run_config=self._run_config("tune", state, searcher.total),
-        )
-        try:
-            grid = tuner.fit()
-        finally:
-            if channel is not None:
-                import ray
-
-                ray.kill(channel)
-        self._raise_write_failure("tune")
-        self._raise_if_interrupted("tune", searcher.total)
-        return best_points(grid, self.cfg)
-
-    def _confirm(self, state: dict, resources: dict, slots: int) -> None:
-        from ray import tune
-
-        cfg = self._threaded_cfg(resources)
-        envelopes = []
-        for g in cfg.groups():
-            point = state["best"].get(g.key)
-            if point is None:
-                print(f"[confirm] {g.key}: no tuning trial ran its full budget; confirming the survey's defaults",
-                      flush=True)
-                point = GroupSpace(g.loss, cfg.pairing).defaults()
-            for seed in confirmation_seeds(cfg, g.replicate):
-                envelopes.append(compose_trial(cfg, g, point, seed=seed, stage="confirm",
-                                               prepared=self.prepared))
-        # resources.pack: K runs of one cell and seed per Ray trial, trained side by side on the same batches.
-        packed = pack_trials(envelopes, cfg.resources.pack)
-        tuner = self._tuner(
-            "confirm", self._with_threads(resources),
-            tune_config=tune.TuneConfig(search_alg=FixedSearcher(packed), num_samples=-1,
-                                        max_concurrent_trials=slots, reuse_actors=True,
-                                        trial_dirname_creator=_dirname),
-            run_config=self._run_config("confirm", state, len(envelopes)),
-        )
-        tuner.fit()
-        self._raise_write_failure("confirm")
-        self._raise_if_interrupted("confirm", len(envelopes))
-
-    def _raise_write_failure(self, stage: str) -> None:
-        failure = WRITE_FAILURES.pop(str(self.results_dir), None)
-        if failure is None:
-            return
-        trial_id, exc = failure
-        raise ResultsWriteError(
-            exc.errno, f"could not write the results of trial {trial_id} ({exc.strerror or exc}: "
-            f"{exc.filename or self.results_dir}). The {stage} stage stopped and saved its state; files already "
-            f"written are unchanged. Free disk space or make {self.out} writable, then run the same command again "
-            "to resume.")
-
-    def _raise_if_interrupted(self, stage: str, planned: int) -> None:
-        """Tune returns normally when interrupted (it saves the experiment for a restore). A stage is done only when
-        every planned trial has its row (an errored trial has one too); otherwise nothing may be marked done."""
-        ended = len(results.stage_trial_ids(self.results_dir, stage))
-        if ended < planned:
-            raise SweepInterrupted(f"the {stage} stage was interrupted with {ended} of {planned} trials ended; its "
-                                   f"state is saved in {self.out}: run the same command again to resume")
-
-    def _prune_checkpoints(self, stage: str) -> None:
-        """Delete every trial checkpoint of a finished stage: its experiment is never restored again."""
-        from pyarrow import fs as pafs
-
-        path = f"{self.storage.rstrip('/')}/{self.cfg.name}-{stage}"
-        try:
-            fs, root = pafs.FileSystem.from_uri(path if "://" in path else Path(path).as_uri())
-            trial_dirs = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-        except (OSError, ValueError):
-            return
-        for info in trial_dirs:
-            if info.type == pafs.FileType.Directory:
-                delete_checkpoints(fs, info.path)
-
-    def _threaded_cfg(self, resources: dict) -> SweepConfig:
-        """The config with each trial's torch threads and device pinned to its resources."""
-        import copy
-        import dataclasses
-
-        trial = copy.deepcopy(self.cfg.trial)
-        train = trial.setdefault("train", {})
-        train.setdefault("threads", max(1, int(resources["cpu"])))
-        if resources["gpu"] == 0:
-            train["device"] = "cpu"  # never touch a GPU the trial did not ask for
-        train.setdefault("progress", False)
-        return dataclasses.replace(self.cfg, trial=trial)
-
-
 def run_sweep(config: str | Path | SweepConfig | None = None, out: str | Path | None = None, *,
               address: str | None = None, fresh: bool = False, storage: str | None = None,
               progress: bool = True, check_data: bool = True) -> Path:
@@ -356,33 +204,3 @@ def run_sweep(config: str | Path | SweepConfig | None = None, out: str | Path | 
     record = run_check(cfg, progress=progress) if check_data else {"status": "skipped", "by": "check_data=False"}
     SweepRunner(cfg, out, address=address, fresh=fresh, progress=progress, storage=storage, data_check=record).run()
     return out / "results"
-
-
-def _dirname(trial) -> str:
-    tags = trial.config["tags"]
-    return f"{tags['loss']}-{tags['arch']}-{trial.trial_id}"
-
-
-def best_points(grid, cfg: SweepConfig) -> dict[str, dict]:
-    """Best sampled point per group: the highest final selection score among the group's tuning trials that
-    completed their full budget (early-stopped, diverged and failed trials are never chosen: their scores are not
-    comparable). A group without such a trial is absent (the confirmation stage then uses its defaults)."""
-    steps = cfg.resolved_trial["train"]["steps"]
-    best: dict[str, tuple[float, dict]] = {}
-    for result in grid:
-        config = result.config or {}
-        metrics = result.metrics or {}
-        if is_pack(config):  # a pack: its members' last reports (every member that ran its budget is there)
-            reports = (PackReport.of(metrics) or PackReport({})).reports
-            runs = [(m.get("tags"), reports.get(k, {})) for k, m in enumerate(config["members"])]
-        else:
-            runs = [(config.get("tags"), metrics)]
-        for tags, metrics in runs:
-            score = metrics.get(METRIC)
-            if not tags or not finite(score) or metrics.get("status") != "completed" or \
-                    int(metrics.get("step") or 0) < steps:
-                continue
-            key = Group.of(tags).key
-            if key not in best or float(score) > best[key][0]:
-                best[key] = (float(score), tags["params"])
-    return {k: v[1] for k, v in best.items()}

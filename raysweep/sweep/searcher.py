@@ -13,7 +13,6 @@ from typing import Any, Mapping
 from ..checks import finite
 from ..config import Group, SweepConfig, compose_trial, n_startup_trials, tune_quota, tuning_seed
 from ..search import GroupSpace
-from .packing import PackReport, member_id, pack_envelope
 from .scheduler import METRIC
 from .studies import StudyRecorder, settle_unknown_trials
 
@@ -33,18 +32,16 @@ class GroupSearcher(_searcher_base()):
     that proposed the trial. A group whose loss has nothing to tune gets a single trial (its defaults). Returns
     ``Searcher.FINISHED`` once every quota is issued. Pickled whole by Tune (module-level classes only).
 
-    With ``pack`` K > 1 each Tune trial is a pack (:mod:`raysweep.sweep.packing`): K suggestions of the same cell,
-    drawn as the round robin would draw them, member ``k`` known to its study as ``<trial id>-<k>``. Each member is
-    told to its study as it would be alone: its reports as they arrive, its end when it ends (on its own, or when it
-    is no longer among the pack's ``live`` members: early-stopped), the rest when the pack ends. ``stops`` names the
-    Ray actor through which the scheduler's per-member decisions reach the packs (the stop channel).
+    Packed trials (``resources.pack``) are drawn from it by :class:`raysweep.sweep.packing.PackSearcher`, through
+    :meth:`suggest_in` (a suggestion within one cell), :meth:`report` and :meth:`complete`: each member is told to
+    its study as the trial it would be alone.
     """
 
     storage: Any = None  # (class defaults: a searcher pickled before stored studies existed has neither)
     stored = False
 
     def __init__(self, cfg: SweepConfig, prepared: Mapping[str, Any] | None = None, metric: str = METRIC,
-                 mode: str = "max", pack: int = 1, stops: str | None = None, storage: Any = None):
+                 mode: str = "max", storage: Any = None):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
@@ -85,10 +82,6 @@ class GroupSearcher(_searcher_base()):
         self.issued = {g.key: 0 for g in self.groups}
         self.owner: dict[str, Group] = {}
         self.cursor = 0
-        self.pack, self.stops = int(pack), stops
-        self.packs: dict[str, list[str]] = {}  # pack trial id -> its members' ids
-        self.member_last: dict[str, dict] = {}  # member id -> its last report
-        self.done: set[str] = set()  # members already told to their study that they ended
 
     @property
     def total(self) -> int:
@@ -96,25 +89,16 @@ class GroupSearcher(_searcher_base()):
         return sum(self.quota.values())
 
     def suggest(self, trial_id: str):
-        if self.pack <= 1:
-            envelope = self._suggest_one(trial_id)
-        else:
-            members: list[dict[str, Any]] = []
-            for k in range(self.pack):
-                cell = None if not members else members[0]["tags"]
-                one = self._suggest_one(member_id(trial_id, k), cell)
-                if one is None:
-                    break
-                members.append(one)
-            envelope = None
-            if members:
-                self.packs[trial_id] = [member_id(trial_id, k) for k in range(len(members))]
-                envelope = pack_envelope(members, self.stops)
+        envelope = self.suggest_in(trial_id)
         if envelope is not None:
             return envelope
-        return self.FINISHED if all(self.issued[k] >= q for k, q in self.quota.items()) else None
+        return self.FINISHED if self.all_issued() else None
 
-    def _suggest_one(self, trial_id: str, cell: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    def all_issued(self) -> bool:
+        """Whether every group's quota has been handed out."""
+        return all(self.issued[k] >= q for k, q in self.quota.items())
+
+    def suggest_in(self, trial_id: str, cell: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """The next group's suggestion in the round robin (within ``cell``'s dataset, variant and architecture when
         given), or None when no group can propose one now."""
         n = len(self.groups)
@@ -151,46 +135,12 @@ class GroupSearcher(_searcher_base()):
         return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.packs:
-            self._pack_result(trial_id, PackReport.of(result))
-            return
-        self._report(trial_id, result)
+        self.report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self.packs:
-            self._pack_result(trial_id, PackReport.of(result), final=True)
-            for mid in self.packs.pop(trial_id):  # members the pack's end cut short: as their trial's end
-                if mid not in self.done:
-                    last = self.member_last.get(mid)
-                    self._complete(mid, last, error=error or last is None)
-                self.member_last.pop(mid, None)
-                self.done.discard(mid)
-            return
-        self._complete(trial_id, result, error)
+        self.complete(trial_id, result, error)
 
-    def _pack_result(self, trial_id: str, pack: PackReport | None, final: bool = False) -> None:
-        """Route a pack's report to its members' studies: running members' reports as results; members that ended
-        on their own, or that are no longer live (early-stopped), as completed."""
-        if pack is None:
-            return
-        for _, mid, report in pack.members(trial_id):
-            if mid in self.done:
-                continue
-            self.member_last[mid] = report
-            if report.get("status") == "running":
-                if not final:
-                    self._report(mid, report)
-            else:
-                self._complete(mid, report, error=report.get("status") == "error")
-                self.done.add(mid)
-        live = pack.live
-        if live is not None:
-            for k, mid in enumerate(self.packs[trial_id]):
-                if k not in live and mid not in self.done and mid in self.member_last:
-                    self._complete(mid, self.member_last[mid], error=False)
-                    self.done.add(mid)
-
-    def _report(self, trial_id: str, result: Mapping[str, Any]) -> None:
+    def report(self, trial_id: str, result: Mapping[str, Any]) -> None:
         """One evaluation to the trial's study as an intermediate value, once (a trial restarted from a checkpoint
         reports its later evaluations again)."""
         sub, reported = self._sub(trial_id), self.__dict__.setdefault("reported", {})
@@ -200,7 +150,9 @@ class GroupSearcher(_searcher_base()):
             sub.on_trial_result(trial_id, result)
             reported[trial_id] = step
 
-    def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
+    def complete(self, trial_id: str, result: dict | None, error: bool) -> None:
+        """The trial's end to its study: COMPLETE, PRUNED (stopped early by ASHA) or FAIL (``error``, a result
+        that is not finite), once."""
         sub = self._sub(trial_id)
         if sub is None:
             return
@@ -216,7 +168,7 @@ class GroupSearcher(_searcher_base()):
         if not error and result is not None:
             # Tune hands a trial's last evaluation to on_trial_complete only: it is an intermediate value too (the
             # study's curve ends where the trial did; TPE ranks an early-stopped trial by its last one).
-            self._report(trial_id, result)
+            self.report(trial_id, result)
         self.__dict__.setdefault("reported", {}).pop(trial_id, None)
         if not error and result is not None and int(result.get("step") or 0) < self.budget \
                 and result.get("status") == "running":
@@ -247,6 +199,10 @@ class GroupSearcher(_searcher_base()):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+        self.restored_from_snapshot()
+
+    def restored_from_snapshot(self) -> None:
+        """After the state of an experiment snapshot is loaded: the stored studies made to agree with it."""
         self.restored = set(self.owner)  # the trials this snapshot had asked (the storage may be ahead for them)
         for sub in self.subs.values() if self.stored else ():
             # Trials asked after the snapshot this state comes from: unknown to the restored experiment.

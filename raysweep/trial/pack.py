@@ -24,8 +24,8 @@ killed pack resumes every member from one step: inside Ray Tune from the pack's 
 member, and ``pack.json`` with the final reports of members that had ended), when called directly from each
 member's ``checkpoint.resume``.
 
-Where the reports go is the pack's :class:`~raysweep.trial.sink.PackSink`, chosen once by the caller: called
-directly, each member's own folder (:class:`~raysweep.trial.sink.LocalPackSink`); in a sweep, Ray Tune, where a pack
+Where the reports go is the pack's :class:`PackSink`, chosen once by the caller: called directly, each member's own
+folder (:class:`LocalPackSink`); in a sweep, Ray Tune, where a pack
 is one Tune trial whose every round of reports goes out as one report and the scheduler may stop members early
 (:mod:`raysweep.sweep.packing`). The training here is the same either way.
 """
@@ -43,14 +43,53 @@ from .build import build
 from .loop import Trial, device_batch, free_memory, is_oom, report_failure
 from .objective import merge_target_maps
 from .schema import resolve_config
-from .sink import LocalPackSink, PackSink, Sink, in_tune
+from .sink import LocalSink, Sink, in_tune
 
-__all__ = ["MEMBER_FREE", "check_pack", "train_pack"]
+__all__ = ["MEMBER_FREE", "LocalPackSink", "PackSink", "check_pack", "train_pack"]
 
 #: Config sections the members of a pack may set freely (everything else must agree).
 MEMBER_FREE = ("loss", "companions", "optimizer", "scheduler", "output_dir")
 #: Keys of the shared sections that may still differ per member.
 _MEMBER_FREE_KEYS = {"train": ("progress",), "checkpoint": ("resume",)}
+
+
+class PackSink:
+    """The interface of a pack's reports: a sink per member, what a resumed pack knows of its members, and the end of
+    each round (the step at which every live member has trained and reported when due)."""
+
+    #: whether the pack's tqdm bar shows under ``train.progress: auto``
+    shows_progress: bool = False
+
+    def member_sink(self, k: int, cfg: Mapping[str, Any]) -> Sink:
+        """Member ``k``'s sink (``cfg``: its resolved trial config)."""
+        raise NotImplementedError
+
+    def ended_before(self, k: int) -> dict[str, Any] | None:
+        """Member ``k``'s final report if it had ended before the state this pack resumes from, else None."""
+        return None
+
+    def stopped_before(self, k: int) -> bool:
+        """Whether member ``k`` was stopped early before that state (the sweep already has its reports)."""
+        return False
+
+    def end_round(self, finals: Mapping[int, dict[str, Any]], live: list[int]) -> list[int]:
+        """The round's reports are complete (``finals``: the final reports of the members that have ended, ``live``:
+        the members still training). Returns the live members to stop here (early stopping), else []."""
+        return []
+
+    def returns(self, finals: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """What ``train_pack`` returns: the members' final reports, in order (None where they went elsewhere)."""
+        return finals
+
+
+class LocalPackSink(PackSink):
+    """Each member reports to its own :class:`LocalSink` (its ``output_dir`` and ``checkpoint.resume``)."""
+
+    shows_progress = True
+
+    def member_sink(self, k: int, cfg: Mapping[str, Any]) -> Sink:
+        c = cfg["checkpoint"]
+        return LocalSink(cfg["output_dir"], c["resume"], c["keep"])
 
 
 def check_pack(configs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -87,8 +126,8 @@ def train_pack(configs: Sequence[Mapping[str, Any]], sink: PackSink | None = Non
     """Train the configurations ``configs`` (schema in :mod:`raysweep.trial.schema`) as one pack.
 
     Args:
-        sink: where the members report (:class:`~raysweep.trial.sink.PackSink`); by default each to its own
-            ``output_dir`` (:class:`~raysweep.trial.sink.LocalPackSink`). Inside Ray Tune the caller passes Tune's,
+        sink: where the members report (:class:`PackSink`); by default each to its own ``output_dir``
+            (:class:`LocalPackSink`). Inside Ray Tune the caller passes Tune's,
             :class:`raysweep.sweep.packing.TunePackSink`, through which the scheduler may also stop members early.
 
     Returns:

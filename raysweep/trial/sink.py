@@ -6,9 +6,8 @@
 * :class:`LocalSink` (tests, ``raysweep train``): reports are returned; with ``output_dir`` set, checkpoints
   (``checkpoint_<step>``), ``overlays/`` and ``result.json`` are written there; ``checkpoint.resume`` names a
   checkpoint directory to resume from.
-* :class:`PackSink`: where a pack's members report (:func:`raysweep.trial.pack.train_pack`): a :class:`Sink` per
-  member and the end of each round of reports. :class:`LocalPackSink` gives each member a :class:`LocalSink`; the
-  sweep hands Tune's (:class:`raysweep.sweep.packing.TunePackSink`) to the pack it runs.
+
+A pack's members each report to a sink too, handed out by the pack's :class:`raysweep.trial.pack.PackSink`.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import json
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from ..checks import jsonable
 from . import checkpoint
 from .overlays import encode_overlays, write_overlays
 
-__all__ = ["LocalPackSink", "LocalSink", "PackSink", "Sink", "TuneSink", "in_tune", "sink_for"]
+__all__ = ["LocalSink", "Sink", "TuneSink", "in_tune", "sink_for"]
 
 Overlays = list[tuple[str, np.ndarray]]
 
@@ -140,45 +139,6 @@ def sink_for(cfg: dict[str, Any]) -> Sink:
         return TuneSink()
     c = cfg["checkpoint"]
     return LocalSink(cfg["output_dir"], c["resume"], c["keep"])
-
-
-class PackSink:
-    """The interface of a pack's reports: a sink per member, what a resumed pack knows of its members, and the end of
-    each round (the step at which every live member has trained and reported when due)."""
-
-    #: whether the pack's tqdm bar shows under ``train.progress: auto``
-    shows_progress: bool = False
-
-    def member_sink(self, k: int, cfg: Mapping[str, Any]) -> Sink:
-        """Member ``k``'s sink (``cfg``: its resolved trial config)."""
-        raise NotImplementedError
-
-    def ended_before(self, k: int) -> dict[str, Any] | None:
-        """Member ``k``'s final report if it had ended before the state this pack resumes from, else None."""
-        return None
-
-    def stopped_before(self, k: int) -> bool:
-        """Whether member ``k`` was stopped early before that state (the sweep already has its reports)."""
-        return False
-
-    def end_round(self, finals: Mapping[int, dict[str, Any]], live: list[int]) -> list[int]:
-        """The round's reports are complete (``finals``: the final reports of the members that have ended, ``live``:
-        the members still training). Returns the live members to stop here (early stopping), else []."""
-        return []
-
-    def returns(self, finals: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-        """What ``train_pack`` returns: the members' final reports, in order (None where they went elsewhere)."""
-        return finals
-
-
-class LocalPackSink(PackSink):
-    """Each member reports to its own :class:`LocalSink` (its ``output_dir`` and ``checkpoint.resume``)."""
-
-    shows_progress = True
-
-    def member_sink(self, k: int, cfg: Mapping[str, Any]) -> Sink:
-        c = cfg["checkpoint"]
-        return LocalSink(cfg["output_dir"], c["resume"], c["keep"])
 
 
 def _write_artifacts(d: Path, metrics: dict[str, Any], overlays: Overlays, state: dict) -> None:
