@@ -406,3 +406,17 @@ def test_property_helpers_can_fail():
     cfg.trial = {"train": {"steps": math.pi}}
     with pytest.raises(ValueError):
         check_accepted(cfg)
+
+
+def test_the_resolved_base_trial_follows_edits_of_the_trial_section():
+    """SweepConfig.resolved_trial is resolved once per value of ``trial``: a copy whose ``trial`` is edited (as
+    benchmarks.convergence edits the budget) gets its own, and the original keeps its own."""
+    import copy
+
+    from raysweep.config import load_config
+
+    cfg = load_config()
+    assert cfg.resolved_trial["train"]["steps"] == 100 and cfg.resolved_trial is cfg.resolved_trial
+    short = copy.deepcopy(cfg)
+    short.trial.setdefault("train", {})["steps"] = 20
+    assert short.resolved_trial["train"]["steps"] == 20 and cfg.resolved_trial["train"]["steps"] == 100

@@ -20,7 +20,6 @@ is read with YAML 1.2 scalars (:mod:`raysweep.config.yaml_io`).
 from __future__ import annotations
 
 import copy
-import functools
 import importlib.util
 import json
 from dataclasses import dataclass, field
@@ -91,13 +90,18 @@ class SweepConfig:
     source: dict = field(default_factory=dict)
     text: str = ""
 
-    @functools.cached_property
+    @property
     def resolved_trial(self) -> dict[str, Any]:
-        """The base trial config with every default filled in (:func:`raysweep.trial.resolve_config`), resolved
-        once per config: what every trial starts from (its budget, evaluation interval, ...)."""
+        """The base trial config with every default filled in (:func:`raysweep.trial.resolve_config`): what every
+        trial starts from (its budget, evaluation interval, ...). Resolved once per value of ``trial`` (a copy of the
+        config whose ``trial`` is then edited resolves its own). Read it; do not change it."""
         from ..trial.schema import resolve_config
 
-        return resolve_config(self.trial)
+        key = json.dumps(self.trial, sort_keys=True, default=str)
+        cached = self.__dict__.get("_resolved")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_resolved"] = (key, resolve_config(self.trial))
+        return cached[1]
 
     def variants(self, dataset: str) -> list[str]:
         """The dataset's variants in config order, or ``[""]`` (the dataset as it is) when it lists none."""
