@@ -619,3 +619,20 @@ def test_variants_are_cells_of_their_own():
 def test_bad_variants_are_refused(variants, match):
     with pytest.raises(ValueError, match=match):
         validate({**TINY, "datasets": {"synthetic": {**TINY["datasets"]["synthetic"], "variants": variants}}})
+
+
+def test_the_progress_line_of_a_resumed_stage_counts_what_ended_before(capsys, monkeypatch):
+    """A stage resumed after 6 of 10 trials ended: the next line says 7/10, counts the groups already complete, and
+    times the ETA on this session's trials only (not on the time since the stage first started)."""
+    from types import SimpleNamespace
+
+    from raysweep.sweep import callback
+
+    progress = callback._Progress("tune", planned=10, enabled=True)
+    progress.t0 = 0.0  # as unpickled from the stage's first session, long before
+    clock = iter([1000.0, 1060.0])  # the session starts at 1000 s; its first trial ends a minute later
+    monkeypatch.setattr(callback, "time", SimpleNamespace(time=lambda: next(clock)))
+    progress.resume(["a"] * 2 + ["b"] * 2 + ["c"] * 2)
+    progress.finished("c", 0.5, "completed", running=1, group_quota=2)
+    line = capsys.readouterr().out
+    assert line.startswith("[tune] 7/10 trials, 3 groups done, 1 running") and "1.0 min elapsed, ~3.0 min left" in line

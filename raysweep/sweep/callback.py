@@ -86,6 +86,8 @@ class ResultsCallback(_callback_base()):
             results.remove_trial_rows(self.results_dir, trial_id)
         if getattr(self, "tracker", None) is not None:  # (a callback pickled before tracking existed has none)
             self.tracker.forget(sorted(have - known))
+        # A resumed stage: the progress line counts the trials that ended before, per group, and times this session.
+        self.progress.resume([Group.of(tags).key for t in trials for tid, tags in trial_members(t) if tid in have])
         results.remove_incomplete(self.results_dir)
         for t in trials:
             if t.status == "TERMINATED" and any(tid not in have for tid, _ in trial_members(t)):
@@ -284,9 +286,18 @@ class _Progress:
     def __init__(self, stage: str, planned: int, enabled: bool):
         self.stage, self.planned, self.enabled = stage, planned, enabled
         self.t0 = time.time()
-        self.done = 0
+        self.done = self.base = 0
         self.best: tuple[float, str] | None = None
         self.per_group: dict[str, int] = {}
+
+    def resume(self, ended: list[str]) -> None:
+        """Start of a driver session: ``ended`` lists the group key of each trial of the stage that has ended already
+        (none on a fresh start). They count as done; the ETA is timed on this session's trials only."""
+        self.done = self.base = len(ended)
+        self.per_group = {}
+        for key in ended:
+            self.per_group[key] = self.per_group.get(key, 0) + 1
+        self.t0 = time.time()
 
     def finished(self, key: str, score: float | None, status: str, running: int, group_quota: int) -> None:
         self.done += 1
@@ -296,7 +307,7 @@ class _Progress:
         if not self.enabled:
             return
         elapsed = time.time() - self.t0
-        eta = elapsed / self.done * max(self.planned - self.done, 0)
+        eta = elapsed / max(self.done - getattr(self, "base", 0), 1) * max(self.planned - self.done, 0)
         groups = sum(1 for n in self.per_group.values() if n >= group_quota)
         best = f"{self.best[0]:.3f} ({self.best[1]})" if self.best else "-"
         print(f"[{self.stage}] {self.done}/{self.planned} trials, {groups} groups done, {running} running | "
