@@ -134,10 +134,10 @@ class ResultsCallback(_callback_base()):
         # A member's time is its pack's: the members train side by side on the same batches, from the pack's start.
         if trial.trial_id not in self.pack_started and finite(result.get("time_total_s")):
             self.pack_started[trial.trial_id] = time.time() - float(result["time_total_s"])
-        started = self.pack_started.get(trial.trial_id)
+        started, n_members = self.pack_started.get(trial.trial_id), len(trial_members(trial))
         for k, mid, report in pack.members(trial.trial_id):
             report = {**report, "member": k, "time_total_s": result.get("time_total_s"),
-                      "members": len(trial_members(trial)), "pack_started": started,
+                      "members": n_members, "pack_started": started,
                       **{key: result[key] for key in ("hostname", "node_ip") if key in result}}
             self.members[mid] = report
             self._curve(mid, {k: v for k, v in report.items() if k not in _PACK_KEYS})

@@ -25,9 +25,9 @@ member, and ``pack.json`` with the final reports of members that had ended), whe
 member's ``checkpoint.resume``.
 
 Where the reports go is the pack's :class:`PackSink`, chosen once by the caller: called directly, each member's own
-folder (:class:`LocalPackSink`); in a sweep, Ray Tune, where a pack
-is one Tune trial whose every round of reports goes out as one report and the scheduler may stop members early
-(:mod:`raysweep.sweep.packing`). The training here is the same either way.
+folder (:class:`LocalPackSink`); in a sweep, Ray Tune, where a pack is one Tune trial whose every round of reports
+goes out as one report and the scheduler may stop members early (:mod:`raysweep.sweep.packing`). The training here
+is the same either way.
 """
 
 from __future__ import annotations
@@ -88,8 +88,7 @@ class LocalPackSink(PackSink):
     shows_progress = True
 
     def member_sink(self, k: int, cfg: Mapping[str, Any]) -> Sink:
-        c = cfg["checkpoint"]
-        return LocalSink(cfg["output_dir"], c["resume"], c["keep"])
+        return LocalSink.for_config(cfg)
 
 
 def check_pack(configs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import json
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,12 @@ class LocalSink(Sink):
         self.resume, self.keep = resume, keep
         self.keeps_overlays = self.out is not None
 
+    @classmethod
+    def for_config(cls, cfg: Mapping[str, Any]) -> "LocalSink":
+        """The local sink of a resolved trial config: its ``output_dir`` and ``checkpoint.resume`` / ``keep``."""
+        c = cfg["checkpoint"]
+        return cls(cfg["output_dir"], c["resume"], c["keep"])
+
     def restore(self) -> tuple[dict[str, Any], str] | None:
         if self.resume is None:
             return None
@@ -137,8 +143,7 @@ def sink_for(cfg: dict[str, Any]) -> Sink:
     """The Tune sink inside a Tune trial, else the local one."""
     if in_tune():
         return TuneSink()
-    c = cfg["checkpoint"]
-    return LocalSink(cfg["output_dir"], c["resume"], c["keep"])
+    return LocalSink.for_config(cfg)
 
 
 def _write_artifacts(d: Path, metrics: dict[str, Any], overlays: Overlays, state: dict) -> None:
