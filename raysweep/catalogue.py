@@ -72,7 +72,18 @@ def as_text(family: str | None = None) -> str:
 
 
 _FIDELITY_HEADER = ("| loss | follows (paper equation, or the authors' code as owner/repo@commit, file) | agreement (max "
-                    "relative difference on the recorded inputs) | deliberate differences and why |\n|---|---|---|---|")
+                    "relative difference on the recorded inputs) | deliberate differences and why | 3-D "
+                    "(B, C, D, H, W) |\n|---|---|---|---|---|")
+
+#: The 3-D cell of a loss whose 3-D form is its 2-D formula summed over voxels (no ``dims_note`` needed).
+_SAME_IN_3D = "yes: the same formula over voxels; a one-slice volume gives the 2-D value"
+
+
+def three_d_cell(spec: LossSpec) -> str:
+    """The Fidelity table's 3-D cell of a loss, from its registry entry (``dims``, ``dims_note``)."""
+    if 3 not in spec.dims:
+        return f"**no** (a clear error): {spec.dims_note}"
+    return f"yes: {spec.dims_note}" if spec.dims_note else _SAME_IN_3D
 
 
 def fidelity_rows(folder: str | Path | None = None) -> dict[str, str]:
@@ -90,10 +101,11 @@ def fidelity_rows(folder: str | Path | None = None) -> dict[str, str]:
 
 
 def fidelity_markdown() -> str:
-    """The Fidelity table (docs/losses.md): one row per registered loss, in catalogue order."""
+    """The Fidelity table (docs/losses.md): one row per registered loss, in catalogue order; the last column, how the
+    loss takes 3-D input, comes from the registry."""
     rows = fidelity_rows()
     missing = [s.name for s in ordered_specs() if s.name not in rows]
-    body = [rows[s.name] for s in ordered_specs() if s.name in rows]
+    body = [f"{rows[s.name]} {three_d_cell(s).replace('|', '/')} |" for s in ordered_specs() if s.name in rows]
     note = f"\n\nNot yet compared: {', '.join(missing)}." if missing else ""
     return _FIDELITY_HEADER + "\n" + "\n".join(body) + note
 

@@ -95,7 +95,9 @@ def test_bad_hyperparameters_raise_clear_errors(name, kw, match):
         (lambda l, t: (l.masked_fill(t.unsqueeze(1) == 2, float("nan")), t), "NaN or inf"),
         (lambda l, t: (l.long(), t), "floating-point"),
         # further shapes, dtypes and values
-        (lambda l, t: (l.unsqueeze(2), t), "logits must be \\(B, C, H, W\\), got shape \\(2, 4, 1, 12, 12\\)"),
+        (lambda l, t: (l.unsqueeze(2), t), "2-D and 3-D inputs cannot be mixed|takes 2-D input only"),
+        (lambda l, t: (l[:, :, None, None], t), "logits must be \\(B, C, H, W\\) or \\(B, C, D, H, W\\), got shape "
+                                                "\\(2, 4, 1, 1, 12, 12\\)"),
         (lambda l, t: (l, t[:1]), "target shape \\(1, 12, 12\\) does not match logits"),
         (lambda l, t: (l, t.int()), "int64 class indices, got torch.int32"),
         (lambda l, t: (l, t.masked_fill(t == 255, 0).to(torch.uint8)), "int64 class indices, got torch.uint8"),

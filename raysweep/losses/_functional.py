@@ -1,8 +1,11 @@
 """The shared core of every loss: input checks, masking, one-hot, soft counts and reductions.
 
 Conventions (all losses):
-    * ``logits``: float tensor ``(B, C, H, W)``, raw scores; softmax is applied inside the loss.
-    * ``target``: int64 tensor ``(B, H, W)`` with values in ``[0, C)`` or ``ignore_index``.
+    * ``logits``: float tensor ``(B, C, H, W)`` (2-D) or ``(B, C, D, H, W)`` (3-D), raw scores; softmax is applied
+      inside the loss. The shapes below write the 2-D case; a 3-D input has ``D`` before ``H, W`` everywhere, and a
+      "pixel" is then a voxel. The losses that are 2-D by construction refuse 3-D input with their reason
+      (``LossSpec.dims``).
+    * ``target``: int64 tensor ``(B, H, W)`` or ``(B, D, H, W)`` with values in ``[0, C)`` or ``ignore_index``.
     * Ignored pixels take part in no numerator, denominator or mean. They are mapped to class 0 before the one-hot
       (an out-of-range index would crash ``scatter`` on GPU) and then masked out of both prediction and target.
     * Everything is computed in float32, whatever the input dtype or an enclosing autocast region.
@@ -86,24 +89,28 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int |
     label out of range takes a second synchronisation (the range of the non-ignored labels).
     """
     if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise ValueError("loss inputs must be torch tensors: logits (B, C, H, W) float and target (B, H, W) int64")
-    if logits.ndim != 4:
-        raise ValueError(f"logits must be (B, C, H, W), got shape {tuple(logits.shape)}")
+        raise ValueError("loss inputs must be torch tensors: logits (B, C, H, W) or (B, C, D, H, W) float and target "
+                         "(B, H, W) or (B, D, H, W) int64")
+    if logits.ndim not in (4, 5):
+        raise ValueError(f"logits must be (B, C, H, W) or (B, C, D, H, W), got shape {tuple(logits.shape)}")
     if not logits.is_floating_point():
         raise ValueError(f"logits must be a floating-point tensor, got {logits.dtype}")
-    if target.ndim == 4 and target.shape[1] == 1:
+    spatial = tuple(logits.shape[2:])
+    axes = "(B, H, W)" if logits.ndim == 4 else "(B, D, H, W)"
+    if target.ndim == logits.ndim and target.shape[1] == 1:
         raise ValueError(
-            f"target must be (B, H, W) class indices, got {tuple(target.shape)}; squeeze the channel: target[:, 0]"
+            f"target must be {axes} class indices, got {tuple(target.shape)}; squeeze the channel: target[:, 0]"
         )
-    if target.ndim != 3:
-        raise ValueError(f"target must be (B, H, W) class indices, got shape {tuple(target.shape)}")
+    if target.ndim != logits.ndim - 1:
+        raise ValueError(f"target must be {axes} class indices for logits of shape {tuple(logits.shape)}, got shape "
+                         f"{tuple(target.shape)} (2-D and 3-D inputs cannot be mixed)")
     if target.dtype != torch.int64:
         hint = " (it looks like a one-hot or probability map; pass argmax indices)" if target.is_floating_point() else ""
         raise ValueError(f"target must be int64 class indices, got {target.dtype}{hint}; use target.long()")
-    b, c, h, w = logits.shape
-    if target.shape != (b, h, w):
+    b, c = logits.shape[:2]
+    if tuple(target.shape) != (b, *spatial):
         raise ValueError(
-            f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}: expected {(b, h, w)}"
+            f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}: expected {(b, *spatial)}"
         )
     if target.device != logits.device:
         raise ValueError(f"logits on {logits.device} but target on {target.device}; move both to one device")
@@ -112,12 +119,13 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int |
     extras = dict(extras or {})
     for key, value in extras.items():
         if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{key} must be a torch tensor (B, ., ., .) with B={b}, got {type(value).__name__}")
+            raise ValueError(f"{key} must be a torch tensor shaped like the logits (B, ., spatial...) with B={b}, got "
+                             f"{type(value).__name__}")
         if not value.is_floating_point():
             raise ValueError(f"{key} must be a floating-point tensor, got {value.dtype}")
-        if value.ndim != 4 or value.shape[0] != b:
-            raise ValueError(f"{key} has shape {tuple(value.shape)}; expected a 4-D (B, ., ., .) tensor with the "
-                             f"logits' batch size B={b}")
+        if value.ndim != logits.ndim or value.shape[0] != b:
+            raise ValueError(f"{key} has shape {tuple(value.shape)}; expected a {logits.ndim}-D (B, ., spatial...) "
+                             f"tensor like the logits {tuple(logits.shape)}, with the logits' batch size B={b}")
         if value.device != logits.device:
             raise ValueError(f"logits on {logits.device} but {key} on {value.device}; move both to one device")
     if not validate:
@@ -189,9 +197,9 @@ def host_ignored(target: torch.Tensor, ignore_index: int | None, num_classes: in
 
 
 def onehot(t: Target) -> torch.Tensor:
-    """``(B, C, H, W)`` float32 one-hot of the labels, zero on ignored pixels (no extra masking pass)."""
-    b, h, w = t.labels.shape
-    out = torch.zeros(b, t.num_classes, h, w, device=t.labels.device)
+    """``(B, C, *spatial)`` float32 one-hot of the labels, zero on ignored pixels (no extra masking pass)."""
+    b, *spatial = t.labels.shape
+    out = torch.zeros(b, t.num_classes, *spatial, device=t.labels.device)
     if t.dense:
         return out.scatter_(1, t.labels.unsqueeze(1), 1.0)
     return out.scatter_(1, t.labels.unsqueeze(1), t.valid.unsqueeze(1).float())
@@ -215,16 +223,18 @@ def masked_mean(values: torch.Tensor, valid: torch.Tensor | None, weights: torch
     return (values * w).sum() / w.sum().clamp_min(1e-12)
 
 
-def sum_dims(per_image: bool) -> tuple[int, ...]:
-    """Dimensions of ``(B, C, H, W)`` summed for region statistics: batch-level ``(0, 2, 3)`` or per image ``(2, 3)``."""
-    return (2, 3) if per_image else (0, 2, 3)
+def sum_dims(per_image: bool, ndim: int = 4) -> tuple[int, ...]:
+    """Dimensions of an ``ndim``-D ``(B, C, *spatial)`` tensor summed for region statistics: batch-level
+    ``(0, 2, 3[, 4])`` or per image ``(2, 3[, 4])``."""
+    spatial = tuple(range(2, ndim))
+    return spatial if per_image else (0, *spatial)
 
 
 def soft_counts(probs: torch.Tensor, t: Target, per_image: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Soft true positives, false positives and false negatives per class, without building a one-hot.
 
     Args:
-        probs: ``(B, C, H, W)`` softmax probabilities (not masked).
+        probs: ``(B, C, H, W)`` or ``(B, C, D, H, W)`` softmax probabilities (not masked).
         t: the validated target.
         per_image: per-image counts ``(B, C)`` instead of batch-level ``(C,)``.
 
@@ -235,11 +245,11 @@ def soft_counts(probs: torch.Tensor, t: Target, per_image: bool) -> tuple[torch.
     rounding). Nothing here synchronises the host (counts by ``index_add_``, not ``bincount`` or boolean indexing).
     """
     b, c = probs.shape[:2]
-    slot = (torch.arange(b, device=probs.device).view(b, 1, 1) * c + t.labels).flatten()
+    slot = (torch.arange(b, device=probs.device).view(b, *(1,) * (probs.ndim - 2)) * c + t.labels).flatten()
     p_true = probs.gather(1, t.labels.unsqueeze(1)).squeeze(1)
     if t.dense:
         ones = torch.ones((), device=probs.device, dtype=probs.dtype).expand(slot.shape[0])
-        sum_p = probs.sum((2, 3))
+        sum_p = probs.flatten(2).sum(2)
     else:
         validf = t.valid.to(probs.dtype)
         p_true = p_true * validf

@@ -16,8 +16,9 @@ class SegLoss(nn.Module):
     """Base of all losses: validates inputs, disables autocast, and dispatches to :meth:`compute`.
 
     Call as ``loss(logits, target, **extra)``:
-        * ``logits``: float ``(B, C, H, W)``, raw scores (softmax is applied inside).
-        * ``target``: int64 ``(B, H, W)``, class indices in ``[0, C)`` or ``ignore_index``.
+        * ``logits``: float ``(B, C, H, W)`` or, in 3-D, ``(B, C, D, H, W)``, raw scores (softmax is applied inside).
+        * ``target``: int64 ``(B, H, W)`` or ``(B, D, H, W)``, class indices in ``[0, C)`` or ``ignore_index``.
+          A loss that is 2-D by construction (``LossSpec.dims == (2,)``) refuses 3-D input with its reason.
         * ``extra``: optional inputs named in :data:`~raysweep.losses.registry.EXTRA_INPUTS` (distance maps, features,
           auxiliary logits). Losses ignore the extras they do not use, so a trainer can pass the same set to any loss.
 
@@ -39,6 +40,9 @@ class SegLoss(nn.Module):
     """
 
     spec_name: str = ""
+    #: The pixel spacing of the distance maps this loss was given (set by :meth:`target_maps`; None: 1 per axis), so
+    #: that a loss computing distances of its own (``hausdorff``'s prediction fields) uses the same units.
+    map_spacing = None
 
     def __init__(self, ignore_index: int | None = IGNORE_INDEX):
         super().__init__()
@@ -53,6 +57,8 @@ class SegLoss(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} got unknown extra input(s) {sorted(unknown)}; known: {sorted(EXTRA_INPUTS)}"
             )
+        if isinstance(logits, torch.Tensor) and logits.ndim == 5:
+            self._check_3d()
         used = self._used_extras()
         t = check_inputs(logits, target, self.ignore_index,
                          {k: v for k, v in extra.items() if k in used and v is not None},
@@ -64,6 +70,16 @@ class SegLoss(nn.Module):
             return self.compute(logits.float(), t, **extra)
 
     @classmethod
+    def _check_3d(cls) -> None:
+        """Refuse 3-D input for a loss that is 2-D by construction, quoting its reason."""
+        from .registry import LOSSES
+
+        spec = LOSSES.get(cls.spec_name)
+        if spec is not None and 3 not in spec.dims:
+            raise ValueError(f"loss {spec.name!r} takes 2-D input only (B, C, H, W), got 3-D logits: {spec.dims_note} "
+                             "Train it on 2-D slices, or choose a loss whose LossSpec.dims has 3.")
+
+    @classmethod
     def _used_extras(cls) -> frozenset:
         """The extra inputs this loss uses (its ``LossSpec.needs``); checked with the logits, the rest ignored."""
         from .registry import LOSSES
@@ -72,8 +88,9 @@ class SegLoss(nn.Module):
         return spec.needs if spec is not None else frozenset()
 
     def target_maps(self, num_classes: int, spacing=None):
-        """The per-sample maps this loss uses, as a picklable ``mask (H, W) -> {name: array}`` callable for the
-        datasets' ``target_maps`` hook (computed in DataLoader workers, after augmentation), or None if it needs none.
+        """The per-sample maps this loss uses, as a picklable ``mask (H, W) or (D, H, W) -> {name: array}`` callable
+        for the datasets' ``target_maps`` hook (computed in DataLoader workers, after augmentation), or None if it
+        needs none.
 
         Pass the batch's maps back to the loss as keyword inputs: ``loss(logits, mask, **maps)``.
         """
@@ -82,6 +99,7 @@ class SegLoss(nn.Module):
 
         spec = LOSSES.get(self.spec_name)
         if spec is not None and "dist_map" in spec.needs:
+            self.map_spacing = spacing
             return DistanceMaps(num_classes, spacing, self.ignore_index)
         return None
 
@@ -89,8 +107,8 @@ class SegLoss(nn.Module):
         """Called by the trainer at the start of each epoch; losses with a schedule (``boundary``) override it."""
 
     def compute(self, logits: torch.Tensor, t: Target, **extra: Any) -> torch.Tensor:
-        """The loss of float32 ``logits (B, C, H, W)`` against the validated target ``t``; at least one pixel is
-        valid. Subclasses implement this."""
+        """The loss of float32 ``logits (B, C, H, W)`` or ``(B, C, D, H, W)`` against the validated target ``t``; at
+        least one pixel is valid. Subclasses implement this."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:

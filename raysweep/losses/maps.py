@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 
-def _spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+def axis_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    """``spacing`` as one positive float per axis of an ``ndim``-D map (None: 1 per axis; a scalar: the same on each)."""
     if spacing is None:
         return (1.0,) * ndim
     if np.isscalar(spacing):
@@ -36,6 +37,11 @@ def _spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float,
     if len(spacing) != ndim or min(spacing) <= 0:
         raise ValueError(f"spacing must be {ndim} positive numbers (one per axis), got {spacing}")
     return spacing
+
+
+def min_step(spacing: float | Sequence[float] | None, ndim: int) -> float:
+    """The smallest spacing of an ``ndim``-D map: the shift :func:`signed_distance_map` applies inside a region."""
+    return min(axis_spacing(spacing, ndim))
 
 
 def signed_distance_map(labels: np.ndarray, num_classes: int, spacing: float | Sequence[float] | None = None,
@@ -55,7 +61,7 @@ def signed_distance_map(labels: np.ndarray, num_classes: int, spacing: float | S
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3):
         raise ValueError(f"labels must be (H, W) or (D, H, W), got shape {labels.shape}")
-    sp = _spacing(spacing, labels.ndim)
+    sp = axis_spacing(spacing, labels.ndim)
     lab = labels.astype(np.int64, copy=False)
     valid_range = (lab >= 0) & (lab < num_classes)
     if ignore_index is not None:
@@ -79,7 +85,8 @@ def signed_distance_map(labels: np.ndarray, num_classes: int, spacing: float | S
 
 
 class DistanceMaps:
-    """Picklable ``mask -> {"dist_map": (C, H, W) float32}`` for the datasets' ``target_maps`` hook.
+    """Picklable ``mask -> {"dist_map": (C, *mask.shape) float32}`` for the datasets' ``target_maps`` hook (a 2-D
+    ``(H, W)`` or 3-D ``(D, H, W)`` mask; ``spacing`` per axis of the mask).
 
     Build it with the dataset's number of classes (and pixel spacing); it runs in the DataLoader workers, after the
     geometric augmentation, so the maps always match the augmented mask.
@@ -103,7 +110,8 @@ class DistanceMaps:
 
 def batch_signed_distance(target: torch.Tensor, num_classes: int, spacing=None,
                           ignore_index: int | None = 255) -> torch.Tensor:
-    """Signed distance maps of a batch ``(B, H, W)`` -> float32 ``(B, C, H, W)`` on ``target``'s device.
+    """Signed distance maps of a batch ``(B, H, W)`` or ``(B, D, H, W)`` -> float32 ``(B, C, *spatial)`` on
+    ``target``'s device.
 
     Computed on CPU (the targets are copied once); used when a loss is called without precomputed ``dist_map``.
     """
@@ -113,21 +121,23 @@ def batch_signed_distance(target: torch.Tensor, num_classes: int, spacing=None,
 
 
 def resolve_dist_map(dist_map: torch.Tensor | None, target: torch.Tensor, num_classes: int,
-                     ignore_index: int | None) -> torch.Tensor:
-    """The given ``dist_map`` after a shape check, or one computed from ``target`` (B, H, W)."""
+                     ignore_index: int | None, spacing: float | Sequence[float] | None = None) -> torch.Tensor:
+    """The given ``dist_map`` after a shape check, or one computed from ``target`` (B, H, W) or (B, D, H, W) with
+    ``spacing`` (per axis of the target's spatial dims; None: 1, distances in pixels)."""
     if dist_map is None:
-        return batch_signed_distance(target, num_classes, ignore_index=ignore_index)
-    b, h, w = target.shape
-    if tuple(dist_map.shape) != (b, num_classes, h, w):
+        return batch_signed_distance(target, num_classes, spacing, ignore_index=ignore_index)
+    b, *spatial = target.shape
+    if tuple(dist_map.shape) != (b, num_classes, *spatial):
         raise ValueError(
-            f"dist_map has shape {tuple(dist_map.shape)}, expected {(b, num_classes, h, w)} (B, C, H, W); compute "
-            "it with raysweep.losses.maps.DistanceMaps(num_classes) on the augmented mask"
+            f"dist_map has shape {tuple(dist_map.shape)}, expected {(b, num_classes, *spatial)} (B, C, *spatial); "
+            "compute it with raysweep.losses.maps.DistanceMaps(num_classes) on the augmented mask"
         )
     return dist_map.to(device=target.device, dtype=torch.float32)
 
 
 def inside_distance(dist_map: torch.Tensor, labels: torch.Tensor, step: float = 1.0) -> torch.Tensor:
-    """Distance of each pixel to the nearest pixel of another class, ``(B, H, W)``, from a signed distance map.
+    """Distance of each pixel to the nearest pixel of another class, ``(B, *spatial)``, from a signed distance map
+    ``(B, C, *spatial)``.
 
     ``step`` is the smallest pixel spacing (the shift applied inside). Pixels on a region's inner boundary get
     ``step``; a pixel whose class fills the whole image (no boundary) gets 0.
@@ -137,8 +147,16 @@ def inside_distance(dist_map: torch.Tensor, labels: torch.Tensor, step: float = 
     return torch.where(has_boundary, step - sd_true, torch.zeros_like(sd_true))
 
 
+def max_pool(x: torch.Tensor, kernel: int, stride: int = 1, padding: int = 0) -> torch.Tensor:
+    """``max_pool2d`` of a ``(N, C, H, W)`` tensor or ``max_pool3d`` of a ``(N, C, D, H, W)`` one (the dimension of
+    the neighbourhood follows the input's)."""
+    pool = torch.nn.functional.max_pool3d if x.ndim == 5 else torch.nn.functional.max_pool2d
+    return pool(x, kernel, stride, padding)
+
+
 def label_boundaries(labels: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Class-agnostic boundary mask ``(B, H, W)`` float: valid pixels with an 8-neighbour of another valid label.
+    """Class-agnostic boundary mask ``(B, H, W)`` or ``(B, D, H, W)`` float: valid pixels with a neighbour of another
+    valid label (8-neighbourhood in 2-D, 26 in 3-D).
 
     Ignored neighbours do not make a boundary. Runs on the labels' device (two max-poolings), no distance transform.
     """
@@ -147,14 +165,15 @@ def label_boundaries(labels: torch.Tensor, valid: torch.Tensor | None = None) ->
         valid = torch.ones_like(labels, dtype=torch.bool)
     v = valid.unsqueeze(1)
     inf = torch.full_like(lab, float("inf"))
-    highest = torch.nn.functional.max_pool2d(torch.where(v, lab, -inf), 3, 1, 1)
-    lowest = -torch.nn.functional.max_pool2d(torch.where(v, -lab, -inf), 3, 1, 1)
+    highest = max_pool(torch.where(v, lab, -inf), 3, 1, 1)
+    lowest = -max_pool(torch.where(v, -lab, -inf), 3, 1, 1)
     edge = ((highest > lab) | (lowest < lab)) & v
     return edge.squeeze(1).float()
 
 
-def distance_field(masks: torch.Tensor) -> torch.Tensor:
-    """Distance of every pixel to the boundary of its mask, for a batch of masks ``(N, H, W)`` bool -> float32.
+def distance_field(masks: torch.Tensor, spacing: float | Sequence[float] | None = None) -> torch.Tensor:
+    """Distance of every pixel to the boundary of its mask, for a batch of masks ``(N, H, W)`` or ``(N, D, H, W)``
+    bool -> float32, in units of ``spacing`` (per axis; 1 by default).
 
     Inside a mask: the distance to the nearest pixel outside; outside: the distance to the nearest pixel inside
     (MONAI's ``EDT(fg) + EDT(bg)``, used by the Hausdorff DT loss). Empty and full masks give a zero field.
@@ -163,19 +182,20 @@ def distance_field(masks: torch.Tensor) -> torch.Tensor:
     ``edt`` package, one multi-label pass per mask (foreground and background labelled 1 and 2 give both distances
     at once), which ``benchmarks/maps.py`` measures against SciPy.
     """
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be (N, H, W), got {tuple(masks.shape)}")
+    if masks.ndim not in (3, 4):
+        raise ValueError(f"masks must be (N, H, W) or (N, D, H, W), got {tuple(masks.shape)}")
+    sp = axis_spacing(spacing, masks.ndim - 1)
     flat = masks.flatten(1)
     has_boundary = flat.any(1) & ~flat.all(1)
     if masks.is_cuda:
-        field = _distance_field_gpu(masks, has_boundary)
+        field = _distance_field_gpu(masks, has_boundary, sp)
         if field is not None:
             return field
     arr = masks.detach().cpu().numpy()
     keep = has_boundary.cpu().numpy()
     out = np.zeros(arr.shape, dtype=np.float32)
     for i in np.nonzero(keep)[0]:
-        out[i] = edt.edt(arr[i].astype(np.uint8) + 1, black_border=False)
+        out[i] = edt.edt(arr[i].astype(np.uint8) + 1, anisotropy=sp, black_border=False)
     return torch.from_numpy(out).to(masks.device)
 
 
@@ -196,7 +216,8 @@ def _gpu_edt():
         return None
 
 
-def _distance_field_gpu(masks: torch.Tensor, has_boundary: torch.Tensor) -> torch.Tensor | None:
+def _distance_field_gpu(masks: torch.Tensor, has_boundary: torch.Tensor,
+                        spacing: tuple[float, ...]) -> torch.Tensor | None:
     cu_edt = _gpu_edt()
     if cu_edt is None:
         return None
@@ -205,5 +226,5 @@ def _distance_field_gpu(masks: torch.Tensor, has_boundary: torch.Tensor) -> torc
     out = torch.zeros(masks.shape, dtype=torch.float32, device=masks.device)
     for i in torch.nonzero(has_boundary).flatten().tolist():
         m = cupy.asarray(masks[i])
-        out[i] = torch.as_tensor(cu_edt(m) + cu_edt(~m), device=masks.device)
+        out[i] = torch.as_tensor(cu_edt(m, sampling=spacing) + cu_edt(~m, sampling=spacing), device=masks.device)
     return out

@@ -145,6 +145,10 @@ class LossSpec:
             the data first (the InverseForm loss: its InverseNet), or None. Called as
             ``prepare(Preparation(...))`` (:class:`Preparation`), it returns the extra constructor arguments every
             trial of that dataset passes (``{"inversenet": "<path>"}``).
+        dims: the spatial dimensions the loss takes: ``(2, 3)`` (2-D ``(B, C, H, W)`` and 3-D ``(B, C, D, H, W)``
+            input) or ``(2,)`` for a loss that is 2-D by construction.
+        dims_note: how the loss is defined in 3-D (its authors' 3-D form, or the extension raysweep uses and its
+            source), or, for a 2-D-only loss, why it refuses 3-D input; the error a 3-D call raises quotes it.
     """
 
     name: str
@@ -160,6 +164,8 @@ class LossSpec:
     summary: str = ""
     has_parameters: bool = field(default=False)
     prepare: Callable[[Preparation], dict[str, Any]] | None = None
+    dims: tuple[int, ...] = (2, 3)
+    dims_note: str = ""
 
     def to_dict(self) -> dict:
         """A JSON-serialisable view (used by ``raysweep losses --json``)."""
@@ -175,6 +181,8 @@ class LossSpec:
             "contains": sorted(self.contains),
             "in_survey": self.in_survey,
             "learnable_parameters": self.has_parameters,
+            "dims": list(self.dims),
+            "dims_note": self.dims_note,
         }
 
 
@@ -194,6 +202,8 @@ def register(
     in_survey: bool = True,
     has_parameters: bool = False,
     prepare: Callable[[Preparation], dict[str, Any]] | None = None,
+    dims: tuple[int, ...] = (2, 3),
+    dims_note: str = "",
 ):
     """Class decorator that adds a loss to :data:`LOSSES` after checking the spec is coherent."""
 
@@ -207,6 +217,10 @@ def register(
         unknown = set(needs) - set(EXTRA_INPUTS)
         if unknown:
             raise ValueError(f"loss {name!r}: unknown extra inputs {sorted(unknown)}")
+        if not dims or set(dims) - {2, 3} or 2 not in dims:
+            raise ValueError(f"loss {name!r}: dims {dims!r} must be (2,) or (2, 3)")
+        if 3 not in dims and not dims_note:
+            raise ValueError(f"loss {name!r}: a 2-D-only loss must say why in dims_note")
         defaults = _constructor_defaults(cls)
         space_ = dict(space or {})
         for key, dim in space_.items():
@@ -229,6 +243,8 @@ def register(
             summary=doc.splitlines()[0] if doc else "",
             has_parameters=has_parameters,
             prepare=prepare,
+            dims=tuple(sorted(dims)),
+            dims_note=dims_note,
         )
         cls.spec_name = name
         return cls

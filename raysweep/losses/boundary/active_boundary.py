@@ -63,6 +63,10 @@ def gt_boundary_distance(labels: torch.Tensor, valid: torch.Tensor) -> tuple[tor
     title="Active Boundary Loss",
     reference="Wang et al., 'Active boundary loss for semantic segmentation', AAAI 2022",
     space={"weight": Float(0.1, 10.0, log=True), "theta": Float(5.0, 50.0, log=True)},
+    dims=(2,),
+    dims_note="its direction classes are the 8 neighbours of a pixel in the plane and its KL boundary is one-sided "
+              "in (H, W), as in the authors' 2-D code; a 26-direction form has no published definition, so raysweep "
+              "does not invent one.",
 )
 class ActiveBoundaryLoss(SegLoss):
     """``CE + weight * L_AB``: cross-entropy plus the active boundary term that moves predicted boundaries onto the

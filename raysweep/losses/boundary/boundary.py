@@ -23,6 +23,8 @@ SCHEDULES = ("rebalance", "increase", "constant")
         "schedule": Categorical(("rebalance", "increase")),
     },
     needs={"dist_map"},
+    dims=(2, 3),
+    dims_note="3-D as Kervadec's code: 3-D signed distance maps.",
 )
 class BoundaryLoss(SegLoss):
     """``w_R L_region + w_B L_B`` with ``L_B = mean_{n,c} p_n^c phi_c(n)``, ``phi`` the signed distance maps.

@@ -7,18 +7,20 @@ import torch.nn.functional as F
 
 from .._functional import IGNORE_INDEX, masked_mean
 from ..base import SegLoss, check_range
-from ..maps import inside_distance, resolve_dist_map
+from ..maps import inside_distance, min_step, resolve_dist_map
 from ..registry import Float, Int, register
 
 
-def distance_bins(dist_map: torch.Tensor, labels: torch.Tensor, truncation: float, num_bins: int) -> torch.Tensor:
+def distance_bins(dist_map: torch.Tensor, labels: torch.Tensor, truncation: float, num_bins: int,
+                  step: float = 1.0) -> torch.Tensor:
     """Hayder's target encoding: the truncated, quantised distance of each pixel to its region's boundary.
 
     ``D = min(ceil(d), R)`` with ``d`` the distance to the nearest pixel of another class (1 on the inner boundary),
-    split into ``K`` uniform bins over ``[1, R]``: returns int64 ``(B, H, W)`` in ``[0, K)``. A pixel whose class
-    fills the image (no boundary) is in the last bin.
+    split into ``K`` uniform bins over ``[1, R]``: returns int64 ``(B, *spatial)`` in ``[0, K)``. A pixel whose class
+    fills the image (no boundary) is in the last bin. ``step``: the map's smallest spacing (see
+    :func:`~raysweep.losses.maps.inside_distance`).
     """
-    d = inside_distance(dist_map, labels)
+    d = inside_distance(dist_map, labels, step)
     d = torch.where(d > 0, d.ceil(), torch.full_like(d, truncation)).clamp(1.0, truncation)
     return ((d - 1.0) / max(truncation - 1.0, 1e-6) * num_bins).long().clamp(0, num_bins - 1)
 
@@ -31,6 +33,9 @@ def distance_bins(dist_map: torch.Tensor, labels: torch.Tensor, truncation: floa
     reference="Hayder, He & Salzmann, 'Boundary-aware instance segmentation', CVPR 2017",
     space={"truncation": Float(3.0, 30.0, log=True), "num_bins": Int(3, 8), "weight": Float(0.1, 10.0, log=True)},
     needs={"aux_logits", "dist_map"},
+    dims=(2, 3),
+    dims_note="3-D: raysweep's extension of Hayder's 2-D encoding: the bins of the 3-D distance to the region's "
+              "boundary.",
 )
 class BoundaryAwareLoss(SegLoss):
     """``CE(logits) + weight * mean_k BCE(aux_k, [bin == k])``: segmentation plus a truncated distance-map head.
@@ -75,18 +80,20 @@ class BoundaryAwareLoss(SegLoss):
         return self.num_bins
 
     def compute(self, logits, t, aux_logits=None, dist_map=None, **extra):
-        b, _, h, w = logits.shape
+        b, _, *spatial = logits.shape
         if aux_logits is None:
             raise ValueError(
-                "boundary_aware needs aux_logits (B, num_bins, H, W) from an auxiliary head: build the model with "
-                f"raysweep.models.build_model(..., aux_channels=loss.aux_channels) (= {self.num_bins})"
+                "boundary_aware needs aux_logits (B, num_bins, *spatial) from an auxiliary head: build the model "
+                f"with raysweep.models.build_model(..., aux_channels=loss.aux_channels) (= {self.num_bins})"
             )
-        if tuple(aux_logits.shape) != (b, self.num_bins, h, w):
-            raise ValueError(f"aux_logits has shape {tuple(aux_logits.shape)}, expected {(b, self.num_bins, h, w)}")
+        if tuple(aux_logits.shape) != (b, self.num_bins, *spatial):
+            raise ValueError(f"aux_logits has shape {tuple(aux_logits.shape)}, expected "
+                             f"{(b, self.num_bins, *spatial)}")
         ce = F.cross_entropy(logits, t.index, ignore_index=t.torch_ignore_index)
         with torch.no_grad():
-            sd = resolve_dist_map(dist_map, t.index, t.num_classes, t.ignore_index)
-            bins = F.one_hot(distance_bins(sd, t.labels, self.truncation, self.num_bins), self.num_bins)
-        bce = F.binary_cross_entropy_with_logits(aux_logits.float(), bins.permute(0, 3, 1, 2).float(),
+            sd = resolve_dist_map(dist_map, t.index, t.num_classes, t.ignore_index, spacing=self.map_spacing)
+            step = min_step(self.map_spacing, t.labels.ndim - 1)
+            bins = F.one_hot(distance_bins(sd, t.labels, self.truncation, self.num_bins, step), self.num_bins)
+        bce = F.binary_cross_entropy_with_logits(aux_logits.float(), bins.movedim(-1, 1).float(),
                                                  reduction="none").mean(1)
         return ce + self.weight * masked_mean(bce, t.valid)

@@ -11,16 +11,25 @@ from ..registry import Float, register
 
 
 def inner_boundary(onehot_target: torch.Tensor, width: int = 1) -> torch.Tensor:
-    """The outermost ``width`` pixels of each class region, ``(B, C, H, W)`` float, by cross-kernel erosion.
+    """The outermost ``width`` pixels of each class region, ``(B, C, H, W)`` or ``(B, C, D, H, W)`` float, by
+    cross-kernel erosion (the 4 face neighbours in 2-D, the 6 in 3-D).
 
-    As in the authors' code (a zero-padded convolution), the image border counts as outside.
+    As in the authors' code (a zero-padded convolution), the image border counts as outside; in 3-D the first and
+    last slices are border too (the zero-padded ``Conv3d`` of the same kernel).
     """
     eroded = onehot_target
+    spatial = onehot_target.ndim - 2
     for _ in range(width):
-        # A pixel survives erosion when it and its four neighbours are all inside (a minimum over the cross).
-        padded = F.pad(eroded, (1, 1, 1, 1), value=0.0)
-        eroded = torch.stack([padded[..., 1:-1, 1:-1], padded[..., :-2, 1:-1], padded[..., 2:, 1:-1],
-                              padded[..., 1:-1, :-2], padded[..., 1:-1, 2:]]).amin(0)
+        # A pixel survives erosion when it and its face neighbours are all inside (a minimum over the cross).
+        padded = F.pad(eroded, (1, 1) * spatial, value=0.0)
+        centre = (Ellipsis, *[slice(1, -1)] * spatial)
+        shifted = [padded[centre]]
+        for axis in range(spatial):
+            for lo, hi in ((None, -2), (2, None)):
+                index = [slice(1, -1)] * spatial
+                index[axis] = slice(lo, hi)
+                shifted.append(padded[(Ellipsis, *index)])
+        eroded = torch.stack(shifted).amin(0)
     return onehot_target - eroded
 
 
@@ -30,6 +39,9 @@ def inner_boundary(onehot_target: torch.Tensor, width: int = 1) -> torch.Tensor:
     title="Boundary difference over union loss",
     reference="Sun et al., 'Boundary difference over union loss for medical image segmentation', MICCAI 2023",
     space={"alpha_max": Float(0.5, 0.95)},
+    dims=(2, 3),
+    dims_note="3-D: the authors' zero-padded cross erosion with the 6 face neighbours; the first and last slices "
+              "are border, so a one-slice volume is all boundary and does not reproduce the 2-D loss.",
 )
 class BoundaryDoULoss(SegLoss):
     """``mean_c (|G u P| - |G n P|) / (|G u P| - alpha_c |G n P|)`` on softmax probabilities, batch-level.
@@ -72,7 +84,7 @@ class BoundaryDoULoss(SegLoss):
         valid = t.valid.unsqueeze(1).float()
         target = onehot(t)
         probs = logits.softmax(1) * valid
-        dims = (0, 2, 3)
+        dims = (0, *range(2, logits.ndim))
         with torch.no_grad():
             area = target.sum(dims)
             perimeter = inner_boundary(target, self.width).sum(dims)

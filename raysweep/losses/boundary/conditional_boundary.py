@@ -2,39 +2,46 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
 from .._functional import IGNORE_INDEX
 from ..base import SegLoss, check_range
+from ..maps import max_pool
 from ..registry import Float, register
 
 
 def boundary_band(target: torch.Tensor, ignore_index: int | None, dilation_ratio: float) -> torch.Tensor:
-    """The authors' ground-truth boundary (``biou.py``, ``multi_class_gt_to_boundary``), ``(B, H, W)`` bool.
+    """The authors' ground-truth boundary (``biou.py``, ``multi_class_gt_to_boundary``), ``(B, H, W)`` bool (or
+    ``(B, D, H, W)`` for a 3-D target).
 
     A valid pixel is on the boundary when a pixel of another label (an ignored one included) or the outside of the image
     lies within Chebyshev distance ``d = max(1, round(dilation_ratio * image diagonal))``: per class, the mask minus
-    its erosion by ``d`` 3x3 steps with a zero frame, so the band is ``d`` pixels deep inside each region.
+    its erosion by ``d`` 3x3 steps with a zero frame, so the band is ``d`` pixels deep inside each region. In 3-D the
+    diagonal is the volume's and the steps are 3x3x3 (the same erosion with the 26-neighbourhood).
     """
-    b, h, w = target.shape
-    d = max(1, int(round(dilation_ratio * (h ** 2 + w ** 2) ** 0.5)))
+    spatial = target.shape[1:]
+    d = max(1, int(round(dilation_ratio * sum(n ** 2 for n in spatial) ** 0.5)))
     lab = target.float() if ignore_index is None else target.float().masked_fill(target == ignore_index, -1.0)
     # Labels are >= -1, so -2 marks the outside; max and min over the window differ from the pixel iff the window
     # holds another label.
-    padded = F.pad(lab.unsqueeze(1), (d, d, d, d), value=-2.0)
-    hi = F.max_pool2d(padded, 2 * d + 1, stride=1)
-    lo = -F.max_pool2d(-padded, 2 * d + 1, stride=1)
+    padded = F.pad(lab.unsqueeze(1), (d, d) * len(spatial), value=-2.0)
+    hi = max_pool(padded, 2 * d + 1)
+    lo = -max_pool(-padded, 2 * d + 1)
     edge = ((hi != lab.unsqueeze(1)) | (lo != lab.unsqueeze(1))).squeeze(1)
     return edge & (lab >= 0)
 
 
 def _neighbour_sum(x: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Sum over the ``kernel x kernel`` neighbours (centre excluded, zero outside): ``(B, D, h, w)`` -> same shape."""
-    d = x.shape[1]
-    k = torch.ones(d, 1, kernel, kernel, dtype=x.dtype, device=x.device)
-    k[:, :, kernel // 2, kernel // 2] = 0
-    return F.conv2d(x, k, padding=kernel // 2, groups=d)
+    """Sum over the ``kernel x kernel`` neighbours (centre excluded, zero outside): ``(B, F, h, w)`` -> same shape;
+    in 3-D ``(B, F, d, h, w)`` over the ``kernel^3`` neighbours."""
+    f, spatial = x.shape[1], x.ndim - 2
+    k = torch.ones(f, 1, *(kernel,) * spatial, dtype=x.dtype, device=x.device)
+    k[(slice(None), slice(None), *(kernel // 2,) * spatial)] = 0
+    conv = F.conv3d if spatial == 3 else F.conv2d
+    return conv(x, k, padding=kernel // 2, groups=f)
 
 
 @register(
@@ -45,6 +52,10 @@ def _neighbour_sum(x: torch.Tensor, kernel: int) -> torch.Tensor:
     reference="Wu, Guo, Li, Yu, Gao & Sang, 'Conditional boundary loss for semantic segmentation', IEEE TIP 2023",
     space={"weight_a2c": Float(0.05, 5.0, log=True), "weight_a2pn": Float(0.05, 5.0, log=True)},
     needs={"features"},
+    dims=(2, 3),
+    dims_note="3-D: raysweep's extension of the authors' 2-D code: kernel^3 neighbourhoods (26 neighbours at kernel "
+              "3) and the band over the volume's diagonal; a one-slice volume is all band (the outside is a slice "
+              "away), so it does not reproduce the 2-D loss.",
 )
 class ConditionalBoundaryLoss(SegLoss):
     """``CE + weight_a2c * L_A2C + weight_a2pn * L_A2P&N + weight_nc * L_NC`` on decoder features at ground-truth
@@ -109,21 +120,22 @@ class ConditionalBoundaryLoss(SegLoss):
                 "conditional_boundary needs decoder features (B, D, h, w): build the model with "
                 "raysweep.models.build_model(..., return_features=True) and pass features=..."
             )
-        if features.ndim != 4 or features.shape[0] != logits.shape[0]:
-            raise ValueError(f"features must be (B, D, h, w) with B={logits.shape[0]}, got {tuple(features.shape)}")
+        if features.ndim != logits.ndim or features.shape[0] != logits.shape[0]:
+            raise ValueError(f"features must be (B, F, *spatial) like the logits {tuple(logits.shape)}, with "
+                             f"B={logits.shape[0]}, got {tuple(features.shape)}")
         ce = F.cross_entropy(logits, t.index, ignore_index=t.torch_ignore_index)
         a2c, a2pn, nc = self.boundary_terms(logits, t, features.float())
         return ce + self.weight_a2c * a2c + self.weight_a2pn * a2pn + self.weight_nc * nc
 
     def boundary_terms(self, logits, t, features):
         """``(L_A2C, L_A2P&N, L_NC)``; each 0 with zero gradient when no pixel qualifies (or its weight is 0)."""
-        h, w = features.shape[-2:]
+        size = tuple(features.shape[2:])
         c = logits.shape[1]
         zero = features.sum() * 0.0 + logits.sum() * 0.0
-        logits_f = F.interpolate(logits, size=(h, w), mode="nearest")
+        logits_f = F.interpolate(logits, size=size, mode="nearest")
         with torch.no_grad():
             def down(x):  # nearest sampling, as the authors resize labels and boundary maps
-                return F.interpolate(x.unsqueeze(1).float(), size=(h, w), mode="nearest").squeeze(1)
+                return F.interpolate(x.unsqueeze(1).float(), size=size, mode="nearest").squeeze(1)
 
             edge = down(boundary_band(t.index, t.ignore_index, self.dilation_ratio)) > 0
             lab = down(t.labels).long()
@@ -147,12 +159,12 @@ class ConditionalBoundaryLoss(SegLoss):
                     continue
                 centre = _neighbour_sum(features * mine_ok[:, None], self.kernel) / (n_ok[:, None] + 1e-5)
             used += 1
-            gap = features.permute(0, 2, 3, 1)[anchors] - centre.permute(0, 2, 3, 1)[anchors]
+            gap = features.movedim(1, -1)[anchors] - centre.movedim(1, -1)[anchors]
             a2c_sum = a2c_sum + gap.square().mean()  # over anchors and channels, as F.mse_loss
             target_k = torch.full((1,), k, device=logits.device)
             for mask, members, count in ((cal, mine, n_same), (anchors, mine_ok, n_ok)):
                 mean_logits = _neighbour_sum(logits_f * members[:, None], self.kernel) / count[:, None].clamp_min(1)
-                picked = mean_logits.permute(0, 2, 3, 1)[mask]
+                picked = mean_logits.movedim(1, -1)[mask]
                 nc_sum = nc_sum + F.cross_entropy(picked, target_k.expand(picked.shape[0]))
         if used == 0:
             return zero, a2pn, zero
@@ -160,26 +172,27 @@ class ConditionalBoundaryLoss(SegLoss):
 
     def _a2pn(self, features, lab, edge):
         """The authors' ``context_loss``: squared error between cosine similarity and "same class" over neighbours."""
-        b, _, h, w = features.shape
+        b, _, *size = features.shape
         r = self.kernel // 2
         inner = torch.zeros_like(edge)
-        inner[:, r:h - r, r:w - r] = True
+        inner[(slice(None), *(slice(r, n - r) for n in size))] = True
         anchors = edge & inner  # the whole window lies inside the image
         unit = F.normalize(features, dim=1, eps=1e-8)  # cosines as dot products: far cheaper than cosine_similarity
-        fp = F.pad(unit, (r, r, r, r))
-        lp = F.pad(lab, (r, r, r, r), value=-1)
-        err = features.new_zeros(b, h, w)
-        pairs = features.new_zeros(b, h, w)
-        for dy in range(-r, r + 1):
-            for dx in range(-r, r + 1):
-                if dy == 0 and dx == 0:
-                    continue
-                nf = fp[:, :, r + dy:r + dy + h, r + dx:r + dx + w]
-                nl = lp[:, r + dy:r + dy + h, r + dx:r + dx + w]
-                ok = anchors & (nl >= 0)  # ignored neighbours left out (deliberate)
-                cos = (unit * nf).sum(1)
-                err = err + torch.where(ok, (cos - (nl == lab).float()).square(), 0.0)
-                pairs = pairs + ok.float()
+        fp = F.pad(unit, (r, r) * len(size))
+        lp = F.pad(lab, (r, r) * len(size), value=-1)
+        err = features.new_zeros(b, *size)
+        pairs = features.new_zeros(b, *size)
+        # Every offset of the window but the centre (the 2-D loop order of the authors; 3-D adds the slice offset).
+        for offset in itertools.product(range(-r, r + 1), repeat=len(size)):
+            if not any(offset):
+                continue
+            window = tuple(slice(r + o, r + o + n) for o, n in zip(offset, size))
+            nf = fp[(slice(None), slice(None), *window)]
+            nl = lp[(slice(None), *window)]
+            ok = anchors & (nl >= 0)  # ignored neighbours left out (deliberate)
+            cos = (unit * nf).sum(1)
+            err = err + torch.where(ok, (cos - (nl == lab).float()).square(), 0.0)
+            pairs = pairs + ok.float()
         per_image = pairs.flatten(1).sum(1)
         has = per_image > 0
         if not bool(has.any()):

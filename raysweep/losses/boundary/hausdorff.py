@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .._functional import IGNORE_INDEX
 from ..base import SegLoss, check_bool, check_choice, check_range
-from ..maps import distance_field, resolve_dist_map
+from ..maps import distance_field, min_step, resolve_dist_map
 from ..registry import Categorical, Float, register
 
 
@@ -19,6 +19,10 @@ from ..registry import Categorical, Float, register
     "convolutional neural networks', IEEE TMI 2020",
     space={"alpha": Float(1.0, 3.0), "variant": Categorical(("dt", "erosion"))},
     needs={"dist_map"},
+    dims=(2, 3),
+    dims_note="3-D as PatRyg99's code: 3-D distance fields (in the maps' units); the erosion variant uses their 3-D "
+              "kernel (6-neighbour cross / 7), so a one-slice volume reproduces the 2-D 'dt' variant but not the "
+              "2-D 'erosion' one (/ 5).",
 )
 class HausdorffLoss(SegLoss):
     """Karimi's differentiable surrogates of the Hausdorff distance, per class on softmax probabilities.
@@ -65,31 +69,41 @@ class HausdorffLoss(SegLoss):
         c0 = 0 if self.include_background or t.num_classes == 1 else 1
         valid = t.valid.unsqueeze(1).float()
         probs = logits.softmax(1)[:, c0:]
-        onehot = F.one_hot(t.labels, t.num_classes).permute(0, 3, 1, 2)[:, c0:].float()
+        onehot = F.one_hot(t.labels, t.num_classes).movedim(-1, 1)[:, c0:].float()
         error = (probs - onehot).square() * valid
         if self.variant == "erosion":
             return self._erosion(error, valid)
-        b, c, h, w = probs.shape
+        b, c, *spatial = probs.shape
         with torch.no_grad():
-            sd = resolve_dist_map(dist_map, t.index, t.num_classes, t.ignore_index)[:, c0:]
+            sp = self.map_spacing
+            sd = resolve_dist_map(dist_map, t.index, t.num_classes, t.ignore_index, spacing=sp)[:, c0:]
             has_boundary = sd.flatten(2).abs().amax(2) > 0
-            # From the signed map: outside, the distance to the class; inside, the distance to the outside.
-            d_g = torch.where(onehot > 0, 1.0 - sd, sd) * has_boundary[..., None, None]
+            # From the signed map: outside, the distance to the class; inside, the distance to the outside (the
+            # map is shifted by the smallest spacing inside, see signed_distance_map).
+            step = min_step(sp, len(spatial))
+            d_g = torch.where(onehot > 0, step - sd, sd) * has_boundary.view(b, c, *(1,) * len(spatial))
             # Ignored pixels count as "not predicted", so their logits cannot change the field.
-            d_p = distance_field(((probs > 0.5) & (valid > 0)).flatten(0, 1)).view(b, c, h, w)
+            d_p = distance_field(((probs > 0.5) & (valid > 0)).flatten(0, 1), sp).view(b, c, *spatial)
             distance = d_p.pow(self.alpha) + d_g.pow(self.alpha)
         return (error * distance).sum() / (valid.sum() * c)
 
     def _erosion(self, error, valid):
-        kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]], device=error.device) / 5.0
-        c = error.shape[1]
-        kernel = kernel.expand(c, 1, 3, 3)
+        c, spatial = error.shape[1], error.ndim - 2
+        cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]], device=error.device)
+        if spatial == 3:
+            # PatRyg99's 3-D kernel: the 6-neighbour cross, / 7 (a slice's own cross between its two centres).
+            bound = torch.zeros(3, 3, device=error.device)
+            bound[1, 1] = 1.0
+            kernel, conv = torch.stack([bound, cross, bound]) / 7.0, F.conv3d
+        else:
+            kernel, conv = cross / 5.0, F.conv2d
+        kernel = kernel.expand(c, 1, *kernel.shape)
         loss = error.new_zeros(())
         eroded = error
         for k in range(self.erosions):
-            eroded = F.relu(F.conv2d(eroded, kernel, padding=1, groups=c) - 0.5)
-            lo = eroded.flatten(2).amin(2)[..., None, None]
-            hi = eroded.flatten(2).amax(2)[..., None, None]
+            eroded = F.relu(conv(eroded, kernel, padding=1, groups=c) - 0.5)
+            lo = eroded.flatten(2).amin(2).view(*eroded.shape[:2], *(1,) * spatial)
+            hi = eroded.flatten(2).amax(2).view(*eroded.shape[:2], *(1,) * spatial)
             eroded = (eroded - lo) / (hi - lo).clamp_min(1e-8)
             loss = loss + (k + 1) ** self.alpha * (eroded * valid).sum() / (valid.sum() * c)
         return loss

@@ -246,6 +246,9 @@ def prepare_inversenet(p: Preparation) -> dict[str, str]:
     "segmentation', CVPR 2021",
     space={"beta": Float(0.05, 2.0, log=True), "gamma": Float(0.05, 2.0, log=True)},
     prepare=prepare_inversenet,
+    dims=(2,),
+    dims_note="its InverseNet is a 2-D network that regresses the 2-D affine transform between edge tiles; there is "
+              "no 3-D InverseNet to measure volumes with.",
 )
 class InverseFormLoss(SegLoss):
     """``CE + beta * BCE(b_hat, b) + gamma * L_IF(b_hat, b)``: cross-entropy, a boundary term and InverseForm.

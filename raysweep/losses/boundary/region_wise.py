@@ -13,7 +13,7 @@ MAPS = ("rrw", "signed_distance")
 
 
 def region_wise_map(dist_map: torch.Tensor, onehot_target: torch.Tensor, kind: str = "rrw") -> torch.Tensor:
-    """Region-wise map ``(B, C, H, W)`` from signed distance maps and the one-hot target.
+    """Region-wise map ``(B, C, H, W)`` or ``(B, C, D, H, W)`` from signed distance maps and the one-hot target.
 
     * ``rrw`` (rectified region-wise, the paper's proposal): inside class ``c``, minus the distance to the region's
       outside divided by its maximum over the image (in [-1, 0)); outside, +1. An absent class is +1 everywhere (its
@@ -23,7 +23,8 @@ def region_wise_map(dist_map: torch.Tensor, onehot_target: torch.Tensor, kind: s
     if kind == "signed_distance":
         return dist_map
     depth = (1.0 - dist_map) * onehot_target  # distance to the outside, inside the class (>= 1); 0 elsewhere
-    peak = depth.flatten(2).amax(2).clamp_min(1e-12)[..., None, None]
+    peak = depth.flatten(2).amax(2).clamp_min(1e-12)
+    peak = peak.view(*peak.shape, *(1,) * (depth.ndim - 2))
     return torch.where(onehot_target > 0, -depth / peak, torch.ones_like(depth))
 
 
@@ -34,6 +35,8 @@ def region_wise_map(dist_map: torch.Tensor, onehot_target: torch.Tensor, kind: s
     reference="Valverde & Tohka, 'Region-wise loss for biomedical image segmentation', Pattern Recognition 2023",
     space={"map": Categorical(MAPS)},
     needs={"dist_map"},
+    dims=(2, 3),
+    dims_note="3-D as the authors' nnU-Net code: the rectified map from 3-D distance maps.",
 )
 class RegionWiseLoss(SegLoss):
     """``mean_{n,c} p_n^c z_n^c``: softmax probabilities weighed by a region-wise map ``z`` (see :func:`region_wise_map`).

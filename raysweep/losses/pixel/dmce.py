@@ -6,7 +6,7 @@ import torch
 
 from .._functional import IGNORE_INDEX, masked_mean, pixel_nll
 from ..base import SegLoss, check_range
-from ..maps import inside_distance, resolve_dist_map
+from ..maps import inside_distance, min_step, resolve_dist_map
 from ..registry import Float, register
 
 
@@ -19,6 +19,8 @@ from ..registry import Float, register
     "segmentation', MIDL 2019",
     space={"decay": Float(0.5, 20.0, log=True), "weight": Float(0.5, 10.0, log=True)},
     needs={"dist_map"},
+    dims=(2, 3),
+    dims_note="3-D: the weights from the 3-D distance to the region's boundary.",
 )
 class DistanceMapCrossEntropyLoss(SegLoss):
     """``mean_n (1 + weight * Phi_n) CE_n``: cross-entropy weighted up near the boundaries of the ground truth.
@@ -46,7 +48,7 @@ class DistanceMapCrossEntropyLoss(SegLoss):
         self.weight = check_range("weight", weight, 0.0)
 
     def compute(self, logits, t, dist_map=None, **extra):
-        dist_map = resolve_dist_map(dist_map, t.index, t.num_classes, t.ignore_index)
-        d = inside_distance(dist_map, t.labels)
+        dist_map = resolve_dist_map(dist_map, t.index, t.num_classes, t.ignore_index, spacing=self.map_spacing)
+        d = inside_distance(dist_map, t.labels, min_step(self.map_spacing, t.labels.ndim - 1))
         phi = torch.where(d > 0, torch.exp(-(d - 1.0).clamp_min(0) / self.decay), torch.zeros_like(d))
         return masked_mean((1.0 + self.weight * phi) * pixel_nll(logits, t), t.valid)

@@ -75,10 +75,10 @@ class GeneralizedWassersteinDiceLoss(SegLoss):
         else:
             m = self.costs(c, logits.device)
             # W_n = sum_c M[g_n, c] p_n^c: (M @ p) gives the cost for every possible true class; pick the true one.
-            wass = torch.einsum("gc,bchw->bghw", m, probs).gather(1, labels.unsqueeze(1)).squeeze(1)
+            wass = torch.einsum("gc,bc...->bg...", m, probs).gather(1, labels.unsqueeze(1)).squeeze(1)
         if valid is not None:
             wass = wass * valid
-        dims = (1, 2) if self.per_image else (0, 1, 2)
+        dims = tuple(range(1, wass.ndim)) if self.per_image else tuple(range(wass.ndim))
         if self.weighting == "default":
             alpha = torch.ones(c, device=logits.device)
             alpha[0] = 0.0
@@ -87,7 +87,7 @@ class GeneralizedWassersteinDiceLoss(SegLoss):
             denom = 2.0 * tp + wass.sum(dims)
         else:
             # Valid pixels per (image, class), counted without a one-hot and without a host sync.
-            slot = (torch.arange(b, device=logits.device).view(b, 1, 1) * c + labels).flatten()
+            slot = (torch.arange(b, device=logits.device).view(b, *(1,) * (labels.ndim - 1)) * c + labels).flatten()
             ones = (torch.ones((), dtype=torch.int64, device=logits.device).expand(slot.shape[0]) if valid is None
                     else valid.flatten().long())
             counts = torch.zeros(b * c, dtype=torch.int64, device=logits.device).index_add_(0, slot, ones)

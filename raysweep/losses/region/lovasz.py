@@ -66,9 +66,9 @@ class LovaszSoftmaxLoss(SegLoss):
         valid, labels = t.valid, t.labels
 
         def flat(p, lab, v):
-            return lovasz_softmax_flat(p.permute(1, 2, 0)[v], lab[v], self.classes)
+            return lovasz_softmax_flat(p.movedim(0, -1)[v], lab[v], self.classes)  # (C, *spatial) -> (N, C)
 
         if self.per_image:
             losses = [flat(probs[i], labels[i], valid[i]) for i in range(probs.shape[0]) if bool(valid[i].any())]
             return torch.stack(losses).mean()
-        return flat(probs.permute(1, 0, 2, 3).flatten(1, 2), labels.flatten(0, 1), valid.flatten(0, 1))
+        return flat(probs.movedim(1, 0).flatten(1), labels.flatten(), valid.flatten())

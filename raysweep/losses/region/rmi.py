@@ -35,10 +35,29 @@ def _log_det_pd(a: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(a).clamp_min(_JITTER).log().sum(-1)
 
 
-def rmi_lower_bound(onehot: torch.Tensor, probs: torch.Tensor, radius: int) -> torch.Tensor:
-    """Per-class RMI loss term ``0.5 log det(Sigma_{Y|P}) / d`` for maps ``(B, C, H, W)`` -> ``(B, C)`` float64.
+def _neighbourhoods(x: torch.Tensor, radius: int | tuple[int, ...]) -> torch.Tensor:
+    """``(B, C, *spatial)`` -> ``(B, C, d, n)``: every position's ``radius``-sided neighbourhood as a ``d``-vector.
 
-    Each pixel and its ``radius x radius`` neighbourhood form a ``d = radius^2``-dimensional point. With the
+    2-D with one radius: ``F.unfold``, the authors' layout. Otherwise one ``Tensor.unfold`` per axis (``radius`` per
+    axis); the order of the ``d`` coordinates differs from ``F.unfold``'s, which leaves every log-determinant as is.
+    """
+    b, c = x.shape[:2]
+    if x.ndim == 4 and isinstance(radius, int):
+        return F.unfold(x, radius).view(b, c, radius * radius, -1)
+    radii = (radius,) * (x.ndim - 2) if isinstance(radius, int) else radius
+    for axis, r in enumerate(radii):
+        x = x.unfold(2 + axis, r, 1)  # (B, C, *windows, r_0, ..., r_axis)
+    k = len(radii)
+    x = x.flatten(-k)  # (B, C, *windows, d)
+    return x.movedim(-1, 2).flatten(3)
+
+
+def rmi_lower_bound(onehot: torch.Tensor, probs: torch.Tensor, radius: int | tuple[int, ...]) -> torch.Tensor:
+    """Per-class RMI loss term ``0.5 log det(Sigma_{Y|P}) / d`` for maps ``(B, C, H, W)`` or ``(B, C, D, H, W)`` ->
+    ``(B, C)`` float64.
+
+    Each pixel and its ``radius x radius`` neighbourhood form a ``d = radius^2``-dimensional point (in 3-D, the
+    ``radius^3`` neighbourhood, or one side per axis when ``radius`` is a tuple: ``d`` is their product). With the
     covariances of label points ``Y`` and prediction points ``P``, ``Sigma_{Y|P} = Sigma_Y - Sigma_YP Sigma_P^-1
     Sigma_YP^T`` is the posterior covariance of ``Y`` given ``P``; minimising its log-determinant maximises a lower
     bound of the mutual information ``I(Y; P)`` (Zhao et al., eq. 13).
@@ -47,10 +66,9 @@ def rmi_lower_bound(onehot: torch.Tensor, probs: torch.Tensor, radius: int) -> t
     points ``n`` and the jitter goes on the unnormalised matrices. The value therefore carries ``0.5 log n`` per class
     (a constant for a given input size, with no effect on the gradient) and is usually positive.
     """
-    b, c = probs.shape[:2]
-    d = radius * radius
-    y = F.unfold(onehot, radius).view(b, c, d, -1).double()
-    p = F.unfold(probs, radius).view(b, c, d, -1).double()
+    y = _neighbourhoods(onehot, radius).double()
+    p = _neighbourhoods(probs, radius).double()
+    d = y.shape[2]
     y = y - y.mean(-1, keepdim=True)
     p = p - p.mean(-1, keepdim=True)
     eye = torch.eye(d, dtype=torch.float64, device=probs.device)
@@ -77,6 +95,9 @@ def rmi_lower_bound(onehot: torch.Tensor, probs: torch.Tensor, radius: int) -> t
         "radius": Categorical((2, 3)),
         "pool_size": Categorical((1, 2, 3, 4)),
     },
+    dims=(2, 3),
+    dims_note="3-D: raysweep's extension of the authors' 2-D code: radius^3 neighbourhoods (27-dimensional points "
+              "at radius 3), axes pooled where long enough; a one-slice volume reproduces the 2-D loss.",
 )
 class RMILoss(SegLoss):
     """``weight_ce * CE + (1 - weight_ce) * sum_c mean_b RMI_bc``: cross-entropy plus the region mutual information.
@@ -115,11 +136,26 @@ class RMILoss(SegLoss):
         ce = masked_mean(pixel_nll(logits, t), t.valid)
         valid = t.valid.unsqueeze(1).float()
         labels, probs = onehot(t), logits.softmax(1) * valid + _CLIP_MIN
-        if self.pool_size > 1 and min(logits.shape[-2:]) >= self.pool_size * self.radius:
-            pad = self.pool_size // 2  # the original pads (11x11, not 10x10, from 32x32 with size 3)
-            labels = F.max_pool2d(labels, self.pool_size, self.pool_size, padding=pad)
-            probs = F.max_pool2d(probs, self.pool_size, self.pool_size, padding=pad)
-        radius = min(self.radius, *probs.shape[-2:])
+        if logits.ndim == 5:
+            labels, probs, radius = self._pool_3d(labels, probs)
+        else:
+            if self.pool_size > 1 and min(logits.shape[-2:]) >= self.pool_size * self.radius:
+                pad = self.pool_size // 2  # the original pads (11x11, not 10x10, from 32x32 with size 3)
+                labels = F.max_pool2d(labels, self.pool_size, self.pool_size, padding=pad)
+                probs = F.max_pool2d(probs, self.pool_size, self.pool_size, padding=pad)
+            radius = min(self.radius, *probs.shape[-2:])
         # Mean over images, sum over classes: the original's reduction (_IS_SUM = 1).
         rmi = rmi_lower_bound(labels, probs, radius).mean(0).sum().float()
         return self.weight_ce * ce + (1.0 - self.weight_ce) * rmi
+
+    def _pool_3d(self, labels: torch.Tensor, probs: torch.Tensor):
+        """The 3-D form, axis by axis: an axis at least ``pool_size * radius`` long is max-pooled (kernel and stride
+        ``pool_size``, padding ``pool_size // 2``), the others are not; the neighbourhood side is ``min(radius,
+        size)`` per axis. A volume of one slice is thus exactly the 2-D loss of that slice."""
+        sizes = probs.shape[2:]
+        kernel = tuple(self.pool_size if n >= self.pool_size * self.radius else 1 for n in sizes)
+        if max(kernel) > 1:
+            pad = tuple(k // 2 for k in kernel)
+            labels = F.max_pool3d(labels, kernel, kernel, padding=pad)
+            probs = F.max_pool3d(probs, kernel, kernel, padding=pad)
+        return labels, probs, tuple(min(self.radius, n) for n in probs.shape[2:])

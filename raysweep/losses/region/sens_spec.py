@@ -41,7 +41,7 @@ class SensitivitySpecificityLoss(RegionLoss):
         self.r = check_range("r", r, 0.0, 1.0)
 
     def compute(self, logits, t, **extra):
-        dims = sum_dims(self.per_image)
+        dims = sum_dims(self.per_image, logits.ndim)
         valid = t.valid.unsqueeze(1).float()
         pos = onehot(t)
         sq_err = (pos - logits.softmax(1) * valid).square()  # zero on ignored pixels: both are masked

@@ -58,8 +58,8 @@ class TLoss(SegLoss):
 
     def compute(self, logits, t, **extra):
         valid = t.valid.unsqueeze(1).float()
-        sq = ((logits.softmax(1) * valid - onehot(t)).square().sum((1, 2, 3))).double()  # (B,), 0 where ignored
-        d = (t.valid.sum((1, 2)) * t.num_classes).double()
+        sq = ((logits.softmax(1) * valid - onehot(t)).square().flatten(1).sum(1)).double()  # (B,), 0 where ignored
+        d = (t.valid.flatten(1).sum(1) * t.num_classes).double()
         nu = self.log_nu.double().exp() + self.epsilon
         nll = (
             -torch.lgamma((nu + d) / 2)
