@@ -1,4 +1,6 @@
-"""Segmentation networks: a factory over segmentation-models-pytorch (smp) plus the heads a loss may need.
+"""Segmentation networks: :func:`build_model`, the one factory for 2-D models (segmentation-models-pytorch, smp, here)
+and 3-D ones (MONAI, in :mod:`raysweep.volume_models`), plus the heads a loss may need and the ``encoder_weights``
+rules of both.
 
 Usage::
 
@@ -17,6 +19,11 @@ alternatives (``build_model("UPerNet", "mit_b0", ...)``, ``build_model("DPT", "t
 Pretrained encoder weights are optional (``encoder_weights=None``, random initialisation, is the default):
 ``encoder_weights="imagenet"`` downloads through smp / the Hugging Face hub (or reads its cache), and a path to a
 ``.pth`` / ``.pt`` / ``.safetensors`` file loads a local state dict of the encoder -- the fix on offline machines.
+
+3-D networks come from MONAI (``pip install 'raysweep[3d]'``): ``build_model("monai.UNet", None, ...)`` (also
+``monai.DynUNet``, ``monai.SwinUNETR``) checks the names, counts and weights here and hands the building to
+:mod:`raysweep.volume_models`, the home of :class:`~raysweep.volume_models.VolumeSegModel` (``dims == 3``),
+:data:`~raysweep.volume_models.VOLUME_DEFAULTS` and the MONAI option checks; this module re-exports those names.
 """
 
 from __future__ import annotations
@@ -28,8 +35,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MODELS", "SegModel", "architectures", "build_model", "check_arch_options", "check_encoder", "encoder_names",
-           "local_weights_path"]
+from .volume_models import (
+    VOLUME_ARCHS,
+    VOLUME_DEFAULTS,
+    VolumeSegModel,
+    build_volume_model,
+    check_volume_encoder,
+    check_volume_options,
+    is_volume_arch,
+    volume_architectures,
+    volume_name,
+)
+
+__all__ = ["MODELS", "SegModel", "architectures", "build_model", "check_arch_options", "check_encoder",
+           "check_volume_weights", "encoder_names", "local_weights_path",
+           # re-exported from raysweep.volume_models, their home
+           "VOLUME_DEFAULTS", "VolumeSegModel", "is_volume_arch", "volume_architectures"]
 
 #: Named defaults used by the configs: keyword arguments of :func:`build_model` (besides classes and channels).
 #: The CNN is U-Net/ResNet-34 as in most Synapse and Cityscapes baselines; the Transformer is SegFormer/MiT-B0, the
@@ -41,10 +62,11 @@ MODELS: dict[str, dict[str, str]] = {
 
 
 def architectures() -> list[str]:
-    """smp architecture names accepted by :func:`build_model` (case-insensitive), e.g. ``"unet"``, ``"segformer"``."""
+    """Architecture names accepted by :func:`build_model` (case-insensitive): smp's (``"unet"``, ``"segformer"``
+    ...), then the MONAI 3-D networks (``"monai.unet"``, ``"monai.dynunet"``, ``"monai.swinunetr"``)."""
     import segmentation_models_pytorch as smp
 
-    return list(smp.MODEL_ARCHITECTURES_MAPPING)
+    return [*smp.MODEL_ARCHITECTURES_MAPPING, *VOLUME_ARCHS]
 
 
 def encoder_names() -> list[str]:
@@ -67,6 +89,9 @@ class SegModel(nn.Module):
     ``"aux_logits": (B, K, H, W)`` and ``"features": (B, D, h, w)`` when asked; D and h depend on the architecture
     (U-Net: D = 16, h = H; SegFormer: D = 256, h = H / 4).
     """
+
+    #: spatial dimensions of the input: (B, C, H, W)
+    dims = 2
 
     def __init__(self, net: nn.Module, aux_channels: int | None = None, return_features: bool = False) -> None:
         super().__init__()
@@ -112,44 +137,58 @@ def _head_in_channels(head: nn.Module) -> int:
     raise TypeError(f"cannot find the input channels of segmentation head {type(head).__name__}")
 
 
-def build_model(arch: str, encoder: str, num_classes: int, in_channels: int, encoder_weights: str | None = None, *,
-                aux_channels: int | None = None, return_features: bool = False, **arch_options: Any) -> SegModel:
-    """Build an smp segmentation model by name.
+def build_model(arch: str, encoder: str | None, num_classes: int, in_channels: int, encoder_weights: str | None = None,
+                *, aux_channels: int | None = None, return_features: bool = False, **arch_options: Any
+                ) -> SegModel | VolumeSegModel:
+    """Build a segmentation model by name: an smp 2-D model, or a MONAI 3-D network (``"monai.<name>"``).
 
     Args:
-        arch: smp architecture, case-insensitive: one of :func:`architectures` (``"Unet"``, ``"Segformer"``,
-            ``"UPerNet"``, ``"DPT"``, ``"FPN"``, ``"DeepLabV3Plus"`` ...).
-        encoder: smp encoder name (:func:`encoder_names`, e.g. ``"resnet34"``, ``"mit_b0"``) or ``"tu-<timm name>"``.
+        arch: architecture, case-insensitive: one of :func:`architectures`; smp's (``"Unet"``, ``"Segformer"``,
+            ``"UPerNet"``, ``"DPT"``, ``"FPN"``, ``"DeepLabV3Plus"`` ...) or ``"monai.UNet"``, ``"monai.DynUNet"``,
+            ``"monai.SwinUNETR"`` (:func:`volume_architectures`; needs ``pip install 'raysweep[3d]'``).
+        encoder: smp encoder name (:func:`encoder_names`, e.g. ``"resnet34"``, ``"mit_b0"``) or ``"tu-<timm name>"``;
+            None (or ``""``) for a MONAI network, which has no separate encoder.
         num_classes: output channels of the logits.
         in_channels: image channels (1 for CT, 3 for RGB).
-        encoder_weights: None (random init, the default), an smp weight name such as ``"imagenet"`` (downloaded by
-            smp through the Hugging Face hub, or read from its cache), or a path to a local ``.pth``/``.pt``/
-            ``.safetensors`` state dict of the encoder (keys optionally prefixed ``encoder.``, i.e. a whole smp model's
-            state dict works too). With ``in_channels != 3`` the first convolution is adapted as smp does.
-        aux_channels: add an auxiliary head with this many output channels (see :class:`SegModel`).
+        encoder_weights: smp: None (random init, the default), an smp weight name such as ``"imagenet"``
+            (downloaded by smp through the Hugging Face hub, or read from its cache), or a path to a local ``.pth``/
+            ``.pt``/``.safetensors`` state dict of the encoder (keys optionally prefixed ``encoder.``, i.e. a whole smp
+            model's state dict works too). With ``in_channels != 3`` the first convolution is adapted as smp does.
+            MONAI: None, or a path to a local state dict of the whole network as built here (keys optionally
+            prefixed ``net.``: a :class:`VolumeSegModel`'s state dict works too); there are no weight names.
+        aux_channels: add an auxiliary head with this many output channels (see :class:`SegModel`,
+            :class:`VolumeSegModel`).
         return_features: also return the decoder output as ``"features"``.
-        **arch_options: passed to the smp architecture (``decoder_channels``, ``decoder_segmentation_channels`` ...).
+        **arch_options: passed to the smp architecture (``decoder_channels``, ``decoder_segmentation_channels`` ...)
+            or to the MONAI constructor over :data:`VOLUME_DEFAULTS` (``channels``, ``strides``, ``filters``,
+            ``feature_size`` ...).
 
     Returns:
-        a :class:`SegModel`; parameters are float32 on the CPU, initialised from torch's global RNG.
+        a :class:`SegModel` (``dims == 2``, input (B, in_channels, H, W)) for smp, a :class:`VolumeSegModel`
+        (``dims == 3``, input (B, in_channels, D, H, W)) for MONAI; parameters are float32 on the CPU, initialised
+        from torch's global RNG.
 
     Raises:
-        ValueError: unknown architecture, encoder, weight name or option, or a bad number.
+        ValueError: unknown architecture, encoder, weight name or option, an encoder for a MONAI network, MONAI not
+            installed, or a bad number.
         FileNotFoundError: a weights path that does not exist, or pretrained weights that cannot be fetched.
     """
     import segmentation_models_pytorch as smp
 
     key = str(arch).lower()
+    if key in VOLUME_ARCHS:
+        name = volume_name(key)
+        check_encoder(encoder, name)
+        check_arch_options(key, encoder, arch_options)
+        _check_counts(num_classes, in_channels, aux_channels)
+        return build_volume_model(key, num_classes, in_channels, check_volume_weights(name, encoder_weights),
+                                  aux_channels=aux_channels, return_features=return_features, options=arch_options)
     if key not in smp.MODEL_ARCHITECTURES_MAPPING:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(architectures())} "
-                         "(case-insensitive)")
+        raise ValueError(f"unknown architecture {arch!r}{_arch_hint(key)}; choose one of "
+                         f"{', '.join(architectures())} (case-insensitive)")
     check_encoder(encoder)
     check_arch_options(key, encoder, arch_options)
-    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if aux_channels is not None and (not isinstance(aux_channels, int) or aux_channels < 1):
-        raise ValueError(f"aux_channels must be a positive integer or None, got {aux_channels!r}")
+    _check_counts(num_classes, in_channels, aux_channels)
 
     local = local_weights_path(encoder_weights)
     # A local file is loaded into a 3-channel encoder first, then the stem is adapted like smp does for its own
@@ -179,8 +218,49 @@ def build_model(arch: str, encoder: str, num_classes: int, in_channels: int, enc
     return SegModel(net, aux_channels=aux_channels, return_features=return_features)
 
 
-def check_encoder(encoder: str) -> None:
-    """ValueError unless ``encoder`` names an smp encoder or ``tu-<timm model>`` (names only; nothing is built)."""
+def _check_counts(num_classes: Any, in_channels: Any, aux_channels: Any) -> None:
+    for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if aux_channels is not None and (not isinstance(aux_channels, int) or aux_channels < 1):
+        raise ValueError(f"aux_channels must be a positive integer or None, got {aux_channels!r}")
+
+
+def _arch_hint(key: str) -> str:
+    """`` (did you mean 'monai.dynunet'?)`` for a misspelt architecture, the MONAI one first where only the prefix
+    is missing (``"DynUNet"``), or ``""``."""
+    from .checks import did_you_mean
+
+    known = architectures()
+    return did_you_mean("monai." + key if "monai." + key in known else key, known)
+
+
+def check_volume_weights(arch: str, weights: str | None) -> Path | None:
+    """``encoder_weights`` of a MONAI network: None, or the local state-dict file it names (returned). Here, beside
+    :func:`local_weights_path`, as :mod:`raysweep.volume_models` imports nothing of this module.
+
+    Raises:
+        ValueError: a weight name such as ``"imagenet"`` (MONAI's networks have none here). FileNotFoundError: a
+            path that is not a file.
+    """
+    if weights is None:
+        return None
+    path = local_weights_path(weights)
+    if path is None:
+        raise ValueError(f"{arch} has no pretrained weights by name ({weights!r}); set encoder_weights to null "
+                         "(random initialisation) or to a local .pt/.pth/.safetensors state dict of the network")
+    return path
+
+
+def check_encoder(encoder: str | None, arch: str | None = None) -> None:
+    """ValueError unless ``encoder`` names an smp encoder or ``tu-<timm model>`` (names only; nothing is built).
+
+    With ``arch`` a MONAI network (:func:`is_volume_arch`), ``encoder`` must be None or ``""`` instead: those
+    networks are built whole.
+    """
+    if is_volume_arch(arch):
+        check_volume_encoder(arch, encoder)
+        return
     import segmentation_models_pytorch as smp
 
     if not isinstance(encoder, str) or not encoder:
@@ -199,12 +279,18 @@ def check_encoder(encoder: str) -> None:
                          "'tu-<timm name>' for any timm model")
 
 
-def check_arch_options(key: str, encoder: str, options: dict[str, Any]) -> None:
-    """ValueError for ``options`` the smp architecture ``key`` (lower case) does not take (timm encoders: any)."""
-    # smp forwards unknown keyword arguments to the encoder, where native encoders silently drop them; a typo in a
-    # config would then go unnoticed. Only timm ('tu-') encoders take extra keywords.
+def check_arch_options(key: str, encoder: str | None, options: dict[str, Any]) -> None:
+    """ValueError for ``options`` the architecture ``key`` (lower case) does not take: an smp architecture's keywords
+    (timm encoders: any), or a MONAI network's constructor keywords (``"monai.unet"`` ...; those raysweep sets
+    itself, ``spatial_dims``, ``in_channels``, ``out_channels``, and DynUNet's deep supervision, refused too).
+    Names only: the values are checked when the model is built."""
     import inspect
 
+    if key in VOLUME_ARCHS:
+        check_volume_options(key, options)
+        return
+    # smp forwards unknown keyword arguments to the encoder, where native encoders silently drop them; a typo in a
+    # config would then go unnoticed. Only timm ('tu-') encoders take extra keywords.
     import segmentation_models_pytorch as smp
 
     cls = smp.MODEL_ARCHITECTURES_MAPPING[key]

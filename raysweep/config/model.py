@@ -381,8 +381,8 @@ class SweepModel(Section):
         models = registry_names("models")
         for arch, section in value.items():
             if arch not in models and "arch" not in section.model_fields_set:
-                raise Bad(f": unknown model {show(arch)}; use one of {', '.join(models)} or give "
-                          "{arch: <smp architecture>, encoder: <name>}")
+                raise Bad(f": unknown model {show(arch)}; use one of {', '.join(models)}, or give {{arch: <smp "
+                          "architecture>, encoder: <name>} or a 3-D {arch: monai.UNet|monai.DynUNet|monai.SwinUNETR}")
             base = section.name or (arch if arch in models else models[0])
             if base not in models:
                 raise Bad(f" must be one of {', '.join(models)} (the defaults it starts from), got {show(base)}",
@@ -476,16 +476,22 @@ def json_schema(trial: bool = False) -> str:
 
 def _check_model(base: str, section: ArchitectureEntry, arch: str) -> None:
     """The architecture, encoder, option names and a local weights path of one ``architectures`` entry, without
-    building the model (smp's names are read; nothing is downloaded)."""
+    building the model (smp's and MONAI's names are read; nothing is downloaded)."""
     from .. import models
 
-    name, encoder = section.arch or models.MODELS[base]["arch"], section.encoder or models.MODELS[base]["encoder"]
-    if name.lower() not in models.architectures():
-        raise Bad(f": unknown smp architecture {name!r}{did_you_mean(name.lower(), models.architectures())}; choose "
-                  f"one of {', '.join(models.architectures())} (case-insensitive)", f"{arch}.arch")
-    for key, check in (("encoder", lambda: models.check_encoder(encoder)),
+    name = section.arch or models.MODELS[base]["arch"]
+    volume = models.is_volume_arch(name)
+    # A MONAI 3-D network has no encoder: only one written in the entry is wrong, the base entry's is not inherited.
+    encoder = section.encoder if volume else section.encoder or models.MODELS[base]["encoder"]
+    known, low = models.architectures(), name.lower()
+    if low not in known:
+        hint = did_you_mean("monai." + low if "monai." + low in known else low, known)  # "DynUNet": the MONAI one
+        raise Bad(f": unknown architecture {name!r}{hint}; choose one of {', '.join(known)} (case-insensitive)",
+                  f"{arch}.arch")
+    weights = models.check_volume_weights if volume else (lambda _name, w: models.local_weights_path(w))
+    for key, check in (("encoder", lambda: models.check_encoder(encoder, name)),
                        ("options", lambda: models.check_arch_options(name.lower(), encoder, section.options)),
-                       ("encoder_weights", lambda: models.local_weights_path(section.encoder_weights))):
+                       ("encoder_weights", lambda: weights(name, section.encoder_weights))):
         try:
             check()
         except FileNotFoundError as exc:
