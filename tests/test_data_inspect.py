@@ -111,3 +111,52 @@ def test_synthetic_is_inspected_as_the_sweep_sees_it():
     direct = np.bincount(labels, minlength=9) / labels.size
     assert [c["fraction"] for c in r["per_class"]] == pytest.approx(direct.tolist())
     assert r["spacing"]["median"] == [2.0, 1.0, 1.0]
+
+
+def _monai_windows(shape, patch):
+    """The windows MONAI's sliding_window_inference evaluates at 50% overlap, counted by running it."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    calls = []
+
+    def predictor(x):
+        calls.append(x.shape[0])
+        return x
+
+    sliding_window_inference(torch.zeros(1, 1, *shape), roi_size=patch, sw_batch_size=1, predictor=predictor,
+                             overlap=0.5)
+    return sum(calls)
+
+
+@pytest.mark.parametrize("shape, patch", [((5, 16, 12), (4, 8, 8)), ((40, 100, 90), (32, 96, 96)),
+                                          ((3, 7, 200), (16, 16, 16)), ((33, 64, 64), (5, 64, 17))])
+def test_sliding_window_positions_match_monai(shape, patch):
+    from raysweep.data.patches import patches_per_volume, sliding_window_positions
+
+    assert sliding_window_positions(shape, patch) == _monai_windows(shape, patch)
+    assert patches_per_volume(shape, patch) == np.prod([-(-s // p) for s, p in zip(shape, patch)])
+
+
+def test_3d_patches_reported_in_text_and_json(nn_root, capsys):
+    r = di.inspect_dataset("nnunet", nn_root, {"dims": 3, "patch_size": [4, 8, 8]})
+    p = r["patches"]
+    assert p["patch_size"] == [4, 8, 8] and not p["default"] and p["overlap"] == 0.5
+    assert p["patches_per_epoch"] == 4 * 8  # 4 training cases, 2 * 2 * 2 patches tile each 5 x 16 x 12 volume
+    assert set(p["splits"]) == {"train", "val", "test"} and p["splits"]["train"]["cases"] == 4
+    train = p["splits"]["train"]
+    assert train["shape"] == {"median": [5.0, 16.0, 12.0], "min": [5, 16, 12], "max": [5, 16, 12]}
+    assert train["patches_per_volume"] == {"median": 8.0, "min": 8, "max": 8}
+    assert train["windows"]["median"] == _monai_windows((5, 16, 12), (4, 8, 8)) == 12
+    assert any("3-D patches are rotated in-plane only" in w for w in r["warnings"])
+    text = di.as_text([r])
+    assert "  3-D patches (dims: 3): 4 x 8 x 8 (patch_size); 32 patches an epoch" in text
+    assert "    train     4 cases, median shape 5 x 16 x 12: patches 8 (8 .. 8), windows 12 (12 .. 12)" in text
+    assert json.loads(di.as_json([r]))[0]["patches"]["splits"]["val"]["cases"] == 1
+    # the default patch: the median shape rounded up to 16s; a dataset section's train options count
+    (r,) = di.inspect_config({"nnunet": {"root": str(nn_root), "train_options": {"dims": 3}}}, full_check=False)
+    assert r["patches"]["patch_size"] == [16, 16, 16] and r["patches"]["default"]
+    assert r["patches"]["patches_per_epoch"] == 4 and r["patches"]["splits"]["test"]["windows"]["max"] == 1
+    assert "(default: the training volumes' median shape, sides rounded up to 16, capped at 32 x 96 x 96)" in \
+        di.as_text([r])
+    assert di.inspect_dataset("nnunet", nn_root, full_check=False)["patches"] is None  # dims 2: slices

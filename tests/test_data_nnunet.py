@@ -5,6 +5,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from raysweep.data import DATASETS, build_dataset, check_dataset_options, dataset_info, list_cases
@@ -350,3 +351,267 @@ def test_tiny_sweep_on_a_generated_nnunet_dataset_writes_a_report(ray_session, t
     assert cases.hd95.notna().any()  # per-volume, in mm
     html = build_report(out / "results", out / "report.html")
     assert "nnunet" in html.read_text()
+
+
+# -------------------------------------------------------------------------------------------------- 3-D patches
+
+
+def write_planted(root, n_train=5, shape=(4, 8, 8), spacing=SPACING):
+    """An nnU-Net dataset (one MR channel) whose image is its label plus a little noise: any flip or rotation that
+    moved image and mask apart would mix intensities across classes. The label has no symmetry (its 16 flips and
+    in-plane rotations all differ)."""
+    for sub in ("imagesTr", "labelsTr"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    label = np.zeros(shape, np.uint8)
+    label[0, 0:3, 0:5] = 1
+    label[0, 0, 5] = 1
+    label[1:3, 5:7, 1:2] = 2
+    label[3, 6, 6] = 2
+    for i in range(n_train):
+        image = label * 10.0 + np.random.default_rng(i).uniform(0, 1, shape)
+        save_nii(root / "labelsTr" / f"p{i:03d}.nii.gz", label, spacing)
+        save_nii(root / "imagesTr" / f"p{i:03d}_0000.nii.gz", image.astype(np.float32), spacing)
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "MR"}, "labels": {"background": 0, "liver": 1, "tumour": 2},
+        "numTraining": n_train, "file_ending": ".nii.gz"}))
+    return root, label
+
+
+def test_3d_patch_items_epoch_and_whole_volume_evaluation(nn_root):
+    ds = build_dataset("nnunet", "train", root=nn_root, dims=3, patch_size=[4, 8, 8], seed=0)
+    assert ds.dims == 3 and ds.patch_size == (4, 8, 8) and len(ds.cases) == 4
+    # 5 x 16 x 12 volumes: ceil(5/4) * ceil(16/8) * ceil(12/8) = 8 patches tile one; 4 cases
+    assert len(ds) == ds.patches_per_epoch == 32
+    item = ds[5]
+    assert set(item) == {"image", "mask", "case"}
+    assert item["image"].shape == (2, 4, 8, 8) and item["image"].dtype == torch.float32
+    assert item["mask"].shape == (4, 8, 8) and item["mask"].dtype == torch.int64
+    assert item["case"].startswith(f"{ds.cases[5 % 4]}_patch")  # item i is a patch of case i % cases
+    assert len(build_dataset("nnunet", "train", root=nn_root, dims=3, patches_per_epoch=7)) == 7
+    default = build_dataset("nnunet", "train", root=nn_root, dims=3, augment=False)
+    assert default.patch_size == (16, 16, 16) and len(default) == 4  # median 5 x 16 x 12 rounded up to 16s
+    val = build_dataset("nnunet", "val", root=nn_root, dims=3)
+    assert val.patch_size == (16, 16, 16) and val.patches_per_epoch is None  # from the training cases' headers
+    assert len(val) == 2 and val[1]["image"].shape == (2, D, H, W) and val[1]["case"] == val.cases[1]
+    vol = next(val.volumes())
+    x = val.volume_input(vol)
+    assert x.shape == (1, 2, D, H, W) and x.dtype == torch.float32
+    np.testing.assert_array_equal(x[0].numpy(), vol.image.transpose(1, 0, 2, 3))
+    np.testing.assert_array_equal(val[0]["mask"].numpy(), vol.label)
+    one = build_dataset("nnunet", "test", root=write_nnunet(nn_root.parent / "mr", n_train=5, channels=("MR",)),
+                        dims=3, test_cases=["c001"], val_cases=["c002"])
+    vol = next(one.volumes())
+    assert vol.image.shape == (D, H, W) and one.volume_input(vol).shape == (1, 1, D, H, W)
+    two = build_dataset("nnunet", "train", root=nn_root, image_size=16)
+    assert two.dims == 2 and two.patch_size is None and len(two) == D * 4
+
+
+def test_3d_patches_of_small_volumes_are_padded_with_ignore(nn_root):
+    ds = build_dataset("nnunet", "train", root=nn_root, dims=3, patch_size=[8, 20, 12], augment=False, seed=0,
+                       patches_per_epoch=8)
+    vol = {v.case: v for v in ds.volumes()}
+    for i in range(8):
+        item = ds[i]
+        mask, image = item["mask"].numpy(), item["image"].numpy()
+        inside = np.argwhere(mask != 255)
+        lo, hi = inside.min(0), inside.max(0) + 1
+        assert (hi - lo).tolist() == [D, H, W] and len(inside) == D * H * W  # the whole volume, padded around
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        case = item["case"].split("_patch")[0]
+        np.testing.assert_array_equal(mask[box], vol[case].label)
+        np.testing.assert_array_equal(image[(slice(None), *box)], vol[case].image.transpose(1, 0, 2, 3))
+        outside = np.ones(mask.shape, bool)
+        outside[box] = False
+        assert (image[:, outside] == 0).all()
+        corner = [int(v) for v in item["case"].split("_patch")[1].split("_")]
+        assert corner == [-int(a) for a in lo]  # the case name gives the corner in the volume
+
+
+def test_foreground_locations_are_a_bounded_seeded_sample(monkeypatch):
+    from raysweep.data import patches
+
+    label = np.zeros((10, 40, 50), np.uint8)
+    label[:, :20] = 1
+    label[2, 30, 4] = 2
+    label[0] = 255  # ignore is no class: 9,000 voxels of class 1 remain
+    locs = patches.foreground_locations(label, 3)
+    assert sorted(locs) == [1, 2] and len(locs[1]) == 9 * 20 * 50 and locs[2].tolist() == [[2, 30, 4]]
+    monkeypatch.setattr(patches, "FG_LOCATIONS_PER_CLASS", 10)
+    small = patches.foreground_locations(label, 3)
+    assert len(small[1]) == 90  # at least 1% of the 9,000 voxels
+    assert (label[tuple(small[1].T)] == 1).all() and len({tuple(v) for v in small[1]}) == 90
+    np.testing.assert_array_equal(small[1], patches.foreground_locations(label, 3)[1])  # seeded
+
+
+def test_foreground_oversampling_rate_and_centring():
+    from raysweep.data.patches import PatchTransform, choose_corner, foreground_locations
+
+    label = np.zeros((20, 40, 40), np.uint8)
+    label[8:10, 15:17, 20:22] = 2  # far from the borders: a forced patch is centred on its voxel
+    label[12, 30, 5:7] = 1
+    image = label[..., None].astype(np.float32)
+    locs = foreground_locations(label, 3)
+    n = 600
+    t = PatchTransform((4, 8, 8), oversample=0.33, augment=False, seed=0)
+    draws = [t(image=image, mask=label, locations=locs) for _ in range(n)]
+    forced = [d for d in draws if d["forced"]]
+    assert abs(len(forced) / n - 0.33) < 4 * np.sqrt(0.33 * 0.67 / n)
+    for d in forced:  # the centre voxel is foreground (the patch lies where the stored voxel is)
+        assert d["mask"][2, 4, 4] in (1, 2)
+    classes = [int(d["mask"][2, 4, 4]) for d in forced]
+    assert 0.3 < classes.count(1) / len(classes) < 0.7  # a class present in the case, chosen uniformly
+    t0 = PatchTransform((4, 8, 8), oversample=0.0, augment=False, seed=1)
+    hit = np.mean([(t0(image=image, mask=label, locations=locs)["mask"] > 0).any() for _ in range(n)])
+    rate = np.mean([(d["mask"] > 0).any() for d in draws])
+    assert hit < 0.2 and abs(rate - (0.33 + 0.67 * hit)) < 0.08  # a third forced, plus the random ones that hit
+    rng = np.random.default_rng(0)
+    # near a border the patch is shifted back inside (the voxel stays in it); no foreground: a random patch
+    corner, c = choose_corner((20, 40, 40), (4, 8, 8), rng, {1: np.array([[0, 39, 0]])}, force_fg=True)
+    assert corner == (0, 32, 0) and c == 1
+    assert choose_corner((20, 40, 40), (4, 8, 8), rng, {}, force_fg=True)[1] is None
+
+
+def test_3d_forced_patches_of_the_dataset_hold_foreground_at_their_centre(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    root = write_nnunet(tmp_path / "ds", n_train=5, channels=("MR",))
+    ds = build_dataset("nnunet", "train", root=root, dims=3, patch_size=[3, 8, 8], oversample_foreground=1.0,
+                       augment=False, patches_per_epoch=30, seed=0, test_cases=["c001"], val_cases=["c002"])
+    assert len(ds.locations) == 3 and all(sorted(loc) == [1, 2] for loc in ds.locations)
+    for i in range(30):
+        item = ds[i]
+        corner = np.array([int(v) for v in item["case"].split("_patch")[1].split("_")])
+        centre = item["mask"][1, 4, 4].item()
+        assert centre in (1, 2) and (corner >= 0).all()  # the patch lies inside the 5 x 16 x 12 volume
+
+
+def test_3d_items_are_reproducible_from_the_seed(nn_root):
+    import pickle
+
+    from raysweep.trial.sampling import SeededItems
+
+    def build(seed):
+        return build_dataset("nnunet", "train", root=nn_root, dims=3, patch_size=[4, 8, 8], seed=seed)
+
+    a, b, c = build(3), build(3), build(4)
+    first = [a[i] for i in range(6)]
+    for x, y in zip(first, [b[i] for i in range(6)]):
+        assert x["case"] == y["case"] and torch.equal(x["image"], y["image"]) and torch.equal(x["mask"], y["mask"])
+    assert any(not torch.equal(x["image"], c[i]["image"]) for i, x in enumerate(first))
+    # the trainer's items: (index, seed) decides the patch and its augmentation, whatever was drawn before
+    items_a, items_b = SeededItems(build(0)), SeededItems(pickle.loads(pickle.dumps(build(1))))
+    keys = [(i, 1000 + i) for i in range(8)]
+    want = [items_a[k] for k in keys]
+    got = [items_b[k] for k in reversed(keys)][::-1]
+    for x, y in zip(want, got):
+        assert x["case"] == y["case"] and torch.equal(x["image"], y["image"]) and torch.equal(x["mask"], y["mask"])
+    assert len({x["case"] for x in want}) > 1
+
+
+def _variants(label):
+    """The 16 arrays flips on each axis and 90-degree rotations in (H, W) make of ``label``: bytes -> swaps H, W."""
+    out = {}
+    for along_d in (label, np.flip(label, 0)):
+        for along_h in (along_d, np.flip(along_d, 1)):  # with the four rotations: the square's 8 symmetries
+            for k in range(4):
+                out[np.ascontiguousarray(np.rot90(along_h, k, axes=(1, 2))).tobytes()] = k % 2 == 1
+    return out
+
+
+def test_3d_augmentation_keeps_image_and_mask_aligned_and_the_spacing_follows(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    root, label = write_planted(tmp_path / "planted")
+    variants = _variants(label)
+    assert len(variants) == 16
+
+    def record(mask, spacing=None):
+        return {"spacing": np.asarray(spacing)}
+
+    ds = build_dataset("nnunet", "train", root=root, dims=3, patch_size=[4, 8, 8], seed=0, target_maps=record,
+                       test_cases=["p001"], val_cases=["p002"], patches_per_epoch=60)
+    seen = set()
+    for i in range(60):
+        item = ds[i]
+        mask, image = item["mask"].numpy(), item["image"].numpy()[0]
+        key = mask.astype(np.uint8).tobytes()
+        assert key in variants  # a flip / rotation of the label, never anything else
+        seen.add(key)
+        # image and mask moved together: every voxel of class k is brighter than every voxel of class k - 1
+        assert image[mask == 0].max() < image[mask == 1].min() and image[mask == 1].max() < image[mask == 2].min()
+        expected = (3.0, 0.75, 0.5) if variants[key] else SPACING
+        np.testing.assert_allclose(item["spacing"].numpy(), expected)
+    assert len(seen) >= 6  # the augmentation did flip and rotate
+    plain = build_dataset("nnunet", "train", root=root, dims=3, patch_size=[4, 8, 8], augment=False, seed=0,
+                          test_cases=["p001"], val_cases=["p002"])
+    np.testing.assert_array_equal(plain[0]["mask"].numpy(), label)
+
+
+def test_3d_rotation_planes_follow_patch_and_spacing():
+    from raysweep.data.patches import rotation_planes
+
+    assert rotation_planes((8, 16, 16), (3.0, 0.8, 0.8)) == [(1, 2)]  # anisotropic: in-plane only
+    assert rotation_planes((16, 16, 16), (1.0, 0.8, 0.8)) == [(1, 2), (0, 2), (0, 1)]
+    assert rotation_planes((16, 16, 8), (1.0, 1.0, 1.0)) == [(0, 1)]  # only planes the patch keeps its shape in
+    assert rotation_planes((8, 16, 12), (3.0, 0.8, 0.8)) == []
+
+
+def test_3d_distance_maps_get_the_spacing(nn_root):
+    from raysweep.losses.maps import DistanceMaps, signed_distance_map
+
+    def maps(mask, spacing=None):
+        return DistanceMaps(3, spacing)(mask)
+
+    ds = build_dataset("nnunet", "train", root=nn_root, dims=3, patch_size=[4, 8, 8], augment=False, seed=0,
+                       target_maps=maps)
+    item = ds[0]
+    assert item["dist_map"].shape == (3, 4, 8, 8)
+    np.testing.assert_allclose(item["dist_map"].numpy(), signed_distance_map(item["mask"].numpy(), 3, SPACING))
+    assert not np.allclose(item["dist_map"].numpy(), signed_distance_map(item["mask"].numpy(), 3))
+    val = build_dataset("nnunet", "val", root=nn_root, dims=3, target_maps=maps)
+    np.testing.assert_allclose(val[0]["dist_map"].numpy(), signed_distance_map(val[0]["mask"].numpy(), 3, SPACING))
+    no_spacing = build_dataset("nnunet", "train", root=nn_root, dims=3, patch_size=[4, 8, 8], augment=False, seed=0,
+                               target_maps=lambda mask: {"dist_map": signed_distance_map(mask, 3)})
+    item = no_spacing[0]  # a hook without the keyword (a trial's losses) gets the mask alone: maps in voxels
+    np.testing.assert_allclose(item["dist_map"].numpy(), signed_distance_map(item["mask"].numpy(), 3))
+
+
+def test_3d_options_checked_with_messages(nn_root, tmp_path, monkeypatch):
+    import sys
+
+    def refused(options, match):
+        with pytest.raises(ValueError, match=match):
+            check_dataset_options("nnunet", options)
+
+    refused({"dims": 4}, r"option dims must be 2 \(train on 2-D slices\) or 3 \(train on 3-D patches\), got 4")
+    refused({"patch_size": [8, 8, 8]}, "option patch_size applies to 3-D patches only, but dims is 2 .*set dims: 3")
+    refused({"oversample_foreground": 0.5}, "option oversample_foreground applies to 3-D patches only")
+    refused({"dims": 3, "patch_size": [8, 8]}, r"option patch_size must be null \(the default patch\) or three "
+            r"integers \[d, h, w\] >= 1")
+    refused({"dims": 3, "patch_size": [0, 8, 8]}, "option patch_size must be")
+    refused({"dims": 3, "patches_per_epoch": 0}, "option patches_per_epoch must be an integer >= 1")
+    refused({"dims": 3, "oversample_foreground": 1.5}, "option oversample_foreground must be a probability")
+    refused({"dims": 3, "image_size": 64}, "option image_size resizes 2-D slices, but dims is 3.*remove image_size")
+    refused({"dims": 3, "transform": lambda **kw: kw}, "option transform must be 'default' or null with dims: 3")
+    refused({"dims": 3, "label_corruption": {"kind": "boundary", "pixels": 1}}, "label_corruption corrupts 2-D")
+    with pytest.raises(ValueError, match="label_corruption corrupts 2-D"):
+        build_dataset("nnunet", "train", root=nn_root, dims=3, label_corruption={"kind": "boundary", "pixels": 1})
+    assert check_dataset_options("nnunet", {"dims": 3, "patch_size": [8, 16, 16]})["patch_size"] == (8, 16, 16)
+    # a 2-D (png) nnU-Net dataset has no depth
+    root = tmp_path / "Dataset120_Roads"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "imagesTr" / f"r{i}_0000.png")
+        Image.fromarray(np.ones((8, 8), np.uint8)).save(root / "labelsTr" / f"r{i}.png")
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "grey"}, "labels": {"background": 0,
+                                                  "road": 1}, "numTraining": 3, "file_ending": ".png"}))
+    for call in (lambda: dataset_info("nnunet", root=root, dims=3), lambda: list_cases("nnunet", "val", root=root,
+                 dims=3), lambda: build_dataset("nnunet", "train", root=root, dims=3)):
+        with pytest.raises(ValueError, match=r"option dims is 3, but .* holds 2-D images \(file_ending '.png'\).*set "
+                                             r"dims: 2"):
+            call()
+    # MONAI is an optional extra: only the 3-D augmentation needs it
+    monkeypatch.setitem(sys.modules, "monai", None)
+    with pytest.raises(ValueError, match=r"the 3-D augmentation \(dims: 3\) need MONAI, which is not installed: pip "
+                                         r"install 'raysweep\[3d\]'"):
+        build_dataset("nnunet", "train", root=nn_root, dims=3)
+    assert build_dataset("nnunet", "train", root=nn_root, dims=3, augment=False)[0]["image"].ndim == 4

@@ -334,14 +334,18 @@ class SegmentationDataset(Dataset):
             "case": case,
         }
         if self.target_maps is not None:
-            mask_view = item["mask"].numpy()
-            mask_view.flags.writeable = False  # a map function must not edit the mask it is given
-            maps = self.target_maps(mask_view)
-            for key, value in maps.items():
-                if key in _RESERVED_KEYS:
-                    raise ValueError(f"target_maps returned reserved key {key!r}; use another name")
-                item[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+            self._attach_maps(item)
         return item
+
+    def _attach_maps(self, item: dict[str, Any], **context: Any) -> None:
+        """Add ``target_maps(item["mask"] as a read-only int64 array, **context)`` to ``item`` as float32 tensors."""
+        mask_view = item["mask"].numpy()
+        mask_view.flags.writeable = False  # a map function must not edit the mask it is given
+        maps = self.target_maps(mask_view, **context)
+        for key, value in maps.items():
+            if key in _RESERVED_KEYS:
+                raise ValueError(f"target_maps returned reserved key {key!r}; use another name")
+            item[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
 
     def _seed_worker(self) -> None:
         # albumentations' Compose keeps its own RNG, which forked DataLoader workers would all inherit in the same

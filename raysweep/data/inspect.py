@@ -8,6 +8,9 @@ For a dataset folder (``nnunet``: it has ``dataset.json``; ``folder``: it has ``
 * the case shapes, the voxel spacing of volumes (z, y, x in mm), the intensity range of each channel (raw values as
   stored: min, 0.5 and 99.5 percentiles, max);
 * the split: cases per split, as the sweep will use them;
+* ``nnunet`` with ``dims: 3``: the patch size and what it implies per split (:func:`patch_report`): the volume
+  shapes, the non-overlapping patches that tile a volume and the sliding windows inference evaluates at nnU-Net's 50%
+  overlap (median and range over the split's cases, from the file headers), and the patches an epoch draws;
 * errors: every broken file the full data check finds (:mod:`raysweep.data.check`: every case of every split
   decoded; unreadable files, label values outside the declared classes, image/label geometry that does not match,
   NaN intensities, a missing option such as a palette ...). Each would fail a sweep, so ``raysweep data inspect``
@@ -142,7 +145,8 @@ def inspect_dataset(name: str, root: str | Path | None, options: Mapping[str, An
     Returns a JSON-able dict: ``dataset``, ``root``, ``classes``, ``splits`` (cases per split), ``inspected``,
     ``total_cases``, ``volumes`` (bool), ``shapes`` (min/max of (D, H, W) or (H, W)), ``spacing`` (volumes: median,
     min, max (z, y, x) in mm), ``channels`` (per channel: name, min, p0_5, p99_5, max), ``per_class`` (per class:
-    fraction, cases_present, objects_per_case, median_object_size), ``checked`` (cases the full check read or
+    fraction, cases_present, objects_per_case, median_object_size), ``patches`` (:func:`patch_report`: ``nnunet``
+    with ``dims: 3`` in the training split's options, else None), ``checked`` (cases the full check read or
     found cached, None without it), ``errors`` (``{"file", "case", "error", ...}``: broken files, each failing the
     sweep) and ``warnings`` (sentences about the data a loss will face; they never fail anything). When the listing
     itself is unusable (dataset.json, classes, splits), the report holds only ``dataset``, ``root``, ``errors`` and
@@ -241,9 +245,73 @@ def inspect_dataset(name: str, root: str | Path | None, options: Mapping[str, An
                       "p99_5": float(np.median(highs[i])) if highs[i] else None, "max": float(maxs[i])}
                      for i, n in enumerate(channel_names)] if read else [],
         "per_class": per_class, "checked": checked, "errors": errors,
+        "patches": (patch_report(desc, splits, {**dict(options or {}), **((split_options or {}).get("train") or {})},
+                                 broken) if name == "nnunet" else None),
     }
     out["warnings"] = _warnings(out, read)
     return out
+
+
+def patch_report(desc: Any, splits: Mapping[str, list[str]], options: Mapping[str, Any],
+                 skip: set[str] | frozenset[str] = frozenset()) -> dict[str, Any] | None:
+    """What ``nnunet``'s ``dims: 3`` patch implies, from the volumes' headers (no voxel data); None unless the
+    (training split's) ``options`` say ``dims: 3``.
+
+    Args:
+        desc: the :class:`~raysweep.data.nnunet_files.Description`.
+        splits: case ids by split.
+        options: the training split's dataset options (``dims``, ``patch_size``, ``patches_per_epoch``).
+        skip: cases left out (broken files; the check reports them).
+
+    Returns:
+        ``{"patch_size": [d, h, w], "default": bool (patch_size not set), "patches_per_epoch": int, "overlap": 0.5,
+        "splits": {split: {"cases", "shape": {"median", "min", "max"} (D, H, W), "patches_per_volume" and
+        "windows": {"median", "min", "max"}}}}``: per volume the non-overlapping patches that tile it
+        (:func:`~raysweep.data.patches.patches_per_volume`) and the windows of a sliding-window inference at
+        ``overlap`` (:func:`~raysweep.data.patches.sliding_window_positions`).
+    """
+    from .nnunet import NnUNetDataset
+    from .nnunet_files import case_shape
+    from .patches import (
+        INFERENCE_OVERLAP,
+        default_patch_size,
+        default_patches_per_epoch,
+        patches_per_volume,
+        sliding_window_positions,
+    )
+
+    opts = NnUNetDataset.check_options(options)
+    if opts.get("dims", 2) != 3 or desc.two_d:
+        return None
+    files = {**desc.training, **(desc.test or {})}
+    shapes: dict[str, tuple[int, int, int]] = {}
+    for case in sorted({c for cases in splits.values() for c in cases} - set(skip)):
+        try:
+            shapes[case] = case_shape(files[case])
+        except (ValueError, OSError):
+            continue  # a broken file: the data check names it
+    train = [shapes[c] for c in splits["train"] if c in shapes]
+    if not train:
+        return None
+    patch = opts.get("patch_size") or default_patch_size(train)
+
+    def spread(values: list[int]) -> dict[str, float | int]:
+        return {"median": float(np.median(values)), "min": int(min(values)), "max": int(max(values))}
+
+    per_split = {}
+    for split, cases in splits.items():
+        found = [shapes[c] for c in cases if c in shapes]
+        if found:
+            per_split[split] = {
+                "cases": len(found),
+                "shape": {"median": np.median(found, axis=0).tolist(), "min": np.min(found, axis=0).tolist(),
+                          "max": np.max(found, axis=0).tolist()},
+                "patches_per_volume": spread([patches_per_volume(s, patch) for s in found]),
+                "windows": spread([sliding_window_positions(s, patch, INFERENCE_OVERLAP) for s in found]),
+            }
+    return {"patch_size": list(patch), "default": opts.get("patch_size") is None,
+            "patches_per_epoch": opts.get("patches_per_epoch") or default_patches_per_epoch(train, patch),
+            "overlap": INFERENCE_OVERLAP, "splits": per_split}
 
 
 def _warnings(report: Mapping[str, Any], read: int) -> list[str]:
@@ -263,9 +331,11 @@ def _warnings(report: Mapping[str, Any], read: int) -> list[str]:
     if report["spacing"]:
         median = report["spacing"]["median"]
         if max(median) / min(median) > 3:
-            found.append(f"anisotropic spacing (median {' x '.join(f'{v:g}' for v in median)} mm): slices are "
-                         f"trained in-plane at image_size, and HD95 (in mm) weighs an error across slices "
-                         f"{max(median) / min(median):.1f}x an in-plane one")
+            trained = ("3-D patches are rotated in-plane only" if report.get("patches") else
+                       "slices are trained in-plane at image_size")
+            found.append(f"anisotropic spacing (median {' x '.join(f'{v:g}' for v in median)} mm): {trained}, and "
+                         f"HD95 (in mm) weighs an error across slices {max(median) / min(median):.1f}x an in-plane "
+                         f"one")
     return found
 
 
@@ -339,6 +409,8 @@ def as_text(reports: list[dict[str, Any]]) -> str:
             sp = r["spacing"]
             lines.append(f"  spacing (z, y, x) mm: median {' x '.join(_fmt(v) for v in sp['median'])}, range "
                          f"{' x '.join(_fmt(v) for v in sp['min'])} .. {' x '.join(_fmt(v) for v in sp['max'])}")
+        if r.get("patches"):
+            lines += _patch_lines(r["patches"])
         if r["channels"]:
             lines.append(f"  {'channel':<10}{'min':>10}{'p0.5':>10}{'p99.5':>10}{'max':>10}")
             for ch in r["channels"]:
@@ -359,6 +431,24 @@ def as_text(reports: list[dict[str, Any]]) -> str:
             lines.append("  warnings: none")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _patch_lines(p: Mapping[str, Any]) -> list[str]:
+    """The text of :func:`patch_report`."""
+    from .patches import PATCH_CAP, PATCH_MULTIPLE
+
+    size = " x ".join(map(str, p["patch_size"]))
+    how = (f"default: the training volumes' median shape, sides rounded up to {PATCH_MULTIPLE}, capped at "
+           f"{' x '.join(map(str, PATCH_CAP))}" if p["default"] else "patch_size")
+    lines = [f"  3-D patches (dims: 3): {size} ({how}); {p['patches_per_epoch']} patches an epoch",
+             f"    per volume: patches tiling it (non-overlapping), sliding windows at {p['overlap']:.0%} overlap"]
+    for split, s in p["splits"].items():
+        tiles, windows = s["patches_per_volume"], s["windows"]
+        shape = " x ".join(_fmt(v) for v in s["shape"]["median"])
+        lines.append(f"    {split:<6}{s['cases']:>5} cases, median shape {shape}: patches {_fmt(tiles['median'])} "
+                     f"({tiles['min']} .. {tiles['max']}), windows "
+                     f"{_fmt(windows['median'])} ({windows['min']} .. {windows['max']})")
+    return lines
 
 
 def _error_lines(report: Mapping[str, Any], limit: int = 20) -> list[str]:

@@ -34,6 +34,9 @@ Conventions:
   times: a file that changed makes the cache stale, and it is recomputed.
 * Classes come from ``dataset.json``: ids 0..K-1, contiguous, 0 = background (excluded from summaries). Region-based
   labels (an id list, nnU-Net's ``regions_class_order``) are refused.
+* ``dims: 3`` (volumes only; default 2, the slices above) trains on 3-D patches at native resolution, as nnU-Net's
+  3d_fullres does, and evaluates whole volumes with a sliding window of the patch: the patch size and sampling, the
+  augmentation and the epoch length are in :mod:`raysweep.data.nnunet_volumes`, with the code.
 
 Three splits, disjoint by case (``select_split`` ``"val"``, ``eval_split`` ``"test"``):
 
@@ -80,6 +83,7 @@ from .base import (
     option_transform,
     seeded_order,
 )
+from . import nnunet_volumes
 from .nnunet_files import Description, describe, read_case, read_json
 from .transforms import synapse_transform
 
@@ -318,7 +322,8 @@ class NnUNetDataset(SegmentationDataset):
     Args:
         root: the dataset folder (holding ``dataset.json``).
         split: ``"train"``, ``"val"`` (selection: tuning trials) or ``"test"`` (ranking: confirmation runs).
-        image_size: (H, W) slices/images are resized to (cubic image, nearest mask); default (224, 224).
+        image_size: (H, W) slices/images are resized to (cubic image, nearest mask); default null: (224, 224).
+            2-D only (``dims: 3`` refuses it: patches are at native resolution).
         fold: the fold of ``splits_final.json`` (when the file exists); default 0.
         split_seed: seed of the held-out draws (default 0): ``numpy.random.default_rng(split_seed)`` shuffles the
             sorted training case ids; test cases (if held out) are the first of that order, val cases the next.
@@ -327,22 +332,31 @@ class NnUNetDataset(SegmentationDataset):
         test_cases: without a labelled ``labelsTs``: how many training cases to hold out for ``test`` (default
             null: 20%, at least 1) or a list of case ids.
         stats_cache: folder of the CT statistics cache (default ``$RAYSWEEP_CACHE/nnunet``).
-        transform: ``"default"`` (:func:`~raysweep.data.transforms.synapse_transform`: TransUNet's rotations and
-            flips, then the resize), None, or a callable.
+        transform: ``"default"`` (2-D: :func:`~raysweep.data.transforms.synapse_transform`, TransUNet's rotations
+            and flips, then the resize; 3-D: the patch draw and its augmentation), None (2-D: no transform at all,
+            native size; 3-D: patches without augmentation), or a callable (2-D only).
         augment: augment in the default transform (default: ``split == "train"``).
-        seed: seed of the augmentation in the main process (DataLoader workers reseed from torch).
-        target_maps: see :class:`~raysweep.data.base.SegmentationDataset`.
+        seed: seed of the augmentation (3-D: and of the patch draws) in the main process; DataLoader workers reseed
+            from torch, and the trainer seeds each item (:class:`~raysweep.trial.sampling.SeededItems`).
+        dims: 2 (default: 2-D slices) or 3 (3-D patches; volumes only). patch_size (d, h, w), patches_per_epoch
+            and oversample_foreground: ``dims: 3`` only, default null each; see :mod:`raysweep.data.nnunet_volumes`.
+        target_maps: see :class:`~raysweep.data.base.SegmentationDataset`; with ``dims: 3`` also given the item's
+            voxel spacing when it takes a ``spacing`` keyword (:func:`~raysweep.data.nnunet_volumes.map_keywords`).
 
-    Items: ``image`` float32 (C, H, W), normalised (module docstring); ``mask`` int64 (H, W), 255 = ignore;
-    ``case`` ``"<case>_slice<zzz>"`` for volumes, ``"<case>"`` for 2-D images. ``info``: this dataset's
-    :class:`DatasetInfo` (classes from ``dataset.json``). ``volumes()`` (3-D data) yields
-    ``Volume(case, image, label, spacing)`` with the image normalised, (D, H, W) for one channel and (D, C, H, W)
-    for several, the label int64 (D, H, W) and the spacing (z, y, x) in mm.
+    Items (``dims: 2``): ``image`` float32 (C, H, W), normalised (module docstring); ``mask`` int64 (H, W), 255 =
+    ignore; ``case`` ``"<case>_slice<zzz>"`` for volumes, ``"<case>"`` for 2-D images. Items (``dims: 3``):
+    ``train``: a patch (:func:`~raysweep.data.nnunet_volumes.patch_item`); ``val``/``test``: whole volumes
+    (:func:`~raysweep.data.nnunet_volumes.whole_volume_item`). Both: plus the target maps.
+
+    ``info``: this dataset's :class:`DatasetInfo` (classes from ``dataset.json``). ``volumes()`` (3-D data) yields
+    each case as a normalised :class:`Volume` (:func:`~raysweep.data.nnunet_volumes.as_volume`). ``dims``: 2 or 3;
+    ``patch_size``, ``patches_per_epoch``, ``locations``: :class:`~raysweep.data.nnunet_volumes.PatchPlan` (None or
+    empty with ``dims: 2``).
     """
 
     info = INFO
     option_checks = {
-        "image_size": option_size,
+        "image_size": lambda d, n, v: option_size(d, n, v, none=True),
         "fold": option_int,
         "split_seed": option_int,
         "val_cases": _holdout,
@@ -351,24 +365,38 @@ class NnUNetDataset(SegmentationDataset):
         "transform": option_transform,
         "augment": option_bool,
         "seed": lambda d, n, v: option_int(d, n, v, none=True),
+        **nnunet_volumes.DIMS_OPTION_CHECKS,
     }
 
-    def __init__(self, root: str | Path, split: str = "train", image_size: int | tuple[int, int] = (224, 224),
+    @classmethod
+    def _check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options one by one, then together (:func:`~raysweep.data.nnunet_volumes.check_dims_options`)."""
+        out = super()._check_options(options)
+        nnunet_volumes.check_dims_options(out, options)
+        return out
+
+    def __init__(self, root: str | Path, split: str = "train", image_size: int | tuple[int, int] | None = None,
                  fold: int = 0, split_seed: int = 0, val_cases: int | list[str] | None = None,
                  test_cases: int | list[str] | None = None, stats_cache: str | Path | None = None,
                  transform: Transform | str | None = "default", augment: bool | None = None,
-                 seed: int | None = None, target_maps: TargetMaps | None = None) -> None:
+                 seed: int | None = None, dims: int = 2, patch_size: tuple[int, int, int] | None = None,
+                 patches_per_epoch: int | None = None, oversample_foreground: float | None = None,
+                 target_maps: TargetMaps | None = None) -> None:
         opts = self.check_options({"image_size": image_size, "fold": fold, "split_seed": split_seed,
                                    "val_cases": val_cases, "test_cases": test_cases, "stats_cache": stats_cache,
-                                   "transform": transform, "augment": augment, "seed": seed})
-        size = opts["image_size"]
+                                   "transform": transform, "augment": augment, "seed": seed, "dims": dims,
+                                   "patch_size": patch_size, "patches_per_epoch": patches_per_epoch,
+                                   "oversample_foreground": oversample_foreground})
+        size = opts["image_size"] or INFO.image_size
         augment = split == "train" if augment is None else augment
-        self.eval_transform = synapse_transform(size, augment=False)
-        if transform == "default":
-            transform = synapse_transform(size, augment=augment)
-            transform.set_random_seed(seed)
-        super().__init__(split, transform, target_maps)
-        self.desc = describe(root)
+        self.dims: int = opts["dims"]
+        if self.dims == 2:
+            self.eval_transform = synapse_transform(size, augment=False)
+            if transform == "default":
+                transform = synapse_transform(size, augment=augment)
+                transform.set_random_seed(seed)
+        super().__init__(split, transform if self.dims == 2 else None, target_maps)
+        self.desc = nnunet_volumes.check_dims(describe(root), self.dims)
         self.root = self.desc.root
         self.image_size = size
         self.info = make_info(self.desc, size)
@@ -381,11 +409,25 @@ class NnUNetDataset(SegmentationDataset):
         files = self.desc.test if split == "test" and self.desc.test is not None else self.desc.training
         stats = ct_statistics(self.desc, self.splits["train"], opts["stats_cache"])
         self.ct_stats = stats
-        self._volumes: list[tuple[str, np.ndarray, np.ndarray, tuple[float, float, float] | None]] = []
+        self._volumes: list[nnunet_volumes.LoadedCase] = []
         for case in self.cases:
             image, label, spacing = read_case(self.desc, case, files[case])
             self._volumes.append((case, normalise(image, self.desc.channels, stats), label, spacing))
-        self.slices = [(v, z) for v, (_, _, label, _) in enumerate(self._volumes) for z in range(label.shape[0])]
+        self.patch_size: tuple[int, int, int] | None = None
+        self.patches_per_epoch: int | None = None
+        self.locations: list[dict[int, np.ndarray]] = []
+        if self.dims == 2:
+            self.slices = [(v, z) for v, (_, _, label, _) in enumerate(self._volumes) for z in range(label.shape[0])]
+        else:
+            self.patch_size, self.patches_per_epoch, self.locations, self.transform = nnunet_volumes.plan_patches(
+                self.desc, split, self._volumes, self.splits["train"], self.info.num_classes, opts,
+                augment=augment and transform == "default", seed=seed)
+
+    def set_label_corruption(self, value: Any) -> None:
+        """See :meth:`SegmentationDataset.set_label_corruption`; refused with ``dims: 3`` (it corrupts 2-D masks)."""
+        if self.dims == 3 and value:
+            raise nnunet_volumes.label_corruption_error()
+        super().set_label_corruption(value)
 
     @classmethod
     def list_cases(cls, split: str = "test", root: str | Path | None = None, **options) -> list[str]:
@@ -396,7 +438,7 @@ class NnUNetDataset(SegmentationDataset):
         opts = cls.check_options(options)
         if root is None:
             raise ValueError("nnunet is read from files: pass root=PATH (the folder holding dataset.json)")
-        desc = describe(root)
+        desc = nnunet_volumes.check_dims(describe(root), opts.get("dims", 2))
         return compute_splits(desc, opts.get("fold", 0), opts.get("split_seed", 0), opts.get("val_cases"),
                               opts.get("test_cases"))[split]
 
@@ -406,10 +448,13 @@ class NnUNetDataset(SegmentationDataset):
         opts = cls.check_options(options)
         if root is None:
             raise ValueError("nnunet is read from files: pass root=PATH (the folder holding dataset.json)")
-        return make_info(describe(root), opts.get("image_size", (224, 224)))
+        desc = nnunet_volumes.check_dims(describe(root), opts.get("dims", 2))
+        return make_info(desc, opts.get("image_size") or INFO.image_size)
 
     def __len__(self) -> int:
-        return len(self.slices)
+        if self.dims == 2:
+            return len(self.slices)
+        return self.patches_per_epoch if self.split == "train" else len(self._volumes)
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         v, z = self.slices[index]
@@ -417,19 +462,32 @@ class NnUNetDataset(SegmentationDataset):
         name = case if self.desc.two_d else f"{case}_slice{z:03d}"
         return image[z].copy(), label[z].copy(), name
 
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.dims == 2:
+            return super().__getitem__(index)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"{self.info.name} {self.split}: index {index} out of range for {len(self)} items")
+        self._seed_worker()
+        v = (int(index) % len(self)) % len(self._volumes)
+        if self.split == "train":
+            item, spacing = nnunet_volumes.patch_item(self._volumes[v], self.transform, self.locations[v])
+        else:
+            item, spacing = nnunet_volumes.whole_volume_item(self._volumes[v])
+        if self.target_maps is not None:
+            self._attach_maps(item, **nnunet_volumes.map_keywords(self.target_maps, spacing))
+        return item
+
     def volumes(self) -> Iterator[Volume]:
         """Yield each case of the split as a :class:`Volume` (3-D data only; see the class docstring)."""
         if self.desc.two_d:
             return super().volumes()
-        return self._iter_volumes()
-
-    def _iter_volumes(self) -> Iterator[Volume]:
-        for case, image, label, spacing in self._volumes:
-            image = image[..., 0] if image.shape[-1] == 1 else image.transpose(0, 3, 1, 2)
-            yield Volume(case, image.copy(), label.astype(np.int64), spacing)
+        return (nnunet_volumes.as_volume(entry) for entry in self._volumes)
 
     def volume_input(self, volume: Volume) -> torch.Tensor:
-        """Network input for a volume: each slice through ``eval_transform``, float32 (D, C, h, w)."""
+        """Network input for a volume. ``dims: 2``: each slice through ``eval_transform``, float32 (D, C, h, w).
+        ``dims: 3``: the whole volume, float32 (1, C, D, H, W) (:func:`~raysweep.data.nnunet_volumes.volume_tensor`)."""
+        if self.dims == 3:
+            return nnunet_volumes.volume_tensor(volume)
         image = volume.image[..., None] if volume.image.ndim == 3 else volume.image.transpose(0, 2, 3, 1)
         slices = []
         for s in image:

@@ -28,7 +28,7 @@ LAYOUT = """  <root>/dataset.json            channel_names, labels, numTraining,
   <root>/splits_final.json        (optional: nnU-Net's folds decide train/val)
 (the nnU-Net raw format; see raysweep/data/nnunet.py)"""
 
-__all__ = ["LAYOUT", "Description", "describe", "read_case", "read_json"]
+__all__ = ["LAYOUT", "Description", "case_shape", "describe", "read_case", "read_json"]
 
 
 @dataclass(frozen=True)
@@ -322,6 +322,14 @@ def _nifti_array(img, path: Path, label: bool) -> np.ndarray:
         raise ValueError(f"{path}: expected a 3-D {'label' if label else 'image'} volume"
                          f"{'' if label else ' (or 4-D with channels last)'}, got shape {data.shape}")
     return np.ascontiguousarray(data.transpose(2, 1, 0))
+
+
+def case_shape(files: tuple[tuple[Path, ...], Path]) -> tuple[int, int, int]:
+    """A volume's shape (D, H, W) from its NIfTI label file's header alone (no voxel data), as :func:`read_case`
+    would return it; ValueError / FileNotFoundError naming an unreadable file. Volumes only (not ``desc.two_d``)."""
+    shape = _load_nifti(files[1]).shape
+    xyz = tuple(shape[:3]) if len(shape) >= 3 else (*shape, 1)
+    return int(xyz[2]), int(xyz[1]), int(xyz[0])
 
 
 def _read_image_2d(path: Path, label: bool) -> np.ndarray:
