@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # OpenMP threads that spin while waiting make torch ~10x slower on a busy 2-core machine; passive waiting fixes it.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test bench docs docs-blocks readme schema bundle install-offline plan clean
+.PHONY: install run example-3d test bench docs docs-blocks readme schema bundle install-offline plan clean
 
 # (Re)install when pyproject.toml changes. `pip install -e .[test]` brings torch, Ray, Optuna, smp and the test-only
 # oracles (MONAI, kornia, medpy).
@@ -23,11 +23,20 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/raysweep run
 
+## The 3-D worked example (README, "3-D"): a toy nnU-Net dataset of volumes, then a MONAI 3-D U-Net sweep on patches.
+TOY3D := data/Dataset901_Toy3D
+example-3d: $(STAMP)
+	test -f $(TOY3D)/dataset.json || $(BIN)/python -c "from raysweep.data.examples import write_nnunet_example as w; \
+		w('$(TOY3D)', num_training=12, num_test=12, size=64, depth=32)"
+	$(BIN)/raysweep run --config configs/nnunet-3d-example.yaml --out results/nnunet-3d -o reports/nnunet-3d.html
+
 ## The test suite (what .ci/run calls).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## Benchmarks (docs/benchmarks.md); BENCH_ARGS=--quick for a short run. Tables also land in benchmarks/results/.
+## benchmarks.losses includes its 3-D rows (2x4x64^3 against MONAI's 3-D losses: about 3 min on a busy 2-core
+## CPU); `python -m benchmarks.losses --dims 3` runs them alone.
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.losses $(BENCH_ARGS) --out benchmarks/results/losses.md

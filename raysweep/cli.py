@@ -248,8 +248,8 @@ def _cmd_export(args) -> int:
         return 0
     path = export.write_nnunet(conf, args.output)
     print(f"wrote {path}: {conf.summary()}\nput it where nnU-Net finds trainers (with the Python that runs nnU-Net):"
-          f"\n  {export.install_command(path)}\nthen train a 2-D configuration with it:\n  "
-          f"{export.train_command(conf.loss)}")
+          f"\n  {export.install_command(path)}\nthen train with it. {export.configurations_text(conf)}\n  "
+          + "\n  ".join(export.train_commands(conf)))
     return 0
 
 
@@ -264,13 +264,15 @@ ranks it; --replicate, the loss's replicate with the best mean primary metric (t
 --to python prints the build_loss(...) code (or writes it to -o FILE).
 --to nnunet writes nnUNetTrainer_raysweep_<loss>.py (to -o FOLDER or FILE.py; default the current folder): an
 nnU-Net v2 trainer whose _build_loss returns the loss behind nnU-Net's deep-supervision wrapper (nnU-Net's
-weights), with nnU-Net's target (B, 1, H, W) and ignore label mapped to raysweep's (B, H, W) int64 and 255.
-2-D configurations only (a 3-D plan stops with an error); losses that need decoder features or auxiliary logits
-are refused. Put it where nnU-Net finds trainers, then train:
+weights), with nnU-Net's target (B, 1, [D,] H, W) and ignore label mapped to raysweep's (B, [D,] H, W) int64 and
+255. It trains the 2d configuration with every loss, and the 3-D ones (3d_fullres, 3d_lowres, 3d_cascade_fullres)
+when the loss and its companion take 3-D input (a 2-D-only loss stops there with an error naming why). Losses that
+need decoder features or auxiliary logits are refused. Put it where nnU-Net finds trainers, then train:
 
   cp nnUNetTrainer_raysweep_<loss>.py \\
     "$(python -c "import nnunetv2, os; print(os.path.dirname(nnunetv2.__file__))")/training/nnUNetTrainer/"
   nnUNetv2_train DATASET 2d FOLD -tr nnUNetTrainer_raysweep_<loss>
+  nnUNetv2_train DATASET 3d_fullres FOLD -tr nnUNetTrainer_raysweep_<loss>    # a loss that takes 3-D input
 
 Exit status 2 on an error (no results, an unknown cell/loss/replicate, no confirmation runs, a refused loss).
 """

@@ -18,8 +18,12 @@ Conventions:
 * The companion term (the sweep's ``pairing``, sweep.json's ``config.pairing``) is exported with its tuned
   ``companion_weight``: the objective is ``loss + companion_weight * companion``, as the trial trained it
   (:class:`raysweep.trial.objective.CombinedObjective`, both weights constant).
-* The nnU-Net trainer is self-contained (it imports only torch, nnunetv2 and ``raysweep.losses``) and 2-D only:
-  raysweep's losses take ``(B, C, H, W)`` logits until volumetric support lands.
+* The nnU-Net trainer is self-contained (it imports only torch, nnunetv2 and ``raysweep.losses``). It trains
+  nnU-Net's ``2d`` configuration with every loss, and its 3-D ones (``3d_fullres``, ``3d_lowres``,
+  ``3d_cascade_fullres``: logits ``(B, C, D, H, W)``) when every term of the objective takes 3-D input
+  (``3 in LOSSES[name].dims``); a 3-D configuration of a 2-D-only loss stops when the loss is built, with the loss's
+  ``dims_note`` and the fix (train ``2d``). Distance maps are computed from each deep-supervision scale's target on the
+  fly, in voxels of that scale (no spacing, as the sweep's own maps), as :func:`python_code`'s losses do.
 """
 
 from __future__ import annotations
@@ -212,7 +216,8 @@ def build_terms(conf: Confirmed) -> list[SegLoss]:
 def python_code(conf: Confirmed) -> str:
     """Runnable Python that builds the confirmed objective: ``loss`` is a ``build_loss`` module without a companion,
     else a function ``loss(logits, target, **extra) -> 0-dim tensor`` (logits ``(B, C, H, W)`` float, target
-    ``(B, H, W)`` int64 with 255 ignored) returning ``term + companion_weight * companion``."""
+    ``(B, H, W)`` int64 with 255 ignored; in 3-D ``(B, C, D, H, W)`` and ``(B, D, H, W)`` when every term takes 3-D
+    input) returning ``term + companion_weight * companion``."""
     modules = build_terms(conf)
     spec = LOSSES[conf.loss]
     lines = [f"# raysweep export of {conf.results_dir}"] + [f"# {line}" for line in _wrap(conf.summary()).splitlines()]
@@ -237,6 +242,12 @@ def python_code(conf: Confirmed) -> str:
         notes.append(f"{conf.loss} learns parameters: put {handle}.parameters() in the optimiser too")
     if type(modules[0]).set_epoch is not SegLoss.set_epoch:
         notes.append(f"its weights follow epochs: call {handle}.set_epoch(epoch) at the start of each epoch")
+    flat = two_d_only(conf)
+    if flat:
+        who = "it" if flat[0] == conf.loss else f"its companion {flat[0]}"
+        notes.append(f"{who} takes 2-D input only: {LOSSES[flat[0]].dims_note}")
+    else:
+        notes.append("loss(...) also takes 3-D input: logits (B, C, D, H, W), target (B, D, H, W)")
     notes = [f"# {line}" for n in notes for line in _wrap(f"{conf.loss}: {n}").splitlines()]
     return "\n".join(lines + notes) + "\n"
 
@@ -255,9 +266,33 @@ def install_command(path: str | Path) -> str:
     return f"cp {shlex.quote(str(path))} {NNUNET_TRAINERS}"
 
 
-def train_command(loss: str) -> str:
-    """nnU-Net's training command with the exported trainer (DATASET and FOLD left to the user)."""
-    return f"nnUNetv2_train DATASET 2d FOLD -tr {trainer_name(loss)}"
+def train_command(loss: str, configuration: str = "2d") -> str:
+    """nnU-Net's training command of ``configuration`` with the exported trainer (DATASET and FOLD left to the
+    user)."""
+    return f"nnUNetv2_train DATASET {configuration} FOLD -tr {trainer_name(loss)}"
+
+
+def two_d_only(conf: Confirmed) -> list[str]:
+    """The terms of the objective that take 2-D input only (``3 not in LOSSES[name].dims``): with any, the trainer
+    trains nnU-Net's ``2d`` configuration only."""
+    return [name for name, _, _ in conf.terms if 3 not in LOSSES[name].dims]
+
+
+def train_commands(conf: Confirmed) -> list[str]:
+    """nnU-Net's training commands with the exported trainer: ``2d``, and ``3d_fullres`` when every term takes 3-D
+    input."""
+    return [train_command(conf.loss)] + ([] if two_d_only(conf) else [train_command(conf.loss, "3d_fullres")])
+
+
+def configurations_text(conf: Confirmed) -> str:
+    """One sentence: which of nnU-Net's configurations the exported trainer trains, and why (for the trainer's
+    docstring and the command line)."""
+    flat = two_d_only(conf)
+    if not flat:
+        return ("Every term of the objective takes 3-D input (B, C, D, H, W), so it trains nnU-Net's 2d configuration "
+                "and its 3-D ones (3d_fullres; 3d_lowres and 3d_cascade_fullres too).")
+    return (f"The 2d configuration only: {flat[0]!r} takes 2-D input only ({LOSSES[flat[0]].dims_note.rstrip('.')}), "
+            "so a 3-D configuration stops with an error when the loss is built.")
 
 
 def nnunet_module(conf: Confirmed, file_name: str | None = None) -> str:
@@ -276,11 +311,14 @@ def nnunet_module(conf: Confirmed, file_name: str | None = None) -> str:
                              "with --loss")
     build_terms(conf)
     cls = trainer_name(conf.loss)
+    maps = (" The distance maps are computed from the target of each deep-supervision scale, in its voxels."
+            if any("dist_map" in LOSSES[name].needs for name, _, _ in conf.terms) else "")
     terms = "[\n" + "".join(f"    ({n!r}, {p!r}, {w!r}),\n" for n, p, w in conf.terms) + "]"
     text = _TRAINER
     for key, value in (("@SUMMARY@", _wrap(conf.summary())), ("@FROM@", str(conf.results_dir)),
-                       ("@INSTALL@", install_command(file_name or f"{cls}.py")), ("@TRAIN@", train_command(conf.loss)),
-                       ("@TERMS@", terms), ("@CLASS@", cls)):
+                       ("@CONFIGURATIONS@", _wrap(configurations_text(conf) + maps)),
+                       ("@INSTALL@", install_command(file_name or f"{cls}.py")),
+                       ("@TRAIN@", "\n    ".join(train_commands(conf))), ("@TERMS@", terms), ("@CLASS@", cls)):
         text = text.replace(key, value)
     return text
 
@@ -312,8 +350,10 @@ _TRAINER = '''r"""nnU-Net v2 trainer with raysweep's confirmed loss, written by 
 @SUMMARY@
 
 The loss replaces nnU-Net's Dice + CE, behind nnU-Net's deep-supervision wrapper with nnU-Net's own weights; the
-network, augmentation and schedule stay nnU-Net's. 2-D configurations only: raysweep's losses are 2-D until
-volumetric support lands. Put this file where nnU-Net finds trainers, then train with it:
+network, augmentation and schedule stay nnU-Net's.
+@CONFIGURATIONS@
+
+Put this file where nnU-Net finds trainers, then train with it:
 
     @INSTALL@
     @TRAIN@
@@ -324,7 +364,7 @@ from torch import nn
 
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from raysweep.losses import IGNORE_INDEX, build_loss
+from raysweep.losses import IGNORE_INDEX, LOSSES, build_loss
 
 #: (loss name, hyperparameters, weight) of each term of the objective: the confirmed loss, then its companion.
 TERMS = @TERMS@
@@ -333,10 +373,11 @@ TERMS = @TERMS@
 class RaysweepLoss(nn.Module):
     """The weighted sum of the terms' losses, on nnU-Net's target layout.
 
-    ``forward(logits, target)``: logits (B, C, H, W) float; target (B, 1, H, W) or (B, H, W), float or integer class
-    ids, where ``ignore_label`` (nnU-Net's ``label_manager.ignore_label``; None: no ignore label) marks unlabelled
-    pixels. The target becomes raysweep's convention, (B, H, W) int64 with ignored pixels at IGNORE_INDEX (255),
-    before the terms see it. Returns a 0-dim float32 tensor.
+    ``forward(logits, target)``: logits (B, C, H, W), or (B, C, D, H, W) in 3-D, float; target (B, 1, *spatial) or
+    (B, *spatial), float or integer class ids, where ``ignore_label`` (nnU-Net's ``label_manager.ignore_label``; None:
+    no ignore label) marks unlabelled pixels. The target becomes raysweep's convention, (B, *spatial) int64 with
+    ignored pixels at IGNORE_INDEX (255), before the terms see it; the terms that need distance maps compute them from
+    it (in voxels). Returns a 0-dim float32 tensor.
     """
 
     def __init__(self, terms, ignore_label=None):
@@ -363,10 +404,13 @@ class @CLASS@(nnUNetTrainer):
 
     def _build_loss(self):
         name, dims = type(self).__name__, len(self.configuration_manager.patch_size)
-        if dims != 2:
-            raise RuntimeError(
-                f"{name}: configuration {self.configuration_name!r} is {dims}-D, and raysweep's losses are 2-D until "
-                f"volumetric support lands: train a 2-D configuration (nnUNetv2_train DATASET 2d FOLD -tr {name})")
+        for term, _, _ in TERMS:
+            spec = LOSSES[term]
+            if dims not in getattr(spec, "dims", (2,)):
+                raise RuntimeError(
+                    f"{name}: configuration {self.configuration_name!r} is {dims}-D, and loss {term!r} takes 2-D input "
+                    f"only: {getattr(spec, 'dims_note', '')} Train the 2d configuration with it: "
+                    f"nnUNetv2_train DATASET 2d FOLD -tr {name}")
         if self.label_manager.has_regions:
             raise RuntimeError(f"{name}: region-based training (regions in dataset.json) is not supported: "
                                "raysweep's losses take softmax logits over exclusive classes")

@@ -1,8 +1,9 @@
 """``raysweep export``: a sweep's confirmed loss as ``build_loss`` code and as an nnU-Net v2 trainer.
 
 Planted results (written through the sweep's own writer) say which configuration each loss confirmed; the exports
-must carry exactly that configuration. The nnU-Net test plans and preprocesses a tiny 2-D configuration of the
-example dataset with nnU-Net's own command, trains the exported trainer for two iterations on the CPU, and checks
+must carry exactly that configuration. The nnU-Net tests plan and preprocess a tiny 2-D configuration of the
+example dataset with nnU-Net's own command, train the exported trainer for two iterations on the CPU, in nnU-Net's
+2d configuration and (a loss that takes 3-D input, on the same preprocessed data) its 3d_fullres one, and check
 that the loss nnU-Net computed on a batch equals raysweep's loss, built directly, on the same batch.
 """
 
@@ -21,12 +22,14 @@ import torch
 
 from raysweep import export
 from raysweep.cli import main
-from raysweep.losses import build_loss
+from raysweep.losses import LOSSES, build_loss
 from raysweep.results import write_sweep_meta, write_trial_rows
 
 FOCAL = {"gamma": 1.37}  # the configuration focal confirms in replicate 1 (its best)
 FOCAL_R0 = {"gamma": 3.1}  # ... and in replicate 0
 WEIGHT = 0.42  # focal's tuned companion weight (pairing: dice) in replicate 1
+DMCE = {"decay": 2.0, "weight": 1.5}  # the 3-D run's loss: it needs distance maps, computed from nnU-Net's target
+WEIGHT_3D = 0.3  # ... and its companion (dice) weight
 
 
 def _trial(rdir: Path, tid: str, stage: str, loss: str, params: dict, score: float | None, *, replicate: int = 0,
@@ -174,7 +177,8 @@ def test_help_names_what_is_exported_the_defaults_and_the_nnunet_command(capsys)
     for words in ("confirmed configuration", "companion_weight", "the sweep's only cell", "the cell's winner",
                   "best mean primary metric", "nnUNetTrainer_raysweep_<loss>.py", "deep-supervision",
                   "os.path.dirname(nnunetv2.__file__)", "/training/nnUNetTrainer/",
-                  "nnUNetv2_train DATASET 2d FOLD -tr nnUNetTrainer_raysweep_<loss>", "2-D"):
+                  "nnUNetv2_train DATASET 2d FOLD -tr nnUNetTrainer_raysweep_<loss>",
+                  "nnUNetv2_train DATASET 3d_fullres FOLD -tr nnUNetTrainer_raysweep_<loss>", "2-D-only loss"):
         assert words in text, words
 
 
@@ -196,11 +200,43 @@ def test_cli_nnunet_writes_the_trainer_and_prints_the_install_command(results, c
     assert (f"cp {path} \"$(python -c \"import nnunetv2, os; print(os.path.dirname(nnunetv2.__file__))\")"
             "/training/nnUNetTrainer/\"") in out
     assert "nnUNetv2_train DATASET 2d FOLD -tr nnUNetTrainer_raysweep_focal" in out
+    assert "nnUNetv2_train DATASET 3d_fullres FOLD -tr nnUNetTrainer_raysweep_focal" in out  # focal and dice: 3-D
     text = path.read_text()
     assert "class nnUNetTrainer_raysweep_focal(nnUNetTrainer):" in text
     assert f"('focal', {FOCAL!r}, 1.0)" in text and f"('dice', {{}}, {WEIGHT!r})" in text
     assert max(len(line) for line in text.splitlines() if not line.lstrip().startswith("cp ")) <= 120
     compile(text, str(path), "exec")
+
+
+def _conf(loss: str, params: dict | None = None, companion: str | None = None,
+          weight: float | None = None, root: Path = Path("sweep")) -> export.Confirmed:
+    """A confirmed configuration given directly (the results' reading is tested above)."""
+    return export.Confirmed(root, "synthetic/cnn", loss, dict(params or {}), companion, weight, 0, {0: 0.5}, 1,
+                            "dice", loss)
+
+
+@pytest.mark.parametrize("conf, flat", [(_conf("dmce", DMCE, "dice", WEIGHT_3D), None),
+                                        (_conf("active_boundary"), "active_boundary"),
+                                        (_conf("focal", FOCAL, "active_boundary", 0.5), "active_boundary")])
+def test_the_export_offers_3d_configurations_only_when_every_term_takes_3d_input(conf, flat):
+    commands = export.train_commands(conf)
+    text, code = export.nnunet_module(conf), export.python_code(conf)
+    two_d = f"nnUNetv2_train DATASET 2d FOLD -tr nnUNetTrainer_raysweep_{conf.loss}"
+    three_d = f"nnUNetv2_train DATASET 3d_fullres FOLD -tr nnUNetTrainer_raysweep_{conf.loss}"
+    assert commands == ([two_d] if flat else [two_d, three_d])
+    assert two_d in text and (three_d in text) is not flat
+    docstring = " ".join(text.split('"""')[1].split())
+    code = " ".join(code.replace("#", " ").split())
+    if flat:
+        note = LOSSES[flat].dims_note.rstrip(".")
+        assert export.two_d_only(conf) == [flat]
+        assert f"The 2d configuration only: '{flat}' takes 2-D input only ({note})" in docstring
+        assert f"takes 2-D input only: {note}" in code
+    else:
+        assert "3d_fullres; 3d_lowres and 3d_cascade_fullres too" in docstring
+        assert "computed from the target of each deep-supervision scale, in its voxels" in docstring
+        assert "also takes 3-D input: logits (B, C, D, H, W), target (B, D, H, W)" in code
+    assert max(len(line) for line in text.splitlines() if not line.lstrip().startswith("cp ")) <= 120
 
 
 NNUNET_ID = 917
@@ -240,7 +276,6 @@ def nnunet_run(tmp_path_factory):
     except ImportError as exc:
         pytest.skip(f"nnunetv2 cannot be imported ({exc}); `pip install -e '.[test]'` installs it")
     from batchgenerators.utilities.file_and_folder_operations import load_json
-    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 
     base = tmp_path_factory.mktemp("nnunet")
     env = {"nnUNet_raw": base / "raw", "nnUNet_preprocessed": base / "preprocessed",
@@ -266,32 +301,59 @@ def nnunet_run(tmp_path_factory):
         pre = env["nnUNet_preprocessed"] / f"Dataset{NNUNET_ID}_Toy"
         plans, dataset_json = load_json(pre / "nnUNetPlans.json"), load_json(pre / "dataset.json")
 
-        def trainer(configuration: str):
+        def trainer(configuration: str, cls=cls, plans=plans):
             return cls(plans={**plans, "continue_training": False}, configuration=configuration, fold="all",
                        dataset_json=dataset_json, device=torch.device("cpu"))
 
-        run = _Trained()
-        run.trainer = trainer("2d")
-        run.trainer.num_epochs, run.trainer.num_iterations_per_epoch = 1, 2
-        run.trainer.num_val_iterations_per_epoch = 1
-        run.trainer.initialize()
-        run.built = run.trainer.loss
-        run.calls = []
-
-        class Recorder(DeepSupervisionWrapper):  # nnU-Net's own wrapper: what it computes is what nnU-Net computes
-            def forward(self, output, target):
-                value = super().forward(output, target)
-                run.calls.append(([o.detach().clone() for o in output], [t.clone() for t in target],
-                                  value.detach().clone(), torch.is_grad_enabled()))
-                return value
-
-        run.trainer.loss = Recorder(run.built.loss, run.built.weight_factors)
-        run.trainer.run_training()
-        run.make_trainer = trainer
-        run.path = path
+        run = _train(trainer("2d"))
+        run.make_trainer, run.path, run.plans, run.pre = trainer, path, plans, pre
+        run.trainers = env["nnUNet_extTrainer"]
         yield run
     finally:
         mp.undo()
+
+
+def _train(trainer) -> _Trained:
+    """Train ``trainer`` (not initialised yet) for two iterations and one validation iteration, with a recorder
+    around its loss."""
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+
+    run = _Trained()
+    run.trainer = trainer
+    run.trainer.num_epochs, run.trainer.num_iterations_per_epoch = 1, 2
+    run.trainer.num_val_iterations_per_epoch = 1
+    run.trainer.initialize()
+    run.built = run.trainer.loss
+    run.calls = []
+
+    class Recorder(DeepSupervisionWrapper):  # nnU-Net's own wrapper: what it computes is what nnU-Net computes
+        def forward(self, output, target):
+            value = super().forward(output, target)
+            run.calls.append(([o.detach().clone() for o in output], [t.clone() for t in target],
+                              value.detach().clone(), torch.is_grad_enabled()))
+            return value
+
+    run.trainer.loss = Recorder(run.built.loss, run.built.weight_factors)
+    run.trainer.run_training()
+    return run
+
+
+@pytest.fixture(scope="module")
+def nnunet_run_3d(nnunet_run):
+    """Export dmce + 0.3 x dice (both take 3-D input; dmce needs distance maps) and train it for two iterations in
+    nnU-Net's 3d_fullres configuration, on the 2d configuration's preprocessed data: the toy volumes need no
+    resampling at either configuration's spacing, so both preprocess them to the same arrays (the fixture spares a
+    second preprocessing run)."""
+    conf = _conf("dmce", DMCE, "dice", WEIGHT_3D, nnunet_run.path.parent)
+    cls = _find_trainer(export.write_nnunet(conf, nnunet_run.trainers))
+    plans = json.loads(json.dumps(nnunet_run.plans))
+    two_d, three_d = plans["configurations"]["2d"], plans["configurations"]["3d_fullres"]
+    fingerprint = json.loads((nnunet_run.pre / "dataset_fingerprint.json").read_text())
+    assert all(np.allclose(s, three_d["spacing"]) for s in fingerprint["spacings"])  # no resampling in 3-D...
+    assert np.allclose(two_d["spacing"], three_d["spacing"][1:])  # ... nor in 2-D
+    assert two_d["normalization_schemes"] == three_d["normalization_schemes"]
+    three_d["data_identifier"] = two_d["data_identifier"]
+    return _train(nnunet_run.make_trainer("3d_fullres", cls, plans))
 
 
 def _find_trainer(path: Path):
@@ -328,27 +390,61 @@ def test_nnunet_trains_two_iterations_with_the_exported_loss(nnunet_run):
     assert all(np.isfinite(float(c[2])) for c in run.calls)
 
 
-def test_nnunet_loss_equals_raysweeps_on_the_same_batch(nnunet_run):
-    run = nnunet_run
-    focal, dice = build_loss("focal", **FOCAL), build_loss("dice")
+def _check_loss_equals_raysweeps(run, loss, companion, weight: float, ndim: int) -> None:
+    """Every recorded call's value equals ``loss + weight * companion`` of raysweep, built directly, summed over the
+    scales with nnU-Net's deep-supervision weights, on the same outputs and targets (ignore label mapped to 255)."""
     for outputs, targets, value, _ in run.calls:
         assert len(outputs) == len(targets) == len(run.built.weight_factors) >= 2
         expected = torch.zeros(())
         for w, logits, target in zip(run.built.weight_factors, outputs, targets):
-            assert target.shape == (logits.shape[0], 1, *logits.shape[2:])  # nnU-Net's layout
+            assert logits.ndim == ndim and target.shape == (logits.shape[0], 1, *logits.shape[2:])  # nnU-Net's layout
             t = target[:, 0].long()
             t[t == IGNORE] = 255  # raysweep's convention
             if w:
-                expected = expected + w * (focal(logits, t) + WEIGHT * dice(logits, t))
-        assert (targets[0] == IGNORE).any(), "the batch must hold ignored pixels for the mapping to be tested"
+                expected = expected + w * (loss(logits, t) + weight * companion(logits, t))
         assert abs(float(value) - float(expected)) <= 1e-5 * max(1.0, abs(float(expected)))
+    # nnU-Net's augmentation (zoom, rotation) can crop the ignored rows out of a training patch, not out of all (the
+    # validation patch is the whole, unaugmented image)
+    ignoring = [c for c in run.calls if (c[1][0] == IGNORE).any()]
+    assert ignoring, "the batches must hold ignored pixels for their mapping to be tested"
     # the ignore label matters: read as a class it would be out of range for 9 output channels
-    logits, target = run.calls[0][0][0], run.calls[0][1][0][:, 0].long()
+    logits, target = ignoring[0][0][0], ignoring[0][1][0][:, 0].long()
     with pytest.raises(ValueError):
-        focal(logits, target)
+        loss(logits, target)
 
 
-def test_nnunet_3d_configuration_stops_at_loss_build(nnunet_run):
-    trainer = nnunet_run.make_trainer("3d_fullres")
-    with pytest.raises(RuntimeError, match="'3d_fullres' is 3-D.*2-D until volumetric support lands"):
-        trainer.initialize()
+def test_nnunet_loss_equals_raysweeps_on_the_same_batch(nnunet_run):
+    _check_loss_equals_raysweeps(nnunet_run, build_loss("focal", **FOCAL), build_loss("dice"), WEIGHT, 4)
+
+
+def test_nnunet_3d_fullres_trains_with_a_loss_that_takes_3d_input(nnunet_run_3d):
+    run = nnunet_run_3d
+    assert type(run.trainer).__name__ == "nnUNetTrainer_raysweep_dmce"
+    assert run.trainer.configuration_name == "3d_fullres" and len(run.trainer.configuration_manager.patch_size) == 3
+    assert len([c for c in run.calls if c[3]]) == 2 and all(np.isfinite(float(c[2])) for c in run.calls)
+    # dmce's distance maps come from each scale's (B, D, H, W) target: the value is raysweep's on the same batch
+    _check_loss_equals_raysweeps(run, build_loss("dmce", **DMCE), build_loss("dice"), WEIGHT_3D, 5)
+    # ... and a different decay gives a different value: the comparison can fail
+    outputs, targets, _, _ = run.calls[0]
+    t = targets[0][:, 0].long()
+    t[t == IGNORE] = 255
+    other = build_loss("dmce", decay=9.0, weight=1.5)(outputs[0], t)
+    assert abs(float(other) - float(build_loss("dmce", **DMCE)(outputs[0], t))) > 1e-4
+
+
+def test_nnunet_3d_configuration_of_a_2d_only_loss_stops_at_loss_build(nnunet_run):
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+
+    path = export.write_nnunet(_conf("active_boundary", root=nnunet_run.path.parent), nnunet_run.trainers)
+    cls = _find_trainer(path)
+    with pytest.raises(RuntimeError) as info:
+        nnunet_run.make_trainer("3d_fullres", cls).initialize()
+    message = str(info.value)
+    for words in ("nnUNetTrainer_raysweep_active_boundary: configuration '3d_fullres' is 3-D",
+                  "loss 'active_boundary' takes 2-D input only", LOSSES["active_boundary"].dims_note,
+                  "Train the 2d configuration with it: nnUNetv2_train DATASET 2d FOLD -tr "
+                  "nnUNetTrainer_raysweep_active_boundary"):
+        assert words in message, words
+    trainer = nnunet_run.make_trainer("2d", cls)  # its 2d configuration builds
+    trainer.initialize()
+    assert isinstance(trainer.loss, DeepSupervisionWrapper)

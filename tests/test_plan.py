@@ -135,3 +135,21 @@ def test_cli_plans_without_the_data_when_given_a_rate(tmp_path, capsys):
     # calibrating needs the data: a message, no traceback
     assert main(["plan", "--config", str(path), "--gpus", "1"]) == 2
     assert "give --steps-per-s" in capsys.readouterr().err
+
+
+def test_a_monai_architecture_is_planned_like_any_other(tmp_path):
+    from raysweep.data.examples import write_nnunet_example
+
+    pytest.importorskip("monai")
+    root = write_nnunet_example(tmp_path / "Dataset900_Toy", num_training=4, num_test=8, size=32, depth=4)
+    raw = copy.deepcopy(PLAN_SWEEP)
+    raw["datasets"] = {"nnunet": {"root": str(root), "options": {"dims": 3, "patch_size": [4, 32, 32],
+                                                                 "val_cases": 1}}}
+    raw["architectures"] = {"unet3d": {"arch": "monai.UNet", "options": {"channels": [8, 16, 32]}}}
+    plan_3d = make_plan(validate(raw), gpus=1, steps_per_s=["unet3d=5"])
+    plan_2d = make_plan(validate(PLAN_SWEEP), gpus=1, steps_per_s=["cnn=20"])
+    row_3d = {r["stage"]: r for r in plan_3d["stages"] if r["arch"] == "unet3d"}
+    row_2d = {r["stage"]: r for r in plan_2d["stages"] if r["arch"] == "cnn"}
+    assert row_3d["tune"]["steps"] == row_2d["tune"]["steps"] == 510.0
+    assert row_3d["tune"]["hours"] == pytest.approx(4 * row_2d["tune"]["hours"])
+    assert "unet3d" in plan_as_text(plan_3d)

@@ -129,7 +129,9 @@ def _listing(name: str, root: Any, split: str, options: Mapping[str, Any]) -> st
 
 
 def check_composed(cfg: SweepConfig, where: str) -> None:
-    """What only the composed config shows: every trial config it makes is valid, and the design has power."""
+    """What only the composed config shows: every cell's networks, data and losses share their dimension (2-D or
+    3-D), every trial config it makes is valid, and the design has power."""
+    _check_dims(cfg, where)
     _check_trial_configs(cfg, where)
     _check_power(cfg, where)
 
@@ -230,6 +232,35 @@ def _check_power(cfg: SweepConfig, where: str) -> None:
 
         warnings.warn(message, stacklevel=3)
 
+
+
+def cell_dims(cfg: SweepConfig, dataset: str, variant: str = "") -> int:
+    """2 or 3: the dimension of a cell's training items (a dataset's ``options.dims``, 2 when it has none)."""
+    section = dataset_section(cfg, dataset, variant)
+    return int({**section.get("options", {}), **section.get("train_options", {})}.get("dims", 2))
+
+
+def _check_dims(cfg: SweepConfig, where: str) -> None:
+    """A 3-D network trains on 3-D items and a 2-D one on 2-D items, and a 3-D cell has no 2-D-only loss."""
+    from ..losses import LOSSES
+    from ..models import MODELS, is_volume_arch
+
+    for ds, variant in cfg.cells():
+        dims = cell_dims(cfg, ds, variant)
+        at = f"datasets.{ds}" + (f".variants.{variant}" if variant else "")
+        for key, entry in cfg.architectures.items():
+            arch = entry.get("arch") or MODELS.get(entry.get("name", key), {}).get("arch", "")
+            arch_dims = 3 if is_volume_arch(arch) else 2
+            if arch_dims != dims:
+                fix = ("give the dataset options.dims: 3 (nnunet trains on 3-D patches then)" if arch_dims == 3 else
+                       "use a 3-D network (arch: monai.UNet, monai.DynUNet or monai.SwinUNETR)")
+                raise ValueError(f"{where}: architectures.{key} ({arch}) is a {arch_dims}-D network but {at} gives "
+                                 f"{dims}-D items; {fix}, or split the sweep in two")
+        flat = [n for n in cfg.losses if 3 not in LOSSES[n].dims] if dims == 3 else []
+        if flat:
+            reasons = "; ".join(f"{n}: {LOSSES[n].dims_note}" for n in flat)
+            raise ValueError(f"{where}: {at} trains in 3-D, but {', '.join(flat)} take 2-D input only ({reasons}). "
+                             "List the losses without them (losses: [...]), or train that dataset in 2-D")
 
 
 def _check_trial_configs(cfg: SweepConfig, where: str) -> None:

@@ -105,16 +105,20 @@ def build(cfg: dict[str, Any]) -> Parts:
     model = build_model(m["arch"], m["encoder"], info.num_classes, info.in_channels, m["encoder_weights"],
                         aux_channels=objective.aux_channels, return_features="features" in objective.needs,
                         **m["options"])
+    check_dims(model, train_ds, m["arch"], ds["name"])
     probe = train_ds[0]["image"]
-    stride = model.output_stride
-    if probe.shape[-1] % stride or probe.shape[-2] % stride:
-        raise ValueError(f"{m['arch']}/{m['encoder']} needs image sides divisible by {stride}; the "
-                         f"{ds['name']} images are {tuple(probe.shape[-2:])} (set dataset.options.image_size)")
+    if model.dims == 3:
+        model.check_input_size(tuple(probe.shape[-3:]))
+    else:
+        stride = model.output_stride
+        if probe.shape[-1] % stride or probe.shape[-2] % stride:
+            raise ValueError(f"{model_label(m)} needs image sides divisible by {stride}; the "
+                             f"{ds['name']} images are {tuple(probe.shape[-2:])} (set dataset.options.image_size)")
     channels_last = bool(amp_dtype is not None) if t["channels_last"] == "auto" else t["channels_last"]
     model.to(device)
     objective.to(device)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=memory_format(model))
 
     optimizer = _optimizer(cfg["optimizer"], model, objective)
     compile_model(model, t["compile"])
@@ -127,6 +131,25 @@ def build(cfg: dict[str, Any]) -> Parts:
         scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
         compiled=t["compile"],
     )
+
+
+def model_label(m: dict[str, Any]) -> str:
+    """``arch/encoder`` of a resolved ``model`` section, or ``arch`` alone for a network without an encoder."""
+    return f"{m['arch']}/{m['encoder']}" if m.get("encoder") else str(m["arch"])
+
+
+def memory_format(model: torch.nn.Module) -> torch.memory_format:
+    """The channels-last layout of the model's inputs: ``channels_last`` in 2-D, ``channels_last_3d`` in 3-D."""
+    return torch.channels_last_3d if getattr(model, "dims", 2) == 3 else torch.channels_last
+
+
+def check_dims(model: torch.nn.Module, train_ds: Any, arch: str, dataset: str) -> None:
+    """A 3-D network trains on 3-D patches and a 2-D one on 2-D images: a mismatch is a ``ValueError`` naming both."""
+    data_dims = getattr(train_ds, "dims", 2)
+    if model.dims != data_dims:
+        fix = ("set the dataset's options.dims: 3 (nnunet) or choose a 2-D arch" if model.dims == 3
+               else "choose a 3-D arch (monai.UNet, monai.DynUNet, monai.SwinUNETR) or the dataset's dims: 2")
+        raise ValueError(f"model {arch} is {model.dims}-D but dataset {dataset} gives {data_dims}-D items; {fix}")
 
 
 def compile_model(model: torch.nn.Module, setting: Any) -> torch.nn.Module:

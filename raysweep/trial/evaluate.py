@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .build import Parts
+from .build import Parts, memory_format
 from .overlays import overlay
 
 __all__ = ["evaluate"]
@@ -37,7 +37,8 @@ def evaluate(parts: Parts, e: dict[str, Any], num_workers: int, n_overlays: int,
     try:
         if info.per_volume:
             volumes = islice(parts.eval_ds.volumes(), e["max_cases"])
-            for i, (vol, pred) in enumerate(_predict_volumes(parts, volumes, e["batch_size"])):
+            predict = _predict_whole_volumes if getattr(parts.model, "dims", 2) == 3 else _predict_volumes
+            for i, (vol, pred) in enumerate(predict(parts, volumes, e["batch_size"])):
                 ev.add(vol.case, pred, vol.label, spacing=vol.spacing)
                 if i < n_overlays:
                     z = int(np.argmax(((vol.label > 0) & (vol.label != info.ignore_index)).sum((1, 2))))
@@ -81,6 +82,30 @@ def _predict_volumes(parts: Parts, volumes: Iterator[Any], batch_size: int) -> I
         yield from flush()
 
 
+def _predict_whole_volumes(parts: Parts, volumes: Iterator[Any], batch_size: int
+                           ) -> Iterator[tuple[Any, np.ndarray]]:
+    """``(volume, prediction int64 (D, H, W))`` of a 3-D network: MONAI's sliding-window inference over the whole
+    volume with windows of the training patch size, half-overlapping and Gaussian-weighted as nnU-Net predicts;
+    ``batch_size`` windows per forward pass."""
+    from monai.inferers import sliding_window_inference
+
+    patch = tuple(parts.eval_ds.patch_size)
+    autocast = (torch.autocast(parts.device.type, dtype=parts.amp_dtype) if parts.amp_dtype is not None
+                else nullcontext())
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        if parts.channels_last:
+            x = x.contiguous(memory_format=memory_format(parts.model))
+        with autocast:
+            return parts.model(x)["logits"].float()
+
+    for vol in volumes:
+        x = parts.eval_ds.volume_input(vol).to(parts.device, non_blocking=True)  # (1, C, D, H, W)
+        logits = sliding_window_inference(x, patch, batch_size, logits_of, overlap=0.5, mode="gaussian",
+                                          padding_mode="constant", cval=0.0)
+        yield vol, logits.argmax(1)[0].cpu().numpy()
+
+
 def _eval_batches(parts: Parts, e: dict[str, Any], num_workers: int) -> Iterator[dict[str, Any]]:
     ds = parts.eval_ds
     if e["max_cases"] is not None:
@@ -93,7 +118,7 @@ def _predict(parts: Parts, image: torch.Tensor, size: tuple[int, int]) -> np.nda
     """Arg-max prediction int64 (N, *size) for images float32 (N, C, h, w); logits resized to ``size`` first."""
     x = image.to(parts.device, non_blocking=True)
     if parts.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=memory_format(parts.model))
     autocast = (torch.autocast(parts.device.type, dtype=parts.amp_dtype) if parts.amp_dtype is not None
                 else nullcontext())
     with autocast:

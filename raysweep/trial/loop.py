@@ -54,7 +54,7 @@ import torch
 from ..checks import jsonable
 from ..vocab import TRIAL_STATUSES
 from . import checkpoint
-from .build import Parts, build
+from .build import Parts, build, memory_format, model_label
 from .evaluate import evaluate
 from .overlays import slug
 from .sampling import make_loader
@@ -79,7 +79,7 @@ def device_batch(parts: Parts, batch: Mapping[str, Any]) -> DeviceBatch:
     changed, so the members of a pack can share one."""
     image = batch["image"].to(parts.device, non_blocking=True)
     if parts.channels_last:
-        image = image.contiguous(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=memory_format(parts.model))
     mask_host = batch["mask"]
     maps = {k: v.to(parts.device, non_blocking=True) for k, v in batch.items() if k not in ("image", "mask", "case")}
     return image, mask_host.to(parts.device, non_blocking=True), mask_host, maps
@@ -162,7 +162,7 @@ class Trial:
         if show is True or (show == "auto" and sink.shows_progress):
             from tqdm.auto import tqdm
 
-            name = f"{cfg['loss']['name']} {cfg['model']['arch']}/{cfg['model']['encoder']}"
+            name = f"{cfg['loss']['name']} {model_label(cfg['model'])}"
             self.bar = tqdm(total=parts.steps, initial=self.step, desc=name, unit="step", dynamic_ncols=True)
 
     # -- the loop ----------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from . import checkpoint
-from .build import build
+from .build import build, model_label
 from .loop import Trial, device_batch, free_memory, is_oom, report_failure
 from .objective import merge_target_maps
 from .schema import resolve_config
@@ -277,7 +277,7 @@ class _Pack:
             from tqdm.auto import tqdm
 
             m = self.cfgs[0]["model"]
-            self.bar = tqdm(total=steps, initial=start, desc=f"pack of {len(live)} {m['arch']}/{m['encoder']}",
+            self.bar = tqdm(total=steps, initial=start, desc=f"pack of {len(live)} {model_label(m)}",
                             unit="step", dynamic_ncols=True)
 
     def close(self) -> None:

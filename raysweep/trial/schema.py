@@ -129,15 +129,17 @@ class Dataset(Section):
 
 
 class Model(Section):
-    """The network (segmentation_models_pytorch)."""
+    """The network (segmentation_models_pytorch in 2-D, MONAI in 3-D)."""
 
     name: str = Field("cnn", description="a key of raysweep.models.MODELS: cnn (Unet/resnet34) | transformer "
                       "(Segformer/mit_b0)", json_schema_extra=_enum_of("models"))
-    arch: Optional[str] = Field(None, description='override MODELS[name]["arch"]: any smp architecture')
+    arch: Optional[str] = Field(None, description='override MODELS[name]["arch"]: any smp architecture, or a 3-D '
+                                "network: monai.UNet | monai.DynUNet | monai.SwinUNETR")
     encoder: Optional[str] = Field(None, description='override MODELS[name]["encoder"]: any smp encoder or '
-                                   '"tu-<timm name>"')
+                                   '"tu-<timm name>" (none for the 3-D networks)')
     encoder_weights: Optional[str] = Field(None, description='null | "imagenet" | path to a local encoder state dict')
-    options: Options = Field({}, description="smp architecture options (decoder_channels, ...)")
+    options: Options = Field({}, description="architecture options (smp: decoder_channels, ...; MONAI: the "
+                             "network's constructor arguments)")
     _name = _name_in("models", "model", "choose one of {} (or set model.arch and model.encoder to any smp "
                      "architecture and encoder)")
 
@@ -294,11 +296,12 @@ class TrialConfig(Section):
     def _resolve(self):
         """``model.arch`` / ``encoder`` from MODELS, ``optimizer.weight_decay`` by optimiser, ``eval.split``."""
         from ..data import DATASETS
-        from ..models import MODELS
+        from ..models import MODELS, is_volume_arch
 
         m, o, e = self.model, self.optimizer, self.eval
         m.arch = m.arch or MODELS[m.name]["arch"]
-        m.encoder = m.encoder or MODELS[m.name]["encoder"]
+        # MONAI's 3-D networks have no encoder to name (build_model refuses one)
+        m.encoder = m.encoder or (None if is_volume_arch(m.arch) else MODELS[m.name]["encoder"])
         if o.weight_decay is None:
             o.weight_decay = 0.01 if o.name == "adamw" else 1e-4
         info = DATASETS[self.dataset.name]
