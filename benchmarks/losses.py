@@ -1,25 +1,31 @@
 """Forward+backward time and peak memory of every loss, beside its peer implementations in the same process.
 
     python -m benchmarks.losses [--quick] [--loss NAME ...] [--repeats N] [--device cpu|cuda] [--out FILE.md]
-                                [--ignore-frac F] [--deferred] [--threads N]
+                                [--ignore-frac F] [--deferred] [--threads N] [--dims 2|3|2,3] [--size-3d BxCxDxHxW]
 
 Sizes: (B=8, C=9, 224x224) (Synapse at TransUNet's resolution) and (B=2, C=19, 512x1024) (Cityscapes at half
 resolution); ``--quick`` runs only the first. Time is the best of ``--repeats`` runs after one warm-up run (the
 minimum is the reading least disturbed by other work on the machine).
+3-D (``--dims 3``, or with the 2-D sizes by default): every 3-D-capable loss on volumes (B=2, C=4, 64x64x64)
+(``--size-3d``) without ignored voxels, ``dice``, ``tversky``, ``focal``, ``dice_ce`` and ``hausdorff`` against
+MONAI's 3-D losses configured to the same value (checked before timing), called alternately with them (median of
+``--repeats``); :data:`SMALL_3D` names the losses measured on fewer voxels.
 Peak memory is the extra memory a forward+backward needs on top of its inputs: on CUDA from the caching allocator's
 statistics; on CPU from the process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` before
 each measurement), with glibc's mmap threshold lowered so that freed buffers leave the resident set at once.
 Ratios are ours / peer: below 1 means raysweep is faster (or lighter). Losses that use distance maps get them
 precomputed (as in training, where the DataLoader workers compute them); :mod:`benchmarks.maps` times the maps and
 :mod:`benchmarks.loss_step` the whole training step with maps precomputed and on the fly.
-:func:`measure` is the measurement, :func:`time_losses` the table's rows; :func:`device_timing` (fp32, bf16 autocast
-and maps on the fly, relative to CE, on one device) is :mod:`benchmarks.gpu_session`'s.
+:func:`measure` is the measurement, :func:`time_losses` and :func:`time_losses_3d` the tables' rows;
+:func:`device_timing` (fp32, bf16 autocast and maps on the fly, relative to CE, on one device) is
+:mod:`benchmarks.gpu_session`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import re
 import statistics
@@ -179,6 +185,49 @@ def _status_bytes(key: str) -> int:
         return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) * 1024
 
 
+def _stepper(fn, logits, target, amp_dtype=None, **extra):
+    """One forward+backward of ``fn(logits, target, **extra)`` on a fresh leaf copy of ``logits`` (under
+    ``torch.autocast(amp_dtype)`` if given), as a callable that returns the gradient."""
+    ctx = (lambda: torch.autocast(logits.device.type, dtype=amp_dtype)) if amp_dtype is not None else nullcontext
+
+    def step():
+        x = logits.detach().requires_grad_(True)
+        with ctx():
+            value = fn(x, target, **extra)
+        value.backward()
+        return x.grad
+
+    return step
+
+
+def _timed(step, device) -> float:
+    """Seconds one synchronised call of ``step`` takes."""
+    t0 = time.perf_counter()
+    step()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def _peak_extra_bytes(step, device) -> float:
+    """The extra memory one call of ``step`` needs on top of what is allocated: on CUDA from the caching allocator,
+    on CPU from ``VmHWM`` (reset through ``/proc/self/clear_refs``); NaN where unreadable."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step()
+        sync(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _status_bytes("VmRSS")
+        step()
+        return _status_bytes("VmHWM") - base
+    except OSError:
+        return float("nan")
+
+
 def measure(fn, logits, target, repeats: int, *, amp_dtype=None, max_s: float | None = None, **extra) -> dict:
     """Time and memory of ``fn(logits, target, **extra).backward()`` (under ``torch.autocast(amp_dtype)`` if given).
 
@@ -188,44 +237,33 @@ def measure(fn, logits, target, repeats: int, *, amp_dtype=None, max_s: float | 
     median, "ms_min": best, "reps", "first_call_ms", "peak_extra_mib"}``, times in ms.
     """
     device = logits.device
-    ctx = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else nullcontext
-
-    def step():
-        x = logits.detach().requires_grad_(True)
-        with ctx():
-            value = fn(x, target, **extra)
-        value.backward()
-        return x.grad
-
-    t0 = time.perf_counter()
-    step()  # warm-up (lazy initialisation, cuDNN/cuBLAS handles, caches)
-    sync(device)
-    first = time.perf_counter() - t0
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        sync(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
-    else:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            base = _status_bytes("VmRSS")
-            step()
-            peak = _status_bytes("VmHWM") - base
-        except OSError:
-            peak = float("nan")
+    step = _stepper(fn, logits, target, amp_dtype, **extra)
+    first = _timed(step, device)  # warm-up (lazy initialisation, cuDNN/cuBLAS handles, caches)
+    peak = _peak_extra_bytes(step, device)
     n = repeats if max_s is None or first * repeats < max_s else max(2, int(max_s / max(first, 1e-6)))
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t0)
+    times = [_timed(step, device) for _ in range(n)]
     return {"ms": 1e3 * statistics.median(times), "ms_min": 1e3 * min(times), "reps": n, "first_call_ms": 1e3 * first,
             "peak_extra_mib": peak / 2**20}
+
+
+def measure_interleaved(calls: dict, logits, target, repeats: int) -> dict:
+    """:func:`measure` of several implementations of one computation, interleaved: ``calls`` ``{label: (fn,
+    extra)}``; each is warmed up and its peak memory read, then ``repeats`` rounds call each once, the order
+    reversed every other round (A B, B A, ...), so that a change in the machine's load hits them alike. Returns
+    ``{label: measure's dict}`` (``ms``: the median)."""
+    device = logits.device
+    steps = {label: _stepper(fn, logits, target, **extra) for label, (fn, extra) in calls.items()}
+    out = {}
+    for label, step in steps.items():
+        first = _timed(step, device)
+        out[label] = {"first_call_ms": 1e3 * first, "peak_extra_mib": _peak_extra_bytes(step, device) / 2**20}
+    times = {label: [] for label in steps}
+    for i in range(repeats):
+        for label in (list(steps) if i % 2 == 0 else list(steps)[::-1]):
+            times[label].append(_timed(steps[label], device))
+    for label, ts in times.items():
+        out[label].update(ms=1e3 * statistics.median(ts), ms_min=1e3 * min(ts), reps=repeats)
+    return out
 
 
 def make_inputs(b: int, c: int, h: int, w: int, device, ignore_frac: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,6 +305,129 @@ def time_losses(names, sizes: dict, device, repeats: int, *, ignore_frac: float 
                        "peer_ms": pms, "peer_mib": pmib}
 
 
+SIZE_3D = (2, 4, 64, 64, 64)
+#: 3-D losses too slow at SIZE_3D for a CPU run: measured at this (D, H, W) instead, same B and C (the row says so).
+SMALL_3D = {"conditional_boundary": (32, 32, 32)}
+NOTE_3D = ("no ignored voxels (MONAI's ignore handling differs); ours and MONAI called alternately in the same "
+           "process, ms = median")
+
+
+def blob_volume(b: int, c: int, d: int, h: int, w: int, seed: int = 0, ignore_frac: float = 0.0, scale: float = 2.0):
+    """Logits ``(b, c, d, h, w)`` float32 (N(0, scale^2)) and a target ``(b, d, h, w)`` int64: a ball per foreground
+    class over 10 % uniform noise (:func:`~benchmarks._common.blob_batch` in 3-D), ``ignore_frac`` of the voxels
+    255 (none by default: the MONAI comparison needs none)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, c, d, h, w, generator=g) * scale
+    target = torch.randint(0, c, (b, d, h, w), generator=g)
+    zz, yy, xx = torch.meshgrid(torch.arange(d), torch.arange(h), torch.arange(w), indexing="ij")
+    for i in range(b):
+        base = torch.zeros(d, h, w, dtype=torch.long)
+        for k in range(1, c):
+            centre = [torch.randint(n // 8, n - n // 8, (1,), generator=g).item() for n in (d, h, w)]
+            r = torch.randint(max(min(d, h, w) // 10, 2), max(min(d, h, w) // 4, 3), (1,), generator=g).item()
+            base[(zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2 < r * r] = k
+        target[i] = torch.where(torch.rand(d, h, w, generator=g) < 0.1, target[i], base)
+    if ignore_frac:
+        target[torch.rand(b, d, h, w, generator=g) < ignore_frac] = 255
+    return logits, target
+
+
+def extras_3d(name: str, logits: torch.Tensor, dist_map: torch.Tensor | None = None, seed: int = 0) -> dict:
+    """:func:`~benchmarks._common.fake_extras` for volumes: ``dist_map`` passed on, ``aux_logits`` ``(B, num_bins,
+    D, H, W)``, ``features`` ``(B, 16, D, H, W)`` (a 3-D U-Net decoder's output)."""
+    spec = LOSSES[name]
+    g = torch.Generator().manual_seed(seed)
+    b, _, *spatial = logits.shape
+    out = {}
+    if "dist_map" in spec.needs and dist_map is not None:
+        out["dist_map"] = dist_map
+    if "aux_logits" in spec.needs:
+        out["aux_logits"] = torch.randn(b, spec.defaults["num_bins"], *spatial, generator=g).to(logits.device)
+    if "features" in spec.needs:
+        out["features"] = torch.randn(b, 16, *spatial, generator=g).to(logits.device)
+    return out
+
+
+def peers_3d(name: str) -> list:
+    """MONAI's 3-D losses configured to compute the value of raysweep's ``name`` at its defaults, on targets without
+    ignored voxels, as ``(label, fn(logits, target), factor)``: ours = factor x MONAI (``focal``: MONAI averages over
+    the classes too, so the factor is C, given as ``"C"``). Empty when MONAI is not installed or has no equivalent."""
+    try:
+        import monai.losses as ml
+    except ImportError:
+        return []
+    spec = LOSSES[name].defaults
+    table = {
+        "dice": lambda: ml.DiceLoss(softmax=True, to_onehot_y=True, batch=True),
+        "tversky": lambda: ml.TverskyLoss(softmax=True, to_onehot_y=True, batch=True, alpha=spec["alpha"],
+                                          beta=spec["beta"]),
+        "focal": lambda: ml.FocalLoss(use_softmax=True, to_onehot_y=True, gamma=spec["gamma"]),
+        "dice_ce": lambda: ml.DiceCELoss(softmax=True, to_onehot_y=True, batch=True),
+        # raysweep's default leaves the background channel out; MONAI's includes it unless told
+        "hausdorff": lambda: ml.HausdorffDTLoss(softmax=True, to_onehot_y=True, alpha=spec["alpha"],
+                                                include_background=spec["include_background"]),
+    }
+    if name not in table:
+        return []
+    loss = table[name]()
+    return [("monai", lambda x, t: loss(x, t.unsqueeze(1)), "C" if name == "focal" else 1.0)]
+
+
+def time_losses_3d(names, size=SIZE_3D, device=torch.device("cpu"), repeats: int = 5, *,
+                   small: dict | None = None) -> Iterator[dict]:
+    """Each 3-D-capable loss of ``names`` on volumes of ``size`` ``(B, C, D, H, W)`` (:func:`blob_volume`, no
+    ignored voxels; ``small`` ``{loss: (D, H, W)}``, default :data:`SMALL_3D`, moves slow losses to fewer voxels),
+    one dict per row as :func:`time_losses`'s, yielded as measured (``ms``: median of ``repeats``). A loss with MONAI
+    peers (:func:`peers_3d`) is first checked to give MONAI's value (``ValueError`` if not: the benchmark must not
+    time different computations), then timed interleaved with it (:func:`measure_interleaved`); ``hausdorff`` also
+    gets a row with its target maps computed by the loss on each call, as MONAI's are. The rest are timed alone."""
+    small = SMALL_3D if small is None else small
+    names = [n for n in names if 3 in LOSSES[n].dims]
+    inputs = {}
+    for name in names:
+        spatial = tuple(small.get(name, size[2:]))
+        shape = (*size[:2], *spatial) if math.prod(spatial) < math.prod(size[2:]) else tuple(size)
+        if shape not in inputs:
+            inputs[shape] = [t.to(device) for t in blob_volume(*shape)] + [None]
+        logits, target, dist_map = inputs[shape]
+        if dist_map is None and "dist_map" in LOSSES[name].needs:
+            # precomputed, as the DataLoader workers provide it
+            dist_map = inputs[shape][2] = batch_signed_distance(target, shape[1])
+        label = "x".join(map(str, shape))
+        ours = build_loss(name).to(device)
+        extra = extras_3d(name, logits, dist_map)
+        peer = peers_3d(name)
+        if not peer:
+            r = measure(ours, logits, target, repeats, **extra)
+            yield {"loss": name, "size": label, "ms": r["ms"], "mib": r["peak_extra_mib"], "peer": "-",
+                   "peer_ms": float("nan"), "peer_mib": float("nan")}
+            continue
+        (peer_label, fn, factor), = peer
+        factor = logits.shape[1] if factor == "C" else factor
+        variants = {name: extra}
+        if "dist_map" in extra:
+            variants[f"{name} (maps on the fly)"] = {k: v for k, v in extra.items() if k != "dist_map"}
+        with torch.no_grad():
+            want = fn(logits, target) * factor
+            for row_name, ex in variants.items():
+                got = ours(logits, target, **ex)
+                if not torch.allclose(got, want, rtol=1e-4, atol=1e-6):
+                    raise ValueError(f"3-D {row_name}: raysweep {got.item():.6g} != {factor} x MONAI "
+                                     f"{want.item() / factor:.6g}; the timings would compare different computations")
+        for row_name, ex in variants.items():
+            r = measure_interleaved({"ours": (ours, ex), "peer": (fn, {})}, logits, target, repeats)
+            yield {"loss": row_name, "size": label, "ms": r["ours"]["ms"], "mib": r["ours"]["peak_extra_mib"],
+                   "peer": peer_label + ("" if factor == 1 else f" (x{factor:g} = ours)"), "peer_ms": r["peer"]["ms"],
+                   "peer_mib": r["peer"]["peak_extra_mib"]}
+
+
+def _size(text: str) -> tuple[int, ...]:
+    size = tuple(int(v) for v in text.lower().split("x"))
+    if len(size) != 5:
+        raise argparse.ArgumentTypeError(f"expected BxCxDxHxW, got {text!r}")
+    return size
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="only the small size")
@@ -280,6 +441,10 @@ def main(argv=None) -> int:
                         "busy machine, where every parallel region waits for its slowest thread")
     parser.add_argument("--deferred", action="store_true",
                         help="call ours with validate=False, as the trainer does between its checks")
+    parser.add_argument("--dims", choices=["2", "3", "2,3"], default="2,3",
+                        help="the 2-D sizes, the 3-D rows (against MONAI's 3-D losses, no ignored voxels), or both")
+    parser.add_argument("--size-3d", type=_size, default=SIZE_3D, metavar="BxCxDxHxW",
+                        help="shape of the 3-D rows (default 2x4x64x64x64)")
     args = parser.parse_args(argv)
 
     names = args.loss or sorted(LOSSES, key=lambda n: (LOSSES[n].family, n))
@@ -293,15 +458,30 @@ def main(argv=None) -> int:
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} repeats={args.repeats} "
           f"ignore_frac={args.ignore_frac} checks={'deferred' if args.deferred else 'every call'}", flush=True)
     header = "| loss | size | ours ms | ours MiB | peer | peer ms | peer MiB | time ours/peer | mem ours/peer |"
-    rows = [header, "|---|---|---|---|---|---|---|---|---|"]
-    print(header, flush=True)
-    for r in time_losses(names, sizes, device, args.repeats, ignore_frac=args.ignore_frac,
-                         deferred=args.deferred):
-        emit(rows, f"| {r['loss']} | {r['size']} | {r['ms']:.1f} | {r['mib']:.0f} | {r['peer']} | {r['peer_ms']:.1f} | "
-                   f"{r['peer_mib']:.0f} | {r['ms'] / r['peer_ms']:.2f} | "
-                   f"{r['mib'] / r['peer_mib'] if r['peer_mib'] else float('nan'):.2f} |")
+    rows = []
+    if "2" in args.dims:
+        rows += [header, "|---|---|---|---|---|---|---|---|---|"]
+        print(header, flush=True)
+        for r in time_losses(names, sizes, device, args.repeats, ignore_frac=args.ignore_frac,
+                             deferred=args.deferred):
+            emit(rows, _table_row(r))
+    if "3" in args.dims:
+        flat = [n for n in names if 3 not in LOSSES[n].dims]
+        size = "x".join(map(str, args.size_3d))
+        for line in ["", f"3-D, {size} (ms: median of {args.repeats}): {NOTE_3D}. Other shapes are stated in the size "
+                     f"column." + (f" 2-D only (LossSpec.dims): {', '.join(flat)}." if flat else ""), "", header,
+                     "|---|---|---|---|---|---|---|---|---|"]:
+            emit(rows, line)
+        for r in time_losses_3d(names, args.size_3d, device, args.repeats):
+            emit(rows, _table_row(r))
     save_table(rows, args.out)
     return 0
+
+
+def _table_row(r: dict) -> str:
+    return (f"| {r['loss']} | {r['size']} | {r['ms']:.1f} | {r['mib']:.0f} | {r['peer']} | {r['peer_ms']:.1f} | "
+            f"{r['peer_mib']:.0f} | {r['ms'] / r['peer_ms']:.2f} | "
+            f"{r['mib'] / r['peer_mib'] if r['peer_mib'] else float('nan'):.2f} |")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,32 @@ def test_loss_measurements_run_on_cpu():
     assert set(b["fp32"]) == {"ms", "ms_min", "reps", "first_call_ms", "peak_extra_mib"}
 
 
+def test_3d_loss_measurements_run_on_cpu(tmp_path, capsys):
+    """The 3-D rows at a tiny volume: MONAI peers (value checked first, focal = C x MONAI), hausdorff also with its
+    maps on the fly, a loss without a peer alone, the 2-D-only losses left out and named."""
+    from benchmarks import losses
+
+    names = ["ce", "focal", "dice", "tversky", "dice_ce", "hausdorff", "conditional_boundary", "active_boundary"]
+    rows = list(losses.time_losses_3d(names, (1, 2, 8, 8, 8), torch.device("cpu"), repeats=2))
+    assert [r["loss"] for r in rows] == ["ce", "focal", "dice", "tversky", "dice_ce", "hausdorff",
+                                         "hausdorff (maps on the fly)", "conditional_boundary"]
+    assert {r["size"] for r in rows} == {"1x2x8x8x8"}  # SMALL_3D never enlarges a smaller volume
+    peered = {r["loss"]: r["peer"] for r in rows if r["peer"] != "-"}
+    assert peered == {"focal": "monai (x2 = ours)", "dice": "monai", "tversky": "monai", "dice_ce": "monai",
+                      "hausdorff": "monai", "hausdorff (maps on the fly)": "monai"}
+    assert all(r["ms"] > 0 for r in rows) and all(r["peer_ms"] > 0 for r in rows if r["peer"] != "-")
+    logits, target = losses.blob_volume(1, 3, 8, 8, 8)
+    assert logits.shape == (1, 3, 8, 8, 8) and target.shape == (1, 8, 8, 8) and target.max() < 3  # no ignored voxel
+
+    out = tmp_path / "losses.md"
+    assert losses.main(["--dims", "3", "--size-3d", "1x2x8x8x8", "--repeats", "1", "--loss", "dice",
+                        "--loss", "inverseform", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "3-D, 1x2x8x8x8" in text and "no ignored voxels" in text and "2-D only (LossSpec.dims): inverseform" in text
+    assert "| dice | 1x2x8x8x8 |" in text and "| monai |" in text and "8x9x224x224" not in text
+    assert "| dice | 1x2x8x8x8 |" in capsys.readouterr().out
+
+
 def test_precision_and_maps_on_cpu():
     from benchmarks import maps, precision
     from benchmarks._common import jsonable
