@@ -28,7 +28,8 @@ import torch
 
 
 def axis_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
-    """``spacing`` as one positive float per axis of an ``ndim``-D map (None: 1 per axis; a scalar: the same on each)."""
+    """``spacing`` as one positive float per axis of an ``ndim``-D map (None: 1 per axis; a scalar: the same on
+    each)."""
     if spacing is None:
         return (1.0,) * ndim
     if np.isscalar(spacing):
