@@ -8,6 +8,16 @@ p-value of the family by the number of comparisons. If that product is not below
 declared, whatever the data say: the design cannot separate losses, and the sweep refuses it before any trial runs
 (``raysweep.config``). The report states the same limit next to its verdicts.
 
+With replicates (``tuning.replicates`` R >= 2) the report's test is the replicate-aware t-test
+(:mod:`raysweep.report.paired`), whose error term holds each loss's replicate spread. Its limit is stated before the
+run too (:func:`replicate_sd_multiple`, in ``sweep.json``, the report and ``raysweep plan``): the smallest mean
+difference a pair needs to be claimed, in units of the losses' replicate standard deviation ``sigma``. For two losses
+with ``R`` replicates each and variance ``sigma^2``, the difference of their means has standard error
+``sigma sqrt(2 / R)`` on ``2 (R - 1)`` degrees of freedom (the case term left out: it only adds), and Holm's most
+lenient step tests the best pair at ``alpha / m``, so a claim needs at least ``t_{1 - alpha / (2 m), 2 (R - 1)}
+sqrt(2 / R)`` standard deviations. The moderation of the variances adds degrees of freedom the data decide, so the
+real threshold is usually lower: the statement is the design's guaranteed side.
+
 Only numpy and scipy: the config validation and the report both import it.
 """
 
@@ -45,6 +55,19 @@ def smallest_adjusted_p(n_cases: int, n_losses: int) -> float:
     return min(1.0, comparisons(n_losses) * smallest_p(n_cases)) if n_losses >= 2 else 1.0
 
 
+def replicate_sd_multiple(replicates: int, n_losses: int, alpha: float) -> float | None:
+    """The smallest mean difference of two losses the replicate-aware test can claim, in replicate standard
+    deviations (module docstring); None with fewer than 2 replicates or 2 losses (no such test)."""
+    if replicates < 2 or n_losses < 2:
+        return None
+    import math
+
+    from scipy import stats
+
+    m = comparisons(n_losses)
+    return float(stats.t.isf(alpha / (2 * m), 2 * (replicates - 1)) * math.sqrt(2 / replicates))
+
+
 def cases_needed(n_losses: int, alpha: float) -> int:
     """The fewest ranking cases with which a difference among ``n_losses`` losses can be declared at ``alpha``."""
     if n_losses < 2:
@@ -69,6 +92,8 @@ class PowerLimit:
     min_p_adjusted: float
     declarable: bool
     cases_needed: int
+    replicates: int = 1
+    replicate_sd_multiple: float | None = None  # see replicate_sd_multiple(); None with one replicate
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,17 +103,26 @@ class PowerLimit:
         base = (f"With {self.n_cases} ranking cases and {self.n_losses} losses ({self.comparisons} pairwise "
                 f"comparisons, Holm), the smallest adjusted p-value any pair can reach is {self.min_p_adjusted:.3g}")
         if self.declarable:
-            return f"{base} (< alpha {self.alpha:g}): differences can be declared."
+            more = ""
+            if self.replicate_sd_multiple is not None:
+                more = (f" With {self.replicates} replicates per loss, a pair can be claimed only when its mean "
+                        f"difference exceeds {self.replicate_sd_multiple:.2g} replicate standard deviations (t at "
+                        f"alpha / {2 * self.comparisons} on {2 * (self.replicates - 1)} degrees of freedom, x sqrt(2 / "
+                        f"{self.replicates}); the moderated variances usually lower it).")
+            return f"{base} (< alpha {self.alpha:g}): differences can be declared.{more}"
         return (f"{base} (>= alpha {self.alpha:g}): no difference can ever be declared; at least "
                 f"{self.cases_needed} cases are needed.")
 
 
-def power_limit(n_cases: int, n_losses: int, alpha: float = 0.05) -> PowerLimit:
-    """The :class:`PowerLimit` of a cell with ``n_cases`` ranking cases and ``n_losses`` losses."""
+def power_limit(n_cases: int, n_losses: int, alpha: float = 0.05, replicates: int = 1) -> PowerLimit:
+    """The :class:`PowerLimit` of a cell with ``n_cases`` ranking cases, ``n_losses`` losses and ``replicates``
+    replicates per loss."""
     p_adj = smallest_adjusted_p(n_cases, n_losses)
     return PowerLimit(n_cases=n_cases, n_losses=n_losses, comparisons=comparisons(n_losses), alpha=alpha,
                       min_p=smallest_p(n_cases), min_p_adjusted=p_adj, declarable=p_adj < alpha,
-                      cases_needed=cases_needed(n_losses, alpha))
+                      cases_needed=cases_needed(n_losses, alpha), replicates=replicates,
+                      replicate_sd_multiple=replicate_sd_multiple(replicates, n_losses, alpha))
 
 
-__all__ = ["PowerLimit", "cases_needed", "comparisons", "power_limit", "smallest_adjusted_p", "smallest_p"]
+__all__ = ["PowerLimit", "cases_needed", "comparisons", "power_limit", "replicate_sd_multiple", "smallest_adjusted_p",
+           "smallest_p"]

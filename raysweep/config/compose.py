@@ -193,7 +193,7 @@ def power_limits(cfg: SweepConfig, cases: Mapping[str, Any] | None = None) -> di
     cases = cases or protocol_cases(cfg)
     alpha = cfg.confirmation.alpha
     return {f"{cell_label(d, v)}/{a}": power_limit(len(cases["ranking"][cell_label(d, v)]["cases"]), len(cfg.losses),
-                                                   alpha)
+                                                   alpha, cfg.tuning.replicates)
             for d, v in cfg.cells() for a in cfg.architectures}
 
 

@@ -147,7 +147,8 @@ def power(c: stats.CellStats, protocol: dict[str, Any] | None, alpha: float) -> 
     entry = ((protocol or {}).get("power") or {}) if isinstance((protocol or {}).get("power"), dict) else {}
     p = entry.get(f"{c.dataset}/{c.arch}")
     if isinstance(p, dict) and all(isinstance(p.get(k), int) for k in ("n_cases", "n_losses")):
-        planned = power_limit(p["n_cases"], p["n_losses"], float(p.get("alpha", alpha))).sentence()
+        replicates = p.get("replicates") if isinstance(p.get("replicates"), int) else 1  # older sweep.json: 1
+        planned = power_limit(p["n_cases"], p["n_losses"], float(p.get("alpha", alpha)), replicates).sentence()
     return {"actual": c.power.sentence() if c.power is not None else None,
             "declarable": None if c.power is None else c.power.declarable,
             "planned": planned if planned is not None else "not recorded"}

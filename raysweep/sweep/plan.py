@@ -39,6 +39,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..power import PowerLimit
+
 __all__ = ["CALIBRATION_LOSS", "calibrate", "expected_tune", "make_plan", "plan_as_text", "read_config",
            "stage_counts"]
 
@@ -290,7 +292,19 @@ def make_plan(cfg, gpus: int | None = None, steps_per_s: list[str] | None = None
     if cfg.tuning.replicates > 1:
         notes.append(f"groups count each (dataset, arch, loss) {cfg.tuning.replicates} times: tuning.replicates "
                      "runs its tuning and confirmation that many times, independently")
-    return {"config": cfg.name, "device": dev, "rates": per_arch, "stages": rows, "total": total, "notes": notes}
+    return {"config": cfg.name, "device": dev, "rates": per_arch, "stages": rows, "total": total, "notes": notes,
+            "design": _design(cfg)}
+
+
+def _design(cfg) -> dict[str, Any]:
+    """Each cell's power limit (:mod:`raysweep.power`), the statement the design makes before it runs; empty when
+    the ranking cases cannot be listed here (data folders elsewhere)."""
+    from ..config import power_limits
+
+    try:
+        return {cell: limit.to_dict() for cell, limit in power_limits(cfg).items()}
+    except (FileNotFoundError, ValueError):
+        return {}
 
 
 def plan_as_text(plan: Mapping[str, Any]) -> str:
@@ -313,6 +327,10 @@ def plan_as_text(plan: Mapping[str, Any]) -> str:
     if rungs:
         lines.append(f"\nASHA rungs (evaluations): {rungs}")
     lines += [""] + [f"note: {n}" for n in plan["notes"]]
+    by_sentence: dict[str, list[str]] = {}
+    for cell, limit in (plan.get("design") or {}).items():
+        by_sentence.setdefault(PowerLimit(**limit).sentence(), []).append(cell)
+    lines += [f"design ({', '.join(cells)}): {sentence}" for sentence, cells in by_sentence.items()]
     return "\n".join(lines) + "\n"
 
 
