@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .model_heads import forward_with_heads
 from .volume_models import (
     VOLUME_ARCHS,
     VOLUME_DEFAULTS,
@@ -108,26 +108,9 @@ class SegModel(nn.Module):
         return int(getattr(self.net.encoder, "output_stride", 32))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not (self.return_features or self.aux_head is not None):
-            return {"logits": self.net(x)}
-        # The decoder output is the segmentation head's input. A pre-hook captures it whatever the architecture's
-        # own forward looks like (DPT's differs from the others), so smp's forward is not duplicated here.
-        captured: list[torch.Tensor] = []
-        handle = self.net.segmentation_head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-        try:
-            logits = self.net(x)
-        finally:
-            handle.remove()
-        out = {"logits": logits}
-        features = captured[0]
-        if self.aux_head is not None:
-            aux = self.aux_head(features)
-            if aux.shape[-2:] != x.shape[-2:]:
-                aux = F.interpolate(aux, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            out["aux_logits"] = aux
-        if self.return_features:
-            out["features"] = features
-        return out
+        # The decoder output is the segmentation head's input (DPT's forward differs from the others: the hook of
+        # forward_with_heads takes it whatever the forward looks like).
+        return forward_with_heads(self.net, self.net.segmentation_head, x, self.aux_head, self.return_features)
 
 
 def _head_in_channels(head: nn.Module) -> int:

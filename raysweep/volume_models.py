@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .model_heads import forward_with_heads
 
 __all__ = ["VOLUME_ARCHS", "VOLUME_DEFAULTS", "VolumeSegModel", "build_volume_model", "check_volume_encoder",
            "check_volume_options", "is_volume_arch", "volume_architectures", "volume_name"]
@@ -139,25 +140,8 @@ class VolumeSegModel(nn.Module):
         if x.dim() != 5:
             raise ValueError(f"a 3-D network takes (B, C, D, H, W) volumes, got shape {tuple(x.shape)}")
         self.check_input_size(x.shape[-3:])
-        if not (self.return_features or self.aux_head is not None):
-            return {"logits": self.net(x)}
-        captured: list[torch.Tensor] = []
-        head = self.net.get_submodule(self.head_name)
-        handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-        try:
-            logits = self.net(x)
-        finally:
-            handle.remove()
-        out = {"logits": logits}
-        features = captured[0]
-        if self.aux_head is not None:
-            aux = self.aux_head(features)
-            if aux.shape[-3:] != x.shape[-3:]:
-                aux = F.interpolate(aux, size=x.shape[-3:], mode="trilinear", align_corners=False)
-            out["aux_logits"] = aux
-        if self.return_features:
-            out["features"] = features
-        return out
+        return forward_with_heads(self.net, self.net.get_submodule(self.head_name), x, self.aux_head,
+                                  self.return_features)
 
 
 def _volume_layout(net: nn.Module) -> tuple[str, tuple[int, int, int]]:
