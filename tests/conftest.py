@@ -43,17 +43,19 @@ def inversenet_cache(tmp_path_factory):
 
 
 def extras_for(name, logits, seed=0):
-    """The extra inputs a loss needs that cannot be derived from the target (model outputs)."""
+    """The extra inputs a loss needs that cannot be derived from the target (model outputs), for 2-D or 3-D
+    logits: aux logits at full size, features at half the in-plane size."""
     from raysweep.losses import LOSSES
 
     spec = LOSSES[name]
     g = torch.Generator().manual_seed(seed)
-    b, _, h, w = logits.shape
+    b, _, *spatial = logits.shape
+    *depth, h, w = spatial
     out = {}
     if "aux_logits" in spec.needs:
-        out["aux_logits"] = torch.randn(b, spec.defaults["num_bins"], h, w, generator=g)
+        out["aux_logits"] = torch.randn(b, spec.defaults["num_bins"], *spatial, generator=g)
     if "features" in spec.needs:
-        out["features"] = torch.randn(b, 8, max(h // 2, 1), max(w // 2, 1), generator=g)
+        out["features"] = torch.randn(b, 8, *depth, max(h // 2, 1), max(w // 2, 1), generator=g)
     return out
 
 
@@ -64,6 +66,16 @@ def make_batch(b=2, c=4, h=12, w=12, seed=0, ignore_frac=0.1, ignore_index=255, 
     target = torch.randint(0, c, (b, h, w), generator=g)
     if ignore_frac:
         target[torch.rand(b, h, w, generator=g) < ignore_frac] = ignore_index
+    return logits, target
+
+
+def make_volume(b=2, c=4, d=5, h=10, w=10, seed=0, ignore_frac=0.1, scale=2.0):
+    """Random logits ``(B, C, D, H, W)`` and a target ``(B, D, H, W)`` with some ignored voxels."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, c, d, h, w, generator=g) * scale
+    target = torch.randint(0, c, (b, d, h, w), generator=g)
+    if ignore_frac:
+        target[torch.rand(b, d, h, w, generator=g) < ignore_frac] = 255
     return logits, target
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import extras_for, make_batch
+from conftest import extras_for, make_batch, make_volume
 from raysweep.losses import LOSSES, build_loss
 
 # Every loss test may build "inverseform", which needs an InverseNet in the cache.
@@ -43,9 +43,9 @@ def test_gradient_raises_true_class_score(name, batch):
     assert true_grad.sum() < 0
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_ignored_pixels_take_no_part(name, batch):
-    logits, target = batch
+@pytest.mark.parametrize("name,dims", [(n, 2) for n in NAMES] + [(n, 3) for n in NAMES if 3 in LOSSES[n].dims])
+def test_ignored_pixels_take_no_part(name, dims):
+    logits, target = make_batch() if dims == 2 else make_volume(seed=1)
     v1, g1 = run(name, logits, target)
     changed = logits.clone()
     ignored = (target == 255).unsqueeze(1).expand_as(logits)
