@@ -90,19 +90,10 @@ def _predict_whole_volumes(parts: Parts, volumes: Iterator[Any], batch_size: int
     from monai.inferers import sliding_window_inference
 
     patch = tuple(parts.eval_ds.patch_size)
-    autocast = (torch.autocast(parts.device.type, dtype=parts.amp_dtype) if parts.amp_dtype is not None
-                else nullcontext())
-
-    def logits_of(x: torch.Tensor) -> torch.Tensor:
-        if parts.channels_last:
-            x = x.contiguous(memory_format=memory_format(parts.model))
-        with autocast:
-            return parts.model(x)["logits"].float()
-
     for vol in volumes:
         x = parts.eval_ds.volume_input(vol).to(parts.device, non_blocking=True)  # (1, C, D, H, W)
-        logits = sliding_window_inference(x, patch, batch_size, logits_of, overlap=0.5, mode="gaussian",
-                                          padding_mode="constant", cval=0.0)
+        logits = sliding_window_inference(x, patch, batch_size, lambda w: _logits(parts, w), overlap=0.5,
+                                          mode="gaussian", padding_mode="constant", cval=0.0)
         yield vol, logits.argmax(1)[0].cpu().numpy()
 
 
@@ -114,16 +105,19 @@ def _eval_batches(parts: Parts, e: dict[str, Any], num_workers: int) -> Iterator
                                             pin_memory=parts.device.type == "cuda"))
 
 
-def _predict(parts: Parts, image: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """Arg-max prediction int64 (N, *size) for images float32 (N, C, h, w); logits resized to ``size`` first."""
-    x = image.to(parts.device, non_blocking=True)
+def _logits(parts: Parts, x: torch.Tensor) -> torch.Tensor:
+    """The model's float32 logits of inputs ``x`` already on its device, in the trial's layout and precision."""
     if parts.channels_last:
         x = x.contiguous(memory_format=memory_format(parts.model))
     autocast = (torch.autocast(parts.device.type, dtype=parts.amp_dtype) if parts.amp_dtype is not None
                 else nullcontext())
     with autocast:
-        logits = parts.model(x)["logits"]
-    logits = logits.float()
+        return parts.model(x)["logits"].float()
+
+
+def _predict(parts: Parts, image: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Arg-max prediction int64 (N, *size) for images float32 (N, C, h, w); logits resized to ``size`` first."""
+    logits = _logits(parts, image.to(parts.device, non_blocking=True))
     if tuple(logits.shape[-2:]) != tuple(size):
         logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
     return logits.argmax(1).cpu().numpy()
