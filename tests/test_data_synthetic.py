@@ -379,3 +379,17 @@ def test_dataset_info_checks_the_roles_of_its_splits():
         replace(info, eval_split="holdout")
     for name in DATASETS:
         assert DATASETS[name].select_split not in (DATASETS[name].eval_split, "train")
+
+
+def test_an_absurd_number_of_volumes_is_refused_before_anything_is_listed():
+    """Validation lists every case of a split: 10^8 names once exhausted a 24 GB machine instead of failing."""
+    from pathlib import Path
+
+    from raysweep.config import read_yaml_mapping, validate
+
+    raw = read_yaml_mapping(Path(__file__).resolve().parents[1] / "configs" / "default.yaml")
+    raw["datasets"]["synthetic"]["eval_options"] = {"num_volumes": 10**8}
+    with pytest.raises(ValueError, match=r"num_volumes must be at most 100000, got 100000000"):
+        validate(raw)
+    raw["datasets"]["synthetic"]["eval_options"] = {"num_volumes": 100_000}
+    validate(raw)  # the bound itself is accepted (100000 names listed)

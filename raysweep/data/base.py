@@ -111,12 +111,16 @@ def _option_error(dataset: str, name: str, expected: str, value: Any) -> ValueEr
     return ValueError(f"{dataset}: option {name} must be {expected}, got {value!r}")
 
 
-def option_int(dataset: str, name: str, value: Any, low: int = 0, none: bool = False) -> int | None:
-    """``value`` as an int ``>= low`` (or None when ``none``); ValueError naming the dataset and option otherwise."""
+def option_int(dataset: str, name: str, value: Any, low: int = 0, none: bool = False,
+               high: int | None = None) -> int | None:
+    """``value`` as an int ``>= low`` (and ``<= high`` when given; or None when ``none``); ValueError naming the
+    dataset and option otherwise."""
     if value is None and none:
         return None
     if not _is_int(value) or value < low:
         raise _option_error(dataset, name, f"an integer >= {low}{' or null' if none else ''}", value)
+    if high is not None and value > high:
+        raise _option_error(dataset, name, f"at most {high}", value)
     return int(value)
 
 

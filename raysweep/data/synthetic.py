@@ -43,6 +43,8 @@ from .transforms import synthetic_transform
 CLASS_NAMES = ("background", "lobe", "disc", "bean_left", "bean_right", "ring", "band", "vessel", "specks")
 SPLITS = ("train", "val", "test")
 DEFAULT_NUM_VOLUMES = {"train": 16, "val": 4, "test": 8}
+#: The most volumes a split may ask for (``num_volumes``): far beyond any use of a generated dataset.
+MAX_VOLUMES = 100_000
 #: Nominal voxel spacing (z, y, x) in mm reported with every volume: thick slices, as in abdominal CT.
 SPACING = (2.0, 1.0, 1.0)
 
@@ -278,7 +280,8 @@ class SyntheticDataset(SegmentationDataset):
         "seed": option_int,
         "image_size": lambda d, n, v: option_int(d, n, v, low=32),
         "depth": lambda d, n, v: option_int(d, n, v, low=4),
-        "num_volumes": lambda d, n, v: option_int(d, n, v, low=1, none=True),
+        # bounded: validation lists every case of a split, and 10^8 names exhausted the memory of a 24 GB machine
+        "num_volumes": lambda d, n, v: option_int(d, n, v, low=1, none=True, high=MAX_VOLUMES),
         "label_noise": option_probability,
         "missing_small": option_probability,
         "transform": option_transform,
