@@ -26,6 +26,12 @@ is the median minutes per replicate of the sweeps timed on an idle machine (``--
 replicate is the same work).
 
     python -m benchmarks.replication --no-run --seeds 0 100 200 300 --design [--draws 200] [--timed 0 200]
+
+Sweeps are compared only when they are one design: their configs (``sweep.json``) may differ in ``name`` and
+``tuning.seed`` and nothing else, or the comparison is refused with the keys that differ. ``--archive DIR`` copies
+what the tables are computed from (each sweep's Parquet tables, ``sweep.json``, ``state.json`` and its config, not
+Ray's trial folders or checkpoints: about 1 MB per 100 trials) to ``DIR/seed<s>``, so a long measurement made in
+parts, on different days or machines, can be summarised later with ``--no-run --out DIR``.
 """
 
 from __future__ import annotations
@@ -63,6 +69,54 @@ def run_seed(config: Path, seed: int, out: Path, archs: list[str]) -> Path:
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     return folder / "sweep"
+
+
+def design_differences(folders: dict[int, Path]) -> dict[str, set]:
+    """The config keys (dotted) whose values differ between the sweeps, other than ``name`` and ``tuning.seed``;
+    empty when they are one design. Sweeps written before ``sweep.json`` kept the config are not compared."""
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": json.dumps(v)})
+        return out
+
+    configs = {}
+    for seed, folder in folders.items():
+        config = json.loads((folder / "results" / "sweep.json").read_text()).get("config")
+        if config is not None:
+            configs[seed] = {k: v for k, v in flat(config).items() if k not in ("name", "tuning.seed")}
+    keys = set().union(*configs.values()) if configs else set()
+    return {k: {c.get(k, "(absent)") for c in configs.values()} for k in sorted(keys)
+            if len({c.get(k, "(absent)") for c in configs.values()}) > 1}
+
+
+def check_one_design(folders: dict[int, Path]) -> None:
+    """ValueError naming each differing key when the sweeps are not one design (:func:`design_differences`)."""
+    diff = design_differences(folders)
+    if diff:
+        keys = "; ".join(f"{k}: {' vs '.join(sorted(v))}" for k, v in diff.items())
+        raise ValueError(f"the sweeps of tuning.seed {', '.join(map(str, folders))} are not one design (only name and "
+                         f"tuning.seed may differ): {keys}. Compare sweeps run from the same config")
+
+
+def archive(folders: dict[int, Path], dest: Path) -> dict[int, Path]:
+    """Copy each sweep's tables, ``state.json`` and config to ``dest/seed<s>`` (its ``sweep`` folder holds
+    ``results/`` and ``state.json``, as ``--no-run`` reads them); return the copies' sweep folders."""
+    import shutil
+
+    copies = {}
+    for seed, folder in folders.items():
+        target = dest / f"seed{seed}" / "sweep"
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        shutil.copytree(folder / "results", target / "results")
+        shutil.copy2(folder / "state.json", target / "state.json")
+        if (folder.parent / "config.json").is_file():
+            shutil.copy2(folder.parent / "config.json", target.parent / "config.json")
+        copies[seed] = target
+    return copies
 
 
 def summarise(folders: dict[int, Path]) -> tuple[list[dict], list[dict]]:
@@ -232,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "replication")
     ap.add_argument("--md", type=Path, default=None, help="also write the tables here (markdown)")
     ap.add_argument("--no-run", action="store_true", help="only summarise the folders already in --out")
+    ap.add_argument("--archive", type=Path, default=None,
+                    help="copy each sweep's tables, sweep.json, state.json and config to ARCHIVE/seed<s> (module "
+                    "docstring)")
     ap.add_argument("--design", action="store_true",
                     help="also measure the design trade-off from the sweeps' pooled replicates (module docstring)")
     ap.add_argument("--draws", type=int, default=200, help="random designs drawn per R with --design (default 200)")
@@ -243,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         folders[seed] = (args.out / f"seed{seed}" / "sweep") if args.no_run else run_seed(args.config, seed,
                                                                                            args.out, args.arch)
+    check_one_design(folders)
+    if args.archive:
+        archive(folders, args.archive)
     runs, pairs = summarise(folders)
     text = markdown(runs, pairs)
     if args.design:

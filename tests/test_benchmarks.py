@@ -209,3 +209,43 @@ def test_convergence_gain_is_the_reports_last20_check_on_a_real_run():
     assert (row["loss"], row["steps"], row["seeds"]) == ("dice", 20, 1)
     assert 0 <= row["final_mean"] <= 1 and row["gain_max"] == row["gain_mean"]
     assert "| dice | 20 |" in markdown([row])
+
+
+def test_replication_compares_one_design_and_archives_what_it_reads(tmp_path):
+    """Sweeps whose configs differ beyond name and tuning.seed are refused, naming the key; --archive copies what the
+    tables are computed from (not Ray's trial folders), and the copies summarise exactly as the originals."""
+    import numpy as np
+
+    write_planted_cell = _planted_cell_writer()
+    from benchmarks.replication import archive, check_one_design, design_differences, summarise
+
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.3, 0.5, 12)
+    folders = {}
+    for seed in (100, 200):
+        folder = tmp_path / "runs" / f"seed{seed}" / "sweep"
+        write_planted_cell(folder / "results", {k: np.vstack([base + v + rng.normal(0, 0.01, 12) for _ in range(3)])
+                                                for k, v in {"x": 0.3, "y": 0.0}.items()}, replicates=3)
+        meta = {"protocol": {"tuning": {"seed": seed}, "confirmation": {"seeds": [seed + 1]}}}
+        meta["config"] = {"name": f"d-seed{seed}", "tuning": {"seed": seed, "replicates": 3},
+                          "trial": {"train": {"steps": 200}}}
+        (folder / "results" / "sweep.json").write_text(json.dumps(meta))
+        (folder / "state.json").write_text(json.dumps({"wall_s": 60.0}))
+        (folder.parent / "config.json").write_text("{}")
+        (folder / "ray").mkdir()
+        (folder / "ray" / "checkpoint.pt").write_bytes(b"0" * 1000)
+        folders[seed] = folder
+    assert design_differences(folders) == {}
+    check_one_design(folders)
+    copies = archive(folders, tmp_path / "kept")
+    assert sorted(p.name for p in copies[100].iterdir()) == ["results", "state.json"]
+    assert (tmp_path / "kept" / "seed200" / "config.json").is_file()
+    same = [json.dumps(summarise(f), default=str, sort_keys=True) for f in (copies, folders)]  # NaN == NaN here
+    assert same[0] == same[1] and '"winner": "x"' in same[0]
+
+    meta = json.loads((folders[200] / "results" / "sweep.json").read_text())
+    meta["config"]["trial"]["train"]["steps"] = 100
+    (folders[200] / "results" / "sweep.json").write_text(json.dumps(meta))
+    assert design_differences(folders) == {"trial.train.steps": {"100", "200"}}
+    with pytest.raises(ValueError, match=r"not one design .*trial\.train\.steps: 100 vs 200"):
+        check_one_design(folders)
