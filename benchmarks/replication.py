@@ -28,7 +28,8 @@ replicate is the same work).
     python -m benchmarks.replication --no-run --seeds 0 100 200 300 --design [--draws 200] [--timed 0 200]
 
 Sweeps are compared only when they are one design: their configs (``sweep.json``) may differ in ``name`` and
-``tuning.seed`` and nothing else, or the comparison is refused with the keys that differ. ``--archive DIR`` copies
+``tuning.seed`` and nothing else (a sweep of some of the cells, ``--arch``, is compared on those), or the comparison
+is refused with the keys that differ. ``--archive DIR`` copies
 what the tables are computed from (each sweep's Parquet tables, ``sweep.json``, ``state.json`` and its config, not
 Ray's trial folders or checkpoints: about 1 MB per 100 trials) to ``DIR/seed<s>``, so a long measurement made in
 parts, on different days or machines, can be summarised later with ``--no-run --out DIR``.
@@ -73,7 +74,8 @@ def run_seed(config: Path, seed: int, out: Path, archs: list[str]) -> Path:
 
 def design_differences(folders: dict[int, Path]) -> dict[str, set]:
     """The config keys (dotted) whose values differ between the sweeps, other than ``name`` and ``tuning.seed``;
-    empty when they are one design. Sweeps written before ``sweep.json`` kept the config are not compared."""
+    empty when they are one design. A sweep of some of the cells (``--arch``, ``--dataset``) is compared on the cells
+    it has. Sweeps written before ``sweep.json`` kept the config are not compared."""
 
     def flat(d, prefix=""):
         out = {}
@@ -86,9 +88,14 @@ def design_differences(folders: dict[int, Path]) -> dict[str, set]:
         config = json.loads((folder / "results" / "sweep.json").read_text()).get("config")
         if config is not None:
             configs[seed] = {k: v for k, v in flat(config).items() if k not in ("name", "tuning.seed")}
+    def values(key):
+        # a sweep run with --arch or --dataset lacks the other cells: only the cells it has are compared
+        cell = key.split(".")[:2] if key.startswith(("architectures.", "datasets.")) else None
+        return {c.get(key, "(absent)") for c in configs.values()
+                if cell is None or any(k.startswith(".".join(cell) + ".") for k in c)}
+
     keys = set().union(*configs.values()) if configs else set()
-    return {k: {c.get(k, "(absent)") for c in configs.values()} for k in sorted(keys)
-            if len({c.get(k, "(absent)") for c in configs.values()}) > 1}
+    return {k: values(k) for k in sorted(keys) if len(values(k)) > 1}
 
 
 def check_one_design(folders: dict[int, Path]) -> None:

@@ -247,5 +247,19 @@ def test_replication_compares_one_design_and_archives_what_it_reads(tmp_path):
     meta["config"]["trial"]["train"]["steps"] = 100
     (folders[200] / "results" / "sweep.json").write_text(json.dumps(meta))
     assert design_differences(folders) == {"trial.train.steps": {"100", "200"}}
+    meta["config"]["trial"]["train"]["steps"] = 200  # a sweep of one architecture is compared on that one
+    meta["config"]["architectures"] = {"cnn": {"arch": "Unet"}}
+    (folders[200] / "results" / "sweep.json").write_text(json.dumps(meta))
+    first = json.loads((folders[100] / "results" / "sweep.json").read_text())
+    first["config"]["architectures"] = {"cnn": {"arch": "Unet"}, "vit": {"arch": "Segformer"}}
+    (folders[100] / "results" / "sweep.json").write_text(json.dumps(first))
+    assert design_differences(folders) == {}
+    first["config"]["architectures"]["cnn"]["arch"] = "FPN"
+    (folders[100] / "results" / "sweep.json").write_text(json.dumps(first))
+    assert design_differences(folders) == {"architectures.cnn.arch": {'"FPN"', '"Unet"'}}
+    first["config"]["architectures"]["cnn"]["arch"] = "Unet"
+    (folders[100] / "results" / "sweep.json").write_text(json.dumps(first))
+    meta["config"]["trial"]["train"]["steps"] = 100
+    (folders[200] / "results" / "sweep.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"not one design .*trial\.train\.steps: 100 vs 200"):
         check_one_design(folders)
