@@ -31,7 +31,7 @@ Sweeps are compared only when they are one design: their configs (``sweep.json``
 ``tuning.seed`` and nothing else (a sweep of some of the cells, ``--arch``, is compared on those), or the comparison
 is refused with the keys that differ. ``--archive DIR`` copies
 what the tables are computed from (each sweep's Parquet tables, ``sweep.json``, ``state.json`` and its config, not
-Ray's trial folders or checkpoints: about 1 MB per 100 trials) to ``DIR/seed<s>``, so a long measurement made in
+Ray's trial folders or checkpoints; one Parquet file per table) to ``DIR/seed<s>``, so a long measurement made in
 parts, on different days or machines, can be summarised later with ``--no-run --out DIR``.
 """
 
@@ -112,13 +112,15 @@ def archive(folders: dict[int, Path], dest: Path) -> dict[int, Path]:
     ``results/`` and ``state.json``, as ``--no-run`` reads them); return the copies' sweep folders."""
     import shutil
 
+    from raysweep.results import write_compact_copy
+
     copies = {}
     for seed, folder in folders.items():
         target = dest / f"seed{seed}" / "sweep"
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        shutil.copytree(folder / "results", target / "results")
+        write_compact_copy(folder / "results", target / "results")  # a file per table, not per trial
         shutil.copy2(folder / "state.json", target / "state.json")
         if (folder.parent / "config.json").is_file():
             shutil.copy2(folder.parent / "config.json", target.parent / "config.json")

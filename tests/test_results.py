@@ -64,6 +64,31 @@ def test_round_trip(tmp_path):
     assert meta[b"raysweep.schema_version"] == str(results.SCHEMA_VERSION).encode()
 
 
+def test_compact_copy_reads_back_as_the_original(tmp_path):
+    """write_compact_copy: one file per table and sweep.json; read_results gives the same frames row for row, the
+    files keep the schema version, and a curves file without its trials row (a killed writer) is still dropped."""
+    import pandas as pd
+
+    src = tmp_path / "src"
+    for i in range(3):
+        results.write_trial_rows(src, f"t-{i}", {**TRIAL, "seed": i, "final_metric": 0.1 * i}, CURVES, CASES)
+    results.write_trial_rows(src, "t-9", TRIAL, CURVES, CASES)
+    (src / "trials" / "part-t-9.parquet").unlink()  # its curves and cases outlive it
+    results.write_sweep_meta(src, {"sweep_id": "s1"})
+    dest = results.write_compact_copy(tmp_path / "src", tmp_path / "kept")
+    assert files(dest) == ["cases/part-compact.parquet", "curves/part-compact.parquet", "sweep.json",
+                           "trials/part-compact.parquet"]
+    before, after = results.read_results(src), results.read_results(dest)
+    for table in results.TABLES:
+        key = ["trial_id"] + (["step"] if table == "curves" else ["case"] if table == "cases" else [])
+        pd.testing.assert_frame_equal(before[table].sort_values(key).reset_index(drop=True),
+                                      after[table].sort_values(key).reset_index(drop=True))
+    assert len(after["trials"]) == 3 and set(after["curves"]["trial_id"]) == {"t-0", "t-1", "t-2"}
+    meta = pq.read_schema(dest / "trials" / "part-compact.parquet").metadata
+    assert meta[b"raysweep.schema_version"] == str(results.SCHEMA_VERSION).encode()
+    assert results.read_sweep_meta(dest)["sweep_id"] == "s1"
+
+
 def test_rewrite_is_idempotent_and_replaces(tmp_path):
     results.write_trial_rows(tmp_path, "t-1", TRIAL, CURVES, CASES)
     results.write_trial_rows(tmp_path, "t-1", TRIAL, CURVES, CASES)

@@ -27,13 +27,13 @@ from .rows import ID_COLUMNS, curve_row, trial_rows
 from .schema import (CASES, CURVES, ENUMS, FAMILIES, PRIMARY_METRICS, PROPOSALS, SCHEMA_VERSION, SCHEMAS, STAGES,
                      STATUSES, SWEEP_KEYS, TABLES, TRIALS, schema_markdown, upgrade_params, validate_rows)
 from .store import (overlay_dirs, part_path, read_results, read_sweep_meta, remove_incomplete, remove_trial_rows,
-                    resolve_results_dir, stage_trial_ids, sweep_json_path, update_sweep_meta, write_sweep_meta,
-                    write_trial_rows)
+                    resolve_results_dir, stage_trial_ids, sweep_json_path, update_sweep_meta, write_compact_copy,
+                    write_sweep_meta, write_trial_rows)
 
 __all__ = [
     "CASES", "CURVES", "ENUMS", "FAMILIES", "ID_COLUMNS", "PRIMARY_METRICS", "PROPOSALS", "SCHEMAS", "SCHEMA_VERSION",
     "STAGES", "STATUSES", "SWEEP_KEYS", "TABLES", "TRIALS", "curve_row", "overlay_dirs", "part_path", "read_results",
     "read_sweep_meta", "remove_incomplete", "remove_trial_rows", "resolve_results_dir", "schema_markdown",
     "stage_trial_ids", "sweep_json_path", "trial_rows", "update_sweep_meta", "upgrade_params", "validate_rows",
-    "write_sweep_meta", "write_trial_rows",
+    "write_compact_copy", "write_sweep_meta", "write_trial_rows",
 ]
