@@ -88,14 +88,15 @@ def design_differences(folders: dict[int, Path]) -> dict[str, set]:
         config = json.loads((folder / "results" / "sweep.json").read_text()).get("config")
         if config is not None:
             configs[seed] = {k: v for k, v in flat(config).items() if k not in ("name", "tuning.seed")}
+
     def values(key):
         # a sweep run with --arch or --dataset lacks the other cells: only the cells it has are compared
         cell = key.split(".")[:2] if key.startswith(("architectures.", "datasets.")) else None
         return {c.get(key, "(absent)") for c in configs.values()
                 if cell is None or any(k.startswith(".".join(cell) + ".") for k in c)}
 
-    keys = set().union(*configs.values()) if configs else set()
-    return {k: values(k) for k in sorted(keys) if len(values(k)) > 1}
+    seen = {k: values(k) for k in sorted(set().union(*configs.values()) if configs else ())}
+    return {k: v for k, v in seen.items() if len(v) > 1}
 
 
 def check_one_design(folders: dict[int, Path]) -> None:
