@@ -5,9 +5,12 @@
 
 Each seed's sweep is the config with only ``tuning.seed`` changed (so new tuning draws and, through it, new training
 seeds for every replicate: :func:`raysweep.config.tuning_seed`), run with ``raysweep run`` into ``<out>/seed<s>``
-(an existing folder resumes: nothing finished is rerun). Then, per cell:
+(an existing folder resumes: nothing finished is rerun). A sweep too long for one sitting runs one architecture at a
+time (``--arch``, into ``<out>/seed<s>/<arch>``: a cell's seeds and scores do not depend on the cells beside it);
+the parts of a seed are merged as ``raysweep merge`` merges them before they are summarised. Then, per cell:
 
-* per sweep: its time (``state.json``'s ``wall_s``: the two stages, without Ray's start-up and the report), the
+* per sweep: its time (``wall_s``: the two stages, without Ray's start-up and the report; of the part that ran the
+  cell, for a sweep run in parts), the
   top group's size against the losses ranked, the winner, and the largest last-20% gain among the 5 best losses;
 * per pair of sweeps (``raysweep compare``): claims replicated / left open / contradicted, each winner inside the
   other's top group, and Kendall's tau-b between the two mean rankings.
@@ -30,8 +33,9 @@ replicate is the same work).
 Sweeps are compared only when they are one design: their configs (``sweep.json``) may differ in ``name`` and
 ``tuning.seed`` and nothing else (a sweep of some of the cells, ``--arch``, is compared on those), or the comparison
 is refused with the keys that differ. ``--archive DIR`` copies
-what the tables are computed from (each sweep's Parquet tables, ``sweep.json``, ``state.json`` and its config, not
-Ray's trial folders or checkpoints; one Parquet file per table) to ``DIR/seed<s>``, so a long measurement made in
+what the tables are computed from (each sweep's or part's Parquet tables, ``sweep.json``, ``state.json`` and its
+config, not Ray's trial folders or checkpoints; one Parquet file per table) to the same place under ``DIR``
+(``DIR/seed<s>`` or ``DIR/seed<s>/<arch>``; only the sweeps and parts ``--out`` holds), so a long measurement made in
 parts, on different days or machines, can be summarised later with ``--no-run --out DIR``.
 """
 
@@ -41,9 +45,11 @@ import argparse
 import itertools
 import json
 import math
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,14 +60,21 @@ ROOT = Path(__file__).resolve().parents[1]
 TAU_TARGET = 0.8
 
 
+def seed_folder(out: Path, seed: int, archs: list[str]) -> Path:
+    """Where the sweep of ``tuning.seed`` = ``seed`` runs: ``out/seed<s>`` whole, ``out/seed<s>/<arch>`` for a part
+    of it (``--arch``; several architectures joined with ``+``). Each holds ``config.json`` and ``sweep/``."""
+    folder = out / f"seed{seed}"
+    return folder / "+".join(archs) if archs else folder
+
+
 def run_seed(config: Path, seed: int, out: Path, archs: list[str]) -> Path:
     """The config with ``tuning.seed`` = ``seed`` written beside its results, then ``raysweep run`` on it."""
     from raysweep.config.yaml_io import read_yaml_mapping
 
     raw = read_yaml_mapping(config)
     raw.setdefault("tuning", {})["seed"] = seed
-    raw["name"] = f"{raw.get('name', 'sweep')}-seed{seed}"
-    folder = out / f"seed{seed}"
+    raw["name"] = re.sub(r"-seed\d+$", "", str(raw.get("name", "sweep"))) + f"-seed{seed}"  # a part's config.json too
+    folder = seed_folder(out, seed, archs)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.json"  # JSON is YAML: raysweep run reads it as is
     path.write_text(json.dumps(raw, indent=1))
@@ -70,6 +83,31 @@ def run_seed(config: Path, seed: int, out: Path, archs: list[str]) -> Path:
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     return folder / "sweep"
+
+
+def parts_of(out: Path, seed: int) -> list[Path]:
+    """The sweep folders of ``tuning.seed`` = ``seed`` under ``out``: the whole sweep's, or its parts' (run apart
+    with ``--arch``). FileNotFoundError when there is none."""
+    folder = out / f"seed{seed}"
+    if (folder / "sweep").is_dir():
+        return [folder / "sweep"]
+    parts = sorted(p / "sweep" for p in folder.iterdir() if (p / "sweep").is_dir()) if folder.is_dir() else []
+    if not parts:
+        raise FileNotFoundError(f"{folder}: no sweep (seed{seed}/sweep) and no parts of one (seed{seed}/<arch>/sweep);"
+                                " run it first (without --no-run)")
+    return parts
+
+
+def sweep_of(out: Path, seed: int, scratch: Path) -> Path:
+    """The sweep of ``tuning.seed`` = ``seed``: the whole sweep, its only part, or its parts merged into ``scratch``
+    (``raysweep merge``: the results one whole run writes; the parts' configs must be one sweep's)."""
+    from raysweep.results import merge_results
+
+    parts = parts_of(out, seed)
+    if len(parts) == 1:
+        return parts[0]
+    merge_results(parts, scratch / f"seed{seed}")
+    return scratch / f"seed{seed}"
 
 
 def design_differences(folders: dict[int, Path]) -> dict[str, set]:
@@ -108,16 +146,17 @@ def check_one_design(folders: dict[int, Path]) -> None:
                          f"tuning.seed may differ): {keys}. Compare sweeps run from the same config")
 
 
-def archive(folders: dict[int, Path], dest: Path) -> dict[int, Path]:
-    """Copy each sweep's tables, ``state.json`` and config to ``dest/seed<s>`` (its ``sweep`` folder holds
-    ``results/`` and ``state.json``, as ``--no-run`` reads them); return the copies' sweep folders."""
+def archive(sweeps: list[Path], out: Path, dest: Path) -> list[Path]:
+    """Copy each sweep folder under ``out`` (a whole sweep or a part: :func:`parts_of`) to the same place under
+    ``dest``: its tables (one Parquet file each), ``state.json`` and the ``config.json`` beside it, not Ray's trial
+    folders or checkpoints. A copy already there is replaced, others are left alone. Returns the copies."""
     import shutil
 
     from raysweep.results import write_compact_copy
 
-    copies = {}
-    for seed, folder in folders.items():
-        target = dest / f"seed{seed}" / "sweep"
+    copies = []
+    for folder in sweeps:
+        target = dest / folder.relative_to(out)
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
@@ -125,8 +164,21 @@ def archive(folders: dict[int, Path], dest: Path) -> dict[int, Path]:
         shutil.copy2(folder / "state.json", target / "state.json")
         if (folder.parent / "config.json").is_file():
             shutil.copy2(folder.parent / "config.json", target.parent / "config.json")
-        copies[seed] = target
+        copies.append(target)
     return copies
+
+
+def sweep_minutes(folder: Path, cell: str | None = None) -> float:
+    """Minutes the sweep ran (sweep.json's ``wall_s``, else state.json's): the stages, without Ray's start-up and
+    the report. For a sweep merged from parts, the time of the part that ran ``cell`` (all parts without one)."""
+    path = folder / "results" / "sweep.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    for part in meta.get("parts", []) if cell else []:
+        if cell in part["cells"] and part.get("wall_s") is not None:
+            return part["wall_s"] / 60
+    if meta.get("wall_s") is None and (folder / "state.json").is_file():
+        meta = json.loads((folder / "state.json").read_text())
+    return (meta.get("wall_s") if meta.get("wall_s") is not None else math.nan) / 60
 
 
 def summarise(folders: dict[int, Path]) -> tuple[list[dict], list[dict]]:
@@ -137,12 +189,11 @@ def summarise(folders: dict[int, Path]) -> tuple[list[dict], list[dict]]:
 
     runs = []
     for seed, folder in folders.items():
-        state = json.loads((folder / "state.json").read_text())
         frames = stats.cell_view(read_results(folder / "results"))
         for cell in stats.cells(frames["trials"]):
             c = stats.cell_stats(frames["trials"], frames["cases"], *cell, curves=frames["curves"], n_boot=200)
             top5 = c.table.head(stats.CONVERGENCE_TOP)["last20_gain"]
-            runs.append({"seed": seed, "cell": "/".join(cell), "minutes": state.get("wall_s", float("nan")) / 60,
+            runs.append({"seed": seed, "cell": "/".join(cell), "minutes": sweep_minutes(folder, "/".join(cell)),
                          "top": len(c.top_group), "losses": len(c.table), "winner": c.winner,
                          "max_top5_gain": float(top5.max()), "test": c.test_method,
                          "halves": c.halves})
@@ -203,9 +254,8 @@ def pooled_scores(folders: dict[int, Path], timed: list[int] | None = None
                     raise ValueError(f"{folder}: seed {s} is also used by the sweep of tuning.seed {seen[s]}; pooled "
                                      f"replicates must not share a seed (space the tuning seeds further apart)")
                 seen[s] = sweep_seed
-        state = json.loads((folder / "state.json").read_text())
         if timed is None or sweep_seed in timed:
-            minutes.append(state.get("wall_s", math.nan) / 60 / len(reps))
+            minutes.append(sweep_minutes(folder) / len(reps))
         frames = stats.cell_view(read_results(folder / "results"))
         for cell in stats.cells(frames["trials"]):
             t = frames["trials"]
@@ -297,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--md", type=Path, default=None, help="also write the tables here (markdown)")
     ap.add_argument("--no-run", action="store_true", help="only summarise the folders already in --out")
     ap.add_argument("--archive", type=Path, default=None,
-                    help="copy each sweep's tables, sweep.json, state.json and config to ARCHIVE/seed<s> (module "
+                    help="copy each sweep's (or part's) tables, sweep.json, state.json and config to the same "
+                    "place under ARCHIVE (module "
                     "docstring)")
     ap.add_argument("--design", action="store_true",
                     help="also measure the design trade-off from the sweeps' pooled replicates (module docstring)")
@@ -306,18 +357,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --design: the tuning seeds whose sweeps ran on an idle machine; their minutes per "
                     "replicate set the projected times (default: every sweep's)")
     args = ap.parse_args(argv)
-    folders = {}
-    for seed in args.seeds:
-        folders[seed] = (args.out / f"seed{seed}" / "sweep") if args.no_run else run_seed(args.config, seed,
-                                                                                           args.out, args.arch)
-    check_one_design(folders)
-    if args.archive:
-        archive(folders, args.archive)
-    runs, pairs = summarise(folders)
-    text = markdown(runs, pairs)
-    if args.design:
-        pools, per_replicate = pooled_scores(folders, args.timed)
-        text += "\n" + design_markdown(design_tradeoff(pools, per_replicate, args.draws))
+    with tempfile.TemporaryDirectory(prefix="replication-") as scratch:  # parts merged here: derived, not kept
+        folders = {}
+        for seed in args.seeds:
+            if not args.no_run:
+                run_seed(args.config, seed, args.out, args.arch)
+            folders[seed] = sweep_of(args.out, seed, Path(scratch))
+        check_one_design(folders)
+        if args.archive:
+            archive([p for seed in args.seeds for p in parts_of(args.out, seed)], args.out, args.archive)
+        runs, pairs = summarise(folders)
+        text = markdown(runs, pairs)
+        if args.design:
+            pools, per_replicate = pooled_scores(folders, args.timed)
+            text += "\n" + design_markdown(design_tradeoff(pools, per_replicate, args.draws))
     print(text)
     if args.md:
         args.md.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import cli_help
+
 
 def _cmd_losses(args) -> int:
     from . import catalogue
@@ -177,6 +179,22 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_merge(args) -> int:
+    from .results import merge_results, read_sweep_meta
+
+    merged = merge_results(args.parts, args.out)
+    meta = read_sweep_meta(merged)
+    cells = ", ".join(c for part in meta["parts"] for c in part["cells"])
+    print(f"merged {len(args.parts)} parts into {merged}: cells {cells}"
+          + (f"; {meta['wall_s'] / 60:.1f} min of sweep in all" if meta.get("wall_s") is not None else ""))
+    try:
+        from .report import build_report
+    except ImportError:  # the report's extra is not installed: the merged tables are still complete
+        return 0
+    print(f"report: {build_report(merged, args.report or _report_path(args.out))}")
+    return 0
+
+
 #: Exit status of `raysweep compare --fail-on-contradiction` when some cell has a contradicted claim.
 EXIT_CONTRADICTION = 3
 
@@ -195,41 +213,6 @@ def _cmd_compare(args) -> int:
               + ", ".join(f"{cell} ({k})" for cell, k in bad), file=sys.stderr)
         return EXIT_CONTRADICTION
     return 0
-
-
-_COMPARE_NUMBERS = """\
-Each sweep's cell (dataset/arch) is ranked as its report ranks it: confirmation runs only, the mean primary
-metric over each loss's ranked runs, best first. Only cells ranked in both sweeps, and in them only losses
-ranked in both, are compared. Per cell:
-
-  Losses            losses ranked in both sweeps (the others are listed, not compared)
-  Kendall tau-b     rank correlation of the two sweeps' mean primary metrics (scipy.stats.kendalltau, tau-b:
-                    ties counted): +1 same order, -1 reversed order, about 0 unrelated
-  p(tau)            p-value of the test tau = 0 (few losses: weak evidence either way)
-  Top-3 overlap     k/3: how many of A's 3 best losses are among B's 3 best
-  Winners agree     yes when both sweeps have the same best loss
-  B's winner in A's top group
-                    yes when A's own data cannot separate B's winner from A's best (A's pairwise test, see
-                    Test A, Holm-corrected, alpha 0.05); "-" when A has no per-case scores
-  A's winner in B's top group
-                    the same the other way round; two "yes" mean differing winners do not contradict each other
-  Claims replicated / Claims open / Claims contradicted
-                    a sweep's claims are the pairs of losses its own report declares different (Holm-corrected
-                    over all pairs of its ranked losses, alpha 0.05). Over the pairs of losses ranked in both,
-                    each pair claimed by either sweep is replicated (the other claims it the same way), open (the
-                    other declares no difference) or contradicted (the other claims the opposite direction; each
-                    is listed below the table, e.g. "A: Dice > Focal, B: Focal > Dice"); "-" when a sweep is
-                    not tested
-  Test A / Test B   the test each sweep's claims come from: the replicate-aware t-test, the Wilcoxon signed-rank
-                    test on cases only (one replicate per loss: tuning and training variance not in the test), or
-                    "not tested" (no paired per-case scores)
-
-Writes a self-contained HTML page (default compare.html in the current folder) and prints the table.
-
-Exit status: 0 on success; 2 on an error (a folder without results, no cell ranked in both);
-3 with --fail-on-contradiction when some compared cell has a contradicted claim (the output is printed
-first, then one line on stderr naming the cells and the count).
-"""
 
 
 def _cmd_export(args) -> int:
@@ -251,31 +234,6 @@ def _cmd_export(args) -> int:
           f"\n  {export.install_command(path)}\nthen train with it. {export.configurations_text(conf)}\n  "
           + "\n  ".join(export.train_commands(conf)))
     return 0
-
-
-_EXPORT_HELP = """\
-What is exported: the confirmed configuration of a loss in one cell (dataset/arch) of a sweep, i.e. the params of
-its ranked confirmation runs (the runs the report ranks), with the companion term and its tuned companion_weight
-when the sweep's pairing added one (objective: loss + companion_weight * companion).
-
-Defaults: --cell, the sweep's only cell (several: an error lists them); --loss, the cell's winner as the report
-ranks it; --replicate, the loss's replicate with the best mean primary metric (the output says which).
-
---to python prints the build_loss(...) code (or writes it to -o FILE).
---to nnunet writes nnUNetTrainer_raysweep_<loss>.py (to -o FOLDER or FILE.py; default the current folder): an
-nnU-Net v2 trainer whose _build_loss returns the loss behind nnU-Net's deep-supervision wrapper (nnU-Net's
-weights), with nnU-Net's target (B, 1, [D,] H, W) and ignore label mapped to raysweep's (B, [D,] H, W) int64 and
-255. It trains the 2d configuration with every loss, and the 3-D ones (3d_fullres, 3d_lowres, 3d_cascade_fullres)
-when the loss and its companion take 3-D input (a 2-D-only loss stops there with an error naming why). Losses that
-need decoder features or auxiliary logits are refused. Put it where nnU-Net finds trainers, then train:
-
-  cp nnUNetTrainer_raysweep_<loss>.py \\
-    "$(python -c "import nnunetv2, os; print(os.path.dirname(nnunetv2.__file__))")/training/nnUNetTrainer/"
-  nnUNetv2_train DATASET 2d FOLD -tr nnUNetTrainer_raysweep_<loss>
-  nnUNetv2_train DATASET 3d_fullres FOLD -tr nnUNetTrainer_raysweep_<loss>    # a loss that takes 3-D input
-
-Exit status 2 on an error (no results, an unknown cell/loss/replicate, no confirmation runs, a refused loss).
-"""
 
 
 def _cmd_schema(args) -> int:
@@ -372,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do two sweeps agree? Kendall's tau, top-3 overlap and winners per dataset/architecture",
         description="Compare the loss rankings of two sweeps (e.g. two seeds of the whole study, or two clusters) "
         "cell by cell. Works offline, without Ray or a GPU.",
-        epilog=_COMPARE_NUMBERS, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=cli_help.COMPARE_NUMBERS, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("results_a", metavar="RESULTS_A", help="sweep A: its --out folder or its results/ folder")
     p.add_argument("results_b", metavar="RESULTS_B", help="sweep B: its --out folder or its results/ folder")
@@ -385,10 +343,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(
+        "merge", help="one sweep from its parts: cells run apart (raysweep run --arch/--dataset) into one results "
+        "folder and one report", description="Merge the results of a sweep run one cell at a time (the same "
+        "config, each part with --arch or --dataset and its own --out) into the results one whole run would have "
+        "written, then write its report. Parts whose configs differ in anything but their cells, or that share a "
+        "cell, are refused.", epilog=cli_help.MERGE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("parts", nargs="+", metavar="PART", help="a part's --out folder or its results/ folder")
+    p.add_argument("--out", required=True, help="a new folder for the merged sweep (its results/ must not exist "
+                   "or be empty)")
+    p.add_argument("-o", "--report", metavar="FILE.html", help="where to write the report (default: "
+                   "reports/<name of --out>.html)")
+    p.set_defaults(func=_cmd_merge)
+
+    p = sub.add_parser(
         "export", help="the confirmed loss of a sweep as build_loss(...) code or an nnU-Net v2 trainer",
         description="Export a sweep's verdict where people train: the confirmed configuration of a loss (default: "
         "the cell's winner) as Python or as an nnU-Net v2 trainer module.",
-        epilog=_EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=cli_help.EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", metavar="RESULTS", help="the sweep's --out folder or its results/ folder")
     p.add_argument("--cell", metavar="DATASET/ARCH", help="the cell, as the report names it (default: the only one)")
     p.add_argument("--loss", metavar="NAME", help="the loss (default: the cell's winner)")

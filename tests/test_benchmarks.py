@@ -217,7 +217,8 @@ def test_replication_compares_one_design_and_archives_what_it_reads(tmp_path):
     import numpy as np
 
     write_planted_cell = _planted_cell_writer()
-    from benchmarks.replication import archive, check_one_design, design_differences, summarise
+    from benchmarks.replication import (archive, check_one_design, design_differences, parts_of, summarise,
+                                        sweep_minutes)
 
     rng = np.random.default_rng(2)
     base = rng.uniform(0.3, 0.5, 12)
@@ -237,11 +238,20 @@ def test_replication_compares_one_design_and_archives_what_it_reads(tmp_path):
         folders[seed] = folder
     assert design_differences(folders) == {}
     check_one_design(folders)
-    copies = archive(folders, tmp_path / "kept")
+    assert parts_of(tmp_path / "runs", 100) == [folders[100]]
+    copies = dict(zip(folders, archive(list(folders.values()), tmp_path / "runs", tmp_path / "kept")))
+    assert copies[100] == tmp_path / "kept" / "seed100" / "sweep"
     assert sorted(p.name for p in copies[100].iterdir()) == ["results", "state.json"]
     assert (tmp_path / "kept" / "seed200" / "config.json").is_file()
     same = [json.dumps(summarise(f), default=str, sort_keys=True) for f in (copies, folders)]  # NaN == NaN here
     assert same[0] == same[1] and '"winner": "x"' in same[0]
+    with pytest.raises(FileNotFoundError, match="seed300: no sweep"):
+        parts_of(tmp_path / "runs", 300)
+    # A sweep merged from parts: each cell's time is that of the part that ran it; the sweep's, their sum.
+    (tmp_path / "merged" / "results").mkdir(parents=True)
+    (tmp_path / "merged" / "results" / "sweep.json").write_text(json.dumps({"wall_s": 300.0, "parts": [
+        {"cells": ["d/a"], "wall_s": 120.0}, {"cells": ["d/b"], "wall_s": 180.0}]}))
+    assert (sweep_minutes(tmp_path / "merged", "d/b"), sweep_minutes(tmp_path / "merged")) == (3.0, 5.0)
 
     meta = json.loads((folders[200] / "results" / "sweep.json").read_text())
     meta["config"]["trial"]["train"]["steps"] = 100

@@ -218,6 +218,84 @@ def test_sweep_meta(tmp_path):
         results.read_sweep_meta(tmp_path)
 
 
+def _part_meta(arch, sweep_id, **changes):
+    """sweep.json of one part of a sweep run one architecture at a time."""
+    meta = {"sweep_id": sweep_id, "config": {"name": "s", "losses": ["dice"], "datasets": {"synthetic": {"o": 1}},
+                                             "architectures": {arch: {"arch": arch}}},
+            "started_at": f"2026-01-0{1 if arch == 'cnn' else 2}T00:00:00+00:00",
+            "ended_at": f"2026-01-0{1 if arch == 'cnn' else 2}T01:00:00+00:00", "wall_s": 3600.0 if arch == "cnn"
+            else 1800.0, "git_commit": "abc", "versions": {"torch": "2.4"}, "hardware": {"cpus": 2 if arch == "cnn"
+                                                                                          else 16},
+            "planned": {"tune": 4, "confirm": 2}, "groups": [{"arch": arch, "loss": "dice"}],
+            "protocol": {"alpha": 0.05, "power": {f"synthetic/{arch}": {"declarable": True}},
+                         "data_check": {"status": "passed", "seconds": 2.0 if arch == "cnn" else 3.0}},
+            "spaces": {"dice": {"smooth": {"type": "float"}}}}
+    for key, value in changes.items():
+        meta[key] = value
+    return meta
+
+
+def test_merge_sweep_meta_takes_the_union_of_the_parts_cells():
+    """Two parts of one sweep (one architecture each): the config has both cells, times and counts add up, the
+    protocol is the union (data-check seconds summed), differing hardware is kept per part, the parts are listed."""
+    a, b = _part_meta("cnn", "p1"), _part_meta("transformer", "p2")
+    m = results.merge_sweep_meta([a, b], ["A", "B"])
+    assert m["config"]["architectures"] == {"cnn": {"arch": "cnn"}, "transformer": {"arch": "transformer"}}
+    assert json.loads(m["config_text"]) == m["config"] and m["config"]["losses"] == ["dice"]
+    assert m["sweep_id"] == "p1+p2" and m["wall_s"] == 5400.0 and m["planned"] == {"tune": 8, "confirm": 4}
+    assert m["started_at"] == a["started_at"] and m["ended_at"] == b["ended_at"] and m["git_commit"] == "abc"
+    assert m["groups"] == a["groups"] + b["groups"] and m["versions"] == {"torch": "2.4"}
+    assert m["hardware"] == {"part 1 (p1)": {"cpus": 2}, "part 2 (p2)": {"cpus": 16}}
+    assert set(m["protocol"]["power"]) == {"synthetic/cnn", "synthetic/transformer"}
+    assert m["protocol"]["data_check"] == {"status": "passed", "seconds": 5.0} and m["spaces"] == a["spaces"]
+    assert [p["cells"] for p in m["parts"]] == [["synthetic/cnn"], ["synthetic/transformer"]]
+    # An unfinished part leaves the merged sweep unfinished, and its time unknown.
+    m = results.merge_sweep_meta([a, {**b, "ended_at": None, "wall_s": None}], ["A", "B"])
+    assert m["ended_at"] is None and m["wall_s"] is None
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"config": {"name": "s", "losses": ["ce"], "datasets": {"synthetic": {"o": 1}},
+                 "architectures": {"transformer": {}}}}, "config.losses is"),
+    ({"config": {"name": "s", "losses": ["dice"], "datasets": {"synthetic": {"o": 2}},
+                 "architectures": {"transformer": {}}}}, "config.datasets.synthetic.o is 1 in A but 2 in B"),
+    ({"config": {"name": "s", "losses": ["dice"], "datasets": {"synthetic": {"o": 1}},
+                 "architectures": {"cnn": {"arch": "cnn"}}}}, "cell synthetic/cnn is in two parts"),
+    ({"config": {"name": "s", "losses": ["dice"], "seed": 1, "datasets": {"synthetic": {"o": 1}},
+                 "architectures": {"transformer": {}}}}, "config keys \\['seed'\\]"),
+    ({"protocol": {"alpha": 0.01}}, "protocol.alpha is 0.05 in A but 0.01 in B"),
+    ({"config": None}, "B: its sweep.json has no config"),
+])
+def test_merge_sweep_meta_refuses_parts_of_different_sweeps(change, match):
+    with pytest.raises(ValueError, match=match):
+        results.merge_sweep_meta([_part_meta("cnn", "p1"), _part_meta("transformer", "p2", **change)], ["A", "B"])
+
+
+def test_merge_results_concatenates_the_tables_and_refuses_before_writing(tmp_path):
+    for arch, sweep_id in (("cnn", "p1"), ("transformer", "p2")):
+        for i in range(2):
+            results.write_trial_rows(tmp_path / arch, f"{arch}-{i}", {**TRIAL, "arch": arch, "sweep_id": sweep_id,
+                                                                      "seed": i}, CURVES, CASES)
+        results.write_sweep_meta(tmp_path / arch, _part_meta(arch, sweep_id))
+    out = results.merge_results([tmp_path / "cnn", tmp_path / "transformer"], tmp_path / "merged")
+    assert out == tmp_path / "merged" / "results"
+    frames = results.read_results(out)
+    assert sorted(frames["trials"].trial_id) == ["cnn-0", "cnn-1", "transformer-0", "transformer-1"]
+    assert len(frames["curves"]) == 8 and len(frames["cases"]) == 12 and set(frames["trials"].arch) == {
+        "cnn", "transformer"}
+    assert results.read_sweep_meta(out)["sweep_id"] == "p1+p2"
+    with pytest.raises(ValueError, match="is not empty"):  # nothing already written is overwritten
+        results.merge_results([tmp_path / "cnn", tmp_path / "transformer"], tmp_path / "merged")
+    with pytest.raises(ValueError, match="at least two parts"):
+        results.merge_results([tmp_path / "cnn"], tmp_path / "one")
+    results.write_trial_rows(tmp_path / "transformer", "cnn-0", {**TRIAL, "arch": "transformer"})
+    with pytest.raises(ValueError, match="trial ids in more than one part \\(cnn-0\\)"):
+        results.merge_results([tmp_path / "cnn", tmp_path / "transformer"], tmp_path / "dup")
+    with pytest.raises(FileNotFoundError, match="no sweep results"):
+        results.merge_results([tmp_path / "cnn", tmp_path / "nothing"], tmp_path / "none")
+    assert not (tmp_path / "dup").exists() and not (tmp_path / "none").exists()
+
+
 def test_resolve_results_dir_and_overlays(tmp_path):
     out = tmp_path / "sweep"
     results.write_trial_rows(out / "results", "t-1", TRIAL)

@@ -227,13 +227,24 @@ def test_resources_fractional_gpus_set_concurrency():
 # ---------------------------------------------------------------------------------------------------- end to end
 
 
-def test_end_to_end_sweep_writes_three_tables_and_resumes(ray_session, tmp_path):
+TINY_E2E = {**TINY, "trial": {**TINY["trial"], "eval": {**TINY["trial"]["eval"], "overlays": 1}}}
+
+
+@pytest.fixture(scope="module")
+def tiny_whole(ray_session, tmp_path_factory):
+    """The tiny two-model sweep, run whole once for the tests below: (config, --out folder, state)."""
+    from raysweep.sweep import SweepRunner
+
+    cfg = validate(TINY_E2E)
+    out = tmp_path_factory.mktemp("whole") / "out"
+    return cfg, out, SweepRunner(cfg, out, progress=False).run()
+
+
+def test_end_to_end_sweep_writes_three_tables_and_resumes(tiny_whole, tmp_path):
     from raysweep.results import read_results, read_sweep_meta
     from raysweep.sweep import SweepRunner
 
-    cfg = validate({**TINY, "trial": {**TINY["trial"], "eval": {**TINY["trial"]["eval"], "overlays": 1}}})
-    out = tmp_path / "out"
-    state = SweepRunner(cfg, out, progress=False).run()
+    cfg, out, state = tiny_whole
     assert state["tune_done"] and state["confirm_done"]
     tables = read_results(out / "results")
     trials = tables["trials"]
@@ -302,6 +313,52 @@ def test_end_to_end_sweep_writes_three_tables_and_resumes(ray_session, tmp_path)
     with pytest.raises(ValueError, match="different config"):
         SweepRunner(validate({**TINY, "losses": ["dice"]}), out, progress=False).run()
     assert json.loads((out / "state.json").read_text())["confirm_done"]
+
+
+def test_a_sweep_run_in_parts_merges_into_what_the_whole_run_wrote(tiny_whole, tmp_path):
+    """The same config run one architecture at a time (raysweep run --arch), then merged: the same groups, seeds and
+    protocol as the whole run, the same score wherever a group confirmed the same configuration (ce has one, so
+    both models are compared), and one report of both cells."""
+    import shutil
+
+    import pandas as pd
+
+    from raysweep.cli import main
+    from raysweep.results import merge_results, read_results, read_sweep_meta, write_sweep_meta
+    from raysweep.sweep import SweepRunner
+
+    _, whole, _ = tiny_whole
+    path = write(tmp_path, TINY_E2E)
+    parts = []
+    for arch in ("cnn", "transformer"):
+        parts.append(tmp_path / arch)
+        SweepRunner(load_config(path, {"architectures": [arch]}), parts[-1], progress=False).run()
+    assert main(["merge", *map(str, parts), "--out", str(tmp_path / "merged"), "-o", str(tmp_path / "m.html")]) == 0
+    a, b = read_sweep_meta(whole / "results"), read_sweep_meta(tmp_path / "merged" / "results")
+    assert b["config"] == a["config"] and b["planned"] == a["planned"]
+    key = lambda g: sorted(json.dumps(x, sort_keys=True) for x in g)  # noqa: E731
+    assert key(b["groups"]) == key(a["groups"]) and b["spaces"] == a["spaces"]
+    assert {k: v for k, v in b["protocol"].items() if k != "data_check"} == {
+        k: v for k, v in a["protocol"].items() if k != "data_check"}
+    assert [p["cells"] for p in b["parts"]] == [["synthetic/cnn"], ["synthetic/transformer"]]
+    assert b["wall_s"] == pytest.approx(sum(p["wall_s"] for p in b["parts"]))
+    cols = ["stage", "arch", "loss", "replicate", "seed"]
+    ta, tb = (read_results(d / "results")["trials"] for d in (whole, tmp_path / "merged"))
+    assert len(ta) == 10 and sorted(map(tuple, ta[cols].values.tolist())) == sorted(map(tuple, tb[cols].values.tolist()))
+    both = pd.merge(ta[ta.stage == "confirm"], tb[tb.stage == "confirm"], on=cols + ["params"])
+    assert set(both.loss) >= {"ce"} and set(both.arch) == {"cnn", "transformer"}
+    assert both.final_metric_x.tolist() == pytest.approx(both.final_metric_y.tolist(), abs=1e-6)
+    html = (tmp_path / "m.html").read_text()
+    assert "synthetic / cnn" in html and "synthetic / transformer" in html
+    # Not one sweep: the same cell twice, or parts of different configs, are refused and nothing is written.
+    with pytest.raises(ValueError, match="cell synthetic/cnn is in two parts"):
+        merge_results([whole, parts[0]], tmp_path / "again")
+    shutil.copytree(parts[0] / "results", tmp_path / "other")
+    meta = read_sweep_meta(tmp_path / "other")
+    write_sweep_meta(tmp_path / "other", {**meta, "config": {**meta["config"], "losses": ["ce"]}})
+    with pytest.raises(ValueError, match="config.losses is"):
+        merge_results([tmp_path / "other", parts[1]], tmp_path / "again")
+    assert not (tmp_path / "again").exists()
 
 
 def test_replicated_sweep_tunes_and_confirms_each_replicate_on_its_own(ray_session, tmp_path):

@@ -20,20 +20,23 @@ sorted keys (a dict passed to the writer is serialised); timestamps are UTC. The
 file's metadata (``raysweep.schema_version``); readers refuse files of a newer version.
 
 Modules: :mod:`.schema` (columns, enums, sweep.json keys, validation), :mod:`.store` (writer, readers),
-:mod:`.rows` (a trial's report -> rows). The docs' schema table (docs/results.md) is :func:`schema_markdown`.
+:mod:`.rows` (a trial's report -> rows), :mod:`.merge` (one sweep from parts run apart). The docs' schema table
+(docs/results.md) is :func:`schema_markdown`.
 """
 
 from .rows import ID_COLUMNS, curve_row, trial_rows
 from .schema import (CASES, CURVES, ENUMS, FAMILIES, PRIMARY_METRICS, PROPOSALS, SCHEMA_VERSION, SCHEMAS, STAGES,
                      STATUSES, SWEEP_KEYS, TABLES, TRIALS, schema_markdown, upgrade_params, validate_rows)
-from .store import (overlay_dirs, part_path, read_results, read_sweep_meta, remove_incomplete, remove_trial_rows,
-                    resolve_results_dir, stage_trial_ids, sweep_json_path, update_sweep_meta, write_compact_copy,
-                    write_sweep_meta, write_trial_rows)
+from .store import (overlay_dirs, part_path, read_results, read_sweep_meta, read_table, remove_incomplete,
+                    remove_trial_rows, resolve_results_dir, stage_trial_ids, sweep_json_path, table_version,
+                    update_sweep_meta, write_compact_copy, write_compact_table, write_sweep_meta, write_trial_rows)
+from .merge import merge_results, merge_sweep_meta
 
 __all__ = [
     "CASES", "CURVES", "ENUMS", "FAMILIES", "ID_COLUMNS", "PRIMARY_METRICS", "PROPOSALS", "SCHEMAS", "SCHEMA_VERSION",
-    "STAGES", "STATUSES", "SWEEP_KEYS", "TABLES", "TRIALS", "curve_row", "overlay_dirs", "part_path", "read_results",
-    "read_sweep_meta", "remove_incomplete", "remove_trial_rows", "resolve_results_dir", "schema_markdown",
-    "stage_trial_ids", "sweep_json_path", "trial_rows", "update_sweep_meta", "upgrade_params", "validate_rows",
-    "write_compact_copy", "write_sweep_meta", "write_trial_rows",
+    "STAGES", "STATUSES", "SWEEP_KEYS", "TABLES", "TRIALS", "curve_row", "merge_results", "merge_sweep_meta",
+    "overlay_dirs", "part_path", "read_results", "read_sweep_meta", "read_table", "remove_incomplete",
+    "remove_trial_rows", "resolve_results_dir", "schema_markdown", "stage_trial_ids", "sweep_json_path",
+    "table_version", "trial_rows", "update_sweep_meta", "upgrade_params", "validate_rows", "write_compact_copy",
+    "write_compact_table", "write_sweep_meta", "write_trial_rows",
 ]

@@ -142,7 +142,10 @@ def resolve_results_dir(path: str | Path) -> Path:
                             "(pass the --out folder of `raysweep run`, or its results/ folder)")
 
 
-def _read_table(results_dir: Path, table: str) -> pa.Table:
+def read_table(results_dir: str | Path, table: str) -> pa.Table:
+    """One table of a sweep's results (every part file) as a pyarrow Table in the schema's columns; empty when
+    there are no files. Raises ValueError for a file of a newer schema version."""
+    results_dir = Path(results_dir)
     schema = SCHEMAS[table]
     files = sorted(str(p) for p in (results_dir / table).glob("part-*.parquet"))
     if not files:
@@ -167,7 +170,7 @@ def read_results(results_dir: str | Path) -> dict[str, Any]:
     Only pandas and pyarrow are imported: this runs without Ray or torch.
     """
     results_dir = Path(results_dir)
-    frames = {t: _read_table(results_dir, t).to_pandas() for t in TABLES}
+    frames = {t: read_table(results_dir, t).to_pandas() for t in TABLES}
     frames["trials"]["params"] = frames["trials"]["params"].map(upgrade_params)  # version 1 files
     for frame in frames.values():  # files written before variants (replicates) existed
         frame["variant"] = frame["variant"].fillna("").astype(object)
@@ -178,19 +181,28 @@ def read_results(results_dir: str | Path) -> dict[str, Any]:
     return frames
 
 
+def table_version(results_dir: str | Path, table: str) -> int:
+    """The schema version a copy of ``table`` must state: that of its oldest part file (readers upgrade by the
+    version a file states), or this raysweep's when it has none."""
+    parts = sorted((Path(results_dir) / table).glob("part-*.parquet"))
+    return min((int((pq.read_schema(f).metadata or {}).get(META_KEY, b"0")) for f in parts), default=SCHEMA_VERSION)
+
+
+def write_compact_table(dest: str | Path, table: str, data: pa.Table, version: int) -> Path:
+    """Write ``data`` as ``dest/<table>/part-compact.parquet`` (zstd at level 19, stating schema ``version``)."""
+    data = data.replace_schema_metadata({META_KEY: str(version).encode()})
+    path = Path(dest) / table / "part-compact.parquet"
+    _atomic_write(path, lambda tmp: pq.write_table(data, tmp, compression="zstd", compression_level=19))
+    return path
+
+
 def write_compact_copy(results_dir: str | Path, dest: str | Path) -> Path:
     """Copy a finished sweep's results to ``dest``: one file per table (``<table>/part-compact.parquet``, zstd at
     level 19) and ``sweep.json``. :func:`read_results` reads the copy exactly as the original, at a fraction of the
     size of one file per trial: for keeping a sweep's tables where space counts (a repository). Returns ``dest``."""
     results_dir, dest = resolve_results_dir(results_dir), Path(dest)
     for table in TABLES:
-        parts = sorted((results_dir / table).glob("part-*.parquet"))
-        # the copy is as old as its oldest part: readers upgrade by the version the file states
-        version = min((int((pq.read_schema(f).metadata or {}).get(META_KEY, b"0")) for f in parts),
-                      default=SCHEMA_VERSION)
-        data = _read_table(results_dir, table).replace_schema_metadata({META_KEY: str(version).encode()})
-        path = dest / table / "part-compact.parquet"
-        _atomic_write(path, lambda tmp, t=data: pq.write_table(t, tmp, compression="zstd", compression_level=19))
+        write_compact_table(dest, table, read_table(results_dir, table), table_version(results_dir, table))
     if sweep_json_path(results_dir).is_file():
         (dest / "sweep.json").write_bytes(sweep_json_path(results_dir).read_bytes())
     return dest

@@ -1,0 +1,136 @@
+"""One sweep from its parts: a sweep run one cell at a time (``raysweep run --arch`` / ``--dataset`` into separate
+``--out`` folders, on one machine or several, on different days) merged into the results one whole run would have
+written, so that one report, ``raysweep compare`` and ``raysweep export`` read it as one sweep.
+
+Parts are merged only when they are parts of one sweep: their configs are equal except in the cells they hold
+(``datasets`` and ``architectures``, each name defined alike wherever it appears), no cell (dataset, arch) is in two
+parts, and every trial id is unique. The tables are concatenated (one zstd Parquet file per table, as
+:func:`~raysweep.results.store.write_compact_copy` writes); ``sweep.json`` is merged key by key:
+
+* ``config``: the shared keys, with the union of the parts' datasets and architectures (``config_text`` is that
+  config as JSON, which YAML reads);
+* ``protocol``, ``spaces``, ``datasets``, ``variants``: the union, equal wherever two parts hold the same key (the
+  data check's ``seconds`` are summed);
+* ``planned`` summed, ``groups`` concatenated, ``wall_s`` summed (the time the parts ran, not the calendar time
+  between them), ``started_at`` the earliest, ``ended_at`` the latest (null while a part is unfinished);
+* ``sweep_id`` the parts' ids joined with ``+`` (the tables keep each part's own), ``git_commit`` the distinct
+  commits, ``versions`` and ``hardware`` as they are where the parts agree, else one entry per part;
+* ``parts``: each part's ``sweep_id``, cells, ``started_at``, ``ended_at`` and ``wall_s``, so the merge is on record.
+
+Any other difference refuses the merge with a ValueError naming the key and the parts: a comparison of losses
+trained under different protocols is not one study. Only pyarrow is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from .schema import TABLES
+from .store import (read_sweep_meta, read_table, resolve_results_dir, table_version, write_compact_table,
+                    write_sweep_meta)
+
+#: The config sections that say which cells a part holds.
+CELL_SECTIONS = ("datasets", "architectures")
+#: sweep.json keys merged as a union (equal where parts overlap).
+UNION_KEYS = ("protocol", "spaces", "datasets", "variants")
+#: Leaves of the union keys that are added up rather than required equal.
+SUMMED = {("protocol", "data_check", "seconds")}
+
+
+def part_cells(config: dict[str, Any]) -> list[str]:
+    """The cells (``dataset/arch``) a sweep config holds."""
+    return [f"{d}/{a}" for d in config.get("datasets", {}) for a in config.get("architectures", {})]
+
+
+def _union(values: list[tuple[str, Any]], path: tuple[str, ...]) -> Any:
+    """The union of ``(part name, value)``; dicts merge key by key, other values must be equal (or are summed)."""
+    if all(isinstance(v, dict) for _, v in values):
+        keys = list(dict.fromkeys(k for _, v in values for k in v))
+        return {k: _union([(n, v[k]) for n, v in values if k in v], path + (k,)) for k in keys}
+    if path in SUMMED:
+        return sum(v for _, v in values)
+    first_name, first = values[0]
+    for name, v in values[1:]:
+        if v != first:
+            raise ValueError(f"the parts are not one sweep: {'.'.join(path)} is {json.dumps(first)[:80]} in "
+                             f"{first_name} but {json.dumps(v)[:80]} in {name}")
+    return first
+
+
+def merge_sweep_meta(metas: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """Merge the parts' ``sweep.json`` dicts (module docstring); ``names`` name the parts in errors."""
+    for meta, name in zip(metas, names):
+        if not isinstance(meta.get("config"), dict):
+            raise ValueError(f"{name}: its sweep.json has no config (not the results of `raysweep run`?)")
+    shared = [(n, {k: v for k, v in m["config"].items() if k not in CELL_SECTIONS}) for m, n in zip(metas, names)]
+    for name, c in shared[1:]:
+        if set(c) != set(shared[0][1]):
+            raise ValueError(f"the parts are not one sweep: config keys {sorted(set(c) ^ set(shared[0][1]))} are in "
+                             f"one of {shared[0][0]} and {name} only")
+    _union(shared, ("config",))  # raises naming the first key that differs
+    owner: dict[str, str] = {}
+    for meta, name in zip(metas, names):
+        for cell in part_cells(meta["config"]):
+            if cell in owner:
+                raise ValueError(f"cell {cell} is in two parts ({owner[cell]} and {name}): merge parts that hold "
+                                 "different cells (raysweep run --arch / --dataset)")
+            owner[cell] = name
+    config = dict(shared[0][1])
+    for section in CELL_SECTIONS:
+        config[section] = _union([(n, m["config"].get(section, {})) for m, n in zip(metas, names)], ("config",
+                                                                                                      section))
+    merged: dict[str, Any] = {
+        "sweep_id": "+".join(dict.fromkeys(str(m.get("sweep_id", "")) for m in metas)),
+        "config": config, "config_text": json.dumps(config, indent=1),
+        "started_at": min((m["started_at"] for m in metas if m.get("started_at")), default=None),
+        "ended_at": None if any(not m.get("ended_at") for m in metas) else max(m["ended_at"] for m in metas),
+        "wall_s": None if any(m.get("wall_s") is None for m in metas) else sum(m["wall_s"] for m in metas),
+        "git_commit": ", ".join(dict.fromkeys(m["git_commit"] for m in metas if m.get("git_commit"))) or None,
+        "planned": {stage: sum(m.get("planned", {}).get(stage, 0) for m in metas)
+                    for stage in dict.fromkeys(s for m in metas for s in m.get("planned", {}))},
+        "groups": [g for m in metas for g in m.get("groups", [])],
+        "parts": [{"sweep_id": m.get("sweep_id"), "cells": part_cells(m["config"]), "started_at": m.get("started_at"),
+                   "ended_at": m.get("ended_at"), "wall_s": m.get("wall_s")} for m in metas],
+    }
+    for key in ("versions", "hardware"):
+        values = [m.get(key, {}) for m in metas]
+        merged[key] = values[0] if all(v == values[0] for v in values) else {
+            f"part {i + 1} ({m.get('sweep_id')})": v for i, (m, v) in enumerate(zip(metas, values))}
+    for key in UNION_KEYS:
+        have = [(n, m[key]) for m, n in zip(metas, names) if isinstance(m.get(key), dict)]
+        if have:
+            merged[key] = _union(have, (key,))
+    return {k: v for k, v in merged.items() if v is not None or k in ("ended_at", "wall_s", "git_commit")}
+
+
+def merge_results(parts: Sequence[str | Path], dest: str | Path) -> Path:
+    """Merge the results of a sweep's parts (each a ``--out`` folder or its ``results/`` folder) into
+    ``dest/results`` (module docstring); return that folder.
+
+    Raises:
+        ValueError: fewer than two parts, parts that are not one sweep, a trial id in two parts, or ``dest/results``
+            already holding results (nothing is overwritten).
+        FileNotFoundError: a part without results.
+    """
+    if len(parts) < 2:
+        raise ValueError(f"merge needs at least two parts, got {len(parts)}")
+    dirs = [resolve_results_dir(p) for p in parts]
+    out = Path(dest) / "results"
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty; merge into a new folder, or delete it first (nothing is overwritten)")
+    meta = merge_sweep_meta([read_sweep_meta(d) for d in dirs], [str(p) for p in parts])
+    tables = {t: [read_table(d, t) for d in dirs] for t in TABLES}
+    ids = [i for part in tables["trials"] for i in part.column("trial_id").to_pylist()]
+    if len(ids) != len(set(ids)):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"trial ids in more than one part ({', '.join(twice[:3])}): these are not parts of one sweep")
+    out.mkdir(parents=True, exist_ok=True)
+    for table, data in tables.items():
+        write_compact_table(out, table, pa.concat_tables(data), min(table_version(d, table) for d in dirs))
+    write_sweep_meta(out, meta)  # last: readers that find sweep.json find every table
+    return out
