@@ -350,6 +350,7 @@ def test_a_sweep_run_in_parts_merges_into_what_the_whole_run_wrote(tiny_whole, t
     assert both.final_metric_x.tolist() == pytest.approx(both.final_metric_y.tolist(), abs=1e-6)
     html = (tmp_path / "m.html").read_text()
     assert "synthetic / cnn" in html and "synthetic / transformer" in html
+    assert "<dt>part 2</dt><dd>" + b["parts"][1]["sweep_id"] + ": synthetic/transformer, started" in html
     # Not one sweep: the same cell twice, or parts of different configs, are refused and nothing is written.
     with pytest.raises(ValueError, match="cell synthetic/cnn is in two parts"):
         merge_results([whole, parts[0]], tmp_path / "again")

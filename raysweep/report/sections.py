@@ -345,6 +345,9 @@ def metadata(trials: pd.DataFrame, meta: dict[str, Any], max_failed: int) -> dic
         "n_stopped": int((trials["status"] == "stopped").sum()), "max_failed": max_failed,
         "nodes": sorted({str(n) for n in trials["node"].dropna()}),
         "trial_wall": mk.duration(trials["wall_s"].sum()) if trials["wall_s"].notna().any() else "–",
+        # a sweep merged from parts run apart (raysweep merge): each part's id, cells, start and time
+        "parts": [f"{p.get('sweep_id')}: {', '.join(p.get('cells') or [])}, started {p.get('started_at') or '–'}, "
+                  f"{mk.duration(p.get('wall_s'))}" for p in meta.get("parts") or [] if isinstance(p, dict)],
     }
 
 
