@@ -493,6 +493,33 @@ def test_searcher_proposals_startup_trials_and_pruned_stops():
     assert states[1] == optuna.trial.TrialState.PRUNED and states.count(optuna.trial.TrialState.COMPLETE) == 5
 
 
+def test_a_groups_proposals_do_not_depend_on_the_groups_beside_it():
+    """A group's sampler is seeded by its key, not its place in the list: the transformer's groups propose the same
+    points in the whole two-model sweep as in a transformer-only part (raysweep run --arch; raysweep merge), and a
+    sweep of 4 replicates repeats the proposals of a sweep of 3 for replicates 0 to 2. A new tuning.seed proposes
+    anew."""
+    def proposals(cfg):
+        searcher, out = GroupSearcher(cfg), {}
+        for i in range(searcher.total):
+            tags = searcher.suggest(f"t{i}")["tags"]
+            # a score that depends on the point alone (as training does), not on when the trial ran
+            searcher.on_trial_complete(f"t{i}", {"score": 1 / (1 + abs(tags["params"]["gamma"] - 1)), "step": 4})
+            if tags["proposal"] in ("random", "model"):
+                out.setdefault(f"{tags['arch']}/r{tags['replicate']}", []).append(tags["params"])
+        return out
+
+    base = {**TINY, "losses": ["focal"], "tuning": {**TINY["tuning"], "trials_per_group": 5}}  # no categorical
+    whole = proposals(validate(base))
+    part = proposals(validate({**base, "architectures": {"transformer": TINY["architectures"]["transformer"]}}))
+    assert part["transformer/r0"] == whole["transformer/r0"] and len(part["transformer/r0"]) == 4
+    three = proposals(validate({**base, "tuning": {**base["tuning"], "replicates": 3}}))
+    four = proposals(validate({**base, "tuning": {**base["tuning"], "replicates": 4}}))
+    assert len(three) == 6 and all(four[k] == three[k] for k in three) and four["cnn/r3"] != four["cnn/r2"]
+    assert four["cnn/r0"] == whole["cnn/r0"]  # replicate 0 keeps the key of a sweep from before replicates
+    other = proposals(validate({**base, "tuning": {**base["tuning"], "seed": 7}}))
+    assert other["cnn/r0"] != whole["cnn/r0"]
+
+
 def test_confirmation_picks_among_full_budget_trials_only():
     from types import SimpleNamespace
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .compose import (check_composed, check_data, compose_trial, confirmation_seeds, evaluation_split, n_startup_trials,
-                      power_limits, protocol_cases, tune_quota, tuning_seed)
+                      power_limits, protocol_cases, sampler_seed, tune_quota, tuning_seed)
 from .model import PAIRINGS, SCHEDULERS, UNDERPOWERED, Group, SweepConfig, parse
 from .yaml_io import parse_yaml, read_yaml_mapping
 
@@ -53,6 +53,6 @@ def load_config(path: str | Path | None = None, select: Mapping[str, Any] | None
 
 __all__ = ["PAIRINGS", "SCHEDULERS", "UNDERPOWERED", "Group", "SweepConfig", "check_data", "compose_trial",
            "confirmation_seeds",
-           "tuning_seed", "evaluation_split",
+           "tuning_seed", "sampler_seed", "evaluation_split",
            "load_config", "n_startup_trials", "parse", "parse_yaml", "power_limits",
            "protocol_cases", "read_yaml_mapping", "tune_quota", "validate"]

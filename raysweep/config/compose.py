@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import zlib
 from typing import Any, Mapping
 
 from ..losses import LOSSES
@@ -33,6 +34,15 @@ def tuning_seed(cfg: SweepConfig, replicate: int = 0) -> int:
     that each replicate owns a block of seeds (its tuning seed, then its confirmation seeds) that no other replicate
     uses; replicate 0's block is the seeds of a sweep from before replicates."""
     return cfg.tuning.seed + replicate * (cfg.confirmation.seeds + 1)
+
+
+def sampler_seed(cfg: SweepConfig, group: Group) -> int:
+    """The seed of a group's Optuna sampler (its proposals after the fixed start-up points): from ``tuning.seed`` and
+    the group's key (dataset, variant, arch, loss, replicate), not from its position among the config's groups. So a
+    group proposes the same points in the whole sweep and in a part of it (``raysweep run --arch``, then ``raysweep
+    merge``), and a sweep with more replicates repeats the first ones' proposals. (CRC-32 of the key: stable across
+    processes, unlike ``hash``.)"""
+    return (cfg.tuning.seed * 1_000_003 + zlib.crc32(group.key.encode())) % 2**32
 
 
 def confirmation_seeds(cfg: SweepConfig, replicate: int = 0) -> list[int]:

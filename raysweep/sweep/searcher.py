@@ -11,7 +11,7 @@ import pickle
 from typing import Any, Mapping
 
 from ..checks import finite
-from ..config import Group, SweepConfig, compose_trial, n_startup_trials, tune_quota, tuning_seed
+from ..config import Group, SweepConfig, compose_trial, n_startup_trials, sampler_seed, tune_quota, tuning_seed
 from ..search import GroupSpace
 from .scheduler import METRIC
 from .studies import StudyRecorder, settle_unknown_trials
@@ -58,10 +58,9 @@ class GroupSearcher(_searcher_base()):
         # Trials of each group told to its study as COMPLETE or PRUNED: what TPE counts against n_startup_trials.
         self.finished: dict[str, int] = {g.key: 0 for g in self.groups}
         self.n_fixed: dict[str, int] = {}  # per group: the points given before the sampler's own (defaults, branches)
-        seed = cfg.tuning.seed
         self.storage = storage  # an Optuna storage (raysweep.sweep.studies), or None: in-memory studies
         self.stored = storage is not None
-        for i, g in enumerate(self.groups):
+        for g in self.groups:
             space = GroupSpace(g.loss, cfg.pairing)
             self.spaces[g.key] = space
             self.quota[g.key] = tune_quota(cfg, g)
@@ -75,7 +74,8 @@ class GroupSearcher(_searcher_base()):
             self.n_fixed[g.key] = len(starts)
             self.subs[g.key] = OptunaSearch(
                 space=space, metric=metric, mode=mode, points_to_evaluate=starts, storage=storage,
-                sampler=optuna.samplers.TPESampler(seed=seed * 10007 + i, n_startup_trials=self.n_startup),
+                # seeded by the group's key, not its place in the list: a part of the sweep proposes as the whole
+                sampler=optuna.samplers.TPESampler(seed=sampler_seed(cfg, g), n_startup_trials=self.n_startup),
                 # one study per group (raysweep.sweep.studies): named by the group key in a stored study
                 study_name=g.key if self.stored else f"{cfg.name}-{g.key}",
             )
