@@ -196,7 +196,7 @@ def summarise(folders: dict[int, Path]) -> tuple[list[dict], list[dict]]:
             runs.append({"seed": seed, "cell": "/".join(cell), "minutes": sweep_minutes(folder, "/".join(cell)),
                          "top": len(c.top_group), "losses": len(c.table), "winner": c.winner,
                          "max_top5_gain": float(top5.max()), "test": c.test_method,
-                         "halves": c.halves})
+                         "halves": c.halves, "kendall_w": c.kendall_w})
     pairs = []
     for a, b in itertools.combinations(folders, 2):
         result = compare(folders[a], folders[b])
@@ -211,14 +211,15 @@ def summarise(folders: dict[int, Path]) -> tuple[list[dict], list[dict]]:
 
 def markdown(runs: list[dict], pairs: list[dict]) -> str:
     lines = ["| sweep (tuning.seed) | cell | minutes | top group / losses | winner | largest last-20% gain, top 5 | "
-             "in-run halves: tau; claims replicated / open / contradicted |", "|---|---|---|---|---|---|---|"]
+             "in-run halves: tau; claims replicated / open / contradicted | Kendall's W |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         h = r["halves"]
         halves = (f"{h['tau']:+.3f}; {h['replicated']} / {h['open']} / {h['contradicted']}" if h else "–")
         lines.append(f"| {r['seed']} | {r['cell']} | {r['minutes']:.1f} | {r['top']} / {r['losses']}"
                      f"{' (ok)' if r['top'] <= r['losses'] / 2 else ' (target: at most half)'} | {r['winner']} | "
                      f"{r['max_top5_gain']:.4f}{' (ok)' if r['max_top5_gain'] < 0.02 else ' (target: < 0.02)'} | "
-                     f"{halves} |")
+                     f"{halves} | {r['kendall_w']:.3f} |")
     lines += ["", "| pair | cell | claims replicated / open / contradicted | winners in each other's top group | "
               "Kendall tau-b |", "|---|---|---|---|---|"]
     for p in pairs:

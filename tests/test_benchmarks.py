@@ -149,8 +149,10 @@ def test_replication_tables_from_two_planted_sweeps(tmp_path):
     assert (pair["replicated"], pair["open"], pair["contradicted"]) == (2, 0, 1)
     assert pair["a_winner_in_b_top"] is False and pair["b_winner_in_a_top"] is False
     assert pair["tau"] == pytest.approx(1 / 3)
+    assert all(r["kendall_w"] == pytest.approx(1.0) for r in runs)  # every replicate orders the losses alike
     text = markdown(runs, pairs)
     assert "| 1 vs 2 | d/m | 2 / 0 / 1 (A: x > y, B: y > x) | no | 0.333 |" in text
+    assert "Kendall's W |" in text and text.count(" | 1.000 |") == 2
 
 
 def test_design_tradeoff_pools_independent_replicates(tmp_path):
