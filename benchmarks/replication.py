@@ -88,7 +88,7 @@ def run_seed(config: Path, seed: int, out: Path, archs: list[str]) -> Path:
 def parts_of(out: Path, seed: int) -> list[Path]:
     """The sweep folders of ``tuning.seed`` = ``seed`` under ``out``: the whole sweep's, or its parts' (run apart
     with ``--arch``). FileNotFoundError when there is none."""
-    folder = out / f"seed{seed}"
+    folder = seed_folder(out, seed, [])
     if (folder / "sweep").is_dir():
         return [folder / "sweep"]
     parts = sorted(p / "sweep" for p in folder.iterdir() if (p / "sweep").is_dir()) if folder.is_dir() else []

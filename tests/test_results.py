@@ -284,6 +284,14 @@ def test_merge_results_concatenates_the_tables_and_refuses_before_writing(tmp_pa
     assert len(frames["curves"]) == 8 and len(frames["cases"]) == 12 and set(frames["trials"].arch) == {
         "cnn", "transformer"}
     assert results.read_sweep_meta(out)["sweep_id"] == "p1+p2"
+    # The merged table is as old as its oldest part file: readers upgrade by the version a file states.
+    old = tmp_path / "transformer" / "trials" / "part-transformer-0.parquet"
+    pq.write_table(pq.read_table(old).replace_schema_metadata({b"raysweep.schema_version": b"1"}), old)
+    out = results.merge_results([tmp_path / "cnn", tmp_path / "transformer"], tmp_path / "merged-old")
+    version = {t: pq.read_schema(out / t / "part-compact.parquet").metadata[b"raysweep.schema_version"]
+               for t in results.TABLES}
+    assert version == {"trials": b"1", "curves": str(results.SCHEMA_VERSION).encode(),
+                       "cases": str(results.SCHEMA_VERSION).encode()}
     with pytest.raises(ValueError, match="is not empty"):  # nothing already written is overwritten
         results.merge_results([tmp_path / "cnn", tmp_path / "transformer"], tmp_path / "merged")
     with pytest.raises(ValueError, match="at least two parts"):

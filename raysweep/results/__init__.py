@@ -29,7 +29,8 @@ from .schema import (CASES, CURVES, ENUMS, FAMILIES, PRIMARY_METRICS, PROPOSALS,
                      STATUSES, SWEEP_KEYS, TABLES, TRIALS, schema_markdown, upgrade_params, validate_rows)
 from .store import (overlay_dirs, part_path, read_results, read_sweep_meta, read_table, remove_incomplete,
                     remove_trial_rows, resolve_results_dir, stage_trial_ids, sweep_json_path, table_version,
-                    update_sweep_meta, write_compact_copy, write_compact_table, write_sweep_meta, write_trial_rows)
+                    update_sweep_meta, with_version, write_compact_copy, write_compact_table, write_sweep_meta,
+                    write_trial_rows)
 from .merge import merge_results, merge_sweep_meta
 
 __all__ = [
@@ -37,6 +38,6 @@ __all__ = [
     "STAGES", "STATUSES", "SWEEP_KEYS", "TABLES", "TRIALS", "curve_row", "merge_results", "merge_sweep_meta",
     "overlay_dirs", "part_path", "read_results", "read_sweep_meta", "read_table", "remove_incomplete",
     "remove_trial_rows", "resolve_results_dir", "schema_markdown", "stage_trial_ids", "sweep_json_path",
-    "table_version", "trial_rows", "update_sweep_meta", "upgrade_params", "validate_rows", "write_compact_copy",
-    "write_compact_table", "write_sweep_meta", "write_trial_rows",
+    "table_version", "trial_rows", "update_sweep_meta", "upgrade_params", "validate_rows", "with_version",
+    "write_compact_copy", "write_compact_table", "write_sweep_meta", "write_trial_rows",
 ]

@@ -31,8 +31,8 @@ from typing import Any
 import pyarrow as pa
 
 from .schema import TABLES
-from .store import (read_sweep_meta, read_table, resolve_results_dir, table_version, write_compact_table,
-                    write_sweep_meta)
+from .store import (read_sweep_meta, read_table, resolve_results_dir, table_version, with_version,
+                    write_compact_table, write_sweep_meta)
 
 #: The config sections that say which cells a part holds.
 CELL_SECTIONS = ("datasets", "architectures")
@@ -131,6 +131,7 @@ def merge_results(parts: Sequence[str | Path], dest: str | Path) -> Path:
         raise ValueError(f"trial ids in more than one part ({', '.join(twice[:3])}): these are not parts of one sweep")
     out.mkdir(parents=True, exist_ok=True)
     for table, data in tables.items():
-        write_compact_table(out, table, pa.concat_tables(data), min(table_version(d, table) for d in dirs))
+        # as old as its oldest part (readers upgrade by the version a file states)
+        write_compact_table(out, table, with_version(pa.concat_tables(data), min(map(table_version, data))))
     write_sweep_meta(out, meta)  # last: readers that find sweep.json find every table
     return out

@@ -144,22 +144,36 @@ def resolve_results_dir(path: str | Path) -> Path:
 
 def read_table(results_dir: str | Path, table: str) -> pa.Table:
     """One table of a sweep's results (every part file) as a pyarrow Table in the schema's columns; empty when
-    there are no files. Raises ValueError for a file of a newer schema version."""
+    there are no files. Its schema metadata states the oldest part file's schema version (this raysweep's when there
+    is none): a copy is as old as its oldest part, as readers upgrade by the version a file states. Raises
+    ValueError for a file of a newer schema version."""
     results_dir = Path(results_dir)
     schema = SCHEMAS[table]
     files = sorted(str(p) for p in (results_dir / table).glob("part-*.parquet"))
     if not files:
-        return schema.empty_table()
+        return with_version(schema.empty_table(), SCHEMA_VERSION)
     # One dataset scan over all parts (multi-threaded; thousands of one-row files read several times faster than
     # file by file). The explicit schema fills columns an older file lacks with nulls: columns are only ever
     # added, never renamed.
     dataset = pads.dataset(files, schema=schema, format="parquet")
+    versions = []
     for fragment in dataset.get_fragments():
         version = int((fragment.physical_schema.metadata or {}).get(META_KEY, b"0"))
         if version > SCHEMA_VERSION:
             raise ValueError(f"{fragment.path}: schema version {version} is newer than this raysweep's "
                              f"({SCHEMA_VERSION}); upgrade raysweep to read it")
-    return dataset.to_table()
+        versions.append(version)
+    return with_version(dataset.to_table(), min(versions))
+
+
+def table_version(data: pa.Table) -> int:
+    """The schema version a table from :func:`read_table` states."""
+    return int((data.schema.metadata or {}).get(META_KEY, b"0"))
+
+
+def with_version(data: pa.Table, version: int) -> pa.Table:
+    """``data`` stating schema ``version`` in its metadata (what :func:`write_compact_table` writes)."""
+    return data.replace_schema_metadata({**(data.schema.metadata or {}), META_KEY: str(version).encode()})
 
 
 def read_results(results_dir: str | Path) -> dict[str, Any]:
@@ -181,16 +195,9 @@ def read_results(results_dir: str | Path) -> dict[str, Any]:
     return frames
 
 
-def table_version(results_dir: str | Path, table: str) -> int:
-    """The schema version a copy of ``table`` must state: that of its oldest part file (readers upgrade by the
-    version a file states), or this raysweep's when it has none."""
-    parts = sorted((Path(results_dir) / table).glob("part-*.parquet"))
-    return min((int((pq.read_schema(f).metadata or {}).get(META_KEY, b"0")) for f in parts), default=SCHEMA_VERSION)
-
-
-def write_compact_table(dest: str | Path, table: str, data: pa.Table, version: int) -> Path:
-    """Write ``data`` as ``dest/<table>/part-compact.parquet`` (zstd at level 19, stating schema ``version``)."""
-    data = data.replace_schema_metadata({META_KEY: str(version).encode()})
+def write_compact_table(dest: str | Path, table: str, data: pa.Table) -> Path:
+    """Write ``data`` (from :func:`read_table`, stating its schema version) as ``dest/<table>/part-compact.parquet``,
+    zstd at level 19."""
     path = Path(dest) / table / "part-compact.parquet"
     _atomic_write(path, lambda tmp: pq.write_table(data, tmp, compression="zstd", compression_level=19))
     return path
@@ -202,7 +209,7 @@ def write_compact_copy(results_dir: str | Path, dest: str | Path) -> Path:
     size of one file per trial: for keeping a sweep's tables where space counts (a repository). Returns ``dest``."""
     results_dir, dest = resolve_results_dir(results_dir), Path(dest)
     for table in TABLES:
-        write_compact_table(dest, table, read_table(results_dir, table), table_version(results_dir, table))
+        write_compact_table(dest, table, read_table(results_dir, table))
     if sweep_json_path(results_dir).is_file():
         (dest / "sweep.json").write_bytes(sweep_json_path(results_dir).read_bytes())
     return dest
