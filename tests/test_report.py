@@ -405,6 +405,16 @@ def test_powerless_design_is_prominent(tmp_path):
     assert p.sentence().replace("<", "&lt;").replace(">", "&gt;") in html
 
 
+def test_replicate_configurations_group_the_replicates_that_confirmed_the_same_one():
+    from raysweep.report.sections import replicate_configurations
+
+    assert replicate_configurations(dict(enumerate(["a=1", "a=1", "a=2", "a=1"]))) == "r0–r1, r3: a=1; r2: a=2"
+    assert replicate_configurations(dict(enumerate(["x"] * 10))) == "r0–r9: x"
+    assert replicate_configurations(dict(enumerate("pqppqp"))) == "r0, r2–r3, r5: p; r1, r4: q"
+    assert replicate_configurations({4: "only"}) == "r4: only"
+    assert replicate_configurations({3: "x", 0: "x", 1: "y"}) == "r0, r3: x; r1: y"  # r2 lost: not renumbered
+
+
 def test_replicates_put_tuning_variance_in_the_test_and_one_replicate_says_it_is_not(tmp_path, report):
     # Three replicates per loss (one seed each): the verdict comes from the replicate-aware test, the ranking shows
     # each loss's spread over its replicates, and no red warning; the one-replicate fixture carries the warning.
@@ -427,6 +437,8 @@ def test_replicates_put_tuning_variance_in_the_test_and_one_replicate_says_it_is
     assert "replicate-aware moderated t-test on 3 replicates x 16 paired cases" in html
     assert "replication-warning" not in html.split("<h2>Methods</h2>")[0]
     assert ">Replicate spread<" in html or "Replicate spread</th>" in html
+    ranking = next(t for t in tables_of(html, "cell-0") if "Best hyperparameters" in t["head"])
+    assert {row["Best hyperparameters"] for row in ranking["rows"]} == {"r0–r2: w=0.5"}  # one entry, not three
     one = report["html"]
     assert 'class="alarm-text replication-warning"' in one
     assert "Tuning and training variance are not in this test: one replicate per loss" in one

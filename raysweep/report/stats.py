@@ -302,7 +302,7 @@ def cell_stats(trials: pd.DataFrame, cases: pd.DataFrame, dataset: str, arch: st
     hd95, per-class ``class:<name>`` means, gain, gain_source, params, step_ms, peak_memory_mb, last20_gain (NaN
     without ``curves``), and, where per-case scores exist, mean_rank (rank-then-aggregate), rank_lo, rank_hi,
     p_first, p_vs_best (the pairwise test, Holm), top (in the top group); n_replicates, rep_sd, rep_min, rep_max
-    (spread of the replicates' mean final metric) and replicate_params (each replicate's confirmed configuration).
+    (spread of the replicates' mean final metric) and replicate_params (replicate -> its confirmed configuration).
     """
     t = trials[(trials["dataset"] == dataset) & (trials["arch"] == arch)]
     runs = ranked_runs(t)
@@ -332,7 +332,7 @@ def cell_stats(trials: pd.DataFrame, cases: pd.DataFrame, dataset: str, arch: st
             "n_replicates": int(len(rep_means)),
             "rep_sd": float(rep_means.std(ddof=1)) if len(rep_means) >= 2 else math.nan,
             "rep_min": float(rep_means.min()), "rep_max": float(rep_means.max()),
-            "replicate_params": [_params_text(p.sort_values("seed")["params"].iloc[0]) for _, p in reps],
+            "replicate_params": {int(i): _params_text(p.sort_values("seed")["params"].iloc[0]) for i, p in reps},
             "n_diverged": int((g["status"] == "diverged").sum()),
             "mean": m, "ci_lo": lo, "ci_hi": hi,
             "hd95": float(g["hd95"].mean()) if g["hd95"].notna().any() else math.nan,
