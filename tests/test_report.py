@@ -406,7 +406,7 @@ def test_powerless_design_is_prominent(tmp_path):
 
 
 def test_replicate_configurations_group_the_replicates_that_confirmed_the_same_one():
-    from raysweep.report.sections import replicate_configurations
+    from raysweep.report.stats import replicate_configurations
 
     assert replicate_configurations(dict(enumerate(["a=1", "a=1", "a=2", "a=1"]))) == "r0–r1, r3: a=1; r2: a=2"
     assert replicate_configurations(dict(enumerate(["x"] * 10))) == "r0–r9: x"

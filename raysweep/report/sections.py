@@ -23,8 +23,8 @@ MAX_OVERLAY_BYTES = 2_000_000
 OVERLAY_CASES = 3
 
 __all__ = ["data_section", "metadata", "overlap_section", "overlays", "pairwise_table", "power", "progress",
-           "protocol_view", "ranking_table", "replicate_configurations", "robustness_sections", "roles",
-           "sensitivity", "size_section", "tuning_section"]
+           "protocol_view", "ranking_table", "robustness_sections", "roles", "sensitivity", "size_section",
+           "tuning_section"]
 
 
 def progress(trials: pd.DataFrame, meta: dict[str, Any], per_cell: list[stats.CellStats]) -> dict[str, Any]:
@@ -117,32 +117,11 @@ def ranking_table(c: stats.CellStats) -> dict[str, Any]:
         gain["title"] = str(r["gain_source"])
         if not finite(r["gain"]):
             gain["text"] = "–"
-        params = replicate_configurations(r["replicate_params"]) if replicated else r["params"]
+        params = stats.replicate_configurations(r["replicate_params"]) if replicated else r["params"]
         row += [gain, mk.cell(params), mk.num(r["step_ms"], "{:.1f}"), mk.num(r["peak_memory_mb"], "{:.0f}")]
         rows.append(row)
         classes.append("top" if bool(r.get("top", False)) else "")
     return mk.table(cols, rows, classes)
-
-
-def replicate_configurations(params: dict[int, str]) -> str:
-    """Each replicate's confirmed configuration (replicate number -> its text), replicates that confirmed the same
-    one together, in the order each first appears: ``{0: "a=1", 1: "a=1", 2: "a=2", 3: "a=1"}`` gives
-    ``"r0–r1, r3: a=1; r2: a=2"``. With 10 replicates that mostly agree, one entry instead of ten. A replicate with
-    no confirmation run is absent, not renumbered: ``{0: "x", 2: "x"}`` gives ``"r0, r2: x"``."""
-    together: dict[str, list[int]] = {}
-    for i, p in sorted(params.items()):
-        together.setdefault(p, []).append(i)
-    return "; ".join(f"{_replicate_spans(ix)}: {p}" for p, ix in together.items())
-
-
-def _replicate_spans(ix: list[int]) -> str:
-    """``[0, 1, 2, 5]`` (ascending) -> ``"r0–r2, r5"``."""
-    spans, start = [], ix[0]
-    for prev, nxt in zip(ix, ix[1:] + [None]):
-        if nxt != prev + 1:
-            spans.append(f"r{start}" if start == prev else f"r{start}–r{prev}")
-            start = nxt
-    return ", ".join(spans)
 
 
 def pairwise_table(c: stats.CellStats) -> dict[str, Any] | None:

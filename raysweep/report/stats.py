@@ -294,6 +294,27 @@ def _params_text(text: Any) -> str:
     return ", ".join(parts) or "(none)"
 
 
+def replicate_configurations(params: dict[int, str]) -> str:
+    """Each replicate's confirmed configuration (replicate number -> its text), replicates that confirmed the same
+    one together, in the order each first appears: ``{0: "a=1", 1: "a=1", 2: "a=2", 3: "a=1"}`` gives
+    ``"r0–r1, r3: a=1; r2: a=2"``. With 10 replicates that mostly agree, one entry instead of ten. A replicate with
+    no confirmation run is absent, not renumbered: ``{0: "x", 2: "x"}`` gives ``"r0, r2: x"``."""
+    together: dict[str, list[int]] = {}
+    for i, p in sorted(params.items()):
+        together.setdefault(p, []).append(i)
+    return "; ".join(f"{_replicate_spans(ix)}: {p}" for p, ix in together.items())
+
+
+def _replicate_spans(ix: list[int]) -> str:
+    """``[0, 1, 2, 5]`` (ascending) -> ``"r0–r2, r5"``."""
+    spans, start = [], ix[0]
+    for prev, nxt in zip(ix, ix[1:] + [None]):
+        if nxt != prev + 1:
+            spans.append(f"r{start}" if start == prev else f"r{start}–r{prev}")
+            start = nxt
+    return ", ".join(spans)
+
+
 def cell_stats(trials: pd.DataFrame, cases: pd.DataFrame, dataset: str, arch: str, alpha: float = ALPHA,
                n_boot: int = BOOTSTRAP, curves: pd.DataFrame | None = None) -> CellStats:
     """Ranking table and tests of one cell (see the module docstring for every convention).
