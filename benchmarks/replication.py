@@ -110,22 +110,24 @@ def sweep_of(out: Path, seed: int, scratch: Path) -> Path:
     return scratch / f"seed{seed}"
 
 
+def flat_config(config: dict, prefix: str = "") -> dict[str, str]:
+    """A config's leaves as dotted keys (``tuning.seed``) -> their JSON text, comparable and hashable."""
+    out = {}
+    for k, v in config.items():
+        out.update(flat_config(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": json.dumps(v)})
+    return out
+
+
 def design_differences(folders: dict[int, Path]) -> dict[str, set]:
     """The config keys (dotted) whose values differ between the sweeps, other than ``name`` and ``tuning.seed``;
     empty when they are one design. A sweep of some of the cells (``--arch``, ``--dataset``) is compared on the cells
     it has. Sweeps written before ``sweep.json`` kept the config are not compared."""
 
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": json.dumps(v)})
-        return out
-
     configs = {}
     for seed, folder in folders.items():
         config = json.loads((folder / "results" / "sweep.json").read_text()).get("config")
         if config is not None:
-            configs[seed] = {k: v for k, v in flat(config).items() if k not in ("name", "tuning.seed")}
+            configs[seed] = {k: v for k, v in flat_config(config).items() if k not in ("name", "tuning.seed")}
 
     def values(key):
         # a sweep run with --arch or --dataset lacks the other cells: only the cells it has are compared
