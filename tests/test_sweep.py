@@ -721,3 +721,47 @@ def test_the_progress_line_of_a_resumed_stage_counts_what_ended_before(capsys, m
     progress.finished("c", 0.5, "completed", running=1, group_quota=2)
     line = capsys.readouterr().out
     assert line.startswith("[tune] 7/10 trials, 3 groups done, 1 running") and "1.0 min elapsed, ~3.0 min left" in line
+
+
+def test_a_driver_stopped_in_confirmation_keeps_the_tuning_stages_time_on_record(tmp_path, monkeypatch):
+    """sweep.json's wall_s sums the stages that finished over every session of a resumed sweep: a driver stopped in
+    confirmation must not lose the (long) tuning stage's time. Ray and the stages are stand-ins: this is bookkeeping."""
+    import ray
+
+    from raysweep.sweep import SweepRunner, runner
+    from raysweep.sweep.records import read_state
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(runner.time, "time", lambda: clock["now"])
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(runner, "trial_resources", lambda cfg, cluster: ({"CPU": 1}, 2))
+    monkeypatch.setattr(runner, "sweep_meta", lambda *a, **k: {"wall_s": None})
+    monkeypatch.setattr(SweepRunner, "_prepare_losses", lambda self: {})
+
+    class Stages:
+        stopped = True
+
+        def __init__(self, *a, **k):
+            pass
+
+        def tune(self):
+            clock["now"] += 3000.0
+            return {}
+
+        def confirm(self):
+            clock["now"] += 500.0
+            if Stages.stopped:
+                raise KeyboardInterrupt  # the driver is stopped part-way through confirmation
+
+        def prune_checkpoints(self, stage):
+            pass
+
+    monkeypatch.setattr(runner, "Stages", Stages)
+    cfg = validate(TINY)
+    with pytest.raises(KeyboardInterrupt):
+        SweepRunner(cfg, tmp_path, progress=False).run()
+    assert read_state(tmp_path / "state.json")["wall_s"] == 3000.0  # the finished stage, not the stopped one
+    Stages.stopped = False
+    state = SweepRunner(cfg, tmp_path, progress=False).run()  # resumed: confirmation is run again, to its end
+    assert state["wall_s"] == 3500.0

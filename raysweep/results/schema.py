@@ -144,7 +144,8 @@ SWEEP_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "config_text": ((str,), "the config file as given (YAML text)"),
     "started_at": ((str,), "ISO 8601, UTC"),
     "ended_at": ((str, type(None)), "ISO 8601, UTC; null while running or after an interruption"),
-    "wall_s": ((int, float, type(None)), "sweep wall time so far, seconds"),
+    "wall_s": ((int, float, type(None)), "sweep wall time so far, seconds: the finished stages of every session of "
+               "a resumed sweep, summed (a stage stopped part-way counts from where it resumed)"),
     "git_commit": ((str, type(None)), "commit of the raysweep checkout (with `-dirty` if it has uncommitted "
                    "changes); null outside a git checkout"),
     "versions": ((dict,), "package versions as in the trials' `versions`, plus `python`"),

@@ -39,6 +39,14 @@ from .trainable import sweep_trainable, trial_resources
 __all__ = ["SweepRunner", "run_sweep"]
 
 
+def _add_wall_time(state: dict, t0: float) -> float:
+    """Add the time since ``t0`` to ``state["wall_s"]`` (summed over the sessions of a resumed sweep); return now.
+    Called as each stage ends, so only a stage stopped part-way loses the time it ran before the stop."""
+    now = time.time()
+    state["wall_s"] = state.get("wall_s", 0.0) + (now - t0)
+    return now
+
+
 class _tune_environment:
     """Tune settings for the sweep's duration only (a library call must not change its caller's environment)."""
 
@@ -144,15 +152,17 @@ class SweepRunner:
         t0 = time.time()
         if not state.get("tune_done"):
             state.update(tune_done=True, best=stages.tune())
+            t0 = _add_wall_time(state, t0)  # on record with the stage: a driver stopped in confirmation keeps it
             self._save_state(state)
             stages.prune_checkpoints("tune")
         if self.cfg.confirmation.seeds > 0 and not state.get("confirm_done"):
             stages.confirm()
             state["confirm_done"] = True
+            t0 = _add_wall_time(state, t0)
             self._save_state(state)
             stages.prune_checkpoints("confirm")
         state["ended"] = time.time()
-        state["wall_s"] = state.get("wall_s", 0.0) + (time.time() - t0)
+        _add_wall_time(state, t0)
         self._save_state(state)
         results.update_sweep_meta(self.results_dir, ended_at=iso_time(state["ended"]), wall_s=state["wall_s"])
         finish_tracking(self.cfg, state["sweep_id"], self.results_dir)  # sweep.json to the MLflow run, if tracked
