@@ -29,6 +29,7 @@ is the median minutes per replicate of the sweeps timed on an idle machine (``--
 replicate is the same work).
 
     python -m benchmarks.replication --no-run --seeds 0 100 200 300 --design [--draws 200] [--timed 0 200]
+        [--design-r 8 10 12] [--arch transformer]      # only these R, only these cells: a few minutes, not an hour
 
 Sweeps are compared only when they are one design: their configs (``sweep.json``) may differ in ``name`` and
 ``tuning.seed`` and nothing else (a sweep of some of the cells, ``--arch``, is compared on those), or the comparison
@@ -286,11 +287,12 @@ def _verdict(scores, alpha: float):
 
 
 def design_tradeoff(pools: dict[str, "pd.DataFrame"], minutes_per_replicate: float, draws: int = 200,
-                    seed: int = 0, alpha: float = 0.05) -> list[dict]:
+                    seed: int = 0, alpha: float = 0.05, sizes: list[int] | None = None) -> list[dict]:
     """One row per (cell, R): the top group's size over ``draws`` random R-subsets of the pooled replicates
     (median, min, max, share of draws at most half the losses) and, for R up to half the pool, over ``draws``
     random pairs of disjoint R-subsets: contradicted claims (mean, share of pairs with any), Kendall's tau (min,
-    median) and the share of pairs whose winners are each in the other's top group."""
+    median, share of pairs below the 0.8 target) and the share of pairs whose winners are each in the other's top
+    group. ``sizes``: only these R (default: every R from 2 to the pool's size)."""
     import numpy as np
     from scipy.stats import kendalltau
 
@@ -305,7 +307,7 @@ def design_tradeoff(pools: dict[str, "pd.DataFrame"], minutes_per_replicate: flo
         def subset(chosen, pool=pool):
             return pool.loc[:, pool.columns.get_level_values("replicate").isin(chosen)]
 
-        for r in range(2, len(reps) + 1):
+        for r in [r for r in (sizes or range(2, len(reps) + 1)) if 2 <= r <= len(reps)]:
             tops = [len(_verdict(subset(rng.choice(reps, r, replace=False)), alpha)[1])
                     for _ in range(draws if r < len(reps) else 1)]
             row = {"cell": cell, "R": r, "minutes": minutes_per_replicate * r, "losses": k,
@@ -321,17 +323,20 @@ def design_tradeoff(pools: dict[str, "pd.DataFrame"], minutes_per_replicate: flo
                     inside.append(a[0] in b[1] and b[0] in a[1])
                 row.update(pairs=draws, contra_mean=float(np.mean(contra)),
                            contra_share=float(np.mean([c > 0 for c in contra])), tau_min=float(min(taus)),
-                           tau_median=float(np.median(taus)), winners_inside=float(np.mean(inside)))
+                           tau_median=float(np.median(taus)),
+                           tau_below=float(np.mean([t < TAU_TARGET for t in taus])),
+                           winners_inside=float(np.mean(inside)))
             rows.append(row)
     return rows
 
 
 def design_markdown(rows: list[dict]) -> str:
     lines = ["| cell | replicates R | minutes (projected) | top group: median (min-max) / losses | top group at most "
-             "half | two disjoint R-designs: contradicted claims, mean (pairs with any) | tau: median (min) | "
-             "winners in each other's top group |", "|---|---|---|---|---|---|---|---|"]
+             "half | two disjoint R-designs: contradicted claims, mean (pairs with any) | tau: median (min; pairs "
+             f"below {TAU_TARGET}) | winners in each other's top group |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        two = ((f"{r['contra_mean']:.2f} ({r['contra_share']:.0%})", f"{r['tau_median']:.3f} ({r['tau_min']:.3f})",
+        two = ((f"{r['contra_mean']:.2f} ({r['contra_share']:.0%})",
+                f"{r['tau_median']:.3f} ({r['tau_min']:.3f}; {r['tau_below']:.0%})",
                 f"{r['winners_inside']:.0%}") if r["pairs"] else ("–", "–", "–"))
         lines.append(f"| {r['cell']} | {r['R']} | {r['minutes']:.0f} | {r['top_median']:.0f} ({r['top_min']}-"
                      f"{r['top_max']}) / {r['losses']} | {r['top_half_share']:.0%} | {' | '.join(two)} |")
@@ -356,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--design", action="store_true",
                     help="also measure the design trade-off from the sweeps' pooled replicates (module docstring)")
     ap.add_argument("--draws", type=int, default=200, help="random designs drawn per R with --design (default 200)")
+    ap.add_argument("--design-r", type=int, nargs="+", default=None, metavar="R",
+                    help="with --design: only these numbers of replicates (default: 2 to the pool's size)")
     ap.add_argument("--timed", type=int, nargs="+", default=None,
                     help="with --design: the tuning seeds whose sweeps ran on an idle machine; their minutes per "
                     "replicate set the projected times (default: every sweep's)")
@@ -373,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         text = markdown(runs, pairs)
         if args.design:
             pools, per_replicate = pooled_scores(folders, args.timed)
-            text += "\n" + design_markdown(design_tradeoff(pools, per_replicate, args.draws))
+            pools = {c: p for c, p in pools.items() if not args.arch or c.split("/")[-1] in args.arch}
+            text += "\n" + design_markdown(design_tradeoff(pools, per_replicate, args.draws, sizes=args.design_r))
     print(text)
     if args.md:
         args.md.parent.mkdir(parents=True, exist_ok=True)

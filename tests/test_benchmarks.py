@@ -192,7 +192,8 @@ def test_design_tradeoff_pools_independent_replicates(tmp_path):
     assert all(r["top_max"] == 1 for r in rows[1:])  # x is separable from y and z once 3+ replicates are pooled
     two = rows[0]
     assert two["contra_mean"] == 0 and two["tau_min"] == pytest.approx(1.0) and two["winners_inside"] == 1.0
-    assert "| d/m | 2 | 15 |" in design_markdown(rows)
+    assert two["tau_below"] == 0.0 and "| d/m | 2 | 15 |" in design_markdown(rows)
+    assert [r["R"] for r in design_tradeoff(pools, per_replicate, draws=5, sizes=[3, 9])] == [3]  # 9: pool too small
     shared = json.loads((folders[200] / "results" / "sweep.json").read_text())
     shared["protocol"]["confirmation"]["replicate_seeds"]["0"]["tune"] = 101  # sweep 100's confirmation seed
     (folders[200] / "results" / "sweep.json").write_text(json.dumps(shared))
