@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # OpenMP threads that spin while waiting make torch ~10x slower on a busy 2-core machine; passive waiting fixes it.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run example-3d test bench docs docs-blocks readme schema bundle install-offline plan clean
+.PHONY: install run quick example-3d test bench docs docs-blocks readme schema bundle install-offline plan clean
 
 # (Re)install when pyproject.toml changes. `pip install -e .[test]` brings torch, Ray, Optuna, smp and the test-only
 # oracles (MONAI, kornia, medpy).
@@ -22,6 +22,10 @@ install: $(STAMP)
 ## The main job: the default sweep on the embedded synthetic data, then the report (reports/default.html).
 run: $(STAMP)
 	$(BIN)/raysweep run
+
+## The same design made smaller (configs/quick.yaml: 3 replicates of 100 steps), a first look in under half an hour.
+quick: $(STAMP)
+	$(BIN)/raysweep run --config configs/quick.yaml
 
 ## The 3-D worked example (README, "3-D"): a toy nnU-Net dataset of volumes, then a MONAI 3-D U-Net sweep on patches.
 TOY3D := data/Dataset901_Toy3D

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The CNN cell's five best losses in the default sweeps (seeds 0, 100, 200, 300).
+#: The CNN cell's five best losses in the quick design's sweeps (configs/quick.yaml; seeds 0, 100, 200, 300).
 TOP_CNN = ["boundary_dou", "log_cosh_dice", "dice", "combo", "exp_log"]
 GAIN_LIMIT = 0.02
 

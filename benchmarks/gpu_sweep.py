@@ -749,12 +749,14 @@ def run_sweep_part(s: Session, box: dict, label: str, spec: dict, timeout: float
 def part_sweep_default(s: Session, box: dict) -> None:
     path = ROOT / "configs" / "default.yaml"
     if s.smoke:
-        # The default config cut to the CNN, two losses and 4 steps: the same code path in about a minute.
+        # The default config cut to the CNN, two losses, 3 replicates and 4 steps: the same code path in about a
+        # minute.
         from raysweep.config import read_yaml_mapping
 
         raw = read_yaml_mapping(path, "sweep config")
         raw["architectures"] = {"cnn": raw["architectures"]["cnn"]}
         raw["losses"] = ["dice", "ce"]
+        raw["tuning"]["replicates"] = 3
         raw["trial"]["train"]["steps"] = 4
         raw["trial"]["eval"]["every"] = 2
         raw["confirmation"]["evaluations"] = 2

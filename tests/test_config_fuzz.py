@@ -416,7 +416,8 @@ def test_the_resolved_base_trial_follows_edits_of_the_trial_section():
     from raysweep.config import load_config
 
     cfg = load_config()
-    assert cfg.resolved_trial["train"]["steps"] == 100 and cfg.resolved_trial is cfg.resolved_trial
+    steps = DEFAULT["trial"]["train"]["steps"]  # the shipped default's budget, as written in its YAML
+    assert steps != 20 and cfg.resolved_trial["train"]["steps"] == steps and cfg.resolved_trial is cfg.resolved_trial
     short = copy.deepcopy(cfg)
     short.trial.setdefault("train", {})["steps"] = 20
-    assert short.resolved_trial["train"]["steps"] == 20 and cfg.resolved_trial["train"]["steps"] == 100
+    assert short.resolved_trial["train"]["steps"] == 20 and cfg.resolved_trial["train"]["steps"] == steps

@@ -47,6 +47,35 @@ def test_default_config_covers_every_survey_loss_and_both_models():
     assert len(cfg.groups()) == 2 * len(cfg.losses) * cfg.tuning.replicates
 
 
+def _flat_config(path) -> dict:
+    from benchmarks.replication import flat_config  # the flattening the replication benchmark compares designs with
+    from raysweep.config import read_yaml_mapping
+
+    return {k: json.loads(v) for k, v in flat_config(read_yaml_mapping(Path(path), "sweep config")).items()}
+
+
+def test_the_default_is_the_measured_design_and_quick_the_same_design_made_smaller():
+    """docs/protocol.md reports the three sweeps of benchmarks/measured/replication-d10/design.yaml as what the default
+    delivers: the default must be that design (only its name and tuning seed may differ), and configs/quick.yaml the
+    default with fewer replicates and steps, nothing else."""
+    default = _flat_config("configs/default.yaml")
+    measured = _flat_config("benchmarks/measured/replication-d10/design.yaml")
+    quick = _flat_config("configs/quick.yaml")
+
+    def differs(a, b):
+        return {k for k in a.keys() | b.keys() if a.get(k, "(absent)") != b.get(k, "(absent)")}
+
+    assert differs(default, measured) <= {"name", "tuning.seed"}
+    assert default["tuning.seed"] == 100  # make run reproduces the measured seed-100 sweep, the committed report
+    assert differs(default, quick) == {"name", "tuning.seed", "tuning.replicates", "trial.train.steps",
+                                       "trial.eval.every"}
+    assert (quick["tuning.replicates"], quick["trial.train.steps"]) < (default["tuning.replicates"],
+                                                                       default["trial.train.steps"])
+    # both evaluate the ranking volumes at the same fractions of training (5 evaluations, the last at the end)
+    assert quick["trial.train.steps"] / quick["trial.eval.every"] == default["trial.train.steps"] / default[
+        "trial.eval.every"]
+
+
 @pytest.mark.parametrize(
     "change,match",
     [

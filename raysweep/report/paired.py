@@ -26,7 +26,7 @@ within-replicate noise a second time, of order ``1 / (R C)``: conservative).
 *Moderation* (empirical Bayes; Smyth, "Linear models and empirical Bayes methods for assessing differential
 expression in microarray experiments", Stat. Appl. Genet. Mol. Biol. 3(1), 2004, limma's ``squeezeVar``): with 3 to
 5 replicates a loss's variance rests on 2 to 4 degrees of freedom, so by chance some losses look far steadier than
-they are (three replicates that happen to agree) and others far noisier. Measured on the default design (3
+they are (three replicates that happen to agree) and others far noisier. Measured on the quick design (3
 replicates, CNN, tuning seeds 0 and 100), plain Welch claims came from such lucky variances: 23 and 25 claims, none
 of them made by both runs. The cell's losses share a prior for their replicate variances, a scaled inverse
 chi-square ``(d0, s0^2)`` fitted to all of them (:func:`fit_prior`); each loss's variance becomes
