@@ -61,21 +61,26 @@ ROOT = Path(__file__).resolve().parents[1]
 TAU_TARGET = 0.8
 
 
-def seed_folder(out: Path, seed: int, archs: list[str]) -> Path:
+def seed_folder(out: Path, seed: int, archs: list[str], replicates: range | None = None) -> Path:
     """Where the sweep of ``tuning.seed`` = ``seed`` runs: ``out/seed<s>`` whole, ``out/seed<s>/<arch>`` for a part
-    of it (``--arch``; several architectures joined with ``+``). Each holds ``config.json`` and ``sweep/``."""
+    of it (``--arch``; several architectures joined with ``+``), ``out/seed<s>/<arch>-r<K>-<N-1>`` (or
+    ``r<K>-<N-1>``) for the replicates K to N-1 (``--replicates K:N``). Each holds ``config.json`` and ``sweep/``."""
     folder = out / f"seed{seed}"
-    return folder / "+".join(archs) if archs else folder
+    name = "+".join(archs) + (f"-r{replicates.start}-{replicates.stop - 1}" if replicates else "")
+    return folder / name.lstrip("-") if name else folder
 
 
-def run_seed(config: Path, seed: int, out: Path, archs: list[str]) -> Path:
-    """The config with ``tuning.seed`` = ``seed`` written beside its results, then ``raysweep run`` on it."""
+def run_seed(config: Path, seed: int, out: Path, archs: list[str], replicates: range | None = None) -> Path:
+    """The config with ``tuning.seed`` = ``seed`` (and, given ``replicates``, ``tuning.first_replicate`` and
+    ``replicates``) written beside its results, then ``raysweep run`` on it."""
     from raysweep.config.yaml_io import read_yaml_mapping
 
     raw = read_yaml_mapping(config)
     raw.setdefault("tuning", {})["seed"] = seed
+    if replicates:
+        raw["tuning"].update(first_replicate=replicates.start, replicates=len(replicates))
     raw["name"] = re.sub(r"-seed\d+$", "", str(raw.get("name", "sweep"))) + f"-seed{seed}"  # a part's config.json too
-    folder = seed_folder(out, seed, archs)
+    folder = seed_folder(out, seed, archs, replicates)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.json"  # JSON is YAML: raysweep run reads it as is
     path.write_text(json.dumps(raw, indent=1))
@@ -86,25 +91,33 @@ def run_seed(config: Path, seed: int, out: Path, archs: list[str]) -> Path:
     return folder / "sweep"
 
 
-def parts_of(out: Path, seed: int) -> list[Path]:
+def part_archs(part: Path) -> set[str]:
+    """The architectures a sweep folder's ``sweep.json`` config holds."""
+    return set(json.loads((part / "results" / "sweep.json").read_text())["config"]["architectures"])
+
+
+def parts_of(out: Path, seed: int, archs: list[str] | None = None) -> list[Path]:
     """The sweep folders of ``tuning.seed`` = ``seed`` under ``out``: the whole sweep's, or its parts' (run apart
-    with ``--arch``). FileNotFoundError when there is none."""
+    with ``--arch`` or ``--replicates``; with ``archs``, only the parts that hold one of them). FileNotFoundError
+    when there is none."""
     folder = seed_folder(out, seed, [])
     if (folder / "sweep").is_dir():
         return [folder / "sweep"]
     parts = sorted(p / "sweep" for p in folder.iterdir() if (p / "sweep").is_dir()) if folder.is_dir() else []
+    parts = [p for p in parts if not archs or part_archs(p) & set(archs)]
     if not parts:
         raise FileNotFoundError(f"{folder}: no sweep (seed{seed}/sweep) and no parts of one (seed{seed}/<arch>/sweep);"
                                 " run it first (without --no-run)")
     return parts
 
 
-def sweep_of(out: Path, seed: int, scratch: Path) -> Path:
-    """The sweep of ``tuning.seed`` = ``seed``: the whole sweep, its only part, or its parts merged into ``scratch``
-    (``raysweep merge``: the results one whole run writes; the parts' configs must be one sweep's)."""
+def sweep_of(out: Path, seed: int, scratch: Path, archs: list[str] | None = None) -> Path:
+    """The sweep of ``tuning.seed`` = ``seed``: the whole sweep, its only part, or its parts (those of ``archs``)
+    merged into ``scratch`` (``raysweep merge``: the results one whole run writes; the parts' configs must be one
+    sweep's)."""
     from raysweep.results import merge_results
 
-    parts = parts_of(out, seed)
+    parts = parts_of(out, seed, archs)
     if len(parts) == 1:
         return parts[0]
     merge_results(parts, scratch / f"seed{seed}")
@@ -173,12 +186,13 @@ def archive(sweeps: list[Path], out: Path, dest: Path) -> list[Path]:
 
 def sweep_minutes(folder: Path, cell: str | None = None) -> float:
     """Minutes the sweep ran (sweep.json's ``wall_s``, else state.json's): the stages, without Ray's start-up and
-    the report. For a sweep merged from parts, the time of the part that ran ``cell`` (all parts without one)."""
+    the report. For a sweep merged from parts, the time of the parts that ran ``cell`` (its replicates may have run
+    in several), or of all parts without one."""
     path = folder / "results" / "sweep.json"
     meta = json.loads(path.read_text()) if path.is_file() else {}
-    for part in meta.get("parts", []) if cell else []:
-        if cell in part["cells"] and part.get("wall_s") is not None:
-            return part["wall_s"] / 60
+    ran = [part["wall_s"] for part in meta.get("parts", []) if cell and cell in part["cells"]]
+    if ran:
+        return math.nan if None in ran else sum(ran) / 60
     if meta.get("wall_s") is None and (folder / "state.json").is_file():
         meta = json.loads((folder / "state.json").read_text())
     return (meta.get("wall_s") if meta.get("wall_s") is not None else math.nan) / 60
@@ -343,6 +357,13 @@ def design_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def replicate_range(text: str) -> range:
+    """``K:N`` -> ``range(K, N)`` (the parser of ``raysweep run --replicates``)."""
+    from raysweep.cli import _replicate_range
+
+    return _replicate_range(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -351,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="tuning seeds, one sweep each (default: 100 200 300; far apart, so no two sweeps share a "
                     "training seed)")
     ap.add_argument("--arch", action="append", default=[], help="only these architectures (repeatable)")
+    ap.add_argument("--replicates", type=replicate_range, default=None, metavar="K:N",
+                    help="run only replicates K to N-1 of each seed's sweep (into <seed>/<arch>-r<K>-<N-1>): more "
+                    "replicates for sweeps already run, merged with them when summarised")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "replication")
     ap.add_argument("--md", type=Path, default=None, help="also write the tables here (markdown)")
     ap.add_argument("--no-run", action="store_true", help="only summarise the folders already in --out")
@@ -371,11 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         folders = {}
         for seed in args.seeds:
             if not args.no_run:
-                run_seed(args.config, seed, args.out, args.arch)
-            folders[seed] = sweep_of(args.out, seed, Path(scratch))
+                run_seed(args.config, seed, args.out, args.arch, args.replicates)
+            folders[seed] = sweep_of(args.out, seed, Path(scratch), args.arch)
         check_one_design(folders)
         if args.archive:
-            archive([p for seed in args.seeds for p in parts_of(args.out, seed)], args.out, args.archive)
+            archive([p for seed in args.seeds for p in parts_of(args.out, seed, args.arch)], args.out, args.archive)
         runs, pairs = summarise(folders)
         text = markdown(runs, pairs)
         if args.design:

@@ -141,11 +141,30 @@ def _check_data(cfg, skip: bool) -> dict:
     return record
 
 
+def _replicate_range(text: str) -> range:
+    """``--replicates``: ``N`` (replicates 0 to N-1) or ``K:N`` (K to N-1)."""
+    first, _, stop = text.rpartition(":")
+    try:
+        r = range(int(first or 0), int(stop))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give N or K:N (whole numbers), e.g. 10:12") from None
+    if r.start < 0 or len(r) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: K:N needs 0 <= K < N (replicates K to N-1), e.g. 10:12")
+    return r
+
+
+def _replicates_text(cfg) -> str:
+    ids = cfg.replicate_ids()
+    if ids.start:
+        return f" x replicates {ids.start}-{ids.stop - 1} (merge with the sweep of replicates 0-{ids.start - 1})"
+    return f" x {len(ids)} replicates" if len(ids) > 1 else ""
+
+
 def _cmd_run(args) -> int:
     from .config import load_config
 
     select = {key: names for key, names in (("datasets", args.dataset), ("architectures", args.arch),
-                                            ("losses", args.loss)) if names}
+                                            ("losses", args.loss), ("replicates", args.replicates)) if names}
     cfg = load_config(args.config, select)
     data_check = _check_data(cfg, args.skip_data_check)  # before Ray starts and before --out is touched
     from .sweep import SweepRunner
@@ -154,8 +173,7 @@ def _cmd_run(args) -> int:
     cells = len(cfg.cells())
     where = f"{len(cfg.datasets)} datasets" + (f" in {cells} variants" if cells > len(cfg.datasets) else "")
     print(f"raysweep run: {len(cfg.groups())} groups ({where} x {len(cfg.architectures)} architectures x "
-          f"{len(cfg.losses)} losses" + (f" x {cfg.tuning.replicates} replicates" if cfg.tuning.replicates > 1
-                                          else "") + f") -> {out}", flush=True)
+          f"{len(cfg.losses)} losses" + _replicates_text(cfg) + f") -> {out}", flush=True)
     state = SweepRunner(cfg, out, address=args.address, fresh=args.fresh, storage=args.storage,
                         data_check=data_check).run()
     print(f"sweep finished in {state['wall_s'] / 60:.1f} min; results in {out}/results", flush=True)
@@ -305,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", action="append", metavar="NAME", help="only these datasets (repeatable)")
     p.add_argument("--arch", action="append", metavar="NAME", help="only these architectures (repeatable)")
     p.add_argument("--loss", action="append", metavar="NAME", help="only these losses (repeatable)")
+    p.add_argument("--replicates", type=_replicate_range, metavar="[K:]N",
+                   help="run replicates K to N-1 (K:N) instead of the config's tuning.replicates, or the first N: "
+                   "--replicates 10:12 into a new --out adds two replicates to a finished sweep of 10, and raysweep "
+                   "merge joins them into the sweep a run of 12 would have made (a replicate's seeds and proposals "
+                   "depend only on its index)")
     p.add_argument("-o", "--report", metavar="FILE.html", help="where to write the report (default: "
                    "reports/<name of --out>.html, e.g. reports/default.html)")
     p.add_argument("--skip-data-check", action="store_true",

@@ -34,11 +34,17 @@ def load_config(path: str | Path | None = None, select: Mapping[str, Any] | None
 
     ``select`` narrows ``datasets``, ``architectures`` or ``losses`` to the given names (the CLI's subsets); a
     selected dataset or architecture keeps its section from the file, and a name the file lacks gets an empty one.
+    ``select["replicates"]``, a ``range``, runs those replicates (``tuning.first_replicate`` and ``replicates``):
+    ``range(10, 12)`` adds replicates 10 and 11 to a sweep of 10 (``raysweep merge`` joins the two).
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the key for anything invalid.
     """
     path = Path(path) if path is not None else Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
     raw = read_yaml_mapping(path, "sweep config")
     for key, names in (select or {}).items():
+        if key == "replicates":
+            tuning = raw["tuning"] = dict(raw.get("tuning") or {})
+            tuning["first_replicate"], tuning["replicates"] = names.start, len(names)
+            continue
         if key == "losses":
             raw["losses"] = list(names)
             continue

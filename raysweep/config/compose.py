@@ -199,11 +199,12 @@ def check_data(cfg: SweepConfig, progress: bool = False, workers: int | None = N
 
 def power_limits(cfg: SweepConfig, cases: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``{"<dataset>/<arch>": raysweep.power.PowerLimit}`` (``<dataset>`` with its variant, ``synthetic:noise1``):
-    each cell's ranking cases against its losses."""
+    each cell's ranking cases against its losses, with the replicates of the whole study (a sweep that adds replicates
+    to an earlier one, ``tuning.first_replicate``, is ranked joined with it)."""
     cases = cases or protocol_cases(cfg)
     alpha = cfg.confirmation.alpha
     return {f"{cell_label(d, v)}/{a}": power_limit(len(cases["ranking"][cell_label(d, v)]["cases"]), len(cfg.losses),
-                                                   alpha, cfg.tuning.replicates)
+                                                   alpha, cfg.replicate_ids().stop)
             for d, v in cfg.cells() for a in cfg.architectures}
 
 
@@ -212,7 +213,7 @@ def _check_power(cfg: SweepConfig, where: str) -> None:
     difference between two losses: the ranking would name a winner that no test could ever support."""
     if cfg.confirmation.seeds == 0 or len(cfg.losses) < 2:
         return
-    if cfg.tuning.replicates == 2:
+    if cfg.replicate_ids().stop == 2:
         import warnings
 
         # The replicate-aware test estimates each loss's replicate variance from its replicates: with two, one

@@ -115,13 +115,21 @@ class SweepConfig:
         """Every (dataset, variant, arch, loss, replicate), replicates innermost (with one replicate, the groups and
         their order are those of a sweep from before replicates)."""
         return [Group(d, a, loss, v, r) for d, v in self.cells() for a in self.architectures for loss in self.losses
-                for r in range(self.tuning.replicates)]
+                for r in self.replicate_ids()]
+
+    def replicate_ids(self) -> range:
+        """The replicates this sweep runs: ``tuning.first_replicate`` to ``first_replicate + replicates - 1`` (from 0
+        unless the sweep adds replicates to an earlier one, to be joined with ``raysweep merge``)."""
+        return range(self.tuning.first_replicate, self.tuning.first_replicate + self.tuning.replicates)
 
     def to_dict(self) -> dict:
         """The config as plain data (JSON-serialisable); ``validate(cfg.to_dict())`` gives the same config back.
-        ``tracking`` and ``tuning.storage`` are left out when unset, so that a sweep from before them still resumes."""
+        ``tracking``, ``tuning.storage`` and ``tuning.first_replicate`` are left out when unset (0), so that a sweep
+        from before them still resumes."""
         out = {k: copy.deepcopy(getattr(self, k)) for k in SweepModel.model_fields if k not in _SECTIONS}
-        out["tuning"] = self.tuning.model_dump(exclude={"storage"} if self.tuning.storage is None else None)
+        unset = {"storage"} if self.tuning.storage is None else set()
+        out["tuning"] = self.tuning.model_dump(exclude=unset | ({"first_replicate"} if not self.tuning.first_replicate
+                                                                else set()))
         out["confirmation"], out["resources"] = self.confirmation.model_dump(), self.resources.model_dump()
         if self.tracking is not None:
             out["tracking"] = self.tracking.model_dump(exclude_none=True)
@@ -258,6 +266,11 @@ class Tuning(Section):
         1, description="independent replicates of each group's whole pipeline: its own Optuna study (own sampler "
         "seed), its own early-stopping bracket, the same quota, its best configuration confirmed with its own seeds. "
         "The ranking's tests then hold tuning and training variance, not only the cases' (1: they cannot)")
+    first_replicate: _count(0, 1000) = Field(
+        0, description="the index of this sweep's first replicate: 0, unless the sweep adds replicates to an earlier "
+        "sweep of the same config (which ran replicates 0 to first_replicate - 1); `raysweep merge` then joins the two "
+        "into the sweep of first_replicate + replicates replicates. A replicate's seeds and proposals depend only on "
+        "its index (raysweep.config.tuning_seed), so the joined sweep is the one a single run would have made")
     n_startup_trials: Annotated[Union[Literal["auto"], _count(0)], Must(
         f"'auto' or an integer >= 0 (at most {_MAX_COUNT})")] = Field(
         "auto", description="TPE's random start-up trials per group (auto: a third of the quota, >= 2)")

@@ -2,20 +2,27 @@
 ``--out`` folders, on one machine or several, on different days) merged into the results one whole run would have
 written, so that one report, ``raysweep compare`` and ``raysweep export`` read it as one sweep.
 
-Parts are merged only when they are parts of one sweep: their configs are equal except in the cells they hold
-(``datasets`` and ``architectures``, each name defined alike wherever it appears), no cell (dataset, arch) is in two
-parts, and every trial id is unique. The tables are concatenated (one zstd Parquet file per table, as
+A sweep can also grow by replicates: a part run with ``tuning.first_replicate: K`` (``raysweep run --replicates
+K:N``) holds replicates K to N - 1 of the same design and joins a part that holds 0 to K - 1. Each replicate's seeds
+and proposals depend only on its index, so the joined sweep is the one a single run of N replicates would have made.
+
+Parts are merged only when they are parts of one sweep: their configs are equal except in the cells and replicates
+they hold (``datasets``, ``architectures``, ``tuning.replicates`` and ``tuning.first_replicate``; each name defined
+alike wherever it appears), no (cell, replicate) is in two parts, every cell ends with the same unbroken run of
+replicates, and every trial id is unique. The tables are concatenated (one zstd Parquet file per table, as
 :func:`~raysweep.results.store.write_compact_copy` writes); ``sweep.json`` is merged key by key:
 
 * ``config``: the shared keys, with the union of the parts' datasets and architectures (``config_text`` is that
   config as JSON, which YAML reads);
 * ``protocol``, ``spaces``, ``datasets``, ``variants``: the union, equal wherever two parts hold the same key (the
-  data check's ``seconds`` are summed);
+  data check's ``seconds`` are summed; the replicate count and each cell's power limit are those of the merged
+  replicates);
 * ``planned`` summed, ``groups`` concatenated, ``wall_s`` summed (the time the parts ran, not the calendar time
   between them), ``started_at`` the earliest, ``ended_at`` the latest (null while a part is unfinished);
 * ``sweep_id`` the parts' ids joined with ``+`` (the tables keep each part's own), ``git_commit`` the distinct
   commits, ``versions`` and ``hardware`` as they are where the parts agree, else one entry per part;
-* ``parts``: each part's ``sweep_id``, cells, ``started_at``, ``ended_at`` and ``wall_s``, so the merge is on record.
+* ``parts``: each part's ``sweep_id``, cells, replicates (``[first, last]``), ``started_at``, ``ended_at`` and
+  ``wall_s``, so the merge is on record.
 
 Any other difference refuses the merge with a ValueError naming the key and the parts: a comparison of losses
 trained under different protocols is not one study. Only pyarrow is needed.
@@ -36,6 +43,8 @@ from .store import (read_sweep_meta, read_table, resolve_results_dir, table_vers
 
 #: The config sections that say which cells a part holds.
 CELL_SECTIONS = ("datasets", "architectures")
+#: The ``tuning`` keys that say which replicates a part holds.
+REPLICATE_KEYS = ("replicates", "first_replicate")
 #: sweep.json keys merged as a union (equal where parts overlap).
 UNION_KEYS = ("protocol", "spaces", "datasets", "variants")
 #: Leaves of the union keys that are added up rather than required equal.
@@ -45,6 +54,75 @@ SUMMED = {("protocol", "data_check", "seconds")}
 def part_cells(config: dict[str, Any]) -> list[str]:
     """The cells (``dataset/arch``) a sweep config holds."""
     return [f"{d}/{a}" for d in config.get("datasets", {}) for a in config.get("architectures", {})]
+
+
+def part_replicates(config: dict[str, Any]) -> range:
+    """The replicates a sweep config holds: ``tuning.first_replicate`` (0 when absent) onwards, ``tuning.replicates``
+    of them (1 when absent: a sweep from before replicates)."""
+    tuning = config.get("tuning") or {}
+    first = int(tuning.get("first_replicate", 0))
+    return range(first, first + int(tuning.get("replicates", 1)))
+
+
+def _shared_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A part's config without what says which cells and replicates it holds: what every part must share."""
+    shared = {k: v for k, v in config.items() if k not in CELL_SECTIONS}
+    if isinstance(shared.get("tuning"), dict):
+        shared["tuning"] = {k: v for k, v in shared["tuning"].items() if k not in REPLICATE_KEYS}
+    return shared
+
+
+def _merged_replicates(metas: Sequence[dict[str, Any]], names: Sequence[str]) -> range:
+    """The replicates of the merged sweep. ValueError when a (cell, replicate) is in two parts, or when the cells do
+    not end with the same unbroken run of replicates (no single config could describe the merged sweep)."""
+    owner: dict[tuple[str, int], str] = {}
+    for meta, name in zip(metas, names):
+        for cell in part_cells(meta["config"]):
+            for r in part_replicates(meta["config"]):
+                if (cell, r) in owner:
+                    raise ValueError(f"cell {cell}, replicate {r} is in two parts ({owner[cell, r]} and {name}): merge "
+                                     "parts that hold different cells (raysweep run --arch / --dataset) or different "
+                                     "replicates (raysweep run --replicates K:N)")
+                owner[cell, r] = name
+    held: dict[str, set[int]] = {}
+    for cell, r in owner:
+        held.setdefault(cell, set()).add(r)
+    span = range(min(min(v) for v in held.values()), max(max(v) for v in held.values()) + 1)
+    for cell, reps in held.items():
+        if reps != set(span):
+            missing = sorted(set(span) - reps)
+            raise ValueError(f"cell {cell} lacks replicate(s) {', '.join(map(str, missing[:5]))} of the {span.start} to "
+                             f"{span.stop - 1} the parts hold: every cell of a merged sweep needs the same replicates "
+                             "(run the missing ones with raysweep run --replicates K:N, or leave out the parts that "
+                             "hold the extra ones)")
+    return span
+
+
+def _with_replicates(protocol: dict[str, Any], span: range) -> dict[str, Any]:
+    """The merged ``protocol`` with the merged sweep's replicate count and, per cell, the power limit of that many
+    replicates (:func:`raysweep.power.power_limit`)."""
+    from ..power import power_limit
+
+    tuning = {k: v for k, v in (protocol.get("tuning") or {}).items() if k not in REPLICATE_KEYS}
+    if "tuning" in protocol:
+        protocol["tuning"] = {**tuning, "replicates": len(span), **({"first_replicate": span.start} if span.start
+                                                                    else {})}
+    for cell, limit in (protocol.get("power") or {}).items():
+        if isinstance(limit, dict) and {"n_cases", "n_losses", "alpha"} <= set(limit):
+            protocol["power"][cell] = power_limit(limit["n_cases"], limit["n_losses"], limit["alpha"],
+                                                  span.stop).to_dict()
+    return protocol
+
+
+def _without_replicates(protocol: dict[str, Any]) -> dict[str, Any]:
+    """A part's ``protocol`` without the entries that follow its number of replicates (set again after the union)."""
+    out = dict(protocol)
+    if isinstance(out.get("tuning"), dict):
+        out["tuning"] = {k: v for k, v in out["tuning"].items() if k not in REPLICATE_KEYS}
+    if isinstance(out.get("power"), dict):
+        out["power"] = {cell: ({k: v for k, v in limit.items() if k not in ("replicates", "replicate_sd_multiple")}
+                               if isinstance(limit, dict) else limit) for cell, limit in out["power"].items()}
+    return out
 
 
 def _union(values: list[tuple[str, Any]], path: tuple[str, ...]) -> Any:
@@ -67,23 +145,20 @@ def merge_sweep_meta(metas: Sequence[dict[str, Any]], names: Sequence[str]) -> d
     for meta, name in zip(metas, names):
         if not isinstance(meta.get("config"), dict):
             raise ValueError(f"{name}: its sweep.json has no config (not the results of `raysweep run`?)")
-    shared = [(n, {k: v for k, v in m["config"].items() if k not in CELL_SECTIONS}) for m, n in zip(metas, names)]
+    shared = [(n, _shared_config(m["config"])) for m, n in zip(metas, names)]
     for name, c in shared[1:]:
         if set(c) != set(shared[0][1]):
             raise ValueError(f"the parts are not one sweep: config keys {sorted(set(c) ^ set(shared[0][1]))} are in "
                              f"one of {shared[0][0]} and {name} only")
     _union(shared, ("config",))  # raises naming the first key that differs
-    owner: dict[str, str] = {}
-    for meta, name in zip(metas, names):
-        for cell in part_cells(meta["config"]):
-            if cell in owner:
-                raise ValueError(f"cell {cell} is in two parts ({owner[cell]} and {name}): merge parts that hold "
-                                 "different cells (raysweep run --arch / --dataset)")
-            owner[cell] = name
+    span = _merged_replicates(metas, names)
     config = dict(shared[0][1])
     for section in CELL_SECTIONS:
         config[section] = _union([(n, m["config"].get(section, {})) for m, n in zip(metas, names)], ("config",
                                                                                                       section))
+    if isinstance(config.get("tuning"), dict):  # as a single run of the merged replicates writes it
+        config["tuning"] = {**config["tuning"], "replicates": len(span),
+                            **({"first_replicate": span.start} if span.start else {})}
     merged: dict[str, Any] = {
         "sweep_id": "+".join(dict.fromkeys(str(m.get("sweep_id", "")) for m in metas)),
         "config": config, "config_text": json.dumps(config, indent=1),
@@ -94,17 +169,22 @@ def merge_sweep_meta(metas: Sequence[dict[str, Any]], names: Sequence[str]) -> d
         "planned": {stage: sum(m.get("planned", {}).get(stage, 0) for m in metas)
                     for stage in dict.fromkeys(s for m in metas for s in m.get("planned", {}))},
         "groups": [g for m in metas for g in m.get("groups", [])],
-        "parts": [{"sweep_id": m.get("sweep_id"), "cells": part_cells(m["config"]), "started_at": m.get("started_at"),
-                   "ended_at": m.get("ended_at"), "wall_s": m.get("wall_s")} for m in metas],
+        "parts": [{"sweep_id": m.get("sweep_id"), "cells": part_cells(m["config"]),
+                   "replicates": [part_replicates(m["config"])[0], part_replicates(m["config"])[-1]],
+                   "started_at": m.get("started_at"), "ended_at": m.get("ended_at"), "wall_s": m.get("wall_s")}
+                  for m in metas],
     }
     for key in ("versions", "hardware"):
         values = [m.get(key, {}) for m in metas]
         merged[key] = values[0] if all(v == values[0] for v in values) else {
             f"part {i + 1} ({m.get('sweep_id')})": v for i, (m, v) in enumerate(zip(metas, values))}
     for key in UNION_KEYS:
-        have = [(n, m[key]) for m, n in zip(metas, names) if isinstance(m.get(key), dict)]
+        have = [(n, _without_replicates(m[key]) if key == "protocol" else m[key])
+                for m, n in zip(metas, names) if isinstance(m.get(key), dict)]
         if have:
             merged[key] = _union(have, (key,))
+    if isinstance(merged.get("protocol"), dict):
+        merged["protocol"] = _with_replicates(merged["protocol"], span)
     return {k: v for k, v in merged.items() if v is not None or k in ("ended_at", "wall_s", "git_commit")}
 
 

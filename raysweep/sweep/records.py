@@ -109,12 +109,12 @@ def protocol(cfg: SweepConfig, data_check: dict[str, Any] | None = None) -> dict
                            "eval_every": trial["eval"]["every"], "budget_steps": trial["train"]["steps"]},
         "tuning": {"trials_per_group": t.trials_per_group, "n_startup_trials": n_startup_trials(cfg),
                    "seed": t.seed, "sampler": "tpe", "replicates": t.replicates,
-                   "startup": "stratified"},
+                   "startup": "stratified", **({"first_replicate": t.first_replicate} if t.first_replicate else {})},
         # Replicate 0's seeds stay a plain list (as before replicates); every replicate's are listed by index.
         "confirmation": {"seeds": confirmation_seeds(cfg),
                          "replicate_seeds": {str(r): {"tune": tuning_seed(cfg, r),
                                                       "confirm": confirmation_seeds(cfg, r)}
-                                             for r in range(t.replicates)}},
+                                             for r in cfg.replicate_ids()}},
         "power": {cell: limit.to_dict() for cell, limit in power_limits(cfg, cases).items()},
         "data_check": data_check or {"status": "not run"},
     }
