@@ -93,7 +93,7 @@ def run_seed(config: Path, seed: int, out: Path, archs: list[str], replicates: r
 
 def part_archs(part: Path) -> set[str]:
     """The architectures a sweep folder's ``sweep.json`` config holds."""
-    return set(json.loads((part / "results" / "sweep.json").read_text())["config"]["architectures"])
+    return set(json.loads((part / "results" / "sweep.json").read_text()).get("config", {}).get("architectures", {}))
 
 
 def parts_of(out: Path, seed: int, archs: list[str] | None = None) -> list[Path]:
@@ -359,9 +359,9 @@ def design_markdown(rows: list[dict]) -> str:
 
 def replicate_range(text: str) -> range:
     """``K:N`` -> ``range(K, N)`` (the parser of ``raysweep run --replicates``)."""
-    from raysweep.cli import _replicate_range
+    from raysweep.cli import parse_replicates
 
-    return _replicate_range(text)
+    return parse_replicates(text)
 
 
 def main(argv: list[str] | None = None) -> int:

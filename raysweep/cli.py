@@ -141,7 +141,7 @@ def _check_data(cfg, skip: bool) -> dict:
     return record
 
 
-def _replicate_range(text: str) -> range:
+def parse_replicates(text: str) -> range:
     """``--replicates``: ``N`` (replicates 0 to N-1) or ``K:N`` (K to N-1)."""
     first, _, stop = text.rpartition(":")
     try:
@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", action="append", metavar="NAME", help="only these datasets (repeatable)")
     p.add_argument("--arch", action="append", metavar="NAME", help="only these architectures (repeatable)")
     p.add_argument("--loss", action="append", metavar="NAME", help="only these losses (repeatable)")
-    p.add_argument("--replicates", type=_replicate_range, metavar="[K:]N",
+    p.add_argument("--replicates", type=parse_replicates, metavar="[K:]N",
                    help="run replicates K to N-1 (K:N) instead of the config's tuning.replicates, or the first N: "
                    "--replicates 10:12 into a new --out adds two replicates to a finished sweep of 10, and raysweep "
                    "merge joins them into the sweep a run of 12 would have made (a replicate's seeds and proposals "

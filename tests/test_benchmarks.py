@@ -220,8 +220,8 @@ def test_replication_compares_one_design_and_archives_what_it_reads(tmp_path):
     import numpy as np
 
     write_planted_cell = _planted_cell_writer()
-    from benchmarks.replication import (archive, check_one_design, design_differences, parts_of, summarise,
-                                        sweep_minutes)
+    from benchmarks.replication import (archive, check_one_design, design_differences, parts_of, seed_folder,
+                                        summarise, sweep_minutes)
 
     rng = np.random.default_rng(2)
     base = rng.uniform(0.3, 0.5, 12)
@@ -255,6 +255,21 @@ def test_replication_compares_one_design_and_archives_what_it_reads(tmp_path):
     (tmp_path / "merged" / "results" / "sweep.json").write_text(json.dumps({"wall_s": 300.0, "parts": [
         {"cells": ["d/a"], "wall_s": 120.0}, {"cells": ["d/b"], "wall_s": 180.0}]}))
     assert (sweep_minutes(tmp_path / "merged", "d/b"), sweep_minutes(tmp_path / "merged")) == (3.0, 5.0)
+    # A cell whose replicates ran in two parts (--replicates K:N): the time of both.
+    (tmp_path / "merged" / "results" / "sweep.json").write_text(json.dumps({"wall_s": 360.0, "parts": [
+        {"cells": ["d/a"], "wall_s": 120.0}, {"cells": ["d/b"], "wall_s": 180.0}, {"cells": ["d/a"], "wall_s": 60.0}]}))
+    assert sweep_minutes(tmp_path / "merged", "d/a") == 3.0
+    # Where the parts of a seed run, and which of them hold an architecture.
+    assert seed_folder(tmp_path, 100, ["transformer"], range(10, 14)) == tmp_path / "seed100" / "transformer-r10-13"
+    assert seed_folder(tmp_path, 100, [], range(10, 14)) == tmp_path / "seed100" / "r10-13"
+    assert seed_folder(tmp_path, 100, ["cnn"]) == tmp_path / "seed100" / "cnn"
+    for name, arch in (("cnn", "cnn"), ("transformer", "transformer"), ("transformer-r10-13", "transformer")):
+        (tmp_path / "p" / "seed100" / name / "sweep" / "results").mkdir(parents=True)
+        (tmp_path / "p" / "seed100" / name / "sweep" / "results" / "sweep.json").write_text(json.dumps(
+            {"config": {"architectures": {arch: {}}}}))
+    assert [p.parent.name for p in parts_of(tmp_path / "p", 100, ["transformer"])] == ["transformer",
+                                                                                      "transformer-r10-13"]
+    assert len(parts_of(tmp_path / "p", 100)) == 3
 
     meta = json.loads((folders[200] / "results" / "sweep.json").read_text())
     meta["config"]["trial"]["train"]["steps"] = 100

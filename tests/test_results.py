@@ -260,7 +260,7 @@ def test_merge_sweep_meta_takes_the_union_of_the_parts_cells():
     ({"config": {"name": "s", "losses": ["dice"], "datasets": {"synthetic": {"o": 2}},
                  "architectures": {"transformer": {}}}}, "config.datasets.synthetic.o is 1 in A but 2 in B"),
     ({"config": {"name": "s", "losses": ["dice"], "datasets": {"synthetic": {"o": 1}},
-                 "architectures": {"cnn": {"arch": "cnn"}}}}, "cell synthetic/cnn is in two parts"),
+                 "architectures": {"cnn": {"arch": "cnn"}}}}, "cell synthetic/cnn, replicate 0 is in two parts"),
     ({"config": {"name": "s", "losses": ["dice"], "seed": 1, "datasets": {"synthetic": {"o": 1}},
                  "architectures": {"transformer": {}}}}, "config keys \\['seed'\\]"),
     ({"protocol": {"alpha": 0.01}}, "protocol.alpha is 0.05 in A but 0.01 in B"),
@@ -269,6 +269,55 @@ def test_merge_sweep_meta_takes_the_union_of_the_parts_cells():
 def test_merge_sweep_meta_refuses_parts_of_different_sweeps(change, match):
     with pytest.raises(ValueError, match=match):
         results.merge_sweep_meta([_part_meta("cnn", "p1"), _part_meta("transformer", "p2", **change)], ["A", "B"])
+
+
+def _replicate_part(arch, sweep_id, first, count):
+    """sweep.json of a part that holds replicates ``first`` to ``first + count - 1`` of one architecture."""
+    from raysweep.power import power_limit
+
+    meta = _part_meta(arch, sweep_id)
+    tuning = {"seed": 100, "replicates": count, **({"first_replicate": first} if first else {})}
+    meta["config"] = {**meta["config"], "tuning": tuning}
+    meta["protocol"] = {**meta["protocol"], "tuning": {"seed": 100, **tuning},
+                        "power": {f"synthetic/{arch}": power_limit(32, 26, 0.05, first + count).to_dict()},
+                        "confirmation": {"seeds": [101], "replicate_seeds": {str(r): {
+                            "tune": 100 + 2 * r, "confirm": [101 + 2 * r]} for r in range(first, first + count)}}}
+    meta["groups"] = [{"arch": arch, "loss": "dice", "replicate": r} for r in range(first, first + count)]
+    return meta
+
+
+def test_merge_sweep_meta_joins_parts_that_hold_more_replicates_of_the_same_cells():
+    """raysweep run --replicates 3:5 beside a sweep of 3: merged, the config and protocol are those of a sweep of 5
+    (its power limit recomputed for 5 replicates, every replicate's seeds listed), the parts name their replicates.
+    A replicate in two parts, or cells left with different replicates, are refused, naming them."""
+    from raysweep.power import power_limit
+
+    parts = [_replicate_part("cnn", "p1", 0, 3), _replicate_part("transformer", "p2", 0, 3),
+             _replicate_part("cnn", "p3", 3, 2), _replicate_part("transformer", "p4", 3, 2)]
+    m = results.merge_sweep_meta(parts, ["A", "B", "C", "D"])
+    assert m["config"]["tuning"] == {"seed": 100, "replicates": 5} and set(m["config"]["architectures"]) == {
+        "cnn", "transformer"}
+    assert m["protocol"]["tuning"] == {"seed": 100, "replicates": 5}
+    assert m["protocol"]["power"]["synthetic/cnn"] == power_limit(32, 26, 0.05, 5).to_dict()
+    assert power_limit(32, 26, 0.05, 5).replicate_sd_multiple < power_limit(32, 26, 0.05, 3).replicate_sd_multiple
+    assert sorted(m["protocol"]["confirmation"]["replicate_seeds"], key=int) == ["0", "1", "2", "3", "4"]
+    assert m["protocol"]["confirmation"]["replicate_seeds"]["4"] == {"tune": 108, "confirm": [109]}
+    assert [p["replicates"] for p in m["parts"]] == [[0, 2], [0, 2], [3, 4], [3, 4]]
+    assert sorted(g["replicate"] for g in m["groups"] if g["arch"] == "cnn") == [0, 1, 2, 3, 4]
+    assert m["wall_s"] == 2 * 3600.0 + 2 * 1800.0 and m["planned"] == {"tune": 16, "confirm": 8}
+    # Only the added replicates, of one cell: their own sweep of replicates 3 and 4.
+    m = results.merge_sweep_meta([parts[2], _replicate_part("transformer", "p4", 3, 2)], ["C", "D"])
+    assert m["config"]["tuning"] == {"seed": 100, "replicates": 2, "first_replicate": 3}
+    with pytest.raises(ValueError, match="cell synthetic/cnn, replicate 2 is in two parts \\(A and C\\)"):
+        results.merge_sweep_meta([parts[0], _replicate_part("cnn", "p3", 2, 3)], ["A", "C"])
+    with pytest.raises(ValueError, match="cell synthetic/transformer lacks replicate\\(s\\) 3, 4 of the 0 to 4"):
+        results.merge_sweep_meta(parts[:3], ["A", "B", "C"])
+    with pytest.raises(ValueError, match="cell synthetic/cnn lacks replicate\\(s\\) 3 of the 0 to 4"):
+        results.merge_sweep_meta([parts[0], _replicate_part("cnn", "p3", 4, 1)], ["A", "C"])
+    other = _replicate_part("cnn", "p3", 3, 2)
+    other["config"]["tuning"]["seed"] = 200  # another tuning seed is another study, not more of this one
+    with pytest.raises(ValueError, match="config.tuning.seed is 100 in A but 200 in C"):
+        results.merge_sweep_meta([parts[0], other], ["A", "C"])
 
 
 def test_merge_results_concatenates_the_tables_and_refuses_before_writing(tmp_path):

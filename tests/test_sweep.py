@@ -2,6 +2,7 @@
 
 import json
 import os
+from argparse import ArgumentTypeError
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,42 @@ def test_replicates_are_independent_pipelines_with_their_own_studies_and_seeds()
     assert per == {("tversky", r): ["default", "branch"] for r in range(3)} | {("ce", r): ["fixed"] for r in range(3)}
 
 
+def test_a_part_of_the_replicates_is_the_same_groups_seeds_and_branches_as_in_the_whole_sweep(tmp_path):
+    """raysweep run --replicates 3:5 on a config of 3 replicates: the groups, training seeds, tags and start-up
+    branches of replicates 3 and 4 of a sweep of 5, its config recording tuning.first_replicate (a config without it
+    keeps the dict a sweep from before it wrote, so it resumes); its protocol lists those replicates' seeds and states
+    the power of the 5 replicates it completes. Bad --replicates values are refused, naming the fix."""
+    from raysweep.cli import parse_replicates
+    from raysweep.config import confirmation_seeds, tuning_seed
+    from raysweep.sweep.records import protocol
+
+    base = {**TINY, "architectures": ["cnn"], "tuning": {**TINY["tuning"], "replicates": 3, "seed": 7}}
+    whole = validate({**base, "tuning": {**base["tuning"], "replicates": 5}})
+    path = write(tmp_path, base)
+    part = load_config(path, {"replicates": parse_replicates("3:5")})
+    assert (part.tuning.first_replicate, part.tuning.replicates, part.replicate_ids()) == (3, 2, range(3, 5))
+    assert [g for g in whole.groups() if g.replicate >= 3] == part.groups()
+    assert [(tuning_seed(part, r), confirmation_seeds(part, r)) for r in (3, 4)] == [
+        (tuning_seed(whole, r), confirmation_seeds(whole, r)) for r in (3, 4)]
+    first = {}
+    for cfg in (whole, part):  # the first suggestion of each replicate of tversky: its defaults, then its branch
+        searcher = GroupSearcher(cfg)
+        for i in range(searcher.total):
+            env = searcher.suggest(f"t{i}")
+            first.setdefault(id(cfg), {}).setdefault((env["tags"]["loss"], env["tags"]["replicate"]), []).append(
+                (env["trial"]["seed"], env["tags"]["proposal"], json.dumps(env["tags"]["params"], sort_keys=True)))
+    assert {k: v for k, v in first[id(whole)].items() if k[1] >= 3} == first[id(part)]
+    assert part.to_dict()["tuning"]["first_replicate"] == 3 and "first_replicate" not in whole.to_dict()["tuning"]
+    p = protocol(part)
+    assert p["tuning"]["replicates"] == 2 and p["tuning"]["first_replicate"] == 3
+    assert list(p["confirmation"]["replicate_seeds"]) == ["3", "4"]
+    assert p["power"]["synthetic/cnn"]["replicates"] == 5 == protocol(whole)["power"]["synthetic/cnn"]["replicates"]
+    assert load_config(path, {"replicates": parse_replicates("4")}).replicate_ids() == range(0, 4)
+    for bad, match in (("5:3", "0 <= K < N"), ("a:3", "give N or K:N"), ("3:3", "0 <= K < N")):
+        with pytest.raises(ArgumentTypeError, match=match):
+            parse_replicates(bad)
+
+
 def test_two_replicates_are_warned_about_before_anything_runs():
     with pytest.warns(UserWarning, match="tuning.replicates is 2"):
         validate({**TINY, "tuning": {**TINY["tuning"], "replicates": 2}})
@@ -381,7 +418,7 @@ def test_a_sweep_run_in_parts_merges_into_what_the_whole_run_wrote(tiny_whole, t
     assert "synthetic / cnn" in html and "synthetic / transformer" in html
     assert "<dt>part 2</dt><dd>" + b["parts"][1]["sweep_id"] + ": synthetic/transformer, started" in html
     # Not one sweep: the same cell twice, or parts of different configs, are refused and nothing is written.
-    with pytest.raises(ValueError, match="cell synthetic/cnn is in two parts"):
+    with pytest.raises(ValueError, match="cell synthetic/cnn, replicate 0 is in two parts"):
         merge_results([whole, parts[0]], tmp_path / "again")
     shutil.copytree(parts[0] / "results", tmp_path / "other")
     meta = read_sweep_meta(tmp_path / "other")
@@ -425,6 +462,24 @@ def test_replicated_sweep_tunes_and_confirms_each_replicate_on_its_own(ray_sessi
     frames = stats.cell_view(tables)
     cell = stats.cell_stats(frames["trials"], frames["cases"], "synthetic", "cnn", n_boot=50)
     assert cell.n_replicates == 2 and cell.test_method == paired.WELCH and not cell.replication_warning
+
+    # One more replicate, run apart (raysweep run --replicates 2:3) and merged: the sweep a run of 3 makes.
+    from raysweep.results import merge_results
+    from raysweep.sweep.records import protocol
+
+    three = validate({**TINY, "architectures": ["cnn"], "tuning": {**TINY["tuning"], "replicates": 3}})
+    more = validate({**TINY, "architectures": ["cnn"], "tuning": {**TINY["tuning"], "replicates": 1,
+                                                                    "first_replicate": 2}})
+    SweepRunner(more, tmp_path / "more", progress=False).run()
+    merged = merge_results([out, tmp_path / "more"], tmp_path / "merged")
+    meta = read_sweep_meta(merged)
+    assert meta["config"] == three.to_dict() and [p["replicates"] for p in meta["parts"]] == [[0, 1], [2, 2]]
+    assert {k: v for k, v in meta["protocol"].items() if k != "data_check"} == {
+        k: v for k, v in protocol(three).items() if k != "data_check"}
+    trials = read_results(merged)["trials"]
+    assert set(trials[trials.replicate == 2].seed) == {tuning_seed(three, 2), *confirmation_seeds(three, 2)}
+    frames = stats.cell_view(read_results(merged))
+    assert stats.cell_stats(frames["trials"], frames["cases"], "synthetic", "cnn", n_boot=50).n_replicates == 3
 
 
 @pytest.mark.parametrize("path", ["cluster/cluster.yaml", "cluster/local.yaml"])

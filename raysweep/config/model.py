@@ -31,7 +31,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 from ..checks import Bad, Must, config_error, did_you_mean, show
 from ..trial.schema import TrialConfig, choice, registry_names
-from ..vocab import cell_label
+from .group import Group
 from .yaml_io import check_plain
 
 PAIRINGS = ("none", "ce", "dice")
@@ -43,34 +43,6 @@ _MAX_COUNT = 10**6
 #: Seeds stay below 2**31 so that seed + confirmation seeds fits every RNG (numpy takes < 2**32).
 _MAX_SEED = 2**31 - 1
 _SET_BY_SWEEP = ("dataset", "model", "loss", "companions", "seed", "output_dir")
-
-
-@dataclass(frozen=True)
-class Group:
-    """One (dataset, variant, architecture, loss) group: one Optuna study, one row of a cell's ranking."""
-
-    dataset: str
-    arch: str
-    loss: str
-    variant: str = ""  # "" for the dataset as it is
-    replicate: int = 0  # which independent replicate of the group's pipeline (tuning.replicates)
-
-    @classmethod
-    def of(cls, tags: Mapping[str, Any]) -> "Group":
-        """The group a trial's tags (:func:`raysweep.config.compose_trial`) belong to."""
-        return cls(tags["dataset"], tags["arch"], tags["loss"], tags.get("variant") or "",
-                   int(tags.get("replicate") or 0))
-
-    @property
-    def cell(self) -> str:
-        """The (dataset, variant) as named in keys: ``synthetic`` or ``synthetic:noise1``."""
-        return cell_label(self.dataset, self.variant)
-
-    @property
-    def key(self) -> str:
-        """``synthetic/cnn/dice``; replicates after the first add ``/r<k>`` (so a sweep of one replicate keeps the
-        keys it had before replicates existed, and resumes)."""
-        return f"{self.cell}/{self.arch}/{self.loss}" + (f"/r{self.replicate}" if self.replicate else "")
 
 
 @dataclass
@@ -118,8 +90,7 @@ class SweepConfig:
                 for r in self.replicate_ids()]
 
     def replicate_ids(self) -> range:
-        """The replicates this sweep runs: ``tuning.first_replicate`` to ``first_replicate + replicates - 1`` (from 0
-        unless the sweep adds replicates to an earlier one, to be joined with ``raysweep merge``)."""
+        """The replicates this sweep runs: ``tuning.replicates`` of them from ``tuning.first_replicate``."""
         return range(self.tuning.first_replicate, self.tuning.first_replicate + self.tuning.replicates)
 
     def to_dict(self) -> dict:
@@ -127,9 +98,8 @@ class SweepConfig:
         ``tracking``, ``tuning.storage`` and ``tuning.first_replicate`` are left out when unset (0), so that a sweep
         from before them still resumes."""
         out = {k: copy.deepcopy(getattr(self, k)) for k in SweepModel.model_fields if k not in _SECTIONS}
-        unset = {"storage"} if self.tuning.storage is None else set()
-        out["tuning"] = self.tuning.model_dump(exclude=unset | ({"first_replicate"} if not self.tuning.first_replicate
-                                                                else set()))
+        out["tuning"] = self.tuning.model_dump(exclude={k for k in ("storage", "first_replicate") if
+                                                        getattr(self.tuning, k) in (None, 0)})
         out["confirmation"], out["resources"] = self.confirmation.model_dump(), self.resources.model_dump()
         if self.tracking is not None:
             out["tracking"] = self.tracking.model_dump(exclude_none=True)
@@ -266,11 +236,8 @@ class Tuning(Section):
         1, description="independent replicates of each group's whole pipeline: its own Optuna study (own sampler "
         "seed), its own early-stopping bracket, the same quota, its best configuration confirmed with its own seeds. "
         "The ranking's tests then hold tuning and training variance, not only the cases' (1: they cannot)")
-    first_replicate: _count(0, 1000) = Field(
-        0, description="the index of this sweep's first replicate: 0, unless the sweep adds replicates to an earlier "
-        "sweep of the same config (which ran replicates 0 to first_replicate - 1); `raysweep merge` then joins the two "
-        "into the sweep of first_replicate + replicates replicates. A replicate's seeds and proposals depend only on "
-        "its index (raysweep.config.tuning_seed), so the joined sweep is the one a single run would have made")
+    first_replicate: _count(0, 1000) = Field(0, description="its first replicate's index: 0, or K to add replicates "
+                                             "to a sweep of K (raysweep merge joins them: the sweep one run makes)")
     n_startup_trials: Annotated[Union[Literal["auto"], _count(0)], Must(
         f"'auto' or an integer >= 0 (at most {_MAX_COUNT})")] = Field(
         "auto", description="TPE's random start-up trials per group (auto: a third of the quota, >= 2)")

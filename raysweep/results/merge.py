@@ -91,10 +91,10 @@ def _merged_replicates(metas: Sequence[dict[str, Any]], names: Sequence[str]) ->
     for cell, reps in held.items():
         if reps != set(span):
             missing = sorted(set(span) - reps)
-            raise ValueError(f"cell {cell} lacks replicate(s) {', '.join(map(str, missing[:5]))} of the {span.start} to "
-                             f"{span.stop - 1} the parts hold: every cell of a merged sweep needs the same replicates "
-                             "(run the missing ones with raysweep run --replicates K:N, or leave out the parts that "
-                             "hold the extra ones)")
+            raise ValueError(f"cell {cell} lacks replicate(s) {', '.join(map(str, missing[:5]))} of the "
+                             f"{span.start} to {span.stop - 1} the parts hold: every cell of a merged sweep needs "
+                             "the same replicates (run the missing ones with raysweep run --replicates K:N, or leave "
+                             "out the parts that hold the extra ones)")
     return span
 
 
