@@ -165,7 +165,7 @@ SWEEP_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "datasets": ((dict,), "per dataset, `raysweep data inspect`'s statistics (classes, pixel shares, objects per "
                  "case, spacing, channels, warnings), or `skipped` with the reason"),
     "parts": ((list,), "only in a sweep merged from parts run apart (`raysweep merge`): each part's `sweep_id`, "
-              "`cells`, `started_at`, `ended_at` and `wall_s`"),
+              "`cells`, `replicates` (`[first, last]`), `started_at`, `ended_at` and `wall_s`"),
 }
 
 _TRIAL_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
