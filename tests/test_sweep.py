@@ -416,7 +416,7 @@ def test_a_sweep_run_in_parts_merges_into_what_the_whole_run_wrote(tiny_whole, t
     assert both.final_metric_x.tolist() == pytest.approx(both.final_metric_y.tolist(), abs=1e-6)
     html = (tmp_path / "m.html").read_text()
     assert "synthetic / cnn" in html and "synthetic / transformer" in html
-    assert "<dt>part 2</dt><dd>" + b["parts"][1]["sweep_id"] + ": synthetic/transformer, started" in html
+    assert "<dt>part 2</dt><dd>" + b["parts"][1]["sweep_id"] + ": synthetic/transformer replicate 0, started" in html
     # Not one sweep: the same cell twice, or parts of different configs, are refused and nothing is written.
     with pytest.raises(ValueError, match="cell synthetic/cnn, replicate 0 is in two parts"):
         merge_results([whole, parts[0]], tmp_path / "again")
@@ -480,6 +480,10 @@ def test_replicated_sweep_tunes_and_confirms_each_replicate_on_its_own(ray_sessi
     assert set(trials[trials.replicate == 2].seed) == {tuning_seed(three, 2), *confirmation_seeds(three, 2)}
     frames = stats.cell_view(read_results(merged))
     assert stats.cell_stats(frames["trials"], frames["cases"], "synthetic", "cnn", n_boot=50).n_replicates == 3
+    from raysweep.report import build_report
+
+    html = build_report(merged, tmp_path / "merged.html").read_text()  # the report lists each part's replicates
+    assert ": synthetic/cnn replicates 0-1, started" in html and ": synthetic/cnn replicate 2, started" in html
 
 
 @pytest.mark.parametrize("path", ["cluster/cluster.yaml", "cluster/local.yaml"])

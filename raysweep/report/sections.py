@@ -314,6 +314,13 @@ def sensitivity(trials: pd.DataFrame, c: stats.CellStats, losses: list[str], spa
     return out
 
 
+def _replicates_of(span: list[int] | None) -> str:
+    """A merged part's replicates, ``[first, last]``, as the report lists them."""
+    if not span:
+        return ""
+    return f" replicate {span[0]}" if span[0] == span[1] else f" replicates {span[0]}-{span[1]}"
+
+
 def metadata(trials: pd.DataFrame, meta: dict[str, Any], max_failed: int) -> dict[str, Any]:
     counts = trials.groupby(["stage", "status"]).size().unstack(fill_value=0) if len(trials) else pd.DataFrame()
     statuses = list(counts.columns)
@@ -347,8 +354,10 @@ def metadata(trials: pd.DataFrame, meta: dict[str, Any], max_failed: int) -> dic
         "nodes": sorted({str(n) for n in trials["node"].dropna()}),
         "trial_wall": mk.duration(trials["wall_s"].sum()) if trials["wall_s"].notna().any() else "–",
         # a sweep merged from parts run apart (raysweep merge): each part's id, cells, start and time
-        "parts": [f"{p.get('sweep_id')}: {', '.join(p.get('cells') or [])}, started {p.get('started_at') or '–'}, "
-                  f"{mk.duration(p.get('wall_s'))}" for p in meta.get("parts") or [] if isinstance(p, dict)],
+        "parts": [f"{p.get('sweep_id')}: {', '.join(p.get('cells') or [])}"
+                  + _replicates_of(p.get("replicates"))
+                  + f", started {p.get('started_at') or '–'}, {mk.duration(p.get('wall_s'))}"
+                  for p in meta.get("parts") or [] if isinstance(p, dict)],
     }
 
 
