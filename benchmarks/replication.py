@@ -1,13 +1,17 @@
 """Does the verdict replicate? Whole sweeps that differ only in ``tuning.seed``, compared pairwise.
 
     python -m benchmarks.replication [--config configs/default.yaml] [--seeds 100 200 300] [--arch NAME ...]
-                                     [--out results/replication] [--md benchmarks/results/replication.md]
+                                     [--replicates K:N] [--out results/replication]
+                                     [--md benchmarks/results/replication.md]
 
 Each seed's sweep is the config with only ``tuning.seed`` changed (so new tuning draws and, through it, new training
 seeds for every replicate: :func:`raysweep.config.tuning_seed`), run with ``raysweep run`` into ``<out>/seed<s>``
 (an existing folder resumes: nothing finished is rerun). A sweep too long for one sitting runs one architecture at a
 time (``--arch``, into ``<out>/seed<s>/<arch>``: a cell's seeds and scores do not depend on the cells beside it);
-the parts of a seed are merged as ``raysweep merge`` merges them before they are summarised. Then, per cell:
+the parts of a seed are merged as ``raysweep merge`` merges them before they are summarised. ``--replicates K:N``
+runs only replicates K to N-1 of each seed's sweep (into ``<out>/seed<s>/<arch>-r<K>-<N-1>``): a design of N
+replicates measured by adding to sweeps of K already run (a replicate's seeds depend only on its index, so the
+merged parts are the sweep one run of N makes). Then, per cell:
 
 * per sweep: its time (``wall_s``: the two stages, without Ray's start-up and the report; of the part that ran the
   cell, for a sweep run in parts), the

@@ -194,6 +194,14 @@ def test_design_tradeoff_pools_independent_replicates(tmp_path):
     assert two["contra_mean"] == 0 and two["tau_min"] == pytest.approx(1.0) and two["winners_inside"] == 1.0
     assert two["tau_below"] == 0.0 and "| d/m | 2 | 15 |" in design_markdown(rows)
     assert [r["R"] for r in design_tradeoff(pools, per_replicate, draws=5, sizes=[3, 9])] == [3]  # 9: pool too small
+    # z made y plus a per-replicate offset: of the three ways to split 4 replicates into two designs of 2, two order
+    # y and z oppositely (tau 1/3: x stays first) and one alike (tau 1); the share below the target counts the first
+    # kind (40 draws: all of one kind has odds under (2/3)^40).
+    tied = pool.copy()
+    for r, offset in enumerate([0.03, 0.01, -0.005, -0.02]):
+        tied[("z", r)] = pool[("y", r)] + offset
+    (row,) = design_tradeoff({"d/m": tied}, 1.0, draws=40, sizes=[2])
+    assert row["tau_min"] == pytest.approx(1 / 3) and 0 < row["tau_below"] < 1
     shared = json.loads((folders[200] / "results" / "sweep.json").read_text())
     shared["protocol"]["confirmation"]["replicate_seeds"]["0"]["tune"] = 101  # sweep 100's confirmation seed
     (folders[200] / "results" / "sweep.json").write_text(json.dumps(shared))
