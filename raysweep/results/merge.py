@@ -64,12 +64,23 @@ def part_replicates(config: dict[str, Any]) -> range:
     return range(first, first + int(tuning.get("replicates", 1)))
 
 
+def _replicate_entries(span: range) -> dict[str, int]:
+    """The ``tuning`` keys of a sweep of the replicates ``span``, as a single run writes them (``first_replicate``
+    only when not 0)."""
+    return {"replicates": len(span), **({"first_replicate": span.start} if span.start else {})}
+
+
+def _without_replicate_keys(section: dict[str, Any]) -> dict[str, Any]:
+    """A config's or protocol's ``tuning`` section without the keys that say which replicates it holds, or the
+    section as it is when it is not a dict."""
+    if not isinstance(section.get("tuning"), dict):
+        return section
+    return {**section, "tuning": {k: v for k, v in section["tuning"].items() if k not in REPLICATE_KEYS}}
+
+
 def _shared_config(config: dict[str, Any]) -> dict[str, Any]:
     """A part's config without what says which cells and replicates it holds: what every part must share."""
-    shared = {k: v for k, v in config.items() if k not in CELL_SECTIONS}
-    if isinstance(shared.get("tuning"), dict):
-        shared["tuning"] = {k: v for k, v in shared["tuning"].items() if k not in REPLICATE_KEYS}
-    return shared
+    return _without_replicate_keys({k: v for k, v in config.items() if k not in CELL_SECTIONS})
 
 
 def _merged_replicates(metas: Sequence[dict[str, Any]], names: Sequence[str]) -> range:
@@ -103,10 +114,8 @@ def _with_replicates(protocol: dict[str, Any], span: range) -> dict[str, Any]:
     replicates (:func:`raysweep.power.power_limit`)."""
     from ..power import power_limit
 
-    tuning = {k: v for k, v in (protocol.get("tuning") or {}).items() if k not in REPLICATE_KEYS}
-    if "tuning" in protocol:
-        protocol["tuning"] = {**tuning, "replicates": len(span), **({"first_replicate": span.start} if span.start
-                                                                    else {})}
+    if isinstance(protocol.get("tuning"), dict):  # its replicate keys were left out of the union
+        protocol["tuning"] = {**protocol["tuning"], **_replicate_entries(span)}
     for cell, limit in (protocol.get("power") or {}).items():
         if isinstance(limit, dict) and {"n_cases", "n_losses", "alpha"} <= set(limit):
             protocol["power"][cell] = power_limit(limit["n_cases"], limit["n_losses"], limit["alpha"],
@@ -116,9 +125,7 @@ def _with_replicates(protocol: dict[str, Any], span: range) -> dict[str, Any]:
 
 def _without_replicates(protocol: dict[str, Any]) -> dict[str, Any]:
     """A part's ``protocol`` without the entries that follow its number of replicates (set again after the union)."""
-    out = dict(protocol)
-    if isinstance(out.get("tuning"), dict):
-        out["tuning"] = {k: v for k, v in out["tuning"].items() if k not in REPLICATE_KEYS}
+    out = _without_replicate_keys(dict(protocol))
     if isinstance(out.get("power"), dict):
         out["power"] = {cell: ({k: v for k, v in limit.items() if k not in ("replicates", "replicate_sd_multiple")}
                                if isinstance(limit, dict) else limit) for cell, limit in out["power"].items()}
@@ -157,8 +164,7 @@ def merge_sweep_meta(metas: Sequence[dict[str, Any]], names: Sequence[str]) -> d
         config[section] = _union([(n, m["config"].get(section, {})) for m, n in zip(metas, names)], ("config",
                                                                                                       section))
     if isinstance(config.get("tuning"), dict):  # as a single run of the merged replicates writes it
-        config["tuning"] = {**config["tuning"], "replicates": len(span),
-                            **({"first_replicate": span.start} if span.start else {})}
+        config["tuning"] = {**config["tuning"], **_replicate_entries(span)}
     merged: dict[str, Any] = {
         "sweep_id": "+".join(dict.fromkeys(str(m.get("sweep_id", "")) for m in metas)),
         "config": config, "config_text": json.dumps(config, indent=1),
@@ -170,7 +176,7 @@ def merge_sweep_meta(metas: Sequence[dict[str, Any]], names: Sequence[str]) -> d
                     for stage in dict.fromkeys(s for m in metas for s in m.get("planned", {}))},
         "groups": [g for m in metas for g in m.get("groups", [])],
         "parts": [{"sweep_id": m.get("sweep_id"), "cells": part_cells(m["config"]),
-                   "replicates": [part_replicates(m["config"])[0], part_replicates(m["config"])[-1]],
+                   "replicates": [min(part_replicates(m["config"])), max(part_replicates(m["config"]))],
                    "started_at": m.get("started_at"), "ended_at": m.get("ended_at"), "wall_s": m.get("wall_s")}
                   for m in metas],
     }
