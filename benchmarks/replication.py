@@ -35,6 +35,15 @@ replicate is the same work).
     python -m benchmarks.replication --no-run --seeds 0 100 200 300 --design [--draws 200] [--timed 0 200]
         [--design-r 8 10 12] [--arch transformer]      # only these R, only these cells: a few minutes, not an hour
 
+**Nested designs** (``--nested R ...``): each sweep cut to its first ``R`` replicates is exactly the sweep a run of
+``R`` would have made (a replicate's seeds, sampler seed and start-up branch depend only on its index), so sweeps of
+``N`` replicates also measure every design of fewer: per cell and ``R``, each cut sweep's top group and winner, and
+per pair of cut sweeps the contradicted claims, Kendall's tau and the winners, as above. Unlike ``--design`` these
+are the real sweeps, not draws; like it, they run nothing.
+
+    python -m benchmarks.replication --no-run --seeds 100 200 300 --nested 10 11 12 13 14 \
+        --out benchmarks/measured/replication-d14
+
 Sweeps are compared only when they are one design: their configs (``sweep.json``) may differ in ``name`` and
 ``tuning.seed`` and nothing else (a sweep of some of the cells, ``--arch``, is compared on those), or the comparison
 is refused with the keys that differ. ``--archive DIR`` copies
@@ -348,6 +357,48 @@ def design_tradeoff(pools: dict[str, "pd.DataFrame"], minutes_per_replicate: flo
     return rows
 
 
+def nested_designs(folders: dict[int, Path], sizes: list[int], alpha: float = 0.05) -> list[dict]:
+    """One row per (cell, R): each sweep cut to its first R replicates (replicates 0 to R-1 are what a run of R would
+    have made: a replicate's seeds depend only on its index), ranked as the report ranks, and compared pairwise as
+    ``raysweep compare`` compares: the sweeps as they would have ended with a design of R replicates. R larger than
+    a sweep's replicates is skipped."""
+    from scipy.stats import kendalltau
+
+    from raysweep.report.paired import compare_claims
+
+    pools = {seed: pooled_scores({seed: folder})[0] for seed, folder in folders.items()}
+    rows = []
+    for cell in sorted(set.intersection(*(set(p) for p in pools.values()))):
+        n = min(len(set(p[cell].columns.get_level_values("replicate"))) for p in pools.values())
+        for r in [r for r in sizes if 1 <= r <= n]:
+            v = {seed: _verdict(p[cell].loc[:, p[cell].columns.get_level_values("replicate") < r], alpha)
+                 for seed, p in pools.items()}
+            pairs = [{"pair": f"{a} vs {b}", "contradicted": len(compare_claims(v[a][2], v[b][2])["contradicted"]),
+                      "tau": float(kendalltau(v[a][3].reindex(v[b][3].index), v[b][3]).statistic),
+                      "winners_inside": v[a][0] in v[b][1] and v[b][0] in v[a][1]}
+                     for a, b in itertools.combinations(v, 2)]
+            rows.append({"cell": cell, "R": r, "losses": len(v[next(iter(v))][3]),
+                         "top": {seed: len(x[1]) for seed, x in v.items()},
+                         "winner": {seed: x[0] for seed, x in v.items()}, "pairs": pairs})
+    return rows
+
+
+def nested_markdown(rows: list[dict]) -> str:
+    lines = ["| cell | replicates R | top group / losses, per sweep | winner, per sweep | pairs: contradicted claims; "
+             f"tau (below {TAU_TARGET} bold); winners in each other's top group |", "|---|---|---|---|---|"]
+
+    def pair(p: dict) -> str:
+        tau = f"{p['tau']:.3f}" if p["tau"] >= TAU_TARGET else f"**{p['tau']:.3f}**"
+        return f"{p['pair']}: {p['contradicted']}; {tau}"
+
+    for r in rows:
+        pairs = ", ".join(pair(p) for p in r["pairs"])
+        inside = "yes" if all(p["winners_inside"] for p in r["pairs"]) else "no"
+        lines.append(f"| {r['cell']} | {r['R']} | {', '.join(map(str, r['top'].values()))} / {r['losses']} | "
+                     f"{', '.join(r['winner'].values())} | {pairs}; {inside} |")
+    return "\n".join(lines) + "\n"
+
+
 def design_markdown(rows: list[dict]) -> str:
     lines = ["| cell | replicates R | minutes (projected) | top group: median (min-max) / losses | top group at most "
              "half | two disjoint R-designs: contradicted claims, mean (pairs with any) | tau: median (min; pairs "
@@ -391,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=200, help="random designs drawn per R with --design (default 200)")
     ap.add_argument("--design-r", type=int, nargs="+", default=None, metavar="R",
                     help="with --design: only these numbers of replicates (default: 2 to the pool's size)")
+    ap.add_argument("--nested", type=int, nargs="+", default=None, metavar="R",
+                    help="also rank each sweep cut to its first R replicates, the sweep a run of R would have made, "
+                    "and compare those pairwise (module docstring)")
     ap.add_argument("--timed", type=int, nargs="+", default=None,
                     help="with --design: the tuning seeds whose sweeps ran on an idle machine; their minutes per "
                     "replicate set the projected times (default: every sweep's)")
@@ -410,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
             pools, per_replicate = pooled_scores(folders, args.timed)
             pools = {c: p for c, p in pools.items() if not args.arch or c.split("/")[-1] in args.arch}
             text += "\n" + design_markdown(design_tradeoff(pools, per_replicate, args.draws, sizes=args.design_r))
+        if args.nested:
+            rows = [r for r in nested_designs(folders, args.nested) if not args.arch or r["cell"].split("/")[-1] in
+                    args.arch]
+            text += "\n" + nested_markdown(rows)
     print(text)
     if args.md:
         args.md.parent.mkdir(parents=True, exist_ok=True)

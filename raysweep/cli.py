@@ -202,7 +202,9 @@ def _cmd_merge(args) -> int:
 
     merged = merge_results(args.parts, args.out)
     meta = read_sweep_meta(merged)
-    cells = ", ".join(c for part in meta["parts"] for c in part["cells"])
+    cells = ", ".join(dict.fromkeys(c for part in meta["parts"] for c in part["cells"]))  # parts of replicates repeat
+    replicates = meta.get("protocol", {}).get("tuning", {}).get("replicates")
+    cells += f" ({replicates} replicates)" if replicates and replicates > 1 else ""
     print(f"merged {len(args.parts)} parts into {merged}: cells {cells}"
           + (f"; {meta['wall_s'] / 60:.1f} min of sweep in all" if meta.get("wall_s") is not None else ""))
     try:

@@ -209,6 +209,48 @@ def test_design_tradeoff_pools_independent_replicates(tmp_path):
         pooled_scores(folders)
 
 
+def test_nested_designs_are_the_sweeps_a_smaller_run_would_have_made(tmp_path):
+    """benchmarks.replication --nested: each sweep cut to its first R replicates ranks and compares as the sweeps of R
+    replicates do when written alone (summarise, the report's statistics and raysweep compare, computed apart). Planted:
+    sweep 2's third replicate lifts y above x, so the two sweeps agree at R = 2 (tau 1) and not at R = 3 (tau 1/3);
+    R beyond the sweeps' replicates is skipped."""
+    import numpy as np
+
+    write_planted_cell = _planted_cell_writer()
+    from benchmarks.replication import nested_designs, nested_markdown, summarise
+
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.3, 0.5, 12)
+    levels = {1: [{"x": 0.4, "y": 0.2, "z": 0.0}] * 3,
+              2: [{"x": 0.4, "y": 0.2, "z": 0.0}] * 2 + [{"x": 0.4, "y": 1.0, "z": 0.0}]}
+
+    def write(folder, sweep, n):
+        write_planted_cell(folder / "results", {k: np.vstack([base + levels[sweep][r][k] + noise[sweep][r]
+                                                              for r in range(n)]) for k in "xyz"}, replicates=n)
+        seeds = {str(r): {"tune": 100 * sweep + 2 * r, "confirm": [100 * sweep + 2 * r + 1]} for r in range(n)}
+        (folder / "results" / "sweep.json").write_text(json.dumps({"protocol": {
+            "tuning": {"seed": 100 * sweep}, "confirmation": {"seeds": [1], "replicate_seeds": seeds}}}))
+        (folder / "state.json").write_text(json.dumps({"wall_s": 60.0 * n}))
+        return folder
+
+    noise = {sweep: [rng.normal(0, 0.01, 12) for _ in range(3)] for sweep in (1, 2)}
+    whole = {sweep: write(tmp_path / f"s{sweep}", sweep, 3) for sweep in (1, 2)}
+    cut = {sweep: write(tmp_path / f"s{sweep}-r2", sweep, 2) for sweep in (1, 2)}
+    rows = nested_designs(whole, [2, 3, 5])
+    assert [(r["cell"], r["R"], r["losses"]) for r in rows] == [("d/m", 2, 3), ("d/m", 3, 3)]
+    for row, folders in zip(rows, (cut, whole)):
+        runs, pairs = summarise(folders)
+        assert row["top"] == {r["seed"]: r["top"] for r in runs}
+        assert row["winner"] == {r["seed"]: r["winner"] for r in runs}
+        (mine,), (theirs,) = row["pairs"], pairs
+        assert mine["contradicted"] == theirs["contradicted"] and mine["tau"] == pytest.approx(theirs["tau"])
+        assert mine["winners_inside"] == (theirs["a_winner_in_b_top"] and theirs["b_winner_in_a_top"])
+    assert [r["pairs"][0]["tau"] for r in rows] == pytest.approx([1.0, 1 / 3])
+    assert rows[1]["winner"] == {1: "x", 2: "y"}
+    text = nested_markdown(rows)
+    assert "| d/m | 2 | " in text and "1 vs 2: 0; 1.000" in text and "**0.333**" in text
+
+
 def test_convergence_gain_is_the_reports_last20_check_on_a_real_run():
     """benchmarks.convergence: the last-20% gain of a curve as the report computes it, and one real confirmation run
     of the default config's CNN cell (20 steps, 5 evaluations at 4, 8, ..., 20): its reports are recorded in order."""

@@ -56,11 +56,11 @@ def _flat_config(path) -> dict:
 
 
 def test_the_default_is_the_measured_design_and_quick_the_same_design_made_smaller():
-    """docs/protocol.md reports the three sweeps of benchmarks/measured/replication-d10/design.yaml as what the default
+    """docs/protocol.md reports the three sweeps of benchmarks/measured/replication-d14/design.yaml as what the default
     delivers: the default must be that design (only its name and tuning seed may differ), and configs/quick.yaml the
     default with fewer replicates and steps, nothing else."""
     default = _flat_config("configs/default.yaml")
-    measured = _flat_config("benchmarks/measured/replication-d10/design.yaml")
+    measured = _flat_config("benchmarks/measured/replication-d14/design.yaml")
     quick = _flat_config("configs/quick.yaml")
 
     def differs(a, b):
