@@ -313,6 +313,18 @@ def _verdict(scores, alpha: float):
     return best, [loss for loss in means.index if loss not in worse], found, means
 
 
+def _compare_verdicts(a, b) -> dict:
+    """Two :func:`_verdict` results compared as ``raysweep compare`` compares two sweeps: contradicted claims, Kendall's
+    tau-b between the mean rankings, and whether each winner is inside the other's top group."""
+    from scipy.stats import kendalltau
+
+    from raysweep.report.paired import compare_claims
+
+    return {"contradicted": len(compare_claims(a[2], b[2])["contradicted"]),
+            "tau": float(kendalltau(a[3].reindex(b[3].index), b[3]).statistic),
+            "winners_inside": a[0] in b[1] and b[0] in a[1]}
+
+
 def design_tradeoff(pools: dict[str, "pd.DataFrame"], minutes_per_replicate: float, draws: int = 200,
                     seed: int = 0, alpha: float = 0.05, sizes: list[int] | None = None) -> list[dict]:
     """One row per (cell, R): the top group's size over ``draws`` random R-subsets of the pooled replicates
@@ -321,9 +333,6 @@ def design_tradeoff(pools: dict[str, "pd.DataFrame"], minutes_per_replicate: flo
     median, share of pairs below the 0.8 target) and the share of pairs whose winners are each in the other's top
     group. ``sizes``: only these R (default: every R from 2 to the pool's size)."""
     import numpy as np
-    from scipy.stats import kendalltau
-
-    from raysweep.report.paired import compare_claims
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -344,10 +353,10 @@ def design_tradeoff(pools: dict[str, "pd.DataFrame"], minutes_per_replicate: flo
                 contra, taus, inside = [], [], []
                 for _ in range(draws):
                     perm = rng.permutation(reps)
-                    a, b = _verdict(subset(perm[:r]), alpha), _verdict(subset(perm[r:2 * r]), alpha)
-                    contra.append(len(compare_claims(a[2], b[2])["contradicted"]))
-                    taus.append(kendalltau(a[3].reindex(b[3].index), b[3]).statistic)
-                    inside.append(a[0] in b[1] and b[0] in a[1])
+                    c = _compare_verdicts(_verdict(subset(perm[:r]), alpha), _verdict(subset(perm[r:2 * r]), alpha))
+                    contra.append(c["contradicted"])
+                    taus.append(c["tau"])
+                    inside.append(c["winners_inside"])
                 row.update(pairs=draws, contra_mean=float(np.mean(contra)),
                            contra_share=float(np.mean([c > 0 for c in contra])), tau_min=float(min(taus)),
                            tau_median=float(np.median(taus)),
@@ -362,10 +371,6 @@ def nested_designs(folders: dict[int, Path], sizes: list[int], alpha: float = 0.
     have made: a replicate's seeds depend only on its index), ranked as the report ranks, and compared pairwise as
     ``raysweep compare`` compares: the sweeps as they would have ended with a design of R replicates. R larger than
     a sweep's replicates is skipped."""
-    from scipy.stats import kendalltau
-
-    from raysweep.report.paired import compare_claims
-
     pools = {seed: pooled_scores({seed: folder})[0] for seed, folder in folders.items()}
     rows = []
     for cell in sorted(set.intersection(*(set(p) for p in pools.values()))):
@@ -373,10 +378,7 @@ def nested_designs(folders: dict[int, Path], sizes: list[int], alpha: float = 0.
         for r in [r for r in sizes if 1 <= r <= n]:
             v = {seed: _verdict(p[cell].loc[:, p[cell].columns.get_level_values("replicate") < r], alpha)
                  for seed, p in pools.items()}
-            pairs = [{"pair": f"{a} vs {b}", "contradicted": len(compare_claims(v[a][2], v[b][2])["contradicted"]),
-                      "tau": float(kendalltau(v[a][3].reindex(v[b][3].index), v[b][3]).statistic),
-                      "winners_inside": v[a][0] in v[b][1] and v[b][0] in v[a][1]}
-                     for a, b in itertools.combinations(v, 2)]
+            pairs = [{"pair": f"{a} vs {b}", **_compare_verdicts(v[a], v[b])} for a, b in itertools.combinations(v, 2)]
             rows.append({"cell": cell, "R": r, "losses": len(v[next(iter(v))][3]),
                          "top": {seed: len(x[1]) for seed, x in v.items()},
                          "winner": {seed: x[0] for seed, x in v.items()}, "pairs": pairs})
@@ -460,14 +462,16 @@ def main(argv: list[str] | None = None) -> int:
             archive([p for seed in args.seeds for p in parts_of(args.out, seed, args.arch)], args.out, args.archive)
         runs, pairs = summarise(folders)
         text = markdown(runs, pairs)
+
+        def in_archs(cell: str) -> bool:  # "dataset/arch" among --arch (all when none is named)
+            return not args.arch or cell.split("/")[-1] in args.arch
+
         if args.design:
             pools, per_replicate = pooled_scores(folders, args.timed)
-            pools = {c: p for c, p in pools.items() if not args.arch or c.split("/")[-1] in args.arch}
+            pools = {c: p for c, p in pools.items() if in_archs(c)}
             text += "\n" + design_markdown(design_tradeoff(pools, per_replicate, args.draws, sizes=args.design_r))
         if args.nested:
-            rows = [r for r in nested_designs(folders, args.nested) if not args.arch or r["cell"].split("/")[-1] in
-                    args.arch]
-            text += "\n" + nested_markdown(rows)
+            text += "\n" + nested_markdown([r for r in nested_designs(folders, args.nested) if in_archs(r["cell"])])
     print(text)
     if args.md:
         args.md.parent.mkdir(parents=True, exist_ok=True)
